@@ -1,0 +1,52 @@
+# terratiler: `make serve` runs the service on the demo catalog, `make test` runs the tests.
+# Both set everything up on a fresh machine (Debian packages, .venv, the demo data).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= data/demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Debian packages the tests need (installed only when missing; needs root, as on CI).
+PG_MAJOR := $(shell ls /etc/postgresql 2>/dev/null | sort -n | tail -n 1)
+APT_TEST_PACKAGES := $(if $(PG_MAJOR),postgresql-$(PG_MAJOR)-postgis-3) chromium chromium-driver
+
+.PHONY: serve test venv apt-test demo lint format bench clean
+
+$(BIN)/terratiler: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+venv: $(BIN)/terratiler
+
+$(DEMO)/collection.json: | $(BIN)/terratiler
+	$(BIN)/terratiler demo $(DEMO)
+
+demo: $(DEMO)/collection.json
+
+serve: venv demo
+	TERRATILER_CATALOG=$(DEMO) $(BIN)/terratiler serve --host $(HOST) --port $(PORT)
+
+apt-test:
+	@missing=""; for p in $(APT_TEST_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: venv apt-test
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+
+format: venv
+	$(BIN)/ruff check --fix app tests bench
+	$(BIN)/ruff format app tests bench
+
+clean:
+	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache

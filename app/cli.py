@@ -1,0 +1,62 @@
+"""The ``terratiler`` command: ``serve``, ``demo``."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.catalog:
+        os.environ["TERRATILER_CATALOG"] = args.catalog
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from app.demo import generate_demo
+
+    out = generate_demo(Path(args.path), scenes=args.scenes, size=args.size, seed=args.seed)
+    print(f"demo catalog written to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``terratiler`` command."""
+    parser = argparse.ArgumentParser(prog="terratiler", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the service (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--catalog", help="a folder of STAC items or a STAC API URL")
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser("demo", help="write the synthetic Sentinel-2 demo catalog")
+    demo.add_argument("path")
+    demo.add_argument("--scenes", type=int, default=12, help="number of dates")
+    demo.add_argument("--size", type=int, default=1024, help="scene width in 10 m pixels")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``terratiler`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Service settings: one pydantic-settings class, environment prefix ``TERRATILER_``."""
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
+EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything tunable in terratiler; every default works offline."""
+
+    model_config = SettingsConfigDict(env_prefix="TERRATILER_", extra="ignore")
+
+    # Where items come from: a folder of STAC items (LocalCatalog) or an http(s) STAC API URL.
+    catalog: str = "data/demo"
+    collection: str = "sentinel-2-l2a"
+    data_dir: Path = Path("data")
+
+    # URL / path prefixes the service may read COGs from. Empty: the catalog folder (when
+    # local), the data folder and the Earth-Search COG bucket.
+    allowed_sources: Annotated[list[str], NoDecode] = []
+
+    database_url: str | None = None
+    dask_scheduler: str | None = None
+    api_keys: Annotated[list[str], NoDecode] = []
+
+    # Upstream STAC API behaviour.
+    stac_timeout: float = 30.0
+    stac_retries: int = 3
+    stac_backoff: float = 0.5
+
+    # Request bounds.
+    max_search_limit: int = 1000
+    default_search_limit: int = 10
+
+    cache_control: str = "public, max-age=3600"
+
+    @field_validator("allowed_sources", "api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @property
+    def catalog_is_remote(self) -> bool:
+        """Whether ``catalog`` names a STAC API rather than a local folder."""
+        return self.catalog.startswith(("http://", "https://"))
+
+    @property
+    def allowed_prefixes(self) -> list[str]:
+        """The effective allow-list of source prefixes."""
+        if self.allowed_sources:
+            return list(self.allowed_sources)
+        prefixes = [str(self.data_dir.resolve()), EARTH_SEARCH_COGS]
+        if not self.catalog_is_remote:
+            prefixes.insert(0, str(Path(self.catalog).resolve()))
+        return prefixes

@@ -1,0 +1,35 @@
+"""Shared fixtures: small demo catalogs in tmp dirs, apps over them."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo catalog (6 dates, 256 px = 2.56 km), generated once per session."""
+    from app.demo import generate_demo
+
+    path = tmp_path_factory.mktemp("demo")
+    generate_demo(path, scenes=6, size=256, seed=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_settings(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings of a service over the small demo catalog."""
+    return Settings(catalog=str(demo_dir), data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def client(demo_settings: Settings) -> Iterator[TestClient]:
+    """A TestClient of the service over the small demo catalog."""
+    with TestClient(create_app(demo_settings)) as test_client:
+        yield test_client
