@@ -49,3 +49,9 @@ class UpstreamTimeoutError(UpstreamError):
     """An upstream STAC API or COG did not answer in time."""
 
     status_code = 504
+
+
+class ForbiddenError(TerratilerError):
+    """A source outside the allow-list, or an address the service never fetches."""
+
+    status_code = 403

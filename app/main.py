@@ -1,12 +1,33 @@
 """The FastAPI application: ``create_app(settings)`` and a module-level ``app`` for uvicorn."""
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from rasterio.errors import RasterioError, RasterioIOError
+from rio_tiler.errors import InvalidAssetName, RioTilerError
+from starlette import status
+from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
+from titiler.core.middleware import CacheControlMiddleware
 
 from app import __version__
 from app.catalog import catalog_from_settings
+from app.catalog.cache import ItemCache
 from app.errors import TerratilerError
+from app.gdal_env import configure_gdal
+from app.middleware import PresetMiddleware, TileScaleMiddleware
 from app.settings import Settings
+
+logger = logging.getLogger("terratiler")
+
+# rio-tiler/rasterio failures on a COG the service was allowed to read are the upstream's
+# fault (502), a bad asset name is the caller's (400).
+STATUS_CODES = {
+    **DEFAULT_STATUS_CODES,
+    InvalidAssetName: status.HTTP_400_BAD_REQUEST,
+    RasterioIOError: status.HTTP_502_BAD_GATEWAY,
+    RasterioError: status.HTTP_502_BAD_GATEWAY,
+}
 
 
 def _terratiler_error(request: Request, exc: Exception) -> JSONResponse:
@@ -14,9 +35,18 @@ def _terratiler_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 
+def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.url.path)
+    return JSONResponse(
+        {"detail": f"internal error: {type(exc).__name__}"},
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings()
+    configure_gdal(settings)
     app = FastAPI(
         title="terratiler",
         version=__version__,
@@ -24,18 +54,46 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.catalog = catalog_from_settings(settings)
+    app.state.item_cache = ItemCache(
+        app.state.catalog, ttl=settings.item_cache_ttl, maxsize=settings.item_cache_size
+    )
+
+    add_exception_handlers(app, STATUS_CODES)
+    app.add_exception_handler(RioTilerError, _rio_tiler_error)
     app.add_exception_handler(TerratilerError, _terratiler_error)
+    app.add_exception_handler(Exception, _unexpected_error)
 
     from app.routers import catalog as catalog_router
+    from app.routers import tiler
 
     app.include_router(catalog_router.router, prefix="/catalog", tags=["STAC API"])
+    app.include_router(tiler.cog_factory().router, prefix="/cog", tags=["Cloud Optimized GeoTIFF"])
+    app.include_router(tiler.stac_factory().router, prefix="/stac", tags=["STAC item by URL"])
+    app.include_router(
+        tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"]
+    )
+    app.include_router(tiler.tms_factory().router, tags=["Tiling Schemes"])
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
 
+    if settings.cache_control:
+        app.add_middleware(
+            CacheControlMiddleware,
+            cachecontrol=settings.cache_control,
+            cachecontrol_max_http_code=400,
+            exclude_path={r"/healthz", r"/metrics", r"/batch/.*"},
+        )
+    app.add_middleware(PresetMiddleware)
+    app.add_middleware(TileScaleMiddleware)
     return app
+
+
+def _rio_tiler_error(request: Request, exc: Exception) -> JSONResponse:
+    code = STATUS_CODES.get(type(exc), status.HTTP_400_BAD_REQUEST)
+    return JSONResponse({"detail": str(exc)}, status_code=code)
 
 
 def __getattr__(name: str) -> FastAPI:

@@ -43,9 +43,28 @@ class Settings(BaseSettings):
     max_search_limit: int = 1000
     default_search_limit: int = 10
 
+    max_output_pixels: int = 4096 * 4096
+    max_tile_size: int = 1024
+    item_cache_ttl: float = 300.0
+    item_cache_size: int = 4096
+
+    # Cache-Control of successful GET responses ("" to send none).
     cache_control: str = "public, max-age=3600"
 
-    @field_validator("allowed_sources", "api_keys", mode="before")
+    # Sentinel-2: SCL classes that mask=scl-clear turns into nodata.
+    scl_mask_classes: Annotated[list[int], NoDecode] = [0, 1, 3, 8, 9, 10, 11]
+
+    # Sources: private/loopback hosts are refused unless the operator opts in.
+    allow_private_sources: bool = False
+
+    # GDAL (applied once, by app.gdal_env).
+    gdal_cachemax_mb: int = 512
+    vsi_cache_size: int = 50_000_000
+    gdal_http_max_retry: int = 3
+    gdal_http_retry_delay: float = 0.5
+    gdal_http_timeout: int = 30
+
+    @field_validator("allowed_sources", "api_keys", "scl_mask_classes", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)

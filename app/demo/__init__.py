@@ -1,0 +1,109 @@
+"""The synthetic Sentinel-2 L2A demo catalog: Earth-Search-shaped items over fake farmland.
+
+``generate_demo(path)`` writes, offline and deterministically for a seed::
+
+    PATH/collection.json             the sentinel-2-l2a collection (with item_assets)
+    PATH/items/<item_id>.json        one STAC item per date, asset hrefs relative
+    PATH/cogs/<item_id>/B04.tif ...  COGs named as on Earth-Search, and thumbnail.jpg
+    PATH/fields.geojson              field parcels, EPSG:4326
+    PATH/fields.gpkg                 the same parcels, EPSG:32633 (layer ``fields``)
+
+What each date is like (sky, processing baseline, swath edge) depends only on the number
+of scenes: see ``plan_scenes``. A field's NDVI on a date is ``field_ndvi(properties,
+date)`` plus pixel noise.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from app.demo.cog import write_cog, write_thumbnail
+from app.demo.fields import write_fields
+from app.demo.grid import CENTER_LAT, CENTER_LON, EPSG, DemoGrid, demo_grid
+from app.demo.landscape import build_landscape
+from app.demo.phenology import CROPS, crop_ndvi, field_ndvi
+from app.demo.scene import RESOLUTION, SCL_CLOUDS, Scene, render_scene, scl_properties
+from app.demo.schedule import SceneSpec, plan_scenes
+from app.demo.stac import ASSET_FILES, build_collection, build_item
+
+__all__ = [
+    "CENTER_LAT",
+    "CENTER_LON",
+    "CROPS",
+    "EPSG",
+    "SCL_CLOUDS",
+    "DemoGrid",
+    "SceneSpec",
+    "crop_ndvi",
+    "demo_grid",
+    "field_ndvi",
+    "generate_demo",
+    "plan_scenes",
+    "scl_properties",
+]
+
+MIN_SIZE = 64
+
+
+def _clear_previous(path: Path) -> None:
+    """Remove what an earlier run wrote, and nothing else."""
+    for folder in ("items", "cogs"):
+        shutil.rmtree(path / folder, ignore_errors=True)
+    for name in ("collection.json", "fields.geojson", "fields.gpkg"):
+        (path / name).unlink(missing_ok=True)
+
+
+def _write_scene_files(folder: Path, scene: Scene, grid: DemoGrid) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, data in scene.arrays.items():
+        resampling = "nearest" if key == "scl" else "average"
+        write_cog(folder / ASSET_FILES[key], data, grid.transform(RESOLUTION[key]), 0, resampling)
+    write_thumbnail(folder / ASSET_FILES["thumbnail"], scene.arrays["visual"])
+
+
+def generate_demo(path: Path, scenes: int = 12, size: int = 1024, seed: int = 0) -> Path:
+    """Write the synthetic Sentinel-2 L2A demo catalog into ``path``.
+
+    Re-running over an existing folder replaces what an earlier run wrote (items, COGs,
+    collection and field files) and leaves anything else alone.
+
+    Args:
+        path: the catalog folder (created if missing).
+        scenes: number of dates, spread over April-September 2023.
+        size: width and height of the 10 m grid in pixels (1024 is about 10 x 10 km).
+        seed: random seed; the same seed writes byte-identical rasters.
+
+    Returns:
+        The catalog folder.
+
+    Raises:
+        ValueError: ``scenes`` < 1 or ``size`` < 64.
+
+    """
+    if scenes < 1:
+        raise ValueError("scenes must be at least 1")
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be at least {MIN_SIZE} pixels")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    _clear_previous(path)
+
+    grid = demo_grid(size)
+    land = build_landscape(grid, np.random.default_rng([seed, 0]))
+    write_fields(land.fields, path)
+
+    items_dir = path / "items"
+    items_dir.mkdir()
+    items = []
+    for spec in plan_scenes(scenes):
+        scene = render_scene(land, spec, np.random.default_rng([seed, 1, spec.index]))
+        item = build_item(scene, grid)
+        _write_scene_files(path / "cogs" / item["id"], scene, grid)
+        (items_dir / f"{item['id']}.json").write_text(json.dumps(item, indent=2))
+        items.append(item)
+
+    collection = build_collection(grid, items)
+    (path / "collection.json").write_text(json.dumps(collection, indent=2))
+    return path

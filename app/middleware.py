@@ -1,0 +1,90 @@
+"""ASGI middlewares that rewrite tiler requests before FastAPI parses them.
+
+- ``PresetMiddleware``: ``preset=ndvi`` expands into the query parameters it stands for
+  (assets or expression, rescale, colormap, harmonize); parameters the caller gave win.
+- ``TileScaleMiddleware``: ``.../tiles/{tms}/{z}/{x}/{y}@2x.png`` (the TiTiler 0.x / Leaflet
+  retina form) becomes ``.../tiles/{tms}/{z}/{x}/{y}.png?tilesize=512``.
+
+Both work on the raw scope so that titiler's factories, and their OpenAPI, stay as they are.
+"""
+
+import json
+import re
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.errors import TerratilerError
+from app.expressions import get_preset
+
+_TILE_SCALE = re.compile(r"^(?P<head>.*/tiles/[^/]+/\d+/\d+/\d+)@(?P<scale>[1-4])x(?P<ext>\.\w+)?$")
+_PRESET_PREFIXES = ("/stac/", "/collections/", "/searches/")
+TILE_SIZE = 256
+
+
+def _preset_params(name: str, given: set[str]) -> list[tuple[str, str]]:
+    """The query parameters a preset adds to a request that already has ``given``."""
+    preset = get_preset(name)
+    params: list[tuple[str, str]] = []
+    if not given & {"assets", "expression"}:
+        if preset.expression:
+            params.append(("expression", preset.expression))
+        for asset in preset.assets or ():
+            params.append(("assets", asset))
+    if "rescale" not in given and preset.rescale:
+        params.extend(("rescale", f"{lo},{hi}") for lo, hi in preset.rescale)
+    if not given & {"colormap", "colormap_name"}:
+        if preset.colormap_name:
+            params.append(("colormap_name", preset.colormap_name))
+        elif preset.colormap:
+            colormap = {str(k): list(v) for k, v in preset.colormap.items()}
+            params.append(("colormap", json.dumps(colormap)))
+    if "harmonize" not in given:
+        params.append(("harmonize", "true" if preset.harmonize else "false"))
+    return params
+
+
+class PresetMiddleware:
+    """Expand ``preset=`` on tiler paths into the parameters it stands for."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Rewrite the query string of HTTP requests that carry ``preset=``."""
+        if scope["type"] == "http" and scope["path"].startswith(_PRESET_PREFIXES):
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            presets = [v for k, v in query if k == "preset"]
+            if presets:
+                rest = [(k, v) for k, v in query if k != "preset"]
+                try:
+                    added = _preset_params(presets[-1], {k for k, _ in rest})
+                except TerratilerError as exc:
+                    response = JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+                    await response(scope, receive, send)
+                    return
+                scope = dict(scope)
+                scope["query_string"] = urlencode(rest + added).encode("latin-1")
+        await self.app(scope, receive, send)
+
+
+class TileScaleMiddleware:
+    """Serve ``{z}/{x}/{y}@{scale}x[.{format}]`` tile URLs as ``tilesize=256*scale``."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Rewrite the path and query of ``@Nx`` tile requests."""
+        if scope["type"] == "http" and "@" in scope["path"]:
+            match = _TILE_SCALE.match(scope["path"])
+            if match:
+                query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                if not any(k == "tilesize" for k, _ in query):
+                    query.append(("tilesize", str(TILE_SIZE * int(match["scale"]))))
+                scope = dict(scope)
+                scope["path"] = match["head"] + (match["ext"] or "")
+                scope["raw_path"] = scope["path"].encode()
+                scope["query_string"] = urlencode(query).encode("latin-1")
+        await self.app(scope, receive, send)

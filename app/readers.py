@@ -1,0 +1,500 @@
+"""rio-tiler readers that know Sentinel-2 and never read outside the allow-list.
+
+``S2STACReader`` extends rio-tiler's ``STACReader``: assets may be named by common name or
+band name (``B04`` is ``red``), expressions name assets directly and are evaluated by
+``app.expressions`` (never by numexpr on user text), reflectance is harmonized from
+``raster:bands`` scale/offset, and ``mask="scl-clear"`` turns the configured SCL classes
+into nodata, SCL being read nearest-neighbour onto the bands' grid.
+
+``SafeCOGReader`` is rio-tiler's ``Reader`` with the same expression evaluator, for
+``b1``-style band math on a single COG.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attr
+import numpy as np
+import pystac
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+from rio_tiler.errors import InvalidAssetName
+from rio_tiler.io import Reader, STACReader
+from rio_tiler.io.stac import fetch
+from rio_tiler.models import ImageData, PointData
+
+from app import sentinel2
+from app.errors import BadRequestError, TooLargeError
+from app.expressions import Expression, parse_expression
+from app.security import check_source
+
+SCL_ASSET = "scl"
+MASK_SCL_CLEAR = "scl-clear"
+MASK_NONE = "none"
+
+Layer = ImageData | PointData
+
+
+def _masked(values: np.ndarray, invalid: np.ndarray) -> np.ma.MaskedArray:
+    return np.ma.MaskedArray(values, mask=np.ma.getmaskarray(values) | invalid)
+
+
+def check_output_pixels(
+    width: int | None, height: int | None, max_size: int | None, limit: int | None
+) -> None:
+    """Refuse an output over ``limit`` pixels (413 naming the limit)."""
+    if limit is None:
+        return
+    if width and height:
+        pixels = width * height
+    elif max_size:
+        pixels = max_size * max_size
+    else:
+        return
+    if pixels > limit:
+        raise TooLargeError(
+            f"output of {pixels} pixels is over the limit max_output_pixels={limit}; "
+            "ask for a smaller area or size"
+        )
+
+
+def check_tile_size(tilesize: int | None, limit: int | None) -> None:
+    """Refuse a tile larger than ``limit`` pixels a side (413 naming the limit)."""
+    if limit is not None and tilesize and tilesize > limit:
+        raise TooLargeError(f"tile size {tilesize} is over the limit max_tile_size={limit}")
+
+
+def _native_pixels(bbox, bounds_crs: CRS, crs: CRS, resolution: float) -> tuple[int, int]:
+    """Width/height of ``bbox`` (in ``bounds_crs``) on a grid of ``resolution`` in ``crs``."""
+    minx, miny, maxx, maxy = transform_bounds(bounds_crs, crs, *bbox, densify_pts=21)
+    return max(1, round((maxx - minx) / resolution)), max(1, round((maxy - miny) / resolution))
+
+
+def _bands(layer: Layer, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
+    """The layer's bands by name; a point's values as 1-element arrays, like pixels."""
+    if isinstance(layer, PointData):
+        return {name: layer.array[i : i + 1] for i, name in enumerate(names)}
+    return {name: layer.array[i] for i, name in enumerate(names)}
+
+
+@attr.s
+class SafeCOGReader(Reader):
+    """rio-tiler's COG reader with band math by ``app.expressions`` (``b1``, ``b2``...)."""
+
+    max_pixels: int | None = attr.ib(default=None, kw_only=True)
+    max_tile_size: int | None = attr.ib(default=None, kw_only=True)
+
+    def _with_expression(
+        self, read: Callable[..., Layer], expression: str | None, **kwargs: Any
+    ) -> Layer:
+        if not expression:
+            return read(**kwargs)
+        expr = parse_expression(expression)
+        indexes: list[int] = []
+        for name in expr.names:
+            if not (name.startswith("b") and name[1:].isdigit()):
+                raise BadRequestError(
+                    f"expression: unknown band '{name}'; a COG's bands are b1..b{self.dataset.count}"
+                )
+            index = int(name[1:])
+            if not 1 <= index <= self.dataset.count:
+                raise BadRequestError(
+                    f"expression: band '{name}' out of range; this COG has {self.dataset.count} bands"
+                )
+            indexes.append(index)
+        kwargs.pop("indexes", None)
+        layer = read(indexes=indexes, **kwargs)
+        return _replace_bands(
+            layer, expr.evaluate(_bands(layer, expr.names)), list(expr.outputs)
+        )
+
+    def tile(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
+        """Read a map tile; ``expression`` evaluated by ``app.expressions``."""
+        check_tile_size(kwargs.get("tilesize"), self.max_tile_size)
+        return self._with_expression(
+            lambda **kw: super(SafeCOGReader, self).tile(*args, **kw), expression, **kwargs
+        )
+
+    def part(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
+        """Read a bbox; ``expression`` evaluated by ``app.expressions``."""
+        width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
+        if not (width or height or max_size):
+            bounds_crs = kwargs.get("bounds_crs") or CRS.from_epsg(4326)
+            width, height = _native_pixels(args[0], bounds_crs, self.crs, min(self.dataset.res))
+        check_output_pixels(width, height, max_size, self.max_pixels)
+        return self._with_expression(
+            lambda **kw: super(SafeCOGReader, self).part(*args, **kw), expression, **kwargs
+        )
+
+    def preview(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
+        """Read a decimated preview; ``expression`` evaluated by ``app.expressions``."""
+        check_output_pixels(
+            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
+        )
+        return self._with_expression(
+            lambda **kw: super(SafeCOGReader, self).preview(*args, **kw), expression, **kwargs
+        )
+
+    def point(self, *args: Any, expression: str | None = None, **kwargs: Any) -> PointData:
+        """Read a point; ``expression`` evaluated by ``app.expressions``."""
+        return self._with_expression(
+            lambda **kw: super(SafeCOGReader, self).point(*args, **kw), expression, **kwargs
+        )
+
+    def feature(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
+        """Read a GeoJSON feature; ``expression`` evaluated by ``app.expressions``."""
+        check_output_pixels(
+            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
+        )
+        return self._with_expression(
+            lambda **kw: super(SafeCOGReader, self).feature(*args, **kw), expression, **kwargs
+        )
+
+
+def _replace_bands(layer: Layer, data: np.ma.MaskedArray, names: list[str]) -> Layer:
+    """The same layer (grid, CRS, metadata) with new bands."""
+    count = data.shape[0]
+    if isinstance(layer, PointData):
+        return PointData(
+            data.reshape(count),
+            band_names=names,
+            band_descriptions=names,
+            coordinates=layer.coordinates,
+            crs=layer.crs,
+            assets=layer.assets,
+            metadata=layer.metadata,
+            pixel_location=layer.pixel_location,
+            scales=[1.0] * count,
+            offsets=[0.0] * count,
+        )
+    return ImageData(
+        data,
+        assets=layer.assets,
+        bounds=layer.bounds,
+        crs=layer.crs,
+        metadata=layer.metadata,
+        band_names=names,
+        band_descriptions=names,
+        scales=[1.0] * count,
+        offsets=[0.0] * count,
+    )
+
+
+@attr.s
+class S2STACReader(STACReader):
+    """A Sentinel-2 aware STAC item reader.
+
+    ``input`` is a STAC item URL/path (checked against ``allowed_sources``) or a
+    ``pystac.Item`` already resolved through the catalog. Every asset href is checked
+    against ``allowed_sources`` before GDAL opens it.
+    """
+
+    allowed_sources: Sequence[str] = attr.ib(factory=list, kw_only=True)
+    allow_private: bool = attr.ib(default=False, kw_only=True)
+    scl_mask_classes: frozenset[int] = attr.ib(
+        default=sentinel2.DEFAULT_SCL_MASK, converter=frozenset, kw_only=True
+    )
+    max_pixels: int | None = attr.ib(default=None, kw_only=True)
+    max_tile_size: int | None = attr.ib(default=None, kw_only=True)
+
+    def __attrs_post_init__(self):
+        """Resolve the item (checking its URL) before rio-tiler looks at its assets."""
+        if isinstance(self.input, pystac.Item):
+            self.item, self.input = self.input, self.input.get_self_href()
+        elif self.item is None:
+            source = check_source(
+                self.input, self.allowed_sources, allow_private=self.allow_private
+            )
+            self.item = pystac.Item.from_dict(fetch(source, **self.fetch_options), source)
+        super().__attrs_post_init__()
+
+    # --- assets -------------------------------------------------------------------------
+
+    def resolve_asset_name(self, name: str) -> str:
+        """The item's asset key for a common name or band name (``B04`` -> ``red``)."""
+        key = sentinel2.resolve_asset(name, self.assets)
+        if key is None:
+            raise InvalidAssetName(f"'{name}' is not valid, should be one of {self.assets}")
+        return key
+
+    def _get_asset_info(self, asset: Any) -> Any:
+        if isinstance(asset, str):
+            asset = self.resolve_asset_name(asset)
+        elif isinstance(asset, dict) and asset.get("name"):
+            asset = {**asset, "name": self.resolve_asset_name(asset["name"])}
+        info = super()._get_asset_info(asset)
+        info["url"] = check_source(
+            info["url"], self.allowed_sources, allow_private=self.allow_private
+        )
+        return info
+
+    def scale_offset(self, asset: str) -> tuple[float, float]:
+        """Reflectance scale and offset of an asset (see ``app.sentinel2.scale_offset``)."""
+        return sentinel2.scale_offset(self.item, asset)
+
+    # --- band math, harmonization, SCL mask ---------------------------------------------
+
+    def _layer(
+        self,
+        read: Callable[..., Layer],
+        assets: Sequence[Any] | str | None,
+        expression: str | None,
+        mask: str | None,
+        harmonize: bool | None,
+        asset_as_band: bool,
+        **kwargs: Any,
+    ) -> Layer:
+        """Read what the caller asked for, harmonized and masked as asked.
+
+        ``read(assets=..., **kw)`` is one of rio-tiler's MultiBaseReader methods, bound
+        to the request's geometry (tile, bbox, point ...).
+        """
+        expr: Expression | None = parse_expression(expression) if expression else None
+        if harmonize is None:
+            harmonize = expr is not None
+        scl_mask = self._mask_classes(mask)
+
+        if expr is not None:
+            keys = [self._expression_asset(name) for name in expr.names]
+            read_keys = list(dict.fromkeys(keys))
+        else:
+            if isinstance(assets, str):
+                assets = [assets]
+            if not assets:
+                if self.default_assets:
+                    assets = list(self.default_assets)
+                else:
+                    raise BadRequestError("assets: give `assets`, `expression` or `preset`")
+            read_keys = [
+                self.resolve_asset_name(a) if isinstance(a, str) else a["name"] for a in assets
+            ]
+            keys = read_keys
+
+        if expr is None and not harmonize and scl_mask is None:
+            # Nothing of ours to do: rio-tiler's own path (multi-band assets, options).
+            return read(assets=assets, asset_as_band=asset_as_band, **kwargs)
+
+        layer = read(assets=read_keys, asset_as_band=True, **kwargs)
+        bands = _bands(layer, read_keys)
+        if harmonize:
+            for key, values in bands.items():
+                scale, offset = self.scale_offset(key)
+                if (scale, offset) != (1.0, 0.0):
+                    bands[key] = sentinel2.harmonize(values, scale, offset)
+
+        invalid = None
+        if scl_mask is not None:
+            scl = self._read_scl(read, read_keys, bands, kwargs)
+            invalid = sentinel2.scl_invalid(scl.filled(0), scl_mask) | np.ma.getmaskarray(scl)
+
+        if expr is not None:
+            data = expr.evaluate({name: bands[key] for name, key in zip(expr.names, keys)})
+            names = list(expr.outputs)
+        else:
+            data = np.ma.stack([bands[key] for key in keys])
+            if harmonize:
+                data = data.astype("float32")
+            names = list(keys)
+        if invalid is not None:
+            data = _masked(data, np.broadcast_to(invalid, data.shape))
+        return _replace_bands(layer, data, names)
+
+    def _mask_classes(self, mask: str | None) -> frozenset[int] | None:
+        if mask in (None, "", MASK_NONE):
+            return None
+        if mask == MASK_SCL_CLEAR:
+            if SCL_ASSET not in self.assets:
+                raise BadRequestError("mask: scl-clear needs an 'scl' asset; this item has none")
+            return self.scl_mask_classes
+        raise BadRequestError(f"mask: unknown mask '{mask}'; use '{MASK_SCL_CLEAR}' or 'none'")
+
+    def _expression_asset(self, name: str) -> str:
+        key = sentinel2.resolve_asset(name, self.assets)
+        if key is None:
+            raise BadRequestError(
+                f"expression: unknown asset '{name}'; this item has {sorted(self.assets)}"
+            )
+        return key
+
+    def _read_scl(
+        self,
+        read: Callable[..., Layer],
+        read_keys: list[str],
+        bands: dict[str, np.ma.MaskedArray],
+        kwargs: dict[str, Any],
+    ) -> np.ma.MaskedArray:
+        # SCL is a class map at 20 m: read it on its own, always nearest-neighbour, onto
+        # the same output grid as the bands (same tile, or the bands' width/height).
+        if SCL_ASSET in read_keys and kwargs.get("resampling_method") in (None, "nearest"):
+            return bands[SCL_ASSET]
+        nearest = {**kwargs, "resampling_method": "nearest", "reproject_method": "nearest"}
+        return read(assets=[SCL_ASSET], asset_as_band=True, **nearest).array[0]
+
+    # --- rio-tiler entry points ---------------------------------------------------------
+
+    def tile(
+        self,
+        tile_x: int,
+        tile_y: int,
+        tile_z: int,
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        asset_as_band: bool = False,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageData:
+        """Read a map tile (see the class docstring for the Sentinel-2 options)."""
+        check_tile_size(kwargs.get("tilesize"), self.max_tile_size)
+        return self._layer(
+            lambda **kw: super(S2STACReader, self).tile(tile_x, tile_y, tile_z, **kw),
+            assets,
+            expression,
+            mask,
+            harmonize,
+            asset_as_band,
+            **kwargs,
+        )
+
+    def part(
+        self,
+        bbox: tuple[float, float, float, float],
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        asset_as_band: bool = False,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        dst_crs: CRS | None = None,
+        bounds_crs: CRS = CRS.from_epsg(4326),
+        max_size: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        **kwargs: Any,
+    ) -> ImageData:
+        """Read a bbox. Without a size, at the finest native resolution of what is read."""
+        dst_crs = dst_crs or bounds_crs
+        if not (max_size or height or width):
+            width, height = self._native_size(bbox, bounds_crs, dst_crs, assets, expression)
+        check_output_pixels(width, height, max_size, self.max_pixels)
+        return self._layer(
+            lambda **kw: super(S2STACReader, self).part(
+                bbox,
+                dst_crs=dst_crs,
+                bounds_crs=bounds_crs,
+                max_size=max_size,
+                height=height,
+                width=width,
+                **kw,
+            ),
+            assets,
+            expression,
+            mask,
+            harmonize,
+            asset_as_band,
+            **kwargs,
+        )
+
+    def preview(
+        self,
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        asset_as_band: bool = False,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageData:
+        """Read a decimated view of the whole item."""
+        check_output_pixels(
+            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
+        )
+        return self._layer(
+            lambda **kw: super(S2STACReader, self).preview(**kw),
+            assets,
+            expression,
+            mask,
+            harmonize,
+            asset_as_band,
+            **kwargs,
+        )
+
+    def point(
+        self,
+        lon: float,
+        lat: float,
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        asset_as_band: bool = False,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        **kwargs: Any,
+    ) -> PointData:
+        """Read the values at a point."""
+        return self._layer(
+            lambda **kw: super(S2STACReader, self).point(lon, lat, **kw),
+            assets,
+            expression,
+            mask,
+            harmonize,
+            asset_as_band,
+            **kwargs,
+        )
+
+    def feature(
+        self,
+        shape: dict,
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        asset_as_band: bool = False,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        **kwargs: Any,
+    ) -> ImageData:
+        """Read the pixels of a GeoJSON feature."""
+        check_output_pixels(
+            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
+        )
+        return self._layer(
+            lambda **kw: super(S2STACReader, self).feature(shape, **kw),
+            assets,
+            expression,
+            mask,
+            harmonize,
+            asset_as_band,
+            **kwargs,
+        )
+
+    # --- sizes and limits ---------------------------------------------------------------
+
+    def _native_size(
+        self,
+        bbox: tuple[float, float, float, float],
+        bounds_crs: CRS,
+        dst_crs: CRS,
+        assets: Sequence[Any] | str | None,
+        expression: str | None,
+    ) -> tuple[int, int]:
+        """Output width/height of ``bbox`` at the finest resolution of the read assets."""
+        if expression:
+            names = [self._expression_asset(n) for n in parse_expression(expression).names]
+        elif isinstance(assets, str):
+            names = [self.resolve_asset_name(assets)]
+        else:
+            names = [
+                self.resolve_asset_name(a if isinstance(a, str) else a["name"])
+                for a in assets or []
+            ]
+        resolutions = [
+            abs(t[0])
+            for t in (self.item.assets[n].extra_fields.get("proj:transform") for n in names)
+            if t
+        ]
+        if not resolutions or self.crs is None:
+            raise BadRequestError("bbox: give width/height or max_size for this item")
+        width, height = _native_pixels(bbox, bounds_crs, self.crs, min(resolutions))
+        if dst_crs != self.crs:
+            # Same pixel count as the native read, laid out in the output CRS.
+            dminx, dminy, dmaxx, dmaxy = transform_bounds(bounds_crs, dst_crs, *bbox)
+            aspect = (dmaxx - dminx) / (dmaxy - dminy) if dmaxy > dminy else 1.0
+            side = (width * height) ** 0.5
+            width, height = max(1, round(side * aspect**0.5)), max(1, round(side / aspect**0.5))
+        return width, height

@@ -1,0 +1,57 @@
+"""Tiles, crops, points, statistics: titiler.core's factories over terratiler's readers.
+
+- ``/cog``: one COG by ``url=`` (allow-listed), ``b1``-style band math.
+- ``/stac``: one STAC item by ``url=`` (allow-listed), Sentinel-2 aware.
+- ``/collections/{collection_id}/items/{item_id}``: the same, the item resolved through the
+  configured catalog (no URL from the user).
+"""
+
+from titiler.core.factory import MultiBaseTilerFactory, TilerFactory, TMSFactory
+
+from app.dependencies import (
+    COGReaderParams,
+    S2LayerParams,
+    S2ReaderParams,
+    allowed_url,
+    catalog_item,
+)
+from app.readers import S2STACReader, SafeCOGReader
+
+ITEM_PREFIX = "/collections/{collection_id}/items/{item_id}"
+
+
+def cog_factory() -> TilerFactory:
+    """The single-COG tiler mounted at ``/cog``."""
+    return TilerFactory(
+        reader=SafeCOGReader,
+        path_dependency=allowed_url,
+        reader_dependency=COGReaderParams,
+        router_prefix="/cog",
+    )
+
+
+def stac_factory() -> MultiBaseTilerFactory:
+    """The STAC-item-by-URL tiler mounted at ``/stac``."""
+    return MultiBaseTilerFactory(
+        reader=S2STACReader,
+        path_dependency=allowed_url,
+        reader_dependency=S2ReaderParams,
+        layer_dependency=S2LayerParams,
+        router_prefix="/stac",
+    )
+
+
+def item_factory() -> MultiBaseTilerFactory:
+    """The catalog-item tiler mounted at ``/collections/{collection_id}/items/{item_id}``."""
+    return MultiBaseTilerFactory(
+        reader=S2STACReader,
+        path_dependency=catalog_item,
+        reader_dependency=S2ReaderParams,
+        layer_dependency=S2LayerParams,
+        router_prefix=ITEM_PREFIX,
+    )
+
+
+def tms_factory() -> TMSFactory:
+    """The TileMatrixSets of morecantile at ``/tileMatrixSets``."""
+    return TMSFactory()
