@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 
 import pystac
 from fastapi import Path, Query, Request
-from titiler.core.dependencies import DefaultDependency, _parse_asset
 from pydantic import AfterValidator
+from titiler.core.dependencies import DefaultDependency, _parse_asset
 
 from app.catalog import Catalog
 from app.security import check_source

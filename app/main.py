@@ -69,9 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(catalog_router.router, prefix="/catalog", tags=["STAC API"])
     app.include_router(tiler.cog_factory().router, prefix="/cog", tags=["Cloud Optimized GeoTIFF"])
     app.include_router(tiler.stac_factory().router, prefix="/stac", tags=["STAC item by URL"])
-    app.include_router(
-        tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"]
-    )
+    app.include_router(tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"])
     app.include_router(tiler.tms_factory().router, tags=["Tiling Schemes"])
 
     @app.get("/healthz", tags=["Service"])

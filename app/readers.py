@@ -90,23 +90,22 @@ class SafeCOGReader(Reader):
         if not expression:
             return read(**kwargs)
         expr = parse_expression(expression)
+        count = self.dataset.count
         indexes: list[int] = []
         for name in expr.names:
             if not (name.startswith("b") and name[1:].isdigit()):
                 raise BadRequestError(
-                    f"expression: unknown band '{name}'; a COG's bands are b1..b{self.dataset.count}"
+                    f"expression: unknown band '{name}'; a COG's bands are b1..b{count}"
                 )
             index = int(name[1:])
-            if not 1 <= index <= self.dataset.count:
+            if not 1 <= index <= count:
                 raise BadRequestError(
-                    f"expression: band '{name}' out of range; this COG has {self.dataset.count} bands"
+                    f"expression: band '{name}' out of range; this COG has {count} bands"
                 )
             indexes.append(index)
         kwargs.pop("indexes", None)
         layer = read(indexes=indexes, **kwargs)
-        return _replace_bands(
-            layer, expr.evaluate(_bands(layer, expr.names)), list(expr.outputs)
-        )
+        return _replace_bands(layer, expr.evaluate(_bands(layer, expr.names)), list(expr.outputs))
 
     def tile(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
         """Read a map tile; ``expression`` evaluated by ``app.expressions``."""
@@ -232,6 +231,14 @@ class S2STACReader(STACReader):
         """Reflectance scale and offset of an asset (see ``app.sentinel2.scale_offset``)."""
         return sentinel2.scale_offset(self.item, asset)
 
+    def info(self, assets: Sequence[Any] | str | None = None, **kwargs: Any) -> Any:
+        """Per-asset info, keyed by asset key whatever name the caller used."""
+        if isinstance(assets, str):
+            assets = [assets]
+        if assets:
+            assets = [self.resolve_asset_name(a) if isinstance(a, str) else a for a in assets]
+        return super().info(assets=assets, **kwargs)
+
     # --- band math, harmonization, SCL mask ---------------------------------------------
 
     def _layer(
@@ -288,7 +295,9 @@ class S2STACReader(STACReader):
             invalid = sentinel2.scl_invalid(scl.filled(0), scl_mask) | np.ma.getmaskarray(scl)
 
         if expr is not None:
-            data = expr.evaluate({name: bands[key] for name, key in zip(expr.names, keys)})
+            data = expr.evaluate(
+                {name: bands[key] for name, key in zip(expr.names, keys, strict=True)}
+            )
             names = list(expr.outputs)
         else:
             data = np.ma.stack([bands[key] for key in keys])

@@ -51,6 +51,13 @@ def stac(base_url: str) -> Client:
 
 
 @pytest.fixture(scope="module")
+def api(demo_settings: Settings) -> Iterator[TestClient]:
+    """One TestClient for the module: these tests only read."""
+    with TestClient(create_app(demo_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
 def local(demo_dir: Path) -> LocalCatalog:
     """The same catalog, searched directly: what every API answer is compared with."""
     return LocalCatalog(demo_dir)
@@ -149,8 +156,7 @@ def test_get_items_through_the_features_endpoint(
         url=f"{base_url}/catalog/collections/{COLLECTION}/items",
         method="GET",
         limit=2,
-        client=stac,
-        stac_io=stac._stac_io,
+        client=stac,  # and so its StacApiIO
     )
     pages = list(search.pages())
     assert len(pages) == math.ceil(len(items) / 2)
@@ -217,29 +223,19 @@ def test_search_filter_cql2(
         if cloud(item) >= threshold and item.properties["platform"] == "sentinel-2b"
     ]
     assert 0 < len(expected) < len(items)
-    if lang == "cql2-text":
-        cql: Any = f"\"eo:cloud_cover\" >= {threshold} AND platform = 'sentinel-2b'"
-    else:
-        cql = {
-            "op": "and",
-            "args": [
-                {"op": ">=", "args": [{"property": "eo:cloud_cover"}, threshold]},
-                {"op": "=", "args": [{"property": "platform"}, "sentinel-2b"]},
-            ],
-        }
+    cql_json = {
+        "op": "and",
+        "args": [
+            {"op": ">=", "args": [{"property": "eo:cloud_cover"}, threshold]},
+            {"op": "=", "args": [{"property": "platform"}, "sentinel-2b"]},
+        ],
+    }
+    cql_text = f"\"eo:cloud_cover\" >= {threshold} AND platform = 'sentinel-2b'"
+    cql = cql_text if lang == "cql2-text" else cql_json
     search = stac.search(filter=cql, filter_lang=lang, method=method, limit=2)
     got = ids_of(search.items())
     assert got == expected
-    parsed = SearchQuery(
-        filter={
-            "op": "and",
-            "args": [
-                {"op": ">=", "args": [{"property": "eo:cloud_cover"}, threshold]},
-                {"op": "=", "args": [{"property": "platform"}, "sentinel-2b"]},
-            ],
-        }
-    )
-    assert got == ids_of(local.search(parsed))
+    assert got == ids_of(local.search(SearchQuery(filter=cql_json)))
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
@@ -370,8 +366,8 @@ def test_proxy_headers_reach_the_hrefs(base_url: str) -> None:
 # --------------------------------------------------------------------------- TestClient
 
 
-def test_landing_page(client: TestClient, local: LocalCatalog) -> None:
-    response = client.get("/catalog")
+def test_landing_page(api: TestClient, local: LocalCatalog) -> None:
+    response = api.get("/catalog")
     assert response.status_code == 200
     body = response.json()
     assert body["type"] == "Catalog"
@@ -414,11 +410,11 @@ def test_landing_page(client: TestClient, local: LocalCatalog) -> None:
     children = [item["href"] for item in body["links"] if item["rel"] == "child"]
     assert children == [f"{root}/collections/{c.id}" for c in local.collections()]
 
-    assert client.get("/catalog/", follow_redirects=False).json() == body
-    assert client.get("/catalog/conformance").json() == {"conformsTo": conforms}
-    assert client.get("/healthz").json()["status"] == "ok"
-    assert client.get("/docs").status_code == 200
-    openapi = client.get(hrefs[("service-desc", None)]).json()
+    assert api.get("/catalog/", follow_redirects=False).json() == body
+    assert api.get("/catalog/conformance").json() == {"conformsTo": conforms}
+    assert api.get("/healthz").json()["status"] == "ok"
+    assert api.get("/docs").status_code == 200
+    openapi = api.get(hrefs[("service-desc", None)]).json()
     assert {"/catalog", "/catalog/search", "/catalog/collections/{collection_id}/items"} <= set(
         openapi["paths"]
     )
@@ -440,11 +436,11 @@ def test_hrefs_follow_root_path_and_host(demo_settings: Settings) -> None:
         )
 
 
-def test_collections_and_queryables(client: TestClient) -> None:
-    body = client.get("/catalog/collections").json()
+def test_collections_and_queryables(api: TestClient) -> None:
+    body = api.get("/catalog/collections").json()
     assert [c["id"] for c in body["collections"]] == [COLLECTION]
     assert body["numberReturned"] == 1
-    collection = client.get(f"/catalog/collections/{COLLECTION}").json()
+    collection = api.get(f"/catalog/collections/{COLLECTION}").json()
     assert collection == body["collections"][0]
     rels = {item["rel"]: item["href"] for item in collection["links"]}
     assert rels["self"] == f"http://testserver/catalog/collections/{COLLECTION}"
@@ -453,7 +449,7 @@ def test_collections_and_queryables(client: TestClient) -> None:
         assert item["href"].startswith(("http://", "https://", "/")), item
 
     for path in ("/catalog/queryables", f"/catalog/collections/{COLLECTION}/queryables"):
-        response = client.get(path)
+        response = api.get(path)
         assert response.status_code == 200
         assert response.headers["content-type"] == "application/schema+json"
         schema = response.json()
@@ -464,15 +460,13 @@ def test_collections_and_queryables(client: TestClient) -> None:
         )
 
 
-def test_item_and_item_collections_are_geojson(
-    client: TestClient, items: list[pystac.Item]
-) -> None:
+def test_item_and_item_collections_are_geojson(api: TestClient, items: list[pystac.Item]) -> None:
     one = items[0]
     responses = {
-        "item": client.get(f"/catalog/collections/{COLLECTION}/items/{one.id}"),
-        "items": client.get(f"/catalog/collections/{COLLECTION}/items"),
-        "search GET": client.get("/catalog/search"),
-        "search POST": client.post("/catalog/search", json={}),
+        "item": api.get(f"/catalog/collections/{COLLECTION}/items/{one.id}"),
+        "items": api.get(f"/catalog/collections/{COLLECTION}/items"),
+        "search GET": api.get("/catalog/search"),
+        "search POST": api.post("/catalog/search", json={}),
     }
     for name, response in responses.items():
         assert response.status_code == 200, name
@@ -497,7 +491,7 @@ def test_item_and_item_collections_are_geojson(
     assert page["numberReturned"] == len(page["features"]) == min(len(items), 10)
 
 
-def test_items_endpoint_filters_and_pages(client: TestClient, items: list[pystac.Item]) -> None:
+def test_items_endpoint_filters_and_pages(api: TestClient, items: list[pystac.Item]) -> None:
     days = sorted({acquired(item).date() for item in items})
     window = f"{days[1].isoformat()}/{days[-1].isoformat()}"
     expected = [item.id for item in items if days[1] <= acquired(item).date() <= days[-1]]
@@ -506,7 +500,7 @@ def test_items_endpoint_filters_and_pages(client: TestClient, items: list[pystac
     url: str | None = f"/catalog/collections/{COLLECTION}/items?limit=2&datetime={window}"
     got: list[str] = []
     while url:
-        response = client.get(url)
+        response = api.get(url)
         body = response.json()
         got += features(response)
         assert body["numberMatched"] == len(expected)
@@ -523,7 +517,7 @@ def test_items_endpoint_filters_and_pages(client: TestClient, items: list[pystac
 
 
 def test_get_next_links_round_trip(
-    client: TestClient, local: LocalCatalog, items: list[pystac.Item]
+    api: TestClient, local: LocalCatalog, items: list[pystac.Item]
 ) -> None:
     threshold = cloud_threshold(items)
     params = {
@@ -538,7 +532,7 @@ def test_get_next_links_round_trip(
     )
     assert len(expected) > 2
 
-    response = client.get("/catalog/search", params=params)
+    response = api.get("/catalog/search", params=params)
     got = features(response)
     body = response.json()
     assert link(body, "self")["href"].startswith("http://testserver/catalog/search?")  # type: ignore[index]
@@ -547,7 +541,7 @@ def test_get_next_links_round_trip(
         assert next_link["method"] == "GET"
         assert next_link["href"].startswith("http://testserver/catalog/search?")
         assert "token=" in next_link["href"]
-        response = client.get(next_link["href"])
+        response = api.get(next_link["href"])
         got += features(response)
         body = response.json()
         pages += 1
@@ -556,7 +550,7 @@ def test_get_next_links_round_trip(
 
 
 def test_post_next_links_round_trip(
-    client: TestClient, local: LocalCatalog, items: list[pystac.Item]
+    api: TestClient, local: LocalCatalog, items: list[pystac.Item]
 ) -> None:
     threshold = cloud_threshold(items)
     search = {
@@ -573,7 +567,7 @@ def test_post_next_links_round_trip(
     )
     assert len(expected) > 2
 
-    response = client.post("/catalog/search", json=search)
+    response = api.post("/catalog/search", json=search)
     got = features(response)
     body = response.json()
     while (next_link := link(body, "next")) is not None:
@@ -582,7 +576,7 @@ def test_post_next_links_round_trip(
         assert next_link["href"] == "http://testserver/catalog/search"
         assert next_link["body"]["token"]
         assert {key: next_link["body"][key] for key in search} == search
-        response = client.post(next_link["href"], json=next_link["body"])
+        response = api.post(next_link["href"], json=next_link["body"])
         got += features(response)
         body = response.json()
     assert got == expected
@@ -621,9 +615,9 @@ GET_SEARCH_ERRORS = [
 
 @pytest.mark.parametrize(("params", "name"), GET_SEARCH_ERRORS)
 def test_get_search_bad_input_is_400_naming_the_parameter(
-    client: TestClient, params: dict[str, str], name: str
+    api: TestClient, params: dict[str, str], name: str
 ) -> None:
-    response = client.get("/catalog/search", params=params)
+    response = api.get("/catalog/search", params=params)
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith(f"{name}:"), response.json()
 
@@ -647,14 +641,14 @@ POST_SEARCH_ERRORS = [
 
 @pytest.mark.parametrize(("body", "name"), POST_SEARCH_ERRORS)
 def test_post_search_bad_input_is_400_naming_the_parameter(
-    client: TestClient, body: Any, name: str
+    api: TestClient, body: Any, name: str
 ) -> None:
     if isinstance(body, bytes):
-        response = client.post(
+        response = api.post(
             "/catalog/search", content=body, headers={"content-type": "application/json"}
         )
     else:
-        response = client.post("/catalog/search", json=body)
+        response = api.post("/catalog/search", json=body)
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith(f"{name}:"), response.json()
 
@@ -669,20 +663,20 @@ def test_post_search_bad_input_is_400_naming_the_parameter(
     ],
 )
 def test_items_bad_input_is_400_naming_the_parameter(
-    client: TestClient, params: dict[str, str], name: str
+    api: TestClient, params: dict[str, str], name: str
 ) -> None:
-    response = client.get(f"/catalog/collections/{COLLECTION}/items", params=params)
+    response = api.get(f"/catalog/collections/{COLLECTION}/items", params=params)
     assert response.status_code == 400, response.text
     assert response.json()["detail"].startswith(f"{name}:")
 
 
-def test_a_token_only_works_for_its_own_search(client: TestClient) -> None:
-    first = client.get("/catalog/search", params={"limit": "1", "sortby": "eo:cloud_cover"})
+def test_a_token_only_works_for_its_own_search(api: TestClient) -> None:
+    first = api.get("/catalog/search", params={"limit": "1", "sortby": "eo:cloud_cover"})
     next_link = link(first.json(), "next")
     assert next_link is not None
     token = httpx.URL(next_link["href"]).params["token"]
-    assert client.get("/catalog/search", params={"limit": "1", "token": token}).status_code == 400
-    other = client.get(
+    assert api.get("/catalog/search", params={"limit": "1", "token": token}).status_code == 400
+    other = api.get(
         "/catalog/search", params={"limit": "1", "sortby": "-eo:cloud_cover", "token": token}
     )
     assert other.status_code == 400
@@ -699,15 +693,15 @@ def test_a_token_only_works_for_its_own_search(client: TestClient) -> None:
         f"/catalog/collections/{COLLECTION}/items/no-such-item",
     ],
 )
-def test_unknown_collection_or_item_is_404(client: TestClient, path: str) -> None:
-    response = client.get(path)
+def test_unknown_collection_or_item_is_404(api: TestClient, path: str) -> None:
+    response = api.get(path)
     assert response.status_code == 404
     detail = response.json()["detail"]
     assert "nope" in detail or "no-such-item" in detail
 
 
-def test_search_of_an_unknown_collection_is_empty(client: TestClient) -> None:
-    body = client.get("/catalog/search", params={"collections": "nope"}).json()
+def test_search_of_an_unknown_collection_is_empty(api: TestClient) -> None:
+    body = api.get("/catalog/search", params={"collections": "nope"}).json()
     assert body["features"] == [] and body["numberMatched"] == 0
     assert link(body, "next") is None
 
@@ -838,7 +832,7 @@ def geometries(items: list[pystac.Item]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("conformance", "text", "predicate"), CQL2_CASES)
 def test_advertised_cql2_class_evaluates(
-    client: TestClient,
+    api: TestClient,
     items: list[pystac.Item],
     geometries: dict[str, Any],
     conformance: str,
@@ -850,9 +844,9 @@ def test_advertised_cql2_class_evaluates(
         expected = [item.id for item in items if predicate(item, geometries)]
     else:
         expected = [item.id for item in items if predicate(item)]
-    got = features(client.get("/catalog/search", params={"filter": cql, "limit": "100"}))
+    got = features(api.get("/catalog/search", params={"filter": cql, "limit": "100"}))
     assert got == expected, cql
-    as_json = client.post(
+    as_json = api.post(
         "/catalog/search",
         json={"filter": cql, "filter-lang": "cql2-text", "limit": 100},
     )

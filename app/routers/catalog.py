@@ -385,15 +385,12 @@ def _queryables(url: str, title: str) -> dict[str, Any]:
     }
 
 
-def _search(
-    catalog: Catalog, settings: Settings, params: dict[str, str | None]
-) -> tuple[SearchQuery, SearchPage]:
-    query = search_from_get(
+def _from_get(settings: Settings, params: dict[str, str | None]) -> SearchQuery:
+    return search_from_get(
         {key: value for key, value in params.items() if value is not None},
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
     )
-    return query, catalog.search_page(query)
 
 
 # --- endpoints ----------------------------------------------------------------------------
@@ -535,21 +532,8 @@ def items(
 ) -> dict[str, Any]:
     """Page through a collection's items (OGC API - Features); 404 for an unknown collection."""
     catalog.get_collection(collection_id)
-    query = search_from_get(
-        {
-            key: value
-            for key, value in {
-                "bbox": bbox,
-                "datetime": datetime,
-                "limit": limit,
-                "token": token,
-            }.items()
-            if value is not None
-        },
-        default_limit=settings.default_search_limit,
-        max_limit=settings.max_search_limit,
-    )
-    query = replace(query, collections=[collection_id])
+    params = {"bbox": bbox, "datetime": datetime, "limit": limit, "token": token}
+    query = replace(_from_get(settings, params), collections=[collection_id])
     page = catalog.search_page(query)
 
     collection_url = _collection_url(root, collection_id)
@@ -561,9 +545,9 @@ def items(
         _link("collection", collection_url),
     ]
     if page.next_token:
-        params = search_to_get_params(replace(query, token=page.next_token))
-        params.pop("collections", None)
-        links.append(_link("next", _with_query(url, params), MEDIA_GEOJSON, method="GET"))
+        next_params = search_to_get_params(replace(query, token=page.next_token))
+        next_params.pop("collections", None)
+        links.append(_link("next", _with_query(url, next_params), MEDIA_GEOJSON, method="GET"))
     return item_collection(page, root, links)
 
 
@@ -638,8 +622,7 @@ def search_get(
     token: TokenParam = None,
 ) -> dict[str, Any]:
     """Search items across collections; the ``next`` link is a GET with a ``token``."""
-    search, page = _search(
-        catalog,
+    search = _from_get(
         settings,
         {
             "collections": collections,
@@ -656,6 +639,7 @@ def search_get(
             "token": token,
         },
     )
+    page = catalog.search_page(search)
     url = f"{root}/search"
     links = [
         _link("self", _with_query(url, request.url.query), MEDIA_GEOJSON),

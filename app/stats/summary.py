@@ -1,0 +1,222 @@
+"""Statistics of pixel values: per-geometry basics, percentiles and histograms.
+
+Definitions (``w`` is a pixel's weight: its coverage fraction under the ``exact`` rule, 1
+under ``center`` and ``all_touched``; only valid pixels count):
+
+- ``mean`` = sum(w * v) / sum(w);
+- ``stDev`` = sqrt(sum(w * (v - mean)^2) / sum(w)), the population standard deviation
+  (exactextract's ``stdev``; numpy's ``std`` with ``ddof=0`` when all weights are 1);
+- ``min`` / ``max`` over valid pixels, whatever their weight;
+- percentiles: with weights (``exact``) exactextract's weighted quantile, which sums the
+  weights of equal values and interpolates linearly between distinct values so that with
+  equal weights and distinct values it is R's type 7; without weights numpy's default
+  ``linear`` method (also type 7, equal values counted one by one);
+- histogram counts are numbers of valid pixels (unweighted).
+
+Basic statistics of many geometries are computed together with ``np.bincount`` over their
+concatenated pixels, so their cost does not grow with the number of Python objects.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Basics:
+    """Basic statistics of several geometries (one entry per geometry).
+
+    Attributes:
+        sample_count: Pixels each geometry covers.
+        nodata_count: Of those, the pixels without a valid value.
+        minimum: Smallest valid value (NaN without valid pixels).
+        maximum: Largest valid value (NaN without valid pixels).
+        mean: Weighted mean.
+        stdev: Weighted population standard deviation.
+
+    """
+
+    sample_count: np.ndarray
+    nodata_count: np.ndarray
+    minimum: np.ndarray
+    maximum: np.ndarray
+    mean: np.ndarray
+    stdev: np.ndarray
+
+
+def basic_statistics(
+    values: np.ndarray,
+    valid: np.ndarray,
+    weights: np.ndarray,
+    owner: np.ndarray,
+    count: int,
+) -> Basics:
+    """Compute the basic statistics of ``count`` geometries at once.
+
+    Args:
+        values: Pixel values of all geometries, concatenated (float).
+        valid: Whether each value is valid.
+        weights: Weight of each pixel (> 0).
+        owner: Index of the geometry each pixel belongs to, non-decreasing.
+        count: Number of geometries.
+
+    Returns:
+        One entry per geometry.
+
+    """
+    values = values.astype(np.float64, copy=False)
+    valid_w = np.where(valid, weights, 0.0)
+    safe = np.where(valid, values, 0.0)
+    samples = np.bincount(owner, minlength=count)
+    nodata = samples - np.bincount(owner, weights=valid, minlength=count).astype(np.int64)
+    total = np.bincount(owner, weights=valid_w, minlength=count)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(owner, weights=valid_w * safe, minlength=count) / total
+        deviation = np.where(valid, safe - mean[owner], 0.0)
+        variance = np.bincount(owner, weights=valid_w * deviation * deviation, minlength=count)
+        stdev = np.sqrt(variance / total)
+    has_valid = (samples - nodata) > 0
+    mean[~has_valid] = np.nan
+    stdev[~has_valid] = np.nan
+    minimum = np.full(count, np.nan)
+    maximum = np.full(count, np.nan)
+    if len(owner):
+        starts = np.searchsorted(owner, np.arange(count))
+        nonempty = samples > 0
+        first = starts[nonempty]
+        low = np.minimum.reduceat(np.where(valid, values, np.inf), first)
+        high = np.maximum.reduceat(np.where(valid, values, -np.inf), first)
+        minimum[nonempty] = low
+        maximum[nonempty] = high
+        minimum[~has_valid] = np.nan
+        maximum[~has_valid] = np.nan
+    return Basics(samples, nodata, minimum, maximum, mean, stdev)
+
+
+def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Quantiles by exactextract's weighted definition.
+
+    Equal values are merged (weights summed). With the n distinct values sorted,
+    ``c_i`` the cumulative weight before value i and ``W`` the total weight, value i sits at
+    ``s_i = i * w_i + (n - 1) * c_i``; quantile q interpolates linearly in ``s`` at
+    ``q * W * (n - 1)``.
+
+    Args:
+        values: Valid values.
+        weights: Their positive weights.
+        qs: Quantiles in [0, 1].
+
+    Returns:
+        One value per quantile (NaN when there are no values).
+
+    """
+    if len(values) == 0:
+        return np.full(len(qs), np.nan)
+    distinct, inverse = np.unique(values, return_inverse=True)
+    w = np.bincount(inverse.ravel(), weights=weights, minlength=len(distinct))
+    n = len(distinct)
+    if n == 1:
+        return np.full(len(qs), float(distinct[0]))
+    before = np.cumsum(w) - w
+    s = np.arange(n) * w + (n - 1) * before
+    targets = np.asarray(qs, dtype=np.float64) * w.sum() * (n - 1)
+    # First position whose s exceeds the target (C++ std::upper_bound).
+    right = np.searchsorted(s, targets, side="right")
+    out = np.empty(len(targets))
+    for k, (target, r) in enumerate(zip(targets, right, strict=True)):
+        if r == 0:
+            out[k] = distinct[0]
+        elif r == n:
+            out[k] = distinct[-1]
+        else:
+            left = r - 1
+            slope = (distinct[r] - distinct[left]) / (s[r] - s[left])
+            out[k] = distinct[left] + (target - s[left]) * slope
+    return out
+
+
+def percentiles(
+    values: np.ndarray, weights: np.ndarray | None, ks: Sequence[float]
+) -> np.ndarray:
+    """Percentiles ``ks`` (0-100) of valid values, weighted or not (see the module docstring).
+
+    Returns:
+        One value per percentile (NaN without values).
+
+    """
+    if len(values) == 0:
+        return np.full(len(ks), np.nan)
+    values = values.astype(np.float64, copy=False)
+    if weights is None:
+        return np.percentile(values, np.asarray(ks, dtype=np.float64))
+    return weighted_quantiles(values, weights, [k / 100.0 for k in ks])
+
+
+@dataclass(frozen=True)
+class HistogramSpec:
+    """How to bin values, in one of Sentinel Hub's three forms.
+
+    Attributes:
+        bins: Explicit edges ``[e0, e1, ..., en]``: bins ``[e0, e1) ... [en-1, en]``.
+        n_bins: Number of equal bins between the low and high edges.
+        bin_width: Width of equal bins from the low edge; the last bin ends at the high
+            edge (and may be narrower).
+        low_edge: Lower edge; default the smallest valid value.
+        high_edge: Upper edge; default the largest valid value.
+
+    """
+
+    bins: tuple[float, ...] | None = None
+    n_bins: int | None = None
+    bin_width: float | None = None
+    low_edge: float | None = None
+    high_edge: float | None = None
+
+    def edges(self, minimum: float, maximum: float) -> np.ndarray | None:
+        """Bin edges for data spanning [minimum, maximum]; None when they are undefined."""
+        if self.bins is not None:
+            return np.asarray(self.bins, dtype=np.float64)
+        low = self.low_edge if self.low_edge is not None else minimum
+        high = self.high_edge if self.high_edge is not None else maximum
+        if not (np.isfinite(low) and np.isfinite(high)) or high < low:
+            return None
+        if self.n_bins is not None:
+            return np.linspace(low, high, self.n_bins + 1)
+        assert self.bin_width is not None
+        count = max(int(np.ceil((high - low) / self.bin_width - 1e-12)), 1)
+        edges = low + self.bin_width * np.arange(count + 1)
+        edges[-1] = high
+        return edges
+
+
+def histogram(values: np.ndarray, spec: HistogramSpec, minimum: float, maximum: float) -> dict:
+    """Bin valid values: bins ``[low, high)``, the last one closed.
+
+    Args:
+        values: Valid values.
+        spec: The bins.
+        minimum: Smallest valid value (default low edge).
+        maximum: Largest valid value (default high edge).
+
+    Returns:
+        ``{"bins": [{"lowEdge", "highEdge", "count"}], "overflowCount", "underflowCount"}``;
+        no bins when the edges are undefined (no valid value and no explicit edges).
+
+    """
+    edges = spec.edges(minimum, maximum)
+    if edges is None:
+        return {"bins": [], "overflowCount": 0, "underflowCount": 0}
+    values = values.astype(np.float64, copy=False)
+    underflow = int(np.count_nonzero(values < edges[0]))
+    overflow = int(np.count_nonzero(values > edges[-1]))
+    inside = values[(values >= edges[0]) & (values <= edges[-1])]
+    index = np.searchsorted(edges, inside, side="right") - 1
+    # Values equal to the last edge belong to the last bin.
+    index = np.clip(index, 0, len(edges) - 2)
+    counts = np.bincount(index, minlength=len(edges) - 1)
+    bins = [
+        {"lowEdge": float(low), "highEdge": float(high), "count": int(n)}
+        for low, high, n in zip(edges[:-1], edges[1:], counts, strict=True)
+    ]
+    return {"bins": bins, "overflowCount": overflow, "underflowCount": underflow}

@@ -1,0 +1,271 @@
+"""Tiles, crops, points and band math of catalog items, STAC items and COGs."""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.windows import from_bounds
+
+from app.expressions import get_preset
+
+ITEMS = "/collections/sentinel-2-l2a/items"
+NDVI = "(nir-red)/(nir+red)"
+
+
+def _items(demo_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((demo_dir / "items").glob("*.json"))]
+
+
+def _href(demo_dir: Path, item: dict, asset: str) -> Path:
+    return (demo_dir / "items" / item["assets"][asset]["href"]).resolve()
+
+
+def _reflectance(demo_dir: Path, item: dict, asset: str, bounds) -> np.ma.MaskedArray:
+    """Independent harmonized read: rasterio window + raster:bands scale/offset."""
+    band = item["assets"][asset]["raster:bands"][0]
+    with rasterio.open(_href(demo_dir, item, asset)) as src:
+        dn = src.read(1, window=from_bounds(*bounds, transform=src.transform), masked=True)
+    return dn.astype("float64") * band["scale"] + band["offset"]
+
+
+def _crop_bounds(item: dict, px: int = 40, size: tuple[int, int] = (96, 64)) -> tuple:
+    """A bbox on the 10 m grid of an item, ``px`` pixels in from its top-left corner."""
+    t = item["assets"]["red"]["proj:transform"]
+    minx = t[2] + px * t[0]
+    maxy = t[5] + px * t[4]
+    return (minx, maxy + size[1] * t[4], minx + size[0] * t[0], maxy)
+
+
+def _npy(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.load(io.BytesIO(response.content))
+
+
+def test_demo_has_both_baselines(demo_dir):
+    offsets = {item["assets"]["red"]["raster:bands"][0]["offset"] for item in _items(demo_dir)}
+    assert offsets == {0.0, -0.1}
+
+
+@pytest.mark.parametrize("offset", [0.0, -0.1])
+def test_ndvi_crop_matches_rasterio(client, demo_dir, offset):
+    item = next(
+        i for i in _items(demo_dir) if i["assets"]["red"]["raster:bands"][0]["offset"] == offset
+    )
+    bounds = _crop_bounds(item)
+    r = client.get(
+        f"{ITEMS}/{item['id']}/bbox/{','.join(map(str, bounds))}.npy",
+        params={"expression": NDVI, "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"},
+    )
+    data = _npy(r)
+    red = _reflectance(demo_dir, item, "red", bounds)
+    nir = _reflectance(demo_dir, item, "nir", bounds)
+    expected = (nir - red) / (nir + red)
+    # .npy is the data bands then the mask band (0 where nodata), on the native 10 m grid.
+    assert data.shape == (2, *expected.shape) == (2, 64, 96)
+    valid = data[1] != 0
+    np.testing.assert_array_equal(valid, ~np.ma.getmaskarray(expected))
+    np.testing.assert_allclose(data[0][valid], expected.compressed(), rtol=0, atol=1e-6)
+
+
+def test_harmonize_off_gives_dn_math(client, demo_dir):
+    item = next(
+        i for i in _items(demo_dir) if i["assets"]["red"]["raster:bands"][0]["offset"] == -0.1
+    )
+    bounds = _crop_bounds(item)
+    r = client.get(
+        f"{ITEMS}/{item['id']}/bbox/{','.join(map(str, bounds))}.npy",
+        params={
+            "expression": NDVI,
+            "harmonize": "false",
+            "coord_crs": "epsg:32633",
+            "dst_crs": "epsg:32633",
+        },
+    )
+    data = _npy(r)
+    with rasterio.open(_href(demo_dir, item, "red")) as src:
+        red = src.read(1, window=from_bounds(*bounds, transform=src.transform)).astype(float)
+    with rasterio.open(_href(demo_dir, item, "nir")) as src:
+        nir = src.read(1, window=from_bounds(*bounds, transform=src.transform)).astype(float)
+    valid = data[1] != 0
+    np.testing.assert_allclose(
+        data[0][valid], ((nir - red) / (nir + red))[valid], rtol=0, atol=1e-6
+    )
+    # On raw DN with the +1000 offset, NDVI is biased low: harmonization matters.
+    harmonized = _npy(
+        client.get(
+            f"{ITEMS}/{item['id']}/bbox/{','.join(map(str, bounds))}.npy",
+            params={"expression": NDVI, "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"},
+        )
+    )
+    assert np.mean(harmonized[0][valid]) > np.mean(data[0][valid]) + 0.01
+
+
+def test_band_names_alias_common_names(client, demo_dir):
+    item = _items(demo_dir)[0]
+    bounds = ",".join(map(str, _crop_bounds(item)))
+    params = {"coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
+    common = _npy(
+        client.get(f"{ITEMS}/{item['id']}/bbox/{bounds}.npy", params={**params, "expression": NDVI})
+    )
+    bands = _npy(
+        client.get(
+            f"{ITEMS}/{item['id']}/bbox/{bounds}.npy",
+            params={**params, "expression": "(B08-B04)/(B08+B04)"},
+        )
+    )
+    np.testing.assert_array_equal(common, bands)
+
+
+def test_scl_clear_masks_exactly_the_scl_classes(client, demo_dir, demo_settings):
+    cloudy = max(_items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
+    assert cloudy["properties"]["eo:cloud_cover"] > 5
+    bounds = _crop_bounds(cloudy, px=0, size=(256, 256))
+    r = client.get(
+        f"{ITEMS}/{cloudy['id']}/bbox/{','.join(map(str, bounds))}.npy",
+        params={
+            "assets": "red",
+            "mask": "scl-clear",
+            "coord_crs": "epsg:32633",
+            "dst_crs": "epsg:32633",
+        },
+    )
+    data = _npy(r)
+    with rasterio.open(_href(demo_dir, cloudy, "scl")) as src:
+        scl = src.read(1)
+    scl10 = np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)[: data.shape[1], : data.shape[2]]
+    invalid = np.isin(scl10, demo_settings.scl_mask_classes)
+    assert invalid.any() and (~invalid).any()
+    np.testing.assert_array_equal(data[-1] == 0, invalid)
+
+    unmasked = _npy(
+        client.get(
+            f"{ITEMS}/{cloudy['id']}/bbox/{','.join(map(str, bounds))}.npy",
+            params={"assets": "red", "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"},
+        )
+    )
+    with rasterio.open(_href(demo_dir, cloudy, "red")) as src:
+        nodata = src.read(1) == 0
+    np.testing.assert_array_equal(unmasked[-1] == 0, nodata)
+
+
+def test_tiles_decode_at_requested_size_and_format(client, demo_dir):
+    item = _items(demo_dir)[0]
+    tj = client.get(
+        f"{ITEMS}/{item['id']}/WebMercatorQuad/tilejson.json", params={"preset": "ndvi"}
+    ).json()
+    np.testing.assert_allclose(tj["bounds"], item["bbox"], atol=1e-3)
+    z = tj["maxzoom"]
+    import morecantile
+
+    tms = morecantile.tms.get("WebMercatorQuad")
+    lon = (tj["bounds"][0] + tj["bounds"][2]) / 2
+    lat = (tj["bounds"][1] + tj["bounds"][3]) / 2
+    tile = tms.tile(lon, lat, z)
+    path = f"{ITEMS}/{item['id']}/tiles/WebMercatorQuad/{z}/{tile.x}/{tile.y}"
+    for suffix, fmt, size in [
+        (".png", "PNG", 256),
+        (".webp", "WEBP", 256),
+        ("@2x.png", "PNG", 512),
+        (".jpg", "JPEG", 256),
+    ]:
+        r = client.get(path + suffix, params={"preset": "true-color"})
+        assert r.status_code == 200, r.text
+        img = Image.open(io.BytesIO(r.content))
+        assert (img.format, img.size) == (fmt, (size, size))
+    assert "max-age" in r.headers["cache-control"]
+    # The template in the tilejson is usable as is.
+    assert tj["tiles"][0].split("?")[0].endswith("/tiles/WebMercatorQuad/{z}/{x}/{y}")
+
+
+@pytest.mark.parametrize("preset", ["true-color", "false-color", "ndvi", "ndwi", "ndmi", "scl"])
+def test_presets_render(client, demo_dir, preset):
+    item = _items(demo_dir)[0]
+    r = client.get(f"{ITEMS}/{item['id']}/preview.png", params={"preset": preset, "max_size": 128})
+    assert r.status_code == 200, r.text
+    img = Image.open(io.BytesIO(r.content))
+    assert max(img.size) == 128
+    assert np.asarray(img).std() > 0  # not a blank image
+
+
+def test_explicit_parameters_override_preset(client, demo_dir):
+    item = _items(demo_dir)[0]
+    bounds = ",".join(map(str, _crop_bounds(item)))
+    params = {"coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
+    ndvi = get_preset("ndvi")
+    preset = _npy(
+        client.get(
+            f"{ITEMS}/{item['id']}/bbox/{bounds}.npy",
+            params={**params, "preset": "ndvi", "expression": "nir"},
+        )
+    )
+    explicit = _npy(
+        client.get(
+            f"{ITEMS}/{item['id']}/bbox/{bounds}.npy",
+            params={
+                **params,
+                "expression": "nir",
+                "colormap_name": ndvi.colormap_name,
+                "rescale": ",".join(map(str, ndvi.rescale[0])),
+            },
+        )
+    )
+    np.testing.assert_array_equal(preset, explicit)
+    assert preset.shape[0] == 4  # RGBA: the preset's colormap still applies
+    r = client.get(f"{ITEMS}/{item['id']}/preview.png", params={"preset": "nope"})
+    assert r.status_code == 400 and "preset" in r.json()["detail"]
+
+
+def test_point_values_equal_rasterio(client, demo_dir):
+    item = _items(demo_dir)[0]
+    href = _href(demo_dir, item, "red")
+    with rasterio.open(href) as src:
+        row, col = 37, 91
+        x, y = src.xy(row, col)
+        expected_red = int(src.read(1)[row, col])
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(32633, 4326, always_xy=True).transform(x, y)
+    r = client.get(f"{ITEMS}/{item['id']}/point/{lon},{lat}", params={"assets": "red"})
+    assert r.status_code == 200, r.text
+    assert r.json()["values"] == [expected_red]
+    r = client.get(f"{ITEMS}/{item['id']}/point/{lon},{lat}", params={"expression": NDVI})
+    band = item["assets"]["red"]["raster:bands"][0]
+    with rasterio.open(_href(demo_dir, item, "nir")) as src:
+        nir = int(src.read(1)[row, col]) * band["scale"] + band["offset"]
+    red = expected_red * band["scale"] + band["offset"]
+    assert r.json()["values"][0] == pytest.approx((nir - red) / (nir + red), abs=1e-6)
+
+
+def test_stac_by_url_and_cog_by_path(client, demo_dir):
+    item = _items(demo_dir)[0]
+    item_path = demo_dir / "items" / f"{item['id']}.json"
+    r = client.get("/stac/info", params={"url": str(item_path), "assets": "B04"})
+    assert r.status_code == 200, r.text
+    assert r.json()["red"]["dtype"] == "uint16"
+    cog = _href(demo_dir, item, "red")
+    r = client.get("/cog/info", params={"url": str(cog)})
+    assert r.status_code == 200 and r.json()["width"] == item["assets"]["red"]["proj:shape"][1]
+    r = client.get(
+        "/cog/point/{},{}".format(*_lonlat_center(item)),
+        params={"url": str(cog), "expression": "b1*2"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def _lonlat_center(item: dict) -> tuple[float, float]:
+    minx, miny, maxx, maxy = item["bbox"]
+    return (minx + maxx) / 2, (miny + maxy) / 2
+
+
+def test_unknown_item_and_collection_are_404(client):
+    assert client.get(f"{ITEMS}/nope/info").status_code == 404
+    assert client.get("/collections/nope/items/x/info").status_code == 404
+
+
+def test_errors_are_not_cached(client):
+    r = client.get(f"{ITEMS}/nope/info")
+    assert r.status_code == 404 and "cache-control" not in r.headers

@@ -1,0 +1,164 @@
+"""The tiler's safe defaults over HTTP: allow-list, SSRF, VRT, expressions, limits."""
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+ITEMS = "/collections/sentinel-2-l2a/items"
+
+
+@pytest.fixture
+def listener():
+    """A loopback socket that must never see a connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0.3)
+    yield sock
+    sock.close()
+
+
+def _assert_no_connection(sock: socket.socket) -> None:
+    with pytest.raises(TimeoutError):
+        sock.accept()
+
+
+def _item_id(demo_dir: Path) -> str:
+    return sorted((demo_dir / "items").glob("*.json"))[0].stem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/item.json",
+        "http://localhost:{port}/item.json",
+        "http://2130706433:{port}/item.json",
+        "http://[::ffff:127.0.0.1]:{port}/item.json",
+        "/vsicurl/http://127.0.0.1:{port}/item.json",
+    ],
+)
+@pytest.mark.parametrize(
+    "endpoint", ["/stac/info", "/cog/info", "/cog/tiles/WebMercatorQuad/1/1/1"]
+)
+def test_ssrf_is_refused_before_any_connection(client, listener, url, endpoint):
+    port = listener.getsockname()[1]
+    r = client.get(endpoint, params={"url": url.format(port=port)})
+    assert r.status_code == 403, r.text
+    assert "url" in r.json()["detail"]
+    _assert_no_connection(listener)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "file:///etc/passwd",
+        "/etc/passwd",
+        "/vsicurl/https://sentinel-cogs.s3.us-west-2.amazonaws.com/x.tif",
+        "https://example.com/x.tif",
+    ],
+)
+def test_sources_outside_the_allow_list_are_refused(client, url):
+    r = client.get("/cog/info", params={"url": url})
+    assert r.status_code == 403, r.text
+
+
+def test_traversal_out_of_the_catalog_is_refused(client, demo_dir):
+    r = client.get("/cog/info", params={"url": f"{demo_dir}/../../../etc/passwd"})
+    assert r.status_code == 403
+
+
+def test_crafted_vrt_is_refused(client, demo_dir):
+    secret = demo_dir.parent / "secret.tif"
+    secret.write_bytes(b"not for you")
+    vrt = demo_dir / "cogs" / "evil.tif"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" band="1">'
+        f"<SimpleSource><SourceFilename>{secret}</SourceFilename></SimpleSource>"
+        "</VRTRasterBand></VRTDataset>"
+    )
+    try:
+        r = client.get("/cog/info", params={"url": str(vrt)})
+        assert r.status_code == 403 and "VRT" in r.json()["detail"]
+    finally:
+        vrt.unlink()
+
+
+def test_item_whose_asset_points_outside_is_refused(demo_dir, tmp_path, listener):
+    """A catalog item is data too: its hrefs are checked before GDAL opens them."""
+    folder = tmp_path / "catalog"
+    (folder / "items").mkdir(parents=True)
+    (folder / "collection.json").write_text((demo_dir / "collection.json").read_text())
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    port = listener.getsockname()[1]
+    item["assets"]["red"]["href"] = f"http://127.0.0.1:{port}/B04.tif"
+    (folder / "items" / f"{item['id']}.json").write_text(json.dumps(item))
+    app = create_app(Settings(catalog=str(folder), data_dir=tmp_path / "data"))
+    with TestClient(app) as client:
+        r = client.get(f"{ITEMS}/{item['id']}/preview.png", params={"assets": "red"})
+    assert r.status_code == 403, r.text
+    _assert_no_connection(listener)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "__import__('os').system('id')",
+        "nir.__class__",
+        "(nir-red",
+        "system(nir)",
+        "nir[0]",
+        "lambda: 1",
+        "'a' * 3",
+        "nir; ",
+        "x" * 5000,
+    ],
+)
+def test_malicious_or_malformed_expressions_are_400(client, demo_dir, expression):
+    r = client.get(f"{ITEMS}/{_item_id(demo_dir)}/preview.png", params={"expression": expression})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("expression")
+
+
+def test_unknown_asset_in_expression_is_400(client, demo_dir):
+    r = client.get(f"{ITEMS}/{_item_id(demo_dir)}/preview.png", params={"expression": "B99+1"})
+    assert r.status_code == 400 and "B99" in r.json()["detail"]
+
+
+def test_cog_expression_is_validated(client, demo_dir):
+    cog = next((demo_dir / "cogs").glob("*/B04.tif"))
+    r = client.get("/cog/preview.png", params={"url": str(cog), "expression": "b1.real"})
+    assert r.status_code == 400
+    r = client.get("/cog/preview.png", params={"url": str(cog), "expression": "b2*1"})
+    assert r.status_code == 400 and "b2" in r.json()["detail"]
+
+
+def test_oversize_requests_name_the_limit(client, demo_dir):
+    item = _item_id(demo_dir)
+    r = client.get(
+        f"{ITEMS}/{item}/bbox/16.0,46.6,16.2,46.7/6000x6000.npy", params={"assets": "red"}
+    )
+    assert r.status_code == 413 and "max_output_pixels" in r.json()["detail"]
+    r = client.get(f"{ITEMS}/{item}/preview.png", params={"assets": "red", "max_size": 10000})
+    assert r.status_code == 413 and "max_output_pixels" in r.json()["detail"]
+    r = client.get(
+        f"{ITEMS}/{item}/tiles/WebMercatorQuad/13/4462/2906.png",
+        params={"assets": "red", "tilesize": 4096},
+    )
+    assert r.status_code == 413 and "max_tile_size" in r.json()["detail"]
+    cog = next((demo_dir / "cogs").glob("*/B04.tif"))
+    r = client.get("/cog/preview.png", params={"url": str(cog), "max_size": 10000})
+    assert r.status_code == 413 and "max_output_pixels" in r.json()["detail"]
+
+
+def test_bad_mask_is_rejected(client, demo_dir):
+    r = client.get(
+        f"{ITEMS}/{_item_id(demo_dir)}/preview.png", params={"assets": "red", "mask": "clouds"}
+    )
+    assert r.status_code == 422
