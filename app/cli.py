@@ -18,6 +18,9 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        root_path=args.root_path,
+        proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
     return 0
 
@@ -41,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--catalog", help="a folder of STAC items or a STAC API URL")
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--root-path", default="", help="path prefix behind a reverse proxy")
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1",
+        help="proxies whose X-Forwarded-* headers are trusted (comma-separated, or *)",
+    )
     serve.set_defaults(func=_serve)
 
     demo = sub.add_parser("demo", help="write the synthetic Sentinel-2 demo catalog")

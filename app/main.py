@@ -82,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CacheControlMiddleware,
             cachecontrol=settings.cache_control,
             cachecontrol_max_http_code=400,
-            exclude_path={r"/healthz", r"/metrics", r"/batch/.*"},
+            exclude_path={r"/healthz", r"/metrics", r"/catalog.*", r"/batch/.*"},
         )
     app.add_middleware(PresetMiddleware)
     app.add_middleware(TileScaleMiddleware)

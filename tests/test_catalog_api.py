@@ -851,3 +851,26 @@ def test_advertised_cql2_class_evaluates(
         json={"filter": cql, "filter-lang": "cql2-text", "limit": 100},
     )
     assert features(as_json) == expected
+
+
+def test_remote_backend_declares_only_the_conformance_it_shares(demo_settings):
+    from app.dependencies import get_catalog
+
+    app = create_app(demo_settings)
+    local = app.state.catalog
+
+    class Upstream:
+        conformance = [
+            "https://api.stacspec.org/v1.0.0-rc.2/core",
+            "https://api.stacspec.org/v1.0.0-rc.2/item-search",
+        ]
+
+        def __getattr__(self, name):
+            return getattr(local, name)
+
+    app.dependency_overrides[get_catalog] = Upstream
+    with TestClient(app) as client:
+        declared = client.get("/catalog").json()["conformsTo"]
+    assert "https://api.stacspec.org/v1.0.0/core" in declared
+    assert "https://api.stacspec.org/v1.0.0/item-search" in declared
+    assert not any("filter" in uri or "cql2" in uri for uri in declared)

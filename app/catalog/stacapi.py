@@ -235,6 +235,11 @@ class StacApiCatalog:
 
     # ------------------------------------------------------------------ protocol
 
+    @property
+    def conformance(self) -> list[str]:
+        """The upstream's conformance classes (the /catalog router declares no more)."""
+        return list(self._open().get_conforms_to())
+
     def search(self, query: SearchQuery, max_items: int | None = None) -> Iterator[pystac.Item]:
         """All items matching ``query`` (its limit and token ignored), up to ``max_items``.
 

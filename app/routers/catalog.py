@@ -362,15 +362,25 @@ def item_collection(page: SearchPage, root: str, links: list[dict[str, Any]]) ->
     return body
 
 
+_VERSION = re.compile(r"^v?\d+(\.\d+)*(-[\w.]+)?$")
+
+
+def _unversioned(uri: str) -> str:
+    """A conformance URI without its version segments, to match across spec versions."""
+    return "/".join(part for part in uri.split("/") if not _VERSION.match(part))
+
+
 def conformance_classes(catalog: Catalog) -> list[str]:
     """List the conformance classes served for ``catalog``.
 
-    A backend that supports less than :data:`CONFORMANCE` (e.g. a STAC API proxy whose
-    upstream lacks the filter extension) may say so with a ``conformance`` attribute.
+    A backend that forwards searches upstream (``StacApiCatalog``) exposes the upstream's
+    classes as ``conformance``: only what both this router and the upstream implement is
+    declared.
     """
     declared = getattr(catalog, "conformance", None)
     if isinstance(declared, list | tuple):
-        return [str(uri) for uri in declared]
+        upstream = {_unversioned(str(uri)) for uri in declared}
+        return [uri for uri in CONFORMANCE if _unversioned(uri) in upstream]
     return list(CONFORMANCE)
 
 
