@@ -24,12 +24,26 @@ def _href(demo_dir: Path, item: dict, asset: str) -> Path:
     return (demo_dir / "items" / item["assets"][asset]["href"]).resolve()
 
 
-def _reflectance(demo_dir: Path, item: dict, asset: str, bounds) -> np.ma.MaskedArray:
-    """Independent harmonized read: rasterio window + raster:bands scale/offset."""
+def _scale_offset(item: dict, asset: str) -> tuple[float, float]:
+    """Earth-Search's rule, written independently of app.sentinel2: the DN of an item with
+    ``earthsearch:boa_offset_applied`` no longer carry +1000, whatever raster:bands says."""
     band = item["assets"][asset]["raster:bands"][0]
+    applied = item["properties"]["earthsearch:boa_offset_applied"]
+    return band["scale"], 0.0 if applied else band["offset"]
+
+
+def _reflectance(demo_dir: Path, item: dict, asset: str, bounds) -> np.ma.MaskedArray:
+    """Independent harmonized read: a rasterio window, DN * scale + offset."""
+    scale, offset = _scale_offset(item, asset)
     with rasterio.open(_href(demo_dir, item, asset)) as src:
         dn = src.read(1, window=from_bounds(*bounds, transform=src.transform), masked=True)
-    return dn.astype("float64") * band["scale"] + band["offset"]
+    return dn.astype("float64") * scale + offset
+
+
+def _item_with_flag(demo_dir: Path, applied: bool) -> dict:
+    return next(
+        i for i in _items(demo_dir) if i["properties"]["earthsearch:boa_offset_applied"] is applied
+    )
 
 
 def _crop_bounds(item: dict, px: int = 40, size: tuple[int, int] = (96, 64)) -> tuple:
@@ -46,15 +60,13 @@ def _npy(response) -> np.ndarray:
 
 
 def test_demo_has_both_baselines(demo_dir):
-    offsets = {item["assets"]["red"]["raster:bands"][0]["offset"] for item in _items(demo_dir)}
-    assert offsets == {0.0, -0.1}
+    flags = {i["properties"]["earthsearch:boa_offset_applied"] for i in _items(demo_dir)}
+    assert flags == {True, False}
 
 
-@pytest.mark.parametrize("offset", [0.0, -0.1])
-def test_ndvi_crop_matches_rasterio(client, demo_dir, offset):
-    item = next(
-        i for i in _items(demo_dir) if i["assets"]["red"]["raster:bands"][0]["offset"] == offset
-    )
+@pytest.mark.parametrize("applied", [True, False])
+def test_ndvi_crop_matches_rasterio(client, demo_dir, applied):
+    item = _item_with_flag(demo_dir, applied)
     bounds = _crop_bounds(item)
     r = client.get(
         f"{ITEMS}/{item['id']}/bbox/{','.join(map(str, bounds))}.npy",
@@ -72,9 +84,7 @@ def test_ndvi_crop_matches_rasterio(client, demo_dir, offset):
 
 
 def test_harmonize_off_gives_dn_math(client, demo_dir):
-    item = next(
-        i for i in _items(demo_dir) if i["assets"]["red"]["raster:bands"][0]["offset"] == -0.1
-    )
+    item = _item_with_flag(demo_dir, False)  # DN still carry ESA's +1000
     bounds = _crop_bounds(item)
     r = client.get(
         f"{ITEMS}/{item['id']}/bbox/{','.join(map(str, bounds))}.npy",
@@ -233,10 +243,10 @@ def test_point_values_equal_rasterio(client, demo_dir):
     assert r.status_code == 200, r.text
     assert r.json()["values"] == [expected_red]
     r = client.get(f"{ITEMS}/{item['id']}/point/{lon},{lat}", params={"expression": NDVI})
-    band = item["assets"]["red"]["raster:bands"][0]
+    scale, offset = _scale_offset(item, "red")
     with rasterio.open(_href(demo_dir, item, "nir")) as src:
-        nir = int(src.read(1)[row, col]) * band["scale"] + band["offset"]
-    red = expected_red * band["scale"] + band["offset"]
+        nir = int(src.read(1)[row, col]) * scale + offset
+    red = expected_red * scale + offset
     assert r.json()["values"][0] == pytest.approx((nir - red) / (nir + red), abs=1e-6)
 
 

@@ -9,8 +9,11 @@
     PATH/fields.gpkg                 the same parcels, EPSG:32633 (layer ``fields``)
 
 What each date is like (sky, processing baseline, swath edge) depends only on the number
-of scenes: see ``plan_scenes``. A field's NDVI on a date is ``field_ndvi(properties,
-date)`` plus pixel noise.
+of scenes: see ``plan_scenes``. Reflectance is always ``DN * scale + offset`` with the
+asset's ``raster:bands``: items with ``earthsearch:boa_offset_applied: true`` store
+``reflectance * 10000`` (offset 0), the others (scenes 1, 4, 7 ...) still carry ESA's
++1000 (offset -0.1). A field's NDVI on a date is ``field_ndvi(properties, date)`` plus
+pixel noise; clouds, cirrus and shadows are flagged in the SCL wherever they touch.
 """
 
 import json

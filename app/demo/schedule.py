@@ -31,9 +31,11 @@ class SceneSpec:
         nodata_edge: whether the swath edge cuts the scene (west of a diagonal line is 0).
         boa_offset_applied: the ``earthsearch:boa_offset_applied`` flag, with Element84's
             meaning: ESA's BOA_ADD_OFFSET has already been taken out of the COG's DN. True:
-            baseline 05.09, DN = reflectance * 10000, ``raster:bands`` offset 0. False:
-            baseline 04.00, DN = reflectance * 10000 + 1000 (as ESA ships it),
-            ``raster:bands`` offset -0.1. Either way DN * scale + offset is reflectance.
+            baseline 05.09, DN = reflectance * 10000. False: baseline 04.00, DN =
+            reflectance * 10000 + 1000 (as ESA ships it). Both record ``raster:bands``
+            offset -0.1, exactly as real Earth-Search v1 items do (the recorded fixture
+            item is true with -0.1): the flag, not raster:bands, says which DN these are
+            (Element84/earth-search#9), so the demo exercises that trap.
 
     """
 
@@ -52,8 +54,8 @@ class SceneSpec:
 
     @property
     def offset(self) -> float:
-        """The ``raster:bands`` offset of the reflectance assets."""
-        return 0.0 if self.boa_offset_applied else -0.1
+        """The ``raster:bands`` offset of the reflectance assets, as Earth-Search records it."""
+        return -0.1
 
     @property
     def dn_offset(self) -> int:
