@@ -16,6 +16,7 @@ from typing import Any
 import attr
 import numpy as np
 import pystac
+import rasterio
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
@@ -26,7 +27,7 @@ from rio_tiler.models import ImageData, PointData
 from app import sentinel2
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression
-from app.security import check_source
+from app.security import SOURCE_DRIVER, check_source
 
 SCL_ASSET = "scl"
 MASK_SCL_CLEAR = "scl-clear"
@@ -78,7 +79,24 @@ def _bands(layer: Layer, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
 
 
 @attr.s
-class SafeCOGReader(Reader):
+class GTiffReader(Reader):
+    """rio-tiler's Reader that opens sources with the GeoTIFF driver only.
+
+    A remote "COG" that is really a VRT, WMS or other indirection document cannot be
+    sniffed before opening; restricting the driver means GDAL never interprets it.
+    """
+
+    def __attrs_post_init__(self):
+        """Open the dataset as a GeoTIFF, then let rio-tiler read its metadata."""
+        if not self.dataset:
+            self.dataset = self._ctx_stack.enter_context(
+                rasterio.open(self.input, driver=SOURCE_DRIVER)
+            )
+        super().__attrs_post_init__()
+
+
+@attr.s
+class SafeCOGReader(GTiffReader):
     """rio-tiler's COG reader with band math by ``app.expressions`` (``b1``, ``b2``...)."""
 
     max_pixels: int | None = attr.ib(default=None, kw_only=True)
@@ -188,6 +206,7 @@ class S2STACReader(STACReader):
     against ``allowed_sources`` before GDAL opens it.
     """
 
+    reader: type[Reader] = attr.ib(default=GTiffReader)
     allowed_sources: Sequence[str] = attr.ib(factory=list, kw_only=True)
     allow_private: bool = attr.ib(default=False, kw_only=True)
     scl_mask_classes: frozenset[int] = attr.ib(

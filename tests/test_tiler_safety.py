@@ -4,6 +4,7 @@ import json
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -162,3 +163,29 @@ def test_bad_mask_is_rejected(client, demo_dir):
         f"{ITEMS}/{_item_id(demo_dir)}/preview.png", params={"assets": "red", "mask": "clouds"}
     )
     assert r.status_code == 422
+
+
+def test_sources_open_as_geotiff_only(tmp_path):
+    """A VRT that got past the allow-list (e.g. served remotely) still does not open."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    from app.readers import GTiffReader
+
+    target = tmp_path / "target.tif"
+    with rasterio.open(
+        target, "w", driver="GTiff", width=2, height=2, count=1, dtype="uint8"
+    ) as dst:
+        dst.write(np.ones((1, 2, 2), dtype="uint8"))
+    vrt = tmp_path / "disguised.tif"
+    vrt.write_text(
+        '<VRTDataset rasterXSize="2" rasterYSize="2"><VRTRasterBand dataType="Byte" band="1">'
+        f"<SimpleSource><SourceFilename>{target}</SourceFilename></SimpleSource>"
+        "</VRTRasterBand></VRTDataset>"
+    )
+    with rasterio.open(vrt) as src:  # GDAL on its own would follow it...
+        assert src.driver == "VRT"
+    with pytest.raises(RasterioIOError):  # ...the service's reader does not.
+        GTiffReader(str(vrt))
+    with GTiffReader(str(target)) as src:
+        assert src.dataset.driver == "GTiff"
