@@ -2,6 +2,7 @@
 # Both set everything up on a fresh machine (Debian packages, .venv, the demo data).
 
 PYTHON ?= python3
+LINT_PATHS := $(wildcard app tests bench)
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= data/demo
@@ -41,12 +42,12 @@ test: venv apt-test
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 
 format: venv
-	$(BIN)/ruff check --fix app tests bench
-	$(BIN)/ruff format app tests bench
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache
