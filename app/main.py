@@ -16,6 +16,7 @@ from app.catalog.cache import ItemCache
 from app.errors import TerratilerError
 from app.gdal_env import configure_gdal
 from app.middleware import PresetMiddleware, TileScaleMiddleware
+from app.security import validate_allowed
 from app.settings import Settings
 
 logger = logging.getLogger("terratiler")
@@ -46,6 +47,7 @@ def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings()
+    validate_allowed(settings.allowed_prefixes)
     configure_gdal(settings)
     app = FastAPI(
         title="terratiler",

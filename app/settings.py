@@ -6,6 +6,8 @@ from typing import Annotated
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.gdal_env import SKIPPED_DRIVERS
+
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
 
@@ -63,8 +65,16 @@ class Settings(BaseSettings):
     gdal_http_max_retry: int = 3
     gdal_http_retry_delay: float = 0.5
     gdal_http_timeout: int = 30
+    gdal_http_connect_timeout: int = 10
+    vsicurl_cache_size: int = 128_000_000
+    # Drivers that only point at other files or URLs (see app.gdal_env.SKIPPED_DRIVERS).
+    gdal_skip_drivers: Annotated[list[str], NoDecode] = list(SKIPPED_DRIVERS)
+    # The Sentinel-2 COG bucket is public: unsigned S3 requests.
+    aws_no_sign_request: bool = True
 
-    @field_validator("allowed_sources", "api_keys", "scl_mask_classes", mode="before")
+    @field_validator(
+        "allowed_sources", "api_keys", "scl_mask_classes", "gdal_skip_drivers", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
