@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected_error)
 
     from app.routers import catalog as catalog_router
+    from app.routers import statistics as statistics_router
     from app.routers import tiler
 
     app.include_router(catalog_router.router, prefix="/catalog", tags=["STAC API"])
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tiler.stac_factory().router, prefix="/stac", tags=["STAC item by URL"])
     app.include_router(tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"])
     app.include_router(tiler.tms_factory().router, tags=["Tiling Schemes"])
+    app.include_router(statistics_router.router, tags=["Statistical API"])
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, str]:

@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     item_cache_ttl: float = 300.0
     item_cache_size: int = 4096
 
+    # Statistical API limits (400 naming the field when exceeded).
+    stats_max_pixels: int = 25_000_000
+    stats_max_vertices: int = 100_000
+    stats_max_intervals: int = 400
+    stats_max_outputs: int = 10
+    stats_max_scenes: int = 2_000
+
     # Cache-Control of successful GET responses ("" to send none).
     cache_control: str = "public, max-age=3600"
 

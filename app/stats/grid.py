@@ -69,7 +69,7 @@ class PixelGrid:
         return row0, col0, max(row1 - row0, 1), max(col1 - col0, 1)
 
     def transform(self, row_off: int = 0, col_off: int = 0) -> Affine:
-        """Return the affine transform of the window whose upper-left pixel is (row_off, col_off)."""
+        """Return the transform of the window whose upper-left pixel is (row_off, col_off)."""
         return Affine(
             self.resx,
             0.0,

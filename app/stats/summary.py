@@ -136,9 +136,7 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[flo
     return out
 
 
-def percentiles(
-    values: np.ndarray, weights: np.ndarray | None, ks: Sequence[float]
-) -> np.ndarray:
+def percentiles(values: np.ndarray, weights: np.ndarray | None, ks: Sequence[float]) -> np.ndarray:
     """Percentiles ``ks`` (0-100) of valid values, weighted or not (see the module docstring).
 
     Returns:

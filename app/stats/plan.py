@@ -1,0 +1,260 @@
+"""A validated Statistical API request, as plain data the engine (and Dask workers) run.
+
+``make_plan`` checks everything that can be checked without reading a pixel: the time range
+and intervals, the outputs' band math and the asset names it uses, the mask, the
+calculations (unknown output or band names), the limits. Every problem is a
+``BadRequestError`` whose message starts with the request field at fault.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app import sentinel2
+from app.catalog.query import format_datetime, parse_rfc3339
+from app.errors import BadRequestError
+from app.expressions import Expression, parse_expression, resolve_names
+from app.stats.coverage import PixelRule
+from app.stats.intervals import parse_duration, split_time_range
+from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
+from app.stats.summary import HistogramSpec
+
+MASK_SCL_CLEAR = "scl-clear"
+MASK_NONE = "none"
+SCL_ASSET = "scl"
+# The single-band assets band math may name (Earth-Search v1 keys; ESA band names resolve
+# to them). ``visual`` is a 3-band RGB image, not a measurement.
+BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {"scl", "aot", "wvp"}
+# Sentinel Hub's collection ids for Sentinel-2 L2A.
+COLLECTION_ALIASES = {"S2L2A": "sentinel-2-l2a", "sentinel-2-l2a": "sentinel-2-l2a"}
+
+DEFAULT_LIMITS = {
+    "stats_max_pixels": 25_000_000,
+    "stats_max_vertices": 100_000,
+    "stats_max_intervals": 400,
+    "stats_max_outputs": 10,
+    "stats_max_scenes": 2_000,
+}
+
+
+def limit(settings: object | None, name: str) -> int:
+    """Return a limit from the settings, or its default while the settings lack the field."""
+    return int(getattr(settings, name, DEFAULT_LIMITS[name]))
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    """What to compute for one output band."""
+
+    name: str
+    percentiles: tuple[float, ...] | None = None
+    histogram: HistogramSpec | None = None
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """One output: its band math (over asset keys) and its bands."""
+
+    name: str
+    expression: Expression
+    bands: tuple[BandPlan, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the engine needs from a request, validated.
+
+    Attributes:
+        collection: Collection id.
+        intervals: (start, end) of every interval, in time order.
+        outputs: The outputs, in request order.
+        mask: ``scl-clear``, ``none``, or a boolean Expression over asset keys.
+        pixel_rule: ``exact``, ``center`` or ``all_touched``.
+        mosaicking_order: ``mostRecent``, ``leastRecent`` or ``leastCC``.
+        max_cloud_coverage: Largest ``eo:cloud_cover`` accepted (None: no filter).
+        resolution: (resx, resy) in ``crs`` units, or None for the native resolution.
+        crs: CRS of the request's geometries.
+        assets: Every asset key read (outputs, mask, SCL).
+
+    """
+
+    collection: str
+    intervals: tuple[tuple[datetime, datetime], ...]
+    outputs: tuple[OutputPlan, ...]
+    mask: str | Expression
+    pixel_rule: PixelRule
+    mosaicking_order: str
+    max_cloud_coverage: float | None
+    resolution: tuple[float, float] | None
+    crs: str
+    assets: tuple[str, ...] = field(default=())
+
+    @property
+    def time_range(self) -> tuple[datetime, datetime]:
+        """From the first interval's start to the last one's end."""
+        return self.intervals[0][0], self.intervals[-1][1]
+
+
+def _band_math(text: str, field_name: str) -> Expression:
+    """Parse band math and resolve its names to asset keys (``B04`` -> ``red``)."""
+    try:
+        expression = parse_expression(text)
+        return resolve_names(
+            expression, lambda name: sentinel2.resolve_asset(name, BAND_MATH_ASSETS)
+        )
+    except BadRequestError as error:
+        known = ", ".join(sorted(BAND_MATH_ASSETS))
+        hint = f" (assets: {known}, or ESA band names B01..B12, B8A, SCL)"
+        suffix = hint if "unknown band" in error.message else ""
+        raise BadRequestError(f"{field_name}: {error.message}{suffix}") from None
+
+
+def _time(value: str, field_name: str) -> datetime:
+    try:
+        return parse_rfc3339(value)
+    except ValueError as error:
+        raise BadRequestError(f"{field_name}: {error}") from None
+
+
+def _histogram(definition: HistogramDefinition) -> HistogramSpec:
+    return HistogramSpec(
+        bins=tuple(definition.bins) if definition.bins is not None else None,
+        n_bins=definition.nBins,
+        bin_width=definition.binWidth,
+        low_edge=definition.lowEdge,
+        high_edge=definition.highEdge,
+    )
+
+
+def _check_keys(keys: Mapping[str, Any] | None, known: list[str], where: str, what: str) -> None:
+    for key in keys or {}:
+        if key != "default" and key not in known:
+            raise BadRequestError(
+                f"{where}: unknown {what} '{key}'; {what}s are {', '.join(known)} (or 'default')"
+            )
+
+
+def _bands(
+    output: str, names: list[str], calculations: Mapping[str, OutputCalculations] | None
+) -> tuple[BandPlan, ...]:
+    """Resolve Sentinel Hub's ``default`` keys into what each band of an output computes."""
+    calc = None
+    if calculations:
+        calc = calculations.get(output, calculations.get("default"))
+    statistics = (calc.statistics if calc else None) or {}
+    histograms = (calc.histograms if calc else None) or {}
+    where = f"calculations.{output if calculations and output in calculations else 'default'}"
+    _check_keys(statistics, names, f"{where}.statistics", "band")
+    _check_keys(histograms, names, f"{where}.histograms", "band")
+    bands = []
+    for name in names:
+        stats = statistics.get(name, statistics.get("default"))
+        hist = histograms.get(name, histograms.get("default"))
+        ks = tuple(stats.percentiles.k) if stats and stats.percentiles else None
+        bands.append(BandPlan(name, ks, _histogram(hist) if hist else None))
+    return tuple(bands)
+
+
+def make_plan(request: StatisticalRequest, settings: object | None = None) -> Plan:
+    """Validate a request into a Plan.
+
+    Args:
+        request: The parsed request.
+        settings: Service settings (limits); defaults apply to missing fields.
+
+    Returns:
+        The plan.
+
+    Raises:
+        BadRequestError: Anything invalid, naming the field (and the limit, for limits).
+
+    """
+    aggregation = request.aggregation
+    if aggregation.evalscript is not None:
+        raise BadRequestError(
+            "aggregation.evalscript: evalscripts are not supported; name band-math outputs in "
+            'aggregation.outputs, e.g. {"ndvi": {"expression": "(nir-red)/(nir+red)"}}'
+        )
+    if aggregation.width is not None or aggregation.height is not None:
+        raise BadRequestError("aggregation.width/height: not supported; give resx and resy")
+    if (aggregation.resx is None) != (aggregation.resy is None):
+        raise BadRequestError("aggregation.resx/resy: give both or neither")
+    if len(request.input.data) != 1:
+        raise BadRequestError("input.data: exactly one data collection is supported")
+    data = request.input.data[0]
+
+    max_outputs = limit(settings, "stats_max_outputs")
+    if not aggregation.outputs:
+        raise BadRequestError("aggregation.outputs: give at least one output")
+    if len(aggregation.outputs) > max_outputs:
+        raise BadRequestError(
+            f"aggregation.outputs: {len(aggregation.outputs)} outputs, over the limit "
+            f"stats_max_outputs={max_outputs}"
+        )
+
+    start = _time(aggregation.timeRange.from_, "aggregation.timeRange.from")
+    end = _time(aggregation.timeRange.to, "aggregation.timeRange.to")
+    duration = parse_duration(
+        aggregation.aggregationInterval.of, field="aggregation.aggregationInterval.of"
+    )
+    intervals = split_time_range(
+        start,
+        end,
+        duration,
+        aggregation.aggregationInterval.lastIntervalBehavior,
+        max_intervals=limit(settings, "stats_max_intervals"),
+    )
+
+    outputs = []
+    assets: list[str] = []
+    for name, definition in aggregation.outputs.items():
+        expression = _band_math(definition.expression, f"aggregation.outputs.{name}.expression")
+        count = len(expression.outputs)
+        band_names = definition.bands or [f"B{i}" for i in range(count)]
+        if len(band_names) != count or len(set(band_names)) != count:
+            raise BadRequestError(
+                f"aggregation.outputs.{name}.bands: {count} distinct band name(s) needed, "
+                f"one per ';'-separated expression"
+            )
+        bands = _bands(name, list(band_names), request.calculations)
+        outputs.append(OutputPlan(name, expression, bands))
+        assets.extend(expression.names)
+    _check_keys(request.calculations, list(aggregation.outputs), "calculations", "output")
+
+    mask: str | Expression
+    if aggregation.mask == MASK_SCL_CLEAR:
+        mask = MASK_SCL_CLEAR
+        assets.append(SCL_ASSET)
+    elif aggregation.mask in (MASK_NONE, ""):
+        mask = MASK_NONE
+    else:
+        mask = _band_math(aggregation.mask, "aggregation.mask")
+        if len(mask.outputs) != 1:
+            raise BadRequestError("aggregation.mask: one boolean expression, without ';'")
+        assets.extend(mask.names)
+
+    cloud = data.dataFilter.maxCloudCoverage
+    bounds = request.input.bounds
+    crs = bounds.properties.crs if bounds is not None else "EPSG:4326"
+    resolution = None
+    if aggregation.resx is not None and aggregation.resy is not None:
+        resolution = (aggregation.resx, aggregation.resy)
+    collection = COLLECTION_ALIASES.get(data.collection_id, data.collection_id)
+    return Plan(
+        collection=collection,
+        intervals=tuple(intervals),
+        outputs=tuple(outputs),
+        mask=mask,
+        pixel_rule=aggregation.pixelRule,
+        mosaicking_order=data.dataFilter.mosaickingOrder,
+        max_cloud_coverage=cloud if cloud < 100 else None,
+        resolution=resolution,
+        crs=crs,
+        assets=tuple(dict.fromkeys(assets)),
+    )
+
+
+def format_interval(interval: tuple[datetime, datetime]) -> dict[str, str]:
+    """Return the response's ``{"from", "to"}`` of an interval."""
+    return {"from": format_datetime(interval[0]), "to": format_datetime(interval[1])}
