@@ -85,7 +85,6 @@ class _Validator:
     def __init__(self, max_depth: int):
         self.max_depth = max_depth
         self.nodes = 0
-        self.names: list[str] = []
 
     def visit(self, node: ast.AST, depth: int = 1) -> None:
         self.nodes += 1
@@ -104,8 +103,6 @@ class _Validator:
                 raise _fail(f"invalid name '{node.id}'")
             if node.id in FUNCTIONS:
                 raise _fail(f"'{node.id}' is a function; call it as {node.id}(...)")
-            if node.id not in self.names:
-                self.names.append(node.id)
             children = []
         elif isinstance(node, ast.BinOp):
             if type(node.op) not in _ARITHMETIC and type(node.op) not in _LOGICAL:

@@ -12,6 +12,8 @@ import os
 import posixpath
 import re
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -86,9 +88,28 @@ def _unsafe_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> b
     )
 
 
+# Answers of the system resolver, kept briefly: every tile of a mosaic checks the same
+# few hosts, and containers often have no local DNS cache.
+DNS_CACHE_SECONDS = 60.0
+_DNS_CACHE_SIZE = 1024
+_dns_cache: dict[tuple[str, int], tuple[float, list[str]]] = {}
+_dns_lock = threading.Lock()
+
+
 def _system_resolver(host: str, port: int) -> list[str]:
+    key = (host, port)
+    now = time.monotonic()
+    with _dns_lock:
+        cached = _dns_cache.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [str(info[4][0]) for info in infos]
+    addresses = [str(info[4][0]) for info in infos]
+    with _dns_lock:
+        if len(_dns_cache) >= _DNS_CACHE_SIZE:
+            _dns_cache.clear()
+        _dns_cache[key] = (now + DNS_CACHE_SECONDS, addresses)
+    return addresses
 
 
 def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -207,11 +228,29 @@ def _split_allowed(allowed: Sequence[str]) -> tuple[list[_Url], list[Path]]:
         if not prefix:
             continue
         match = _SCHEME.match(prefix)
-        if match and match.group(1).lower() in URL_SCHEMES:
-            urls.append(_Url(prefix, is_prefix=True))
-        elif not match:
+        if match is None:
             paths.append(Path(os.path.realpath(prefix)))
+            continue
+        if match.group(1).lower() not in URL_SCHEMES:
+            raise ValueError(f"allowed source {prefix!r}: only http(s)://, s3:// and paths")
+        try:
+            urls.append(_Url(prefix, is_prefix=True))
+        except ForbiddenError as error:
+            raise ValueError(f"allowed source {prefix!r}: {error.message}") from None
     return urls, paths
+
+
+def validate_allowed(allowed: Sequence[str]) -> None:
+    """Check the configured allow-list itself, e.g. once at start-up.
+
+    Args:
+        allowed: Allowed prefixes, as given to ``check_source``.
+
+    Raises:
+        ValueError: A prefix is neither a path nor a valid http(s):// or s3:// URL.
+
+    """
+    _split_allowed(allowed)
 
 
 def _describe(allowed: Sequence[str]) -> str:
@@ -247,7 +286,8 @@ def check_source(
         allowed: Allowed prefixes: local folders and ``http(s)://`` / ``s3://`` URLs.
         allow_private: Let URLs reach private/loopback addresses (operator opt-in for
             on-premises object stores, and tests).
-        resolver: ``(host, port) -> addresses``; default ``socket.getaddrinfo``.
+        resolver: ``(host, port) -> addresses``; default ``socket.getaddrinfo``, its
+            answers kept for ``DNS_CACHE_SECONDS``.
 
     Returns:
         The normalized source: an absolute resolved path, or the URL with its scheme and
@@ -255,6 +295,7 @@ def check_source(
 
     Raises:
         ForbiddenError: With a ``url: ...`` message saying why.
+        ValueError: The allow-list itself is invalid (see ``validate_allowed``).
 
     """
     text = source.strip() if isinstance(source, str) else ""

@@ -217,7 +217,9 @@ def test_refused_expressions(text: str, message: str) -> None:
 
 def test_too_long() -> None:
     text = "+".join(["red"] * 600)
-    with pytest.raises(BadRequestError, match=r"^expression: too long \(2399 characters; at most 2000\)"):
+    with pytest.raises(
+        BadRequestError, match=r"^expression: too long \(2399 characters; at most 2000\)"
+    ):
         parse_expression(text)
     assert parse_expression("red+nir", max_length=7).names == ("red", "nir")
     with pytest.raises(BadRequestError, match="too long"):

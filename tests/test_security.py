@@ -1,12 +1,9 @@
-import functools
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,12 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from rasterio.errors import RasterioIOError
-from rasterio.transform import from_origin
 
 from app import gdal_env
 from app.errors import ForbiddenError
-from app.security import SOURCE_DRIVER, check_source, is_vrt_file
+from app.security import SOURCE_DRIVER, check_source, is_vrt_file, validate_allowed
 
 COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
 PUBLIC = {"sentinel-cogs.s3.us-west-2.amazonaws.com": ["52.218.232.90"]}
@@ -47,7 +44,7 @@ def write_tif(path: Path, size: int = 64) -> Path:
         "count": 1,
         "dtype": "uint16",
         "crs": "EPSG:32613",
-        "transform": from_origin(400000, 4900000, 10, 10),
+        "transform": Affine(10, 0, 400000, 0, -10, 4900000),
         "nodata": 0,
         "tiled": True,
         "blockxsize": 256,
@@ -115,7 +112,10 @@ REFUSED = [
     ("file:///etc/passwd", "url: file:// URLs are not accepted"),
     ("FILE:///etc/passwd", "url: file:// URLs are not accepted"),
     ("File://localhost/etc/passwd", "url: file:// URLs are not accepted"),
-    ("/vsicurl/http://169.254.169.254/", "url: GDAL virtual file systems (/vsi...) are not accepted"),
+    (
+        "/vsicurl/http://169.254.169.254/",
+        "url: GDAL virtual file systems (/vsi...) are not accepted",
+    ),
     ("/VSIS3/bucket/key.tif", "url: GDAL virtual file systems"),
     ("vsimem/x.tif", "url: GDAL virtual file systems"),
     (COGS + "a.tif/vsizip/x", "url: GDAL virtual file systems"),
@@ -315,7 +315,8 @@ def test_local_prefix_is_a_path_not_a_string_prefix(data: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "relative", ["cogs/../../../secret/s.tif", "../demo2/b.tif", "cogs/../../demo/../../secret/s.tif"]
+    "relative",
+    ["cogs/../../../secret/s.tif", "../demo2/b.tif", "cogs/../../demo/../../secret/s.tif"],
 )
 def test_dot_dot_traversal_is_resolved_before_checking(data: Path, relative: str) -> None:
     with pytest.raises(ForbiddenError, match="not in the allowed sources"):
@@ -369,26 +370,61 @@ def test_vrt_sniffing_tolerates_xml_prologue(tmp_path: Path) -> None:
 # --- GDAL: opening sources ---------------------------------------------------------
 
 
+# Static files with HTTP range requests, as object stores serve COGs. It runs in its
+# own process: rasterio holds the GIL while GDAL waits for curl, so a server thread in
+# this process could never answer.
+RANGE_SERVER = textwrap.dedent(
+    """
+    import http.server, io, re, sys
+    from pathlib import Path
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def send_head(self):
+            match = re.fullmatch(r"bytes=(\\d+)-(\\d*)", self.headers.get("Range", ""))
+            path = Path(self.translate_path(self.path))
+            if match is None or not path.is_file():
+                return super().send_head()
+            body = path.read_bytes()
+            start = int(match.group(1))
+            end = min(int(match.group(2) or len(body) - 1), len(body) - 1)
+            self.send_response(206)
+            self.send_header("Content-Type", "image/tiff")
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(body)}")
+            self.send_header("Content-Length", str(end - start + 1))
+            self.end_headers()
+            return io.BytesIO(body[start : end + 1])
+
+    def handler(*args, **kwargs):
+        return Handler(*args, directory=sys.argv[1], **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+    """
+)
+
+
 @pytest.fixture
 def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A loopback HTTP server over tmp_path/www (a COG and a VRT named .tif)."""
     root = tmp_path / "www"
     write_tif(root / "cog.tif")
     write_vrt(root / "evil.tif", root / "cog.tif")
-    handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
-    server.server_close()
+    server = subprocess.Popen(
+        [sys.executable, "-c", RANGE_SERVER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        port = int(server.stdout.readline())
+        yield f"http://127.0.0.1:{port}", root
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_source_driver_refuses_a_remote_vrt_named_tif(http_root: tuple[str, Path]) -> None:
     # check_source cannot sniff remote files; opening with the GeoTIFF driver only is
     # what stops a VRT served as .tif from reading local files.
@@ -545,7 +581,7 @@ def run_gdal_subprocess(tmp_path: Path, skip: list[str] | None) -> dict[str, obj
     vrt = write_vrt(tmp_path / "evil.tif", cog)
     wms = tmp_path / "wms.tif"
     wms.write_text(
-        "<GDAL_WMS><Service name=\"TMS\"><ServerUrl>http://127.0.0.1:9/${z}/${x}/${y}.png"
+        '<GDAL_WMS><Service name="TMS"><ServerUrl>http://127.0.0.1:9/${z}/${x}/${y}.png'
         "</ServerUrl></Service><DataWindow><UpperLeftX>-20037508.34</UpperLeftX>"
         "<UpperLeftY>20037508.34</UpperLeftY><LowerRightX>20037508.34</LowerRightX>"
         "<LowerRightY>-20037508.34</LowerRightY><TileLevel>18</TileLevel>"
@@ -591,3 +627,14 @@ def test_gdal_skip_vrt_stops_vrt_files_but_breaks_rasterio(tmp_path: Path) -> No
     assert result["statistics"] == "ok"
     assert result["tile"] != "ok"
     assert result["edge_crop"] != "ok"
+
+
+@pytest.mark.parametrize(
+    "prefix", ["gs://bucket/", "https://user@host.example/", "https:///x", "GTIFF_DIR:1:/data"]
+)
+def test_invalid_allow_list_entries_are_configuration_errors(prefix: str) -> None:
+    with pytest.raises(ValueError, match="allowed source"):
+        validate_allowed([COGS, prefix])
+    with pytest.raises(ValueError, match="allowed source"):
+        check_source(COGS + "a.tif", [COGS, prefix], resolver=FakeResolver())
+    validate_allowed([COGS, "/data/demo", " ", "s3://sentinel-cogs/"])

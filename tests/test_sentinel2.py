@@ -130,34 +130,35 @@ def test_scale_offset_can_follow_raster_bands_literally() -> None:
     assert scale_offset(ITEM, "scl", trust_boa_flag=False) == (1.0, 0.0)
 
 
+BOA = "earthsearch:boa_offset_applied"
+PB = "s2:processing_baseline"
+
+
 @pytest.mark.parametrize(
     ("properties", "red_band", "expected"),
     [
         # Baseline >= 04.00 and the offset not applied: raster:bands' -0.1 counts.
-        (
-            {"earthsearch:boa_offset_applied": False},
-            {"nodata": 0, "scale": 0.0001, "offset": -0.1},
-            (0.0001, -0.1),
-        ),
+        ({BOA: False}, {"nodata": 0, "scale": 0.0001, "offset": -0.1}, (0.0001, -0.1)),
         # ... and with no offset recorded, the baseline says -0.1.
-        ({"earthsearch:boa_offset_applied": False}, {"nodata": 0}, (0.0001, -0.1)),
-        ({"earthsearch:boa_offset_applied": None}, {"nodata": 0}, (0.0001, -0.1)),
-        ({"s2:processing_baseline": "04.00", "earthsearch:boa_offset_applied": False}, {}, (0.0001, -0.1)),
+        ({BOA: False}, {"nodata": 0}, (0.0001, -0.1)),
+        ({BOA: None}, {"nodata": 0}, (0.0001, -0.1)),
+        ({PB: "04.00", BOA: False}, {}, (0.0001, -0.1)),
         # Old baselines never had the offset.
-        ({"s2:processing_baseline": "03.01", "earthsearch:boa_offset_applied": False}, {}, (0.0001, 0.0)),
-        ({"s2:processing_baseline": "02.14"}, {"nodata": 0}, (0.0001, 0.0)),
+        ({PB: "03.01", BOA: False}, {}, (0.0001, 0.0)),
+        ({PB: "02.14"}, {"nodata": 0}, (0.0001, 0.0)),
         # Other catalogs: raster:bands is authoritative.
-        ({"earthsearch:boa_offset_applied": None, "s2:processing_baseline": None},
-         {"scale": 0.0002, "offset": -0.05}, (0.0002, -0.05)),
-        ({"s2:processing_baseline": None, "earthsearch:boa_offset_applied": None}, {}, (0.0001, 0.0)),
+        ({BOA: None, PB: None}, {"scale": 0.0002, "offset": -0.05}, (0.0002, -0.05)),
+        ({PB: None, BOA: None}, {}, (0.0001, 0.0)),
         # Applied flag with nothing recorded.
-        ({"earthsearch:boa_offset_applied": True}, {}, (0.0001, 0.0)),
+        ({BOA: True}, {}, (0.0001, 0.0)),
         # Earth-Search v0 spelled the properties sentinel:*.
-        ({"earthsearch:boa_offset_applied": None, "s2:processing_baseline": None,
-          "sentinel:processing_baseline": "04.00"}, {}, (0.0001, -0.1)),
-        ({"earthsearch:boa_offset_applied": None, "s2:processing_baseline": None,
-          "sentinel:processing_baseline": "04.00", "sentinel:boa_offset_applied": True},
-         {"offset": -0.1}, (0.0001, 0.0)),
+        ({BOA: None, PB: None, "sentinel:processing_baseline": "04.00"}, {}, (0.0001, -0.1)),
+        (
+            {BOA: None, PB: None, "sentinel:processing_baseline": "04.00",
+             "sentinel:boa_offset_applied": True},
+            {"offset": -0.1},
+            (0.0001, 0.0),
+        ),
     ],
 )  # fmt: skip
 def test_scale_offset_rule(properties: dict, red_band: dict, expected: tuple) -> None:
@@ -167,7 +168,9 @@ def test_scale_offset_rule(properties: dict, red_band: dict, expected: tuple) ->
 
 
 def test_scale_offset_of_an_unknown_asset() -> None:
-    with pytest.raises(BadRequestError, match="asset: item 'S2A_13TDE_20231008_0_L2A' has no asset 'B10'"):
+    with pytest.raises(
+        BadRequestError, match="asset: item 'S2A_13TDE_20231008_0_L2A' has no asset 'B10'"
+    ):
         scale_offset(ITEM, "B10")
 
 
