@@ -28,8 +28,12 @@ def demo_settings(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> S
     return Settings(catalog=str(demo_dir), data_dir=tmp_path_factory.mktemp("data"))
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def client(demo_settings: Settings) -> Iterator[TestClient]:
-    """A TestClient of the service over the small demo catalog."""
+    """A TestClient of the service over the small demo catalog.
+
+    Session-scoped: FastAPI builds each route's dependency graph on a new app's first
+    requests (seconds for this many routes), and these tests only read.
+    """
     with TestClient(create_app(demo_settings)) as test_client:
         yield test_client
