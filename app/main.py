@@ -13,6 +13,7 @@ from titiler.core.middleware import CacheControlMiddleware
 from app import __version__
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
+from app.db import engine_from_settings
 from app.errors import TerratilerError
 from app.gdal_env import configure_gdal
 from app.middleware import PresetMiddleware, TileScaleMiddleware
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.catalog = catalog_from_settings(settings)
+    app.state.db_engine = engine_from_settings(settings)
     app.state.item_cache = ItemCache(
         app.state.catalog, ttl=settings.item_cache_ttl, maxsize=settings.item_cache_size
     )
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected_error)
 
     from app.routers import catalog as catalog_router
+    from app.routers import searches as searches_router
     from app.routers import statistics as statistics_router
     from app.routers import tiler
 
@@ -75,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"])
     app.include_router(tiler.tms_factory().router, tags=["Tiling Schemes"])
     app.include_router(statistics_router.router, tags=["Statistical API"])
+    app.include_router(
+        searches_router.router, prefix="/searches", tags=["Mosaics of a STAC search"]
+    )
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, str]:

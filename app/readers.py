@@ -241,6 +241,11 @@ class S2STACReader(STACReader):
         elif isinstance(asset, dict) and asset.get("name"):
             asset = {**asset, "name": self.resolve_asset_name(asset["name"])}
         info = super()._get_asset_info(asset)
+        href = self.item.assets[info["name"]].href
+        if href.startswith("/") or "://" in href:
+            # Already absolute: pystac would join a local path onto an http self link
+            # (items of a STAC API whose assets are files on this machine).
+            info["url"] = href
         info["url"] = check_source(
             info["url"], self.allowed_sources, allow_private=self.allow_private
         )
@@ -356,7 +361,9 @@ class S2STACReader(STACReader):
         if SCL_ASSET in read_keys and kwargs.get("resampling_method") in (None, "nearest"):
             return bands[SCL_ASSET]
         nearest = {**kwargs, "resampling_method": "nearest", "reproject_method": "nearest"}
-        return read(assets=[SCL_ASSET], asset_as_band=True, **nearest).array[0]
+        return _bands(read(assets=[SCL_ASSET], asset_as_band=True, **nearest), [SCL_ASSET])[
+            SCL_ASSET
+        ]
 
     # --- rio-tiler entry points ---------------------------------------------------------
 

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     item_cache_ttl: float = 300.0
     item_cache_size: int = 4096
 
+    # Mosaics of registered searches (/searches).
+    mosaic_min_zoom: int = 7  # WebMercatorQuad zoom; below it a tile is a 400
+    mosaic_max_items_per_tile: int = 50  # items read per tile / crop / feature
+    mosaic_max_items_per_point: int = 500
+    mosaic_time_limit: float = 5.0  # seconds per tile / crop / feature / point
+    mosaic_max_search_items: int = 2000  # a bigger search is a 413
+    mosaic_index_ttl: float = 300.0  # seconds before a search's item list is refreshed
+    mosaic_index_max_items: int = 20_000  # items held in memory over all searches
+    mosaic_threads: int = 4  # item reads in flight per request
+
     # Statistical API limits (400 naming the field when exceeded).
     stats_max_pixels: int = 25_000_000
     stats_max_vertices: int = 100_000

@@ -279,3 +279,20 @@ def test_unknown_item_and_collection_are_404(client):
 def test_errors_are_not_cached(client):
     r = client.get(f"{ITEMS}/nope/info")
     assert r.status_code == 404 and "cache-control" not in r.headers
+
+
+def test_point_with_scl_mask(client, demo_dir):
+    cloudy = max(_items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
+    with rasterio.open(_href(demo_dir, cloudy, "scl")) as src:
+        scl = src.read(1)
+        rows, cols = np.nonzero(np.isin(scl, [8, 9]))
+        x, y = src.xy(rows[0], cols[0])
+    from pyproj import Transformer
+
+    lon, lat = Transformer.from_crs(32633, 4326, always_xy=True).transform(x, y)
+    base = f"{ITEMS}/{cloudy['id']}/point/{lon},{lat}"
+    r = client.get(base, params={"expression": NDVI, "mask": "scl-clear"})
+    assert r.status_code == 200, r.text
+    assert r.json()["values"] == [None]  # masked
+    r = client.get(base, params={"expression": NDVI})
+    assert isinstance(r.json()["values"][0], float)

@@ -76,8 +76,17 @@ img_responses: dict[int | str, dict[str, Any]] = {
             "image/tiff; application=geotiff": {},
             "application/x-binary": {},
         },
-        "description": "An image.",
-    }
+        "description": "An image. Inside the search's area but every item masked there "
+        "(e.g. clouds with `mask=scl-clear`): a fully transparent image. Headers: "
+        "`X-Mosaic-Items: <read>/<intersecting>`; `X-Mosaic-Partial: items-limit|"
+        "time-limit|read-errors` when not every intersecting item went in.",
+    },
+    400: {"description": "Bad parameters; a tile below the minimum zoom (`mosaic_min_zoom`)."},
+    404: {
+        "description": "Unknown search; or the request lies outside the search (no item of "
+        "the search intersects it, or it is outside the search's bbox/intersects)."
+    },
+    504: {"description": "No item could be read within `mosaic_time_limit`."},
 }
 
 
@@ -549,7 +558,7 @@ def point(
         options=_read_options(layer, dataset),
         **mosaic,
     )
-    headers = {"X-Mosaic-Items": f"{len(series.series)}/{len(series.series)}"}
+    headers = {"X-Mosaic-Items": f"{len(series.series)}/{series.candidates}"}
     if series.partial:
         headers["X-Mosaic-Partial"] = ",".join(series.partial)
     return JSONResponse(
@@ -629,5 +638,7 @@ def statistics(
         }
         out.append(document)
     headers = {"X-Mosaic-Partial": ",".join(sorted(partial))} if partial else {}
-    body = out[0] if isinstance(geojson, Feature) else {"type": "FeatureCollection", "features": out}
+    body = (
+        out[0] if isinstance(geojson, Feature) else {"type": "FeatureCollection", "features": out}
+    )
     return JSONResponse(body, media_type="application/geo+json", headers=headers)

@@ -1,0 +1,37 @@
+"""Mosaics of registered STAC searches: the engine behind ``/searches`` (no FastAPI here).
+
+- ``search``: normalize a STAC search, hash it into a stable id, validate metadata;
+- ``store``: persist registered searches in the service database (``app.db``);
+- ``index``: per-search in-memory footprint index (STRtree), refreshed after a TTL;
+- ``reader``: pixel selection over items read in order, with item/time bounds;
+- ``service``: ``MosaicService``, what the router calls.
+"""
+
+from app.mosaic.index import ORDERS, FootprintIndex, IndexCache
+from app.mosaic.reader import PIXEL_SELECTIONS, MosaicRead, read_mosaic
+from app.mosaic.search import SearchRecord, normalize_metadata, normalize_search, search_hash
+from app.mosaic.service import (
+    MosaicConfig,
+    MosaicService,
+    PointSeries,
+    reader_options_from_settings,
+)
+from app.mosaic.store import SearchStore
+
+__all__ = [
+    "ORDERS",
+    "PIXEL_SELECTIONS",
+    "FootprintIndex",
+    "IndexCache",
+    "MosaicConfig",
+    "MosaicRead",
+    "MosaicService",
+    "PointSeries",
+    "SearchRecord",
+    "SearchStore",
+    "normalize_metadata",
+    "normalize_search",
+    "read_mosaic",
+    "reader_options_from_settings",
+    "search_hash",
+]

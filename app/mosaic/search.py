@@ -1,0 +1,251 @@
+"""Registered searches: a STAC search normalized, hashed into a stable id, with metadata.
+
+A mosaic is named by the search that finds its items. ``normalize_search`` reads a search
+body with ``app.catalog.query.search_from_body`` (so a bad search is a 400 naming the
+parameter) and writes it back in one canonical form, whose hash is the search id:
+
+- ``limit`` and ``token`` are not part of a mosaic (the whole search is the mosaic): a
+  ``limit`` is dropped, a ``token`` is refused;
+- no ``collections`` means the configured collection (``settings.collection``);
+- ``ids`` and ``collections`` are sets: sorted, duplicates dropped;
+- numbers in ``query`` are floats (``{"lt": 20}`` and ``{"lt": 20.0}`` are one search);
+- everything else as ``search_to_body`` writes it (UTC datetimes, float bboxes and
+  coordinates, cql2-json filters, sortby kept in its order: it matters);
+- canonical JSON: sorted keys, no spaces.
+
+Registering the same search twice therefore gives the same id, whatever the key order,
+number spelling or datetime form the client used. Metadata (name, description, default
+render parameters, zoom range) is not part of the id: registering again with other
+metadata updates it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from app.catalog.base import SearchQuery
+from app.catalog.query import search_from_body, search_to_body
+from app.errors import BadRequestError
+
+__all__ = [
+    "RENDER_PARAMETERS",
+    "SearchRecord",
+    "canonical_json",
+    "normalize_metadata",
+    "normalize_search",
+    "search_hash",
+]
+
+#: Length of a search id (hex characters of a SHA-256).
+ID_LENGTH = 32
+_ID = re.compile(rf"^[0-9a-f]{{{ID_LENGTH}}}$")
+
+#: Query parameters a search's ``metadata.defaults`` may set for its tile/map links.
+RENDER_PARAMETERS = frozenset(
+    {
+        "preset",
+        "assets",
+        "expression",
+        "asset_as_band",
+        "mask",
+        "harmonize",
+        "pixel_selection",
+        "order",
+        "rescale",
+        "color_formula",
+        "colormap",
+        "colormap_name",
+        "return_mask",
+        "nodata",
+        "resampling",
+        "reproject",
+        "buffer",
+        "padding",
+        "algorithm",
+        "algorithm_params",
+        "tilesize",
+    }
+)
+#: Largest metadata document accepted (canonical JSON, bytes).
+MAX_METADATA_BYTES = 16_384
+_MAX_NAME = 200
+
+
+@dataclass
+class SearchRecord:
+    """A registered search as stored.
+
+    Attributes:
+        id: the search id (hash of ``search``).
+        search: the canonical search body.
+        metadata: the metadata of the latest registration.
+        created_at: first registration (UTC).
+        updated_at: latest registration (UTC).
+    """
+
+    id: str
+    search: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    def query(self) -> SearchQuery:
+        """The search as a ``SearchQuery`` (limit/token unset: the whole search)."""
+        return search_from_body(self.search, default_limit=1, max_limit=1)
+
+
+def canonical_json(value: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, ASCII."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def search_hash(search: Mapping[str, Any]) -> str:
+    """The id of a canonical search body."""
+    return hashlib.sha256(canonical_json(search).encode()).hexdigest()[:ID_LENGTH]
+
+
+def is_search_id(value: str) -> bool:
+    """Whether ``value`` has the form of a search id (before any database lookup)."""
+    return bool(_ID.match(value))
+
+
+def _floats(value: Any) -> Any:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_floats(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _floats(v) for k, v in value.items()}
+    return value
+
+
+def normalize_search(
+    body: Any, *, default_collection: str | None = None
+) -> tuple[SearchQuery, dict[str, Any]]:
+    """Validate a search body and return it parsed and in canonical form.
+
+    Args:
+        body: a STAC item-search body (``collections``, ``ids``, ``bbox`` or ``intersects``,
+            ``datetime``, ``query``, ``filter`` with ``filter-lang``, ``sortby``; ``limit``
+            is ignored).
+        default_collection: the collection of a search that names none.
+
+    Returns:
+        ``(query, canonical_body)``; ``search_hash(canonical_body)`` is the id.
+
+    Raises:
+        BadRequestError: naming the offending parameter.
+
+    """
+    if not isinstance(body, Mapping):
+        raise BadRequestError("search: expected a JSON object (a STAC item search)")
+    if body.get("token") or body.get("next"):
+        raise BadRequestError(
+            "token: a registered search is a whole search, not a page of one; remove it"
+        )
+    body = {k: v for k, v in body.items() if k not in ("limit", "token", "next")}
+    query = search_from_body(body, default_limit=1, max_limit=1)
+    if query.ids:
+        query.ids = sorted(set(query.ids))
+    if query.collections:
+        query.collections = sorted(set(query.collections))
+    elif default_collection:
+        query.collections = [default_collection]
+    if query.query:
+        query.query = _floats(query.query)
+    canonical = search_to_body(query)
+    canonical.pop("limit", None)
+    canonical.pop("token", None)
+    # The stored form must parse back to the same search.
+    return query, json.loads(canonical_json(canonical))
+
+
+def _zoom(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadRequestError(f"metadata.{name}: expected an integer zoom level")
+    if int(value) != value or not 0 <= value <= 30:
+        raise BadRequestError(f"metadata.{name}: expected an integer between 0 and 30")
+    return int(value)
+
+
+def _default_value(key: str, value: Any) -> Any:
+    scalar = (str, int, float, bool)
+    if isinstance(value, scalar):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BadRequestError(f"metadata.defaults.{key}: not a finite number")
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, scalar) for v in value):
+        return list(value)
+    if key in ("colormap", "algorithm_params") and isinstance(value, Mapping):
+        return json.dumps(value, separators=(",", ":"))
+    raise BadRequestError(
+        f"metadata.defaults.{key}: expected a string, a number, a boolean or a list of them"
+    )
+
+
+def normalize_metadata(metadata: Any) -> dict[str, Any]:
+    """Validate a registration's metadata.
+
+    Known keys: ``name`` and ``description`` (strings), ``minzoom``/``maxzoom`` (override
+    the zooms derived from the items), ``bounds`` (``[minx, miny, maxx, maxy]``, overrides
+    the items' extent in TileJSON), ``defaults`` (query parameters added to the links this
+    service returns for the search: ``preset``, ``assets``, ``expression``, ``mask``,
+    ``pixel_selection``, ``order``, ``rescale``, ``colormap_name`` ...). Other keys are
+    kept as given.
+
+    Raises:
+        BadRequestError: ``metadata.<key>: ...``.
+
+    """
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise BadRequestError("metadata: expected a JSON object")
+    result = dict(metadata)
+    for key in ("name", "description"):
+        if key in result and result[key] is not None:
+            if not isinstance(result[key], str):
+                raise BadRequestError(f"metadata.{key}: expected a string")
+            if key == "name" and len(result[key]) > _MAX_NAME:
+                raise BadRequestError(f"metadata.name: longer than {_MAX_NAME} characters")
+    minzoom = _zoom("minzoom", result.get("minzoom"))
+    maxzoom = _zoom("maxzoom", result.get("maxzoom"))
+    if minzoom is not None and maxzoom is not None and minzoom > maxzoom:
+        raise BadRequestError(f"metadata.minzoom: {minzoom} is greater than maxzoom {maxzoom}")
+    if "bounds" in result and result["bounds"] is not None:
+        bounds = result["bounds"]
+        if (
+            not isinstance(bounds, list)
+            or len(bounds) != 4
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bounds)
+            or not (bounds[0] <= bounds[2] and bounds[1] <= bounds[3])
+        ):
+            raise BadRequestError("metadata.bounds: expected [minx, miny, maxx, maxy] in lon/lat")
+        result["bounds"] = [float(v) for v in bounds]
+    defaults = result.get("defaults")
+    if defaults is not None:
+        if not isinstance(defaults, Mapping):
+            raise BadRequestError("metadata.defaults: expected an object of query parameters")
+        checked = {}
+        for key, value in defaults.items():
+            if key not in RENDER_PARAMETERS:
+                raise BadRequestError(
+                    f"metadata.defaults: unknown parameter '{key}' "
+                    f"(one of {', '.join(sorted(RENDER_PARAMETERS))})"
+                )
+            checked[key] = _default_value(key, value)
+        result["defaults"] = checked
+    if len(canonical_json(result)) > MAX_METADATA_BYTES:
+        raise BadRequestError(f"metadata: larger than {MAX_METADATA_BYTES} bytes")
+    return result

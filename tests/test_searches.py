@@ -1,0 +1,499 @@
+"""The /searches API: registration, persistence (SQLite and PostgreSQL), errors, TileJSON,
+statistics, and the same mosaic through LocalCatalog and a real STAC API (pgstac peer)."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from pgstac_fixtures import pgstac_api, pgstac_peer  # noqa: F401
+from PIL import Image
+from test_mosaic import NDVI, _invalid, _items, _reflectance, make_app
+
+from app.settings import Settings
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def settings(demo_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(catalog=str(demo_dir), data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(make_app(settings)) as test_client:
+        yield test_client
+
+
+def _register(client: TestClient, body: dict) -> dict:
+    r = client.post("/searches/register", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+def test_registering_twice_gives_one_id(client, demo_dir):
+    items = _items(demo_dir)
+    first = _register(
+        client,
+        {
+            "collections": ["sentinel-2-l2a"],
+            "bbox": [16, 46, 17, 47],
+            "datetime": "2023-04-01T00:00:00Z/2023-09-30T23:59:59Z",
+            "query": {"eo:cloud_cover": {"lt": 50}},
+            "ids": sorted(items)[:3],
+            "limit": 5,
+        },
+    )
+    # Same search, other spelling: key order, ints vs floats, offset datetimes, id order,
+    # a duplicate id, another limit.
+    again = _register(
+        client,
+        {
+            "limit": 100,
+            "ids": list(reversed(sorted(items)[:3])) + [sorted(items)[0]],
+            "query": {"eo:cloud_cover": {"lt": 50.0}},
+            "datetime": "2023-04-01T02:00:00+02:00/2023-09-30T23:59:59Z",
+            "bbox": [16.0, 46.0, 17.0, 47.0],
+            "collections": ["sentinel-2-l2a"],
+            "metadata": {"name": "renamed"},
+        },
+    )
+    assert again["id"] == first["id"]
+    assert len(first["id"]) == 32
+    assert again["metadata"] == {"name": "renamed"}
+    expected = sum(items[i]["properties"]["eo:cloud_cover"] < 50 for i in sorted(items)[:3])
+    assert first["numberMatched"] == again["numberMatched"] == expected
+    listing = client.get("/searches").json()
+    assert listing["numberMatched"] == 1
+    assert [s["id"] for s in listing["searches"]] == [first["id"]]
+    got = client.get(f"/searches/{first['id']}").json()
+    assert got["search"] == first["search"]
+    assert got["metadata"]["name"] == "renamed"
+    # A search without collections means the configured one: the same mosaic.
+    implicit = _register(client, {"bbox": [16, 46, 17, 47]})
+    explicit = _register(client, {"bbox": [16, 46, 17, 47], "collections": ["sentinel-2-l2a"]})
+    assert implicit["id"] == explicit["id"]
+    other = _register(client, {"bbox": [16, 46, 17, 47.5]})
+    assert other["id"] != implicit["id"]
+
+
+def test_register_links_and_defaults(client):
+    doc = _register(
+        client,
+        {
+            "collections": ["sentinel-2-l2a"],
+            "metadata": {
+                "name": "NDVI",
+                "defaults": {"preset": "ndvi", "mask": "scl-clear", "rescale": ["0,1"]},
+            },
+        },
+    )
+    links = {link["rel"]: link for link in doc["links"]}
+    assert set(links) >= {"self", "tilejson", "tiles", "map"}
+    assert links["tiles"]["templated"] is True
+    assert "/tiles/WebMercatorQuad/{z}/{x}/{y}?" in links["tiles"]["href"]
+    assert "preset=ndvi" in links["tiles"]["href"]
+    assert "mask=scl-clear" in links["tiles"]["href"]
+    # The links work as they are.
+    path = links["tilejson"]["href"].replace("http://testserver", "")
+    tj = client.get(path)
+    assert tj.status_code == 200, tj.text
+    assert "preset=ndvi" in tj.json()["tiles"][0] or "expression=" in tj.json()["tiles"][0]
+    html = client.get(links["map"]["href"].replace("http://testserver", ""))
+    assert html.status_code == 200 and "tilejson.json" in html.text
+
+
+@pytest.mark.parametrize(
+    "body,parameter,status",
+    [
+        ({"bbox": [1, 2, 3]}, "bbox", 400),
+        ({"bbox": [10, 50, 5, 55]}, "bbox", 400),
+        ({"datetime": "yesterday"}, "datetime", 400),
+        ({"datetime": "2023-09-01/2023-01-01"}, "datetime", 400),
+        ({"intersects": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}}, "intersects", 400),
+        ({"query": {"eo:cloud_cover": {"approx": 3}}}, "query", 400),
+        ({"filter": "eo:cloud_cover <<< 3", "filter-lang": "cql2-text"}, "filter", 400),
+        ({"sortby": [{"field": "datetime", "direction": "sideways"}]}, "sortby", 400),
+        ({"collections": "sentinel-2-l2a", "token": "abc"}, "token", 400),
+        ({"collections": [1, 2]}, "collections", 400),
+        ({"metadata": {"minzoom": 12, "maxzoom": 3}}, "metadata.minzoom", 400),
+        ({"metadata": {"defaults": {"url": "/etc/passwd"}}}, "metadata.defaults", 400),
+        ({"metadata": "name"}, "metadata", 400),
+    ],
+)
+def test_bad_searches_are_400_naming_the_parameter(client, body, parameter, status):
+    r = client.post("/searches/register", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"].startswith(parameter), r.json()["detail"]
+    assert client.get("/searches").json()["numberMatched"] == 0
+
+
+def test_not_json_is_422(client):
+    r = client.post(
+        "/searches/register", content=b"[1, 2", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
+
+
+def test_search_over_the_item_limit_is_413(settings):
+    from test_mosaic import _service
+
+    app = make_app(settings)
+    with TestClient(app) as client:
+        _service(app, settings, max_search_items=2)
+        r = client.post("/searches/register", json={"collections": ["sentinel-2-l2a"]})
+        assert r.status_code == 413
+        assert "mosaic_max_search_items=2" in r.json()["detail"]
+
+
+def test_unknown_search_is_404(client):
+    for path in (
+        "/searches/0123456789abcdef0123456789abcdef",
+        "/searches/0123456789abcdef0123456789abcdef/tiles/WebMercatorQuad/14/8000/5000.png",
+        "/searches/0123456789abcdef0123456789abcdef/WebMercatorQuad/tilejson.json",
+        "/searches/not-an-id/point/16.1,46.6",
+    ):
+        r = client.get(path, params={"assets": "red"})
+        assert r.status_code == 404, (path, r.text)
+        assert "not found" in r.json()["detail"]
+
+
+# ---------------------------------------------------------------------------- tiles
+
+
+def test_tilejson_bounds_and_zooms_come_from_the_items(client, demo_dir):
+    items = _items(demo_dir)
+    search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
+    tj = client.get(
+        f"/searches/{search_id}/WebMercatorQuad/tilejson.json", params={"preset": "ndvi"}
+    ).json()
+    bboxes = np.array([i["bbox"] for i in items.values()])
+    expected = [*bboxes[:, :2].min(axis=0), *bboxes[:, 2:].max(axis=0)]
+    np.testing.assert_allclose(tj["bounds"], expected, atol=1e-9)
+    single = client.get(
+        f"/collections/sentinel-2-l2a/items/{next(iter(items))}/WebMercatorQuad/tilejson.json"
+    ).json()
+    assert tj["maxzoom"] == single["maxzoom"]
+    assert tj["minzoom"] == max(single["minzoom"], 7)
+    assert (
+        tj["tiles"][0]
+        .split("?")[0]
+        .endswith(f"/searches/{search_id}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}")
+    )
+    assert "expression=" in tj["tiles"][0]  # the preset, expanded
+
+
+def test_tiles_formats_outside_and_below_min_zoom(client, demo_dir):
+    items = _items(demo_dir)
+    item = next(iter(items.values()))
+    search_id = _register(client, {"collections": ["sentinel-2-l2a"], "bbox": item["bbox"]})["id"]
+    tms = morecantile.tms.get("WebMercatorQuad")
+    minx, miny, maxx, maxy = item["bbox"]
+    tile = tms.tile((minx + maxx) / 2, (miny + maxy) / 2, 14)
+    base = f"/searches/{search_id}/tiles/WebMercatorQuad"
+    for suffix, fmt, size in [
+        (".png", "PNG", 256),
+        (".webp", "WEBP", 256),
+        ("@2x.png", "PNG", 512),
+        (".jpg", "JPEG", 256),
+    ]:
+        r = client.get(f"{base}/14/{tile.x}/{tile.y}{suffix}", params={"preset": "true-color"})
+        assert r.status_code == 200, r.text
+        image = Image.open(io.BytesIO(r.content))
+        assert (image.format, image.size) == (fmt, (size, size))
+    assert "max-age" in r.headers["cache-control"]
+    # Outside the search (no item there, or outside its bbox): 404 that says so.
+    far = tms.tile(minx - 1.0, miny - 1.0, 14)
+    r = client.get(f"{base}/14/{far.x}/{far.y}.png", params={"preset": "true-color"})
+    assert r.status_code == 404
+    assert "outside search" in r.json()["detail"]
+    assert "cache-control" not in r.headers
+    # Below the minimum zoom: 400 naming the setting.
+    low = tms.tile(minx, miny, 5)
+    r = client.get(f"{base}/5/{low.x}/{low.y}.png", params={"preset": "true-color"})
+    assert r.status_code == 400
+    assert "mosaic_min_zoom=7" in r.json()["detail"]
+
+
+def test_fully_masked_tile_is_transparent(client, demo_dir):
+    items = _items(demo_dir)
+    cloudy = max(items.values(), key=lambda i: i["properties"]["eo:cloud_cover"])
+    search_id = _register(client, {"ids": [cloudy["id"]]})["id"]
+    # The SCL of the cloudiest scene: find a tile-sized fully cloudy block, else skip.
+    tms = morecantile.tms.get("WebMercatorQuad")
+    minx, miny, maxx, maxy = cloudy["bbox"]
+    for tile in tms.tiles(minx, miny, maxx, maxy, [17]):
+        r = client.get(
+            f"/searches/{search_id}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png",
+            params={"assets": "red", "mask": "scl-clear", "rescale": "0,3000"},
+        )
+        assert r.status_code in (200, 404), r.text
+        if r.status_code == 200:
+            alpha = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGBA"))[..., 3]
+            if (alpha == 0).all():
+                return
+    pytest.skip("no fully cloudy z17 tile in this demo")
+
+
+def test_bbox_and_statistics_match_numpy(client, demo_dir, settings):
+    items = _items(demo_dir)
+    newest = sorted(items.values(), key=lambda i: i["properties"]["datetime"])[-2:]
+    search_id = _register(client, {"ids": [i["id"] for i in newest]})["id"]
+    newest = sorted(newest, key=lambda i: i["properties"]["datetime"], reverse=True)
+    # A rectangle on the 10 m grid, 40 px in from the corner, 100 x 60 px.
+    t = newest[0]["assets"]["red"]["proj:transform"]
+    x0, y0 = t[2] + 40 * t[0], t[5] + 40 * t[4]
+    bounds = (x0, y0 + 60 * t[4], x0 + 100 * t[0], y0)
+    composite = None
+    for item in newest:
+        red = _reflectance(demo_dir, item, "red")
+        nir = _reflectance(demo_dir, item, "nir")
+        ndvi = (nir - red) / (nir + red)
+        mask = np.ma.getmaskarray(ndvi) | _invalid(
+            demo_dir, item, settings.scl_mask_classes, ndvi.shape
+        )
+        ndvi = np.ma.MaskedArray(ndvi, mask=mask)[40:100, 40:140]
+        if composite is None:
+            composite = ndvi
+        else:
+            fill = np.ma.getmaskarray(composite) & ~np.ma.getmaskarray(ndvi)
+            composite = np.ma.MaskedArray(
+                np.where(fill, ndvi.data, composite.data),
+                mask=np.ma.getmaskarray(composite) & ~fill,
+            )
+    r = client.get(
+        f"/searches/{search_id}/bbox/{','.join(map(str, bounds))}.npy",
+        params={
+            "expression": NDVI,
+            "mask": "scl-clear",
+            "coord_crs": "epsg:32633",
+            "dst_crs": "epsg:32633",
+        },
+    )
+    data = np.load(io.BytesIO(r.content))
+    valid = data[-1] > 0
+    np.testing.assert_array_equal(valid, ~np.ma.getmaskarray(composite))
+    np.testing.assert_allclose(data[0][valid], composite.compressed(), atol=1e-6)
+
+    feature = {
+        "type": "Feature",
+        "properties": {"name": "field"},
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [bounds[0], bounds[1]],
+                    [bounds[2], bounds[1]],
+                    [bounds[2], bounds[3]],
+                    [bounds[0], bounds[3]],
+                    [bounds[0], bounds[1]],
+                ]
+            ],
+        },
+    }
+    r = client.post(
+        f"/searches/{search_id}/statistics",
+        params={"expression": NDVI, "mask": "scl-clear", "coord_crs": "epsg:32633"},
+        json=feature,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    stats = next(iter(body["properties"]["statistics"].values()))
+    assert body["properties"]["name"] == "field"
+    assert stats["count"] == composite.count()
+    assert stats["mean"] == pytest.approx(float(composite.mean()), abs=1e-6)
+    assert stats["min"] == pytest.approx(float(composite.min()), abs=1e-6)
+    assert stats["max"] == pytest.approx(float(composite.max()), abs=1e-6)
+    assert body["properties"]["mosaic"]["items"] == [i["id"] for i in newest]
+
+    collection = {"type": "FeatureCollection", "features": [feature, feature]}
+    r = client.post(
+        f"/searches/{search_id}/statistics",
+        params={"expression": NDVI, "mask": "scl-clear", "coord_crs": "epsg:32633"},
+        json=collection,
+    )
+    assert r.status_code == 200 and len(r.json()["features"]) == 2
+
+
+# ---------------------------------------------------------------------------- persistence
+
+
+def _survives_restart(settings: Settings, demo_dir: Path) -> None:
+    item = next(iter(_items(demo_dir).values()))
+    minx, miny, maxx, maxy = item["bbox"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile((minx + maxx) / 2, (miny + maxy) / 2, 14)
+    path = f"tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png"
+    app = make_app(settings)
+    with TestClient(app) as client:
+        doc = _register(client, {"collections": ["sentinel-2-l2a"], "metadata": {"name": "kept"}})
+        before = client.get(f"/searches/{doc['id']}/{path}", params={"preset": "ndvi"})
+        assert before.status_code == 200
+    app.state.db_engine.dispose()
+    app = make_app(settings)  # a new process, as far as the service can tell
+    with TestClient(app) as client:
+        got = client.get(f"/searches/{doc['id']}")
+        assert got.status_code == 200, got.text
+        assert got.json()["metadata"] == {"name": "kept"}
+        assert got.json()["search"] == doc["search"]
+        after = client.get(f"/searches/{doc['id']}/{path}", params={"preset": "ndvi"})
+        assert after.status_code == 200 and after.content == before.content
+        assert client.get("/searches").json()["numberMatched"] == 1
+    app.state.db_engine.dispose()
+
+
+def test_searches_survive_a_restart_with_sqlite(demo_dir, tmp_path):
+    database = tmp_path / "db" / "searches.sqlite"
+    settings = Settings(
+        catalog=str(demo_dir), data_dir=tmp_path / "data", database_url=f"sqlite:///{database}"
+    )
+    _survives_restart(settings, demo_dir)
+    assert database.exists()
+
+
+def test_default_database_is_sqlite_in_the_data_folder(demo_dir, tmp_path):
+    settings = Settings(catalog=str(demo_dir), data_dir=tmp_path / "data")
+    _survives_restart(settings, demo_dir)
+    assert (tmp_path / "data" / "terratiler.db").exists()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
+    name = f"terratiler_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed for this test: {error}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_searches_survive_a_restart_with_postgresql(demo_dir, tmp_path, postgres_url):
+    settings = Settings(
+        catalog=str(demo_dir), data_dir=tmp_path / "data", database_url=postgres_url
+    )
+    _survives_restart(settings, demo_dir)
+    with psycopg.connect(postgres_url.replace("+psycopg", "")) as conn:
+        assert conn.execute("SELECT count(*) FROM mosaic_searches").fetchone()[0] == 1
+
+
+# ---------------------------------------------------------------------------- catalogs
+
+
+@pytest.mark.pgstac
+def test_stac_api_catalog_gives_the_same_tiles_as_the_local_catalog(
+    demo_dir,
+    tmp_path,
+    pgstac_api,  # noqa: F811
+):
+    items = _items(demo_dir)
+    local = Settings(catalog=str(demo_dir), data_dir=tmp_path / "local")
+    remote = Settings(
+        catalog=pgstac_api,
+        data_dir=tmp_path / "remote",
+        allowed_sources=[str(demo_dir.resolve())],
+    )
+    minx, miny, maxx, maxy = next(iter(items.values()))["bbox"]
+    tms = morecantile.tms.get("WebMercatorQuad")
+    tiles = list(tms.tiles(minx, miny, maxx, maxy, [14, 15]))
+    search = {
+        "collections": ["sentinel-2-l2a"],
+        "bbox": [minx - 0.01, miny - 0.01, maxx + 0.01, maxy + 0.01],
+        "datetime": "2023-01-01T00:00:00Z/2023-12-31T23:59:59Z",
+        "query": {"eo:cloud_cover": {"lt": 90}},
+    }
+    renders = [
+        {"preset": "ndvi", "mask": "scl-clear"},
+        {"preset": "true-color", "pixel_selection": "median", "mask": "scl-clear"},
+        {"preset": "true-color", "order": "leastCC"},
+    ]
+    outputs = []
+    for settings in (local, remote):
+        with TestClient(make_app(settings)) as client:
+            doc = _register(client, search)
+            assert doc["numberMatched"] in (None, len(items))
+            got = [doc["id"]]
+            for tile in tiles:
+                for params in renders:
+                    r = client.get(
+                        f"/searches/{doc['id']}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png",
+                        params=params,
+                    )
+                    assert r.status_code == 200, r.text
+                    got.append((r.headers["x-mosaic-items"], r.content))
+            lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+            point = client.get(
+                f"/searches/{doc['id']}/point/{lon},{lat}", params={"expression": NDVI}
+            ).json()
+            got.append(([e["id"] for e in point["series"]], [e["values"] for e in point["series"]]))
+            tj = client.get(f"/searches/{doc['id']}/WebMercatorQuad/tilejson.json").json()
+            got.append((tj["bounds"], tj["minzoom"], tj["maxzoom"]))
+            outputs.append(got)
+    assert outputs[0][0] == outputs[1][0]  # the same search id on both backends
+    assert len(outputs[0]) == len(outputs[1])
+    for a, b in zip(outputs[0][1:], outputs[1][1:], strict=True):
+        assert a == b
+
+
+def test_href_outside_the_allow_list_is_refused(demo_dir, tmp_path):
+    # The same items served from a catalog whose assets are not allow-listed: 403, and
+    # nothing is read.
+    settings = Settings(
+        catalog=str(demo_dir), data_dir=tmp_path / "data", allowed_sources=[str(tmp_path)]
+    )
+    item = next(iter(_items(demo_dir).values()))
+    with TestClient(make_app(settings)) as client:
+        search_id = _register(client, {"ids": [item["id"]]})["id"]
+        minx, miny, maxx, maxy = item["bbox"]
+        tile = morecantile.tms.get("WebMercatorQuad").tile((minx + maxx) / 2, (miny + maxy) / 2, 14)
+        r = client.get(
+            f"/searches/{search_id}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png",
+            params={"assets": "red"},
+        )
+        assert r.status_code == 403, r.text
+
+
+def test_info_lists_the_items_and_extent(client, demo_dir):
+    items = _items(demo_dir)
+    search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
+    info = client.get(f"/searches/{search_id}/info").json()
+    assert info["numberOfItems"] == len(items)
+    newest_first = sorted(items.values(), key=lambda i: i["properties"]["datetime"], reverse=True)
+    assert [i["id"] for i in info["items"]] == [i["id"] for i in newest_first]
+    assert info["minzoom"] <= info["maxzoom"]
+    r = client.get(
+        f"/searches/{search_id}/point/16.1,46.6", params={"assets": "red", "order": "sideways"}
+    )
+    assert r.status_code == 422
+
+
+def test_openapi_lists_the_search_endpoints(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/searches/register",
+        "/searches",
+        "/searches/{search_id}",
+        "/searches/{search_id}/tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}",
+        "/searches/{search_id}/{tileMatrixSetId}/tilejson.json",
+        "/searches/{search_id}/{tileMatrixSetId}/map.html",
+        "/searches/{search_id}/point/{lon},{lat}",
+        "/searches/{search_id}/statistics",
+    ):
+        assert path in paths, path
+    assert json.dumps(paths)  # serializable
