@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=1024, help="scene width in 10 m pixels")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    from app.cli_batch import add_batch_commands
+
+    add_batch_commands(sub)
     return parser
 
 

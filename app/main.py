@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(TerratilerError, _terratiler_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
+    from app.routers import batch as batch_router
     from app.routers import catalog as catalog_router
     from app.routers import searches as searches_router
     from app.routers import statistics as statistics_router
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(
         searches_router.router, prefix="/searches", tags=["Mosaics of a STAC search"]
     )
+    app.include_router(batch_router.router, tags=["Batch statistics"])
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, str]:

@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     stats_max_outputs: int = 10
     stats_max_scenes: int = 2_000
 
+    # Batch statistics jobs (app.batch.config documents each).
+    batch_workers: int = 2
+    batch_threads_per_worker: int = 1
+    batch_unit_features: int = 1024
+    batch_min_units: int = 8
+    batch_unit_retries: int = 3
+    batch_lease_seconds: float = 30.0
+    batch_outputs: Annotated[list[str], NoDecode] = []
+    batch_max_features: int = 1_000_000
+    batch_max_upload_mb: int = 512
+    batch_seconds_per_feature_interval: float = 0.002
+    s3_endpoint_url: str | None = None
+
     # Cache-Control of successful GET responses ("" to send none).
     cache_control: str = "public, max-age=3600"
 
@@ -90,7 +103,12 @@ class Settings(BaseSettings):
     aws_no_sign_request: bool = True
 
     @field_validator(
-        "allowed_sources", "api_keys", "scl_mask_classes", "gdal_skip_drivers", mode="before"
+        "allowed_sources",
+        "api_keys",
+        "scl_mask_classes",
+        "gdal_skip_drivers",
+        "batch_outputs",
+        mode="before",
     )
     @classmethod
     def _comma_separated(cls, value: object) -> object:

@@ -1,0 +1,540 @@
+"""The batch statistics service: what the REST router and the CLI call.
+
+``BatchService`` creates jobs, applies the client actions (analyse, start, stop,
+retry-failed) as state transitions in the job store, runs the drivers of the jobs this
+replica holds, serves job views and results. A supervisor thread renews the leases of
+the jobs this replica drives and takes over jobs whose replica is gone: a job PROCESSING
+(or ANALYSING) when a service starts, whose owner is dead or silent, is resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from app.batch.analysis import validate_request
+from app.batch.config import BatchConfig
+from app.batch.executor import DaskExecutor
+from app.batch.features import FORMATS, detect_format
+from app.batch.models import BatchStatisticalRequest, FeatureSource
+from app.batch.results import csv_chunks, geojson_chunks, parquet_chunks
+from app.batch.runner import Driver, DriverContext
+from app.batch.states import FINAL, RUNNING, Action, JobState, conflict
+from app.batch.storage import JobFiles, Storage, join
+from app.batch.store import JobRecord, JobStore
+from app.errors import BadRequestError, ConflictError, ForbiddenError, TooLargeError
+from app.security import check_source
+
+__all__ = ["RESULT_FORMATS", "BatchService"]
+
+logger = logging.getLogger(__name__)
+
+KIND = "statistics"
+
+#: Download format -> media type and file extension.
+RESULT_FORMATS = {
+    "parquet": ("application/vnd.apache.parquet", "parquet"),
+    "csv": ("text/csv", "csv"),
+    "geojson": ("application/geo+json", "geojson"),
+}
+
+# States in which a driver holds a job's lease.
+LEASED = RUNNING | {JobState.ANALYSIS_DONE}
+
+# Owners (lease holders) of the live services of this process: a lease held by another
+# service of this process that is no longer here is dead.
+_LIVE_OWNERS: set[str] = set()
+
+
+def _owner_dead(owner: str | None) -> bool:
+    """Whether a lease holder certainly no longer runs (same host, process gone)."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition("/")
+    pid_text, _, _ = rest.partition("/")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine: only its silence (a stale lease) tells
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner not in _LIVE_OWNERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _alive(driver: Driver) -> bool:
+    return driver.thread is not None and driver.thread.is_alive()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+class BatchService:
+    """Batch statistics jobs of one service replica.
+
+    Args:
+        settings: The service settings.
+        catalog: The catalog (default: ``catalog_from_settings``).
+        engine: The database engine (default: ``app.db.engine_from_settings``).
+        executor: Where units run (default: from ``dask_scheduler`` and the batch options).
+        check_sources: Check feature paths/URLs and outputs against the allow-lists (the
+            local CLI turns this off: its user is the operator).
+        takeover: Take over jobs of replicas that are gone (the service; not the CLI,
+            which runs only its own job).
+
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        catalog: Any = None,
+        *,
+        engine: Engine | None = None,
+        executor: DaskExecutor | None = None,
+        check_sources: bool = True,
+        takeover: bool = True,
+    ):
+        from app.db import engine_from_settings
+
+        self.settings = settings
+        self.config = BatchConfig.from_settings(settings)
+        self._catalog = catalog
+        self.store = JobStore(engine or engine_from_settings(settings))
+        self.executor = executor or DaskExecutor(
+            self.config.dask_scheduler,
+            self.config.batch_workers,
+            self.config.batch_threads_per_worker,
+        )
+        self.check_sources = check_sources
+        self.takeover = takeover
+        self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+        _LIVE_OWNERS.add(self.owner)
+        self._drivers: dict[str, Driver] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    @property
+    def catalog(self) -> Any:
+        """The catalog scenes are counted in (workers build their own from the settings)."""
+        if self._catalog is None:
+            from app.catalog import catalog_from_settings
+
+            self._catalog = catalog_from_settings(self.settings)
+        return self._catalog
+
+    # ------------------------------------------------------------------------ create
+
+    def create(
+        self,
+        request: BatchStatisticalRequest,
+        upload: bytes | None = None,
+        upload_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Create a job (state CREATED) from a validated request and, maybe, an upload.
+
+        Raises:
+            BadRequestError: An invalid statistics request, or no features given.
+            ForbiddenError: Features or output outside the allow-lists.
+            TooLargeError: An upload over ``batch_max_upload_mb``.
+
+        """
+        validate_request(request, self.settings)
+        output = self._output(request.output)
+        job_id = str(uuid.uuid4())
+        root = join(output, job_id)
+        storage = Storage.for_url(root, self.config.storage_options)
+        source = self._source(request, upload, upload_name, storage, JobFiles(root))
+        body = request.model_dump(by_alias=True, exclude_none=True)
+        body["input"]["features"] = {
+            key: source[key] for key in ("href", "layer") if source.get(key) is not None
+        }
+        body["output"] = output
+        return self.view(self.store.create(job_id, KIND, body, source, root))
+
+    def _output(self, output: str | None) -> str:
+        text = (output or self.config.default_output).strip()
+        if text.startswith(("http://", "https://")):
+            raise BadRequestError("output: give a folder or an s3:// prefix")
+        if "://" not in text:
+            path = Path(text)
+            if not path.is_absolute():
+                path = self.config.data_dir / path
+            text = str(path.resolve())
+        if self.check_sources:
+            try:
+                text = check_source(text, self.config.output_prefixes, allow_private=True)
+            except ForbiddenError as error:
+                raise ForbiddenError(
+                    "output: " + error.message.removeprefix("url: ") + " (batch_outputs)"
+                ) from None
+        return text.rstrip("/")
+
+    def _source(
+        self,
+        request: BatchStatisticalRequest,
+        upload: bytes | None,
+        upload_name: str | None,
+        storage: Storage,
+        files: JobFiles,
+    ) -> dict[str, Any]:
+        features = request.input.features
+        if upload is not None:
+            limit = self.config.batch_max_upload_mb * 1024 * 1024
+            if len(upload) > limit:
+                raise TooLargeError(
+                    f"features: {len(upload)} bytes, over the limit batch_max_upload_mb="
+                    f"{self.config.batch_max_upload_mb}"
+                )
+            kind = detect_format(upload_name, upload[:16])
+            url = files.upload(FORMATS[kind])
+            storage.write(url, upload)
+            layer = features.layer if isinstance(features, FeatureSource) else None
+            return {"kind": "upload", "href": url, "name": upload_name, "layer": layer}
+        if isinstance(features, dict):
+            url = files.upload(".geojson")
+            storage.write(url, json.dumps(features).encode())
+            return {"kind": "inline", "href": url}
+        if isinstance(features, FeatureSource):
+            href = features.href.strip()
+            if self.check_sources:
+                try:
+                    href = check_source(
+                        href,
+                        self.settings.allowed_prefixes,
+                        allow_private=bool(getattr(self.settings, "allow_private_sources", False)),
+                    )
+                except ForbiddenError as error:
+                    raise ForbiddenError(
+                        "input.features: " + error.message.removeprefix("url: ")
+                    ) from None
+            elif "://" not in href:
+                href = str(Path(href).resolve())
+            return {"kind": "href", "href": href, "layer": features.layer}
+        raise BadRequestError(
+            "input.features: give a path or URL, a GeoJSON FeatureCollection, or upload the file"
+        )
+
+    # ----------------------------------------------------------------------- actions
+
+    def analyse(self, job_id: str) -> dict[str, Any]:
+        """CREATED -> ANALYSING; the analysis runs in the background."""
+        self.store.act(
+            job_id,
+            Action.ANALYSE,
+            JobState.ANALYSING,
+            owner=self.owner,
+            heartbeat=time.time(),
+            autostart=False,
+            error=None,
+        )
+        self._launch(job_id, "analyse")
+        return self.get(job_id)
+
+    def start(self, job_id: str) -> dict[str, Any]:
+        """Start processing: after the analysis (run first when needed), or resume STOPPED."""
+        for _ in range(3):  # the state may move under us (an analysis finishing)
+            now = time.time()
+            lease = {"owner": self.owner, "heartbeat": now, "error": None, "finished_at": None}
+            if self.store.set_state(
+                job_id,
+                JobState.PROCESSING,
+                expect={JobState.ANALYSIS_DONE},
+                started_at=datetime.now(UTC),
+                **lease,
+            ) or self.store.set_state(
+                job_id, JobState.PROCESSING, expect={JobState.STOPPED}, **lease
+            ):
+                self._launch(job_id, "process")
+                return self.get(job_id)
+            if self.store.set_state(
+                job_id, JobState.ANALYSING, expect={JobState.CREATED}, autostart=True, **lease
+            ):
+                self._launch(job_id, "analyse")
+                return self.get(job_id)
+            job = self.store.get(job_id)
+            if job.state == JobState.ANALYSING:
+                self.store.update(job_id, autostart=True)
+                if self.store.get(job_id).state == JobState.ANALYSING:
+                    return self.get(job_id)
+            elif job.state not in {JobState.ANALYSIS_DONE, JobState.STOPPED, JobState.CREATED}:
+                raise conflict(job_id, Action.START, job.state)
+        raise conflict(job_id, Action.START, self.store.get(job_id).state)
+
+    def stop(self, job_id: str) -> dict[str, Any]:
+        """PROCESSING -> STOPPED; units already running finish, nothing new starts."""
+        self.store.act(job_id, Action.STOP, JobState.STOPPED, owner=None, heartbeat=None)
+        driver = self._drivers.get(job_id)
+        if driver is not None:
+            driver.stop.set()
+        return self.get(job_id)
+
+    def retry_failed(self, job_id: str) -> dict[str, Any]:
+        """PARTIAL | FAILED -> PROCESSING: recompute exactly the failed features.
+
+        Features that failed (reads, a unit whose task kept failing) are recomputed; the
+        invalid ones (unusable geometries) are not. A job that failed in its analysis is
+        analysed again, then processed.
+        """
+        job = self.store.get(job_id)
+        lease = {"owner": self.owner, "heartbeat": time.time(), "error": None, "finished_at": None}
+        if job.analysis is None:
+            self.store.act(job_id, Action.RETRY_FAILED, JobState.ANALYSING, autostart=True, **lease)
+            self._launch(job_id, "analyse")
+        else:
+            self.store.act(job_id, Action.RETRY_FAILED, JobState.PROCESSING, **lease)
+            self.store.retry_units(job_id)
+            self._launch(job_id, "process")
+        return self.get(job_id)
+
+    # ------------------------------------------------------------------------- views
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        """The job as the API shows it, with its failures."""
+        return self.view(self.store.get(job_id), details=True)
+
+    def list(self, limit: int = 100, offset: int = 0, state: str | None = None) -> dict[str, Any]:
+        """A page of jobs, newest first."""
+        if state is not None and state not in set(JobState):
+            raise BadRequestError(f"status: unknown state '{state}'")
+        jobs, total = self.store.list(KIND, limit=limit, offset=offset, state=state)
+        return {"data": [self.view(job) for job in jobs], "total": total}
+
+    def view(self, job: JobRecord, details: bool = False) -> dict[str, Any]:
+        """A job's JSON: state, progress, completion percentage, ETA, failures."""
+        progress = self.store.progress(job.id)
+        analysis = job.analysis or {}
+        total = progress.features or int(analysis.get("featureCount") or 0)
+        processed = progress.processed
+        percentage = 100.0 * processed / total if total else 0.0
+        remaining = None
+        if job.state == JobState.PROCESSING:
+            remaining = self._remaining(job, processed, total)
+        elif job.state in FINAL and job.analysis is not None:
+            remaining = 0.0
+        files = JobFiles(job.root)
+        view: dict[str, Any] = {
+            "id": job.id,
+            "status": job.state.value,
+            "request": job.request,
+            "output": job.root,
+            "created": _iso(job.created_at),
+            "lastUpdated": _iso(job.updated_at),
+            "started": _iso(job.started_at),
+            "finished": _iso(job.finished_at),
+            "error": job.error,
+            "analysis": job.analysis,
+            "completionPercentage": round(percentage, 2),
+            "progress": {
+                "units": {"total": progress.units, "done": progress.units_done},
+                "features": {
+                    "total": total,
+                    "done": progress.done,
+                    "failed": progress.failed,
+                    "invalid": progress.invalid,
+                },
+            },
+            "estimatedSecondsRemaining": remaining,
+            "eta": _iso(datetime.fromtimestamp(time.time() + remaining, UTC))
+            if remaining is not None
+            else None,
+            "results": {"folder": job.root, "table": files.results}
+            if job.state in (JobState.DONE, JobState.PARTIAL)
+            else None,
+        }
+        if details:
+            failures = self.store.failures(job.id)
+            view["failedFeatures"] = failures["failed"]
+            view["invalidFeatures"] = failures["invalid"]
+            view["failedUnits"] = failures["units"]
+        return view
+
+    def _remaining(self, job: JobRecord, processed: int, total: int) -> float | None:
+        """Seconds left, from this run's pace (the analysis' estimate before any unit)."""
+        left = max(total - processed, 0)
+        done_now = processed - (job.run_base or 0)
+        if job.run_started and done_now > 0:
+            pace = (time.time() - job.run_started) / done_now
+            return round(pace * left, 1)
+        estimate = (job.analysis or {}).get("estimatedSeconds")
+        if estimate is None or not total:
+            return None
+        return round(float(estimate) * left / total, 1)
+
+    # ----------------------------------------------------------------------- results
+
+    def results(self, job_id: str, fmt: str = "parquet") -> tuple[Iterator[bytes], str, str]:
+        """The consolidated results as (chunks, media type, file name).
+
+        Raises:
+            BadRequestError: An unknown format.
+            ConflictError: The job has no results yet (409, naming its state).
+
+        """
+        if fmt not in RESULT_FORMATS:
+            raise BadRequestError(f"format: '{fmt}' is not one of {', '.join(RESULT_FORMATS)}")
+        job = self.store.get(job_id)
+        if job.state not in (JobState.DONE, JobState.PARTIAL):
+            raise ConflictError(
+                f"the results of job '{job_id}' are not ready: its state is {job.state}"
+            )
+        storage = Storage.for_url(job.root, self.config.storage_options)
+        files = JobFiles(job.root)
+        media_type, extension = RESULT_FORMATS[fmt]
+        if fmt == "parquet":
+            chunks = parquet_chunks(storage, files.results)
+        elif fmt == "csv":
+            chunks = csv_chunks(storage, files.results)
+        else:
+            chunks = geojson_chunks(storage, files)
+        return chunks, media_type, f"{job_id}.{extension}"
+
+    def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll a job until no replica works on it (final, stopped or waiting for start)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            view = self.get(job_id)
+            if on_progress is not None:
+                on_progress(view)
+            job_state = JobState(view["status"])
+            busy = job_state in RUNNING or (
+                job_state == JobState.ANALYSIS_DONE and self.store.get(job_id).autostart
+            )
+            if not busy:
+                return view
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"batch job {job_id} still {job_state} after {timeout} s")
+            time.sleep(poll)
+
+    # ---------------------------------------------------------------------- drivers
+
+    def _context(self) -> DriverContext:
+        return DriverContext(
+            store=self.store,
+            executor=self.executor,
+            settings=self.settings,
+            config=self.config,
+            catalog=self.catalog,
+            owner=self.owner,
+        )
+
+    def _launch(self, job_id: str, kind: str) -> None:
+        """Start a driver for a job this replica holds (one at a time per job)."""
+        with self._lock:
+            previous = self._drivers.get(job_id)
+            if previous is not None and _alive(previous) and not previous.stop.is_set():
+                return
+        if previous is not None and previous.thread is not None:
+            # A driver told to leave (stop, then start again at once) exits within a poll.
+            previous.thread.join(timeout=30)
+        with self._lock:
+            if self._closed.is_set():
+                return
+            current = self._drivers.get(job_id)
+            if current is not None and current is not previous and _alive(current):
+                return
+            driver = Driver(self._context(), job_id)
+            self._drivers[job_id] = driver
+            driver.start(kind, on_exit=self._forget)
+        self.start_supervisor(resume=False)
+
+    def _forget(self, driver: Driver) -> None:
+        with self._lock:
+            if self._drivers.get(driver.job_id) is driver:
+                del self._drivers[driver.job_id]
+
+    def resume_orphans(self) -> list[str]:
+        """Take over jobs left ANALYSING / PROCESSING by a replica that is gone.
+
+        Returns:
+            The ids of the jobs resumed here.
+
+        """
+        now = time.time()
+        stale_before = now - self.config.batch_lease_seconds
+        resumed = []
+        for job in self.store.running(RUNNING):
+            if job.id in self._drivers:
+                continue
+            if job.owner == self.owner and (job.heartbeat or 0) > now - self._renew_every:
+                continue  # ours, its driver starting: an action just took the lease
+            dead = [job.owner] if job.owner and _owner_dead(job.owner) else []
+            if self.store.claim(job.id, self.owner, {job.state}, stale_before, dead):
+                logger.info("batch job %s: resuming (%s, was %s)", job.id, job.state, job.owner)
+                self._launch(job.id, "analyse" if job.state == JobState.ANALYSING else "process")
+                resumed.append(job.id)
+        return resumed
+
+    def start_supervisor(self, resume: bool = True) -> None:
+        """Start the lease keeper (renew ours, take over orphans) if not running."""
+        with self._lock:
+            if self._supervisor is not None or self._closed.is_set():
+                return
+            self._supervisor = threading.Thread(
+                target=self._supervise, args=(resume,), name="batch-supervisor", daemon=True
+            )
+            self._supervisor.start()
+
+    @property
+    def _renew_every(self) -> float:
+        return max(self.config.batch_lease_seconds / 3.0, 0.2)
+
+    def _supervise(self, resume_now: bool) -> None:
+        first = True
+        while first or not self._closed.wait(self._renew_every):
+            try:
+                if self.takeover and (resume_now or not first):
+                    self.resume_orphans()
+                for job_id, driver in list(self._drivers.items()):
+                    # ANALYSIS_DONE too: the moment between an analysis and its processing.
+                    if not self.store.renew(job_id, self.owner, LEASED):
+                        driver.stop.set()
+            except Exception as error:  # a database hiccup: try again next round
+                logger.warning("batch supervisor: %s", error)
+            first = False
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Shut down: leave our jobs, stop the supervisor and the Dask client / cluster.
+
+        Jobs this replica drives stay ANALYSING / PROCESSING with their lease released, so
+        another replica (or the next start of this one) resumes them at once.
+        """
+        self._closed.set()
+        with self._lock:
+            drivers = list(self._drivers.values())
+        for driver in drivers:
+            driver.stop.set()
+        for driver in drivers:
+            if driver.thread is not None:
+                driver.thread.join(timeout)
+        for driver in drivers:
+            try:
+                self.store.release(driver.job_id, self.owner)
+            except Exception as error:
+                logger.warning("batch job %s: cannot release lease: %s", driver.job_id, error)
+        if self._supervisor is not None:
+            self._supervisor.join(timeout)
+        _LIVE_OWNERS.discard(self.owner)
+        self.executor.close()

@@ -1,0 +1,198 @@
+"""Job files through fsspec (a local folder or ``s3://``), every one written atomically.
+
+A reader never sees half a file: locally a file is written under a temporary name in its
+folder and renamed over the target (``os.replace`` is atomic within a file system); on
+an object store a single PUT (or a completed multipart upload) is atomic by itself.
+
+The layout of a job's folder ``<output>/<job_id>/``::
+
+    <id>.json                    one per feature, Sentinel Hub's per-feature shape
+    results.parquet              the consolidated table (written when the job ends)
+    _batch/input.<ext>           an uploaded features file, as uploaded
+    _batch/features.parquet      the job's features, ordered, one row group per unit
+    _batch/parts/<unit>.parquet  the result rows of one unit
+    _batch/units/<unit>.json     a unit's marker, written last: the unit is finished
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+__all__ = ["JobFiles", "Storage"]
+
+
+@dataclass
+class Storage:
+    """A file system and helpers that write atomically.
+
+    Attributes:
+        fs: The fsspec file system.
+        storage_options: The options it was opened with (for Dask workers to reopen it).
+
+    """
+
+    fs: Any
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_url(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Storage:
+        """The storage ``url`` lives on (``s3://...`` or a local path)."""
+        options = dict(storage_options or {}) if url.startswith("s3://") else {}
+        fs, _ = fsspec.core.url_to_fs(url, **options)
+        return cls(fs, options)
+
+    @property
+    def local(self) -> bool:
+        """Whether files are local (written by rename rather than by a single PUT)."""
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, url: str) -> str:
+        """The file system's path of ``url`` (``s3://b/k`` -> ``b/k``)."""
+        return self.fs._strip_protocol(url)
+
+    def write(self, url: str, data: bytes) -> None:
+        """Write one file atomically."""
+        self.write_many({url: data})
+
+    def write_many(self, files: Mapping[str, bytes]) -> None:
+        """Write many files, each atomically (object stores: concurrent single PUTs)."""
+        if not files:
+            return
+        if not self.local:
+            self.fs.pipe({self.path(url): data for url, data in files.items()})
+            return
+        made: set[str] = set()
+        for url, data in files.items():
+            target = self.path(url)
+            folder = os.path.dirname(target)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+            try:
+                with open(temporary, "wb") as file:
+                    file.write(data)
+                os.replace(temporary, target)
+            except BaseException:
+                _remove(temporary)
+                raise
+
+    @contextmanager
+    def open_atomic(self, url: str) -> Any:
+        """A binary file to stream into; it replaces ``url`` only when the block succeeds."""
+        target = self.path(url)
+        if not self.local:
+            # A multipart upload becomes visible only when completed (on close).
+            with self.fs.open(target, "wb") as file:
+                yield file
+            return
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temporary = f"{target}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(temporary, "wb") as file:
+                yield file
+            os.replace(temporary, target)
+        except BaseException:
+            _remove(temporary)
+            raise
+
+    def read(self, url: str) -> bytes:
+        """The bytes of a file."""
+        return self.fs.cat_file(self.path(url))
+
+    def open(self, url: str, mode: str = "rb") -> IO[bytes]:
+        """Open a file for reading."""
+        return self.fs.open(self.path(url), mode)
+
+    def exists(self, url: str) -> bool:
+        """Whether a file exists (not from a cached listing)."""
+        path = self.path(url)
+        self.fs.invalidate_cache(posixpath.dirname(path))
+        return self.fs.exists(path)
+
+    def names(self, folder_url: str) -> set[str]:
+        """The names of the files in a folder (fresh listing; empty if it does not exist)."""
+        path = self.path(folder_url)
+        self.fs.invalidate_cache(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return set()
+        return {posixpath.basename(entry.rstrip("/")) for entry in entries}
+
+    def remove(self, urls: Iterable[str]) -> None:
+        """Delete files (missing ones are fine)."""
+        for url in urls:
+            try:
+                self.fs.rm_file(self.path(url))
+            except FileNotFoundError:
+                pass
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URL / path parts with ``/`` (fsspec paths are POSIX-like everywhere)."""
+    return posixpath.join(base.rstrip("/"), *parts)
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Where a job's files are (see the module docstring for the layout)."""
+
+    root: str
+
+    @property
+    def work(self) -> str:
+        """The folder of the job's bookkeeping files."""
+        return join(self.root, "_batch")
+
+    @property
+    def features(self) -> str:
+        """The staged features (GeoParquet-like, one row group per unit)."""
+        return join(self.work, "features.parquet")
+
+    @property
+    def parts(self) -> str:
+        """The folder of per-unit result tables."""
+        return join(self.work, "parts")
+
+    @property
+    def units(self) -> str:
+        """The folder of unit markers."""
+        return join(self.work, "units")
+
+    @property
+    def results(self) -> str:
+        """The consolidated results table."""
+        return join(self.root, "results.parquet")
+
+    def upload(self, extension: str) -> str:
+        """Where an uploaded features file is kept."""
+        return join(self.work, f"input{extension}")
+
+    def feature(self, feature_id: int) -> str:
+        """The per-feature JSON."""
+        return join(self.root, f"{feature_id}.json")
+
+    def part(self, unit: int) -> str:
+        """The result rows of a unit."""
+        return join(self.parts, f"{unit}.parquet")
+
+    def marker(self, unit: int) -> str:
+        """The marker of a finished unit."""
+        return join(self.units, f"{unit}.json")

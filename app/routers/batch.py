@@ -1,0 +1,263 @@
+"""``/batch/statistics``: batch statistics jobs (thin: parse, call ``BatchService``, shape).
+
+The service (``app.state.batch``) starts with the app: its supervisor resumes jobs a
+previous run (or a replica that died) left ANALYSING / PROCESSING, and on shutdown this
+replica leaves its jobs for the next one. When ``api_keys`` is set every endpoint needs
+one, as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from app.batch import BatchService, BatchStatisticalRequest
+from app.errors import BadRequestError, TooLargeError
+
+_lock = threading.Lock()
+
+
+def batch_service(request: Request) -> BatchService:
+    """The app's batch service (created on first use when the lifespan did not run)."""
+    return _service(request.app)
+
+
+def _service(app: FastAPI) -> BatchService:
+    with _lock:
+        service = getattr(app.state, "batch", None)
+        if service is None:
+            service = BatchService(app.state.settings, app.state.catalog)
+            app.state.batch = service
+        return service
+
+
+def require_api_key(request: Request) -> None:
+    """Refuse requests without a configured API key (when ``api_keys`` is set)."""
+    keys = list(getattr(request.app.state.settings, "api_keys", []) or [])
+    if not keys:
+        return
+    given = request.headers.get("x-api-key", "").strip()
+    authorization = request.headers.get("authorization", "")
+    if not given and authorization[:7].lower() == "bearer ":
+        given = authorization[7:].strip()
+    if not given:
+        raise HTTPException(
+            status_code=401,
+            detail="an API key is required: send it as X-API-Key or Authorization: Bearer",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise HTTPException(status_code=403, detail="the API key is not valid")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the batch service with the app (resuming orphaned jobs); close it after."""
+    service = _service(app)
+    service.start_supervisor()
+    try:
+        yield
+    finally:
+        await run_in_threadpool(service.close)
+        app.state.batch = None
+
+
+router = APIRouter(dependencies=[Depends(require_api_key)], lifespan=lifespan)
+
+Service = Annotated[BatchService, Depends(batch_service)]
+JobId = Annotated[str, Path(description="The job id.")]
+
+
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` references inlined (for ``openapi_extra``)."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.rsplit("/", 1)[1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return resolve(schema)
+
+
+CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline(BatchStatisticalRequest.model_json_schema())},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["request", "features"],
+                    "properties": {
+                        "request": {
+                            "type": "string",
+                            "description": "The job request as JSON (input.features omitted).",
+                        },
+                        "features": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "GeoPackage, GeoJSON or GeoParquet file.",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+CREATE_DESCRIPTION = """
+Create a batch statistics job (state `CREATED`): the `POST /statistics` request without
+`input.bounds`, plus `input.features` and `output`.
+
+- `input.features`: a path under the allowed sources, an `s3://` or `https://` URL (also
+  `{"href", "layer"}` or Sentinel Hub's `{"s3": {"url"}}`), or an inline GeoJSON
+  FeatureCollection; or send `multipart/form-data` with the request as the `request` field
+  and the file as `features`. GeoPackage, GeoJSON or GeoParquet, any CRS; an `identifier`
+  column is carried into the outputs. Feature ids are the file's FIDs (row numbers when
+  they are not unique integers).
+- `output`: a folder or `s3://` prefix under `batch_outputs` (default: the service's batch
+  folder). Results go to `<output>/<job_id>/`: `<id>.json` per feature
+  (`{"id", "identifier", "response": {"data", "status"}}` or `{"id", "identifier", "error"}`)
+  and `results.parquet` (one row per feature x interval x output x band, the statistics as
+  columns).
+
+Then `analyse` (optional) and `start`; `GET` the job for its progress.
+"""
+
+
+def _validated(body: Any) -> BatchStatisticalRequest:
+    try:
+        return BatchStatisticalRequest.model_validate(body)
+    except ValidationError as error:
+        errors = error.errors(include_url=False)
+        for entry in errors:
+            entry["loc"] = ("body", *entry.get("loc", ()))
+        raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "/batch/statistics",
+    status_code=201,
+    summary="Create a batch statistics job",
+    description=CREATE_DESCRIPTION,
+    openapi_extra=CREATE_BODY,
+)
+async def create_job(request: Request, service: Service) -> JSONResponse:
+    """Create a job from a JSON request, or a multipart request with the features file."""
+    content_type = request.headers.get("content-type", "")
+    upload = name = None
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form()
+        text, file = form.get("request"), form.get("features")
+        if not isinstance(text, str):
+            raise BadRequestError("request: send the job request as the form field `request`")
+        if file is None or isinstance(file, str):
+            raise BadRequestError("features: send the features file as the form field `features`")
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise BadRequestError(f"request: not JSON ({error})") from None
+        upload, name = await file.read(), file.filename
+    else:
+        raw = await request.body()
+        limit = service.config.batch_max_upload_mb
+        if len(raw) > limit * 1024 * 1024:
+            raise TooLargeError(f"body: over the limit batch_max_upload_mb={limit}")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise BadRequestError(f"body: not JSON ({error})") from None
+    model = _validated(body)
+    view = await run_in_threadpool(service.create, model, upload, name)
+    return JSONResponse(view, status_code=201)
+
+
+@router.get("/batch/statistics", summary="List batch statistics jobs")
+def list_jobs(
+    service: Service,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, Query(description="Only jobs in this state.")] = None,
+) -> dict[str, Any]:
+    """Jobs, newest first."""
+    return service.list(limit=limit, offset=offset, state=status)
+
+
+@router.get("/batch/statistics/{job_id}", summary="A batch statistics job and its progress")
+def get_job(job_id: JobId, service: Service) -> dict[str, Any]:
+    """The job: status, analysis, completionPercentage, counts, ETA, failed features."""
+    return service.get(job_id)
+
+
+@router.post(
+    "/batch/statistics/{job_id}/analyse",
+    status_code=202,
+    summary="Analyse a job: validate, count features, scenes and intervals, plan units",
+)
+def analyse_job(job_id: JobId, service: Service) -> dict[str, Any]:
+    """CREATED -> ANALYSING -> ANALYSIS_DONE (409 in any other state)."""
+    return service.analyse(job_id)
+
+
+@router.post(
+    "/batch/statistics/{job_id}/start",
+    status_code=202,
+    summary="Start (or resume) a job",
+)
+def start_job(job_id: JobId, service: Service) -> dict[str, Any]:
+    """Analyse first if needed, then PROCESSING; a STOPPED job resumes where it stopped."""
+    return service.start(job_id)
+
+
+@router.post("/batch/statistics/{job_id}/stop", summary="Stop a job")
+def stop_job(job_id: JobId, service: Service) -> dict[str, Any]:
+    """PROCESSING -> STOPPED; `start` resumes it without redoing finished work."""
+    return service.stop(job_id)
+
+
+@router.post(
+    "/batch/statistics/{job_id}/retry-failed",
+    status_code=202,
+    summary="Recompute exactly the features that failed",
+)
+def retry_failed(job_id: JobId, service: Service) -> dict[str, Any]:
+    """PARTIAL | FAILED -> PROCESSING, recomputing the failed features only."""
+    return service.retry_failed(job_id)
+
+
+@router.get(
+    "/batch/statistics/{job_id}/results",
+    summary="Download a job's results as Parquet, CSV or GeoJSON",
+    response_class=StreamingResponse,
+)
+def job_results(
+    job_id: JobId,
+    service: Service,
+    format: Annotated[
+        Literal["parquet", "csv", "geojson"],
+        Query(description="`parquet` (the table as written), `csv`, or `geojson` (WGS84)."),
+    ] = "parquet",
+) -> StreamingResponse:
+    """The consolidated table (DONE or PARTIAL jobs; 409 before)."""
+    chunks, media_type, filename = service.results(job_id, format)
+    return StreamingResponse(
+        chunks,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
