@@ -34,23 +34,23 @@ BAND_ALIASES: dict[str, str] = {
 }
 COMMON_NAMES: dict[str, str] = {common: band for band, common in BAND_ALIASES.items()}
 
-# The surface-reflectance assets: DN * 0.0001 (+ the baseline offset) is reflectance.
-REFLECTANCE_ASSETS: frozenset[str] = frozenset(
-    {
-        "coastal",
-        "blue",
-        "green",
-        "red",
-        "rededge1",
-        "rededge2",
-        "rededge3",
-        "nir",
-        "nir08",
-        "nir09",
-        "swir16",
-        "swir22",
-    }
+# The surface-reflectance assets, in wavelength order: DN * 0.0001 (+ the baseline
+# offset) is reflectance.
+REFLECTANCE_BANDS: tuple[str, ...] = (
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "nir09",
+    "swir16",
+    "swir22",
 )
+REFLECTANCE_ASSETS: frozenset[str] = frozenset(REFLECTANCE_BANDS)
 
 REFLECTANCE_SCALE = 0.0001
 # ESA's BOA_ADD_OFFSET (-1000 DN) expressed in reflectance, from processing baseline 04.00.

@@ -8,21 +8,10 @@ of the vegetated part equals the target whatever the soil brightness.
 
 import numpy as np
 
+from app.sentinel2 import REFLECTANCE_BANDS
+
 #: Reflective bands in the order of the tables below (Earth-Search asset keys).
-BANDS: tuple[str, ...] = (
-    "coastal",
-    "blue",
-    "green",
-    "red",
-    "rededge1",
-    "rededge2",
-    "rededge3",
-    "nir",
-    "nir08",
-    "nir09",
-    "swir16",
-    "swir22",
-)
+BANDS: tuple[str, ...] = REFLECTANCE_BANDS
 RED = BANDS.index("red")
 NIR = BANDS.index("nir")
 
