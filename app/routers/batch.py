@@ -36,7 +36,11 @@ def _service(app: FastAPI) -> BatchService:
     with _lock:
         service = getattr(app.state, "batch", None)
         if service is None:
-            service = BatchService(app.state.settings, app.state.catalog)
+            service = BatchService(
+                app.state.settings,
+                app.state.catalog,
+                engine=getattr(app.state, "db_engine", None),  # the app's shared engine
+            )
             app.state.batch = service
         return service
 
@@ -141,6 +145,24 @@ Then `analyse` (optional) and `start`; `GET` the job for its progress.
 """
 
 
+JOB_DESCRIPTION = """
+A job: `status`, `analysis` (feature, valid/invalid, scene and interval counts, work units,
+estimated seconds), `completionPercentage` (features with a result, statistics or error),
+`progress` (units; features done / failed / invalid), `estimatedSecondsRemaining` and
+`eta` (from this run's pace; the analysis' estimate before the first unit), and the
+`failedFeatures` / `invalidFeatures` (`{id, identifier, error}`, up to 1000 of each).
+
+States: `CREATED` -> (`analyse`) `ANALYSING` -> `ANALYSIS_DONE` -> (`start`) `PROCESSING` ->
+`DONE` (every feature has statistics), `PARTIAL` (some features failed: reads of an
+interval failed, or an invalid / empty geometry) or `FAILED` (the job itself could not
+run: unreadable features, an upstream failure). `stop`: `PROCESSING` -> `STOPPED`;
+`start` resumes it. `retry-failed`: `PARTIAL` / `FAILED` -> `PROCESSING`, recomputing exactly
+the failed features (invalid geometries are not retried). An action in another state
+answers 409 naming the current state. Work already written is never redone: a killed
+worker, a restarted service or a stop / start loses and duplicates nothing.
+"""
+
+
 def _validated(body: Any) -> BatchStatisticalRequest:
     try:
         return BatchStatisticalRequest.model_validate(body)
@@ -199,7 +221,11 @@ def list_jobs(
     return service.list(limit=limit, offset=offset, state=status)
 
 
-@router.get("/batch/statistics/{job_id}", summary="A batch statistics job and its progress")
+@router.get(
+    "/batch/statistics/{job_id}",
+    summary="A batch statistics job and its progress",
+    description=JOB_DESCRIPTION,
+)
 def get_job(job_id: JobId, service: Service) -> dict[str, Any]:
     """The job: status, analysis, completionPercentage, counts, ETA, failed features."""
     return service.get(job_id)
