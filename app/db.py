@@ -19,15 +19,16 @@ plain mappings, so the layer stays small and the same SQL runs on both dialects.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, Table, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from app.errors import BadRequestError
+from app.errors import BadRequestError, UpstreamError
 
 __all__ = [
     "DEFAULT_DATABASE_NAME",
@@ -35,6 +36,7 @@ __all__ = [
     "database_url",
     "engine_from_settings",
     "engine_from_url",
+    "ensure_tables",
     "metadata",
 ]
 
@@ -48,6 +50,9 @@ metadata = MetaData()
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _create_lock = threading.Lock()
+
+# Tables already created (or found) per engine, so stores check the schema once.
+_created: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
 def database_url(settings: Any) -> str:
@@ -115,6 +120,23 @@ def create_tables(engine: Engine, tables: Sequence[Table] | None = None) -> None
             # Another process may have won the race between "exists?" and "CREATE":
             # checking again (then failing for real) is enough.
             metadata.create_all(engine, tables=list(tables) if tables is not None else None)
+
+
+def ensure_tables(engine: Engine, tables: Sequence[Table]) -> None:
+    """Create ``tables`` on first use of ``engine``; later calls cost a set lookup.
+
+    Raises:
+        UpstreamError: The database cannot be reached or refuses the schema (502).
+    """
+    names = {table.name for table in tables}
+    if names <= _created.get(engine, set()):
+        return
+    try:
+        create_tables(engine, tables)
+    except SQLAlchemyError as error:
+        raise UpstreamError(f"database: cannot create tables ({error})") from None
+    with _create_lock:
+        _created.setdefault(engine, set()).update(names)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

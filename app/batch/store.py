@@ -14,7 +14,6 @@ the service sharing an SQLite file, never both win a race. Database failures bec
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.batch.states import Action, JobState, conflict, sources_of
-from app.db import create_tables, metadata
+from app.db import ensure_tables, metadata
 from app.errors import NotFoundError, UpstreamError
 
 __all__ = ["JobRecord", "JobStore", "Progress", "UnitRecord", "jobs_table", "units_table"]
@@ -186,21 +185,11 @@ class JobStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._ready = False
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------ plumbing
 
     def _ensure(self) -> None:
-        if self._ready:
-            return
-        with self._lock:
-            if not self._ready:
-                try:
-                    create_tables(self.engine, [jobs_table, units_table])
-                except SQLAlchemyError as error:
-                    raise UpstreamError(f"database: cannot create tables ({error})") from None
-                self._ready = True
+        ensure_tables(self.engine, [jobs_table, units_table])
 
     def _run(self, what: str, work: Callable[[Any], T]) -> T:
         self._ensure()

@@ -8,14 +8,13 @@ registration, when it was first and last registered. SQLite and PostgreSQL alike
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Engine, String, Table, Text, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app.db import create_tables, metadata
+from app.db import ensure_tables, metadata
 from app.errors import NotFoundError, UpstreamError
 from app.mosaic.search import SearchRecord, canonical_json
 
@@ -57,19 +56,9 @@ class SearchStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._ready = False
-        self._lock = threading.Lock()
 
     def _ensure(self) -> None:
-        if self._ready:
-            return
-        with self._lock:
-            if not self._ready:
-                try:
-                    create_tables(self.engine, [searches_table])
-                except SQLAlchemyError as error:
-                    raise UpstreamError(f"database: cannot create tables ({error})") from None
-                self._ready = True
+        ensure_tables(self.engine, [searches_table])
 
     def save(self, search_id: str, search: dict[str, Any], meta: dict[str, Any]) -> SearchRecord:
         """Insert the search, or update the metadata of an existing one; return the row."""
