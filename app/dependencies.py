@@ -1,21 +1,47 @@
 """FastAPI dependencies shared by the tiler routers: sources, items, layers, readers."""
 
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import pystac
 from fastapi import Path, Query, Request
 from pydantic import AfterValidator
+from starlette.datastructures import State
 from titiler.core.dependencies import DefaultDependency, _parse_asset
 
 from app.catalog import Catalog
+from app.db import engine_from_settings
+from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.security import check_source
 from app.settings import Settings
+
+_mosaics_lock = threading.Lock()
 
 
 def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
+
+
+def mosaic_service(state: State) -> MosaicService:
+    """The app's ``MosaicService`` (``app.state.mosaics``), built on first use."""
+    service = getattr(state, "mosaics", None)
+    if service is None:
+        with _mosaics_lock:
+            service = getattr(state, "mosaics", None)
+            if service is None:
+                settings = state.settings
+                engine = getattr(state, "db_engine", None)
+                if engine is None:
+                    engine = state.db_engine = engine_from_settings(settings)
+                service = state.mosaics = MosaicService(
+                    state.catalog,
+                    SearchStore(engine),
+                    MosaicConfig.from_settings(settings),
+                    reader_options_from_settings(settings),
+                )
+    return service
 
 
 def get_catalog(request: Request) -> Catalog:

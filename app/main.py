@@ -10,13 +10,14 @@ from starlette import status
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
-from app import __version__
+from app import __version__, datasets
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
 from app.db import engine_from_settings
 from app.errors import TerratilerError
 from app.gdal_env import configure_gdal
-from app.middleware import PresetMiddleware, TileScaleMiddleware
+from app.middleware import PresetMiddleware, SearchDefaultsMiddleware, TileScaleMiddleware
+from app.rendering import configure_rendering
 from app.security import validate_allowed
 from app.settings import Settings
 
@@ -50,6 +51,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     validate_allowed(settings.allowed_prefixes)
     configure_gdal(settings)
+    datasets.configure(
+        max_idle=settings.dataset_pool_size,
+        remote_ttl=settings.dataset_pool_remote_ttl,
+        reader_threads=settings.reader_threads,
+    )
+    configure_rendering(settings.png_zlevel)
     app = FastAPI(
         title="terratiler",
         version=__version__,
@@ -97,6 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             exclude_path={r"/healthz", r"/metrics", r"/catalog.*", r"/batch/.*"},
         )
     app.add_middleware(PresetMiddleware)
+    # Added after (so runs before) presets: a default preset is then expanded.
+    app.add_middleware(SearchDefaultsMiddleware)
     app.add_middleware(TileScaleMiddleware)
     return app
 

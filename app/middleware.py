@@ -4,6 +4,9 @@
   (assets or expression, rescale, colormap, harmonize); parameters the caller gave win.
 - ``TileScaleMiddleware``: ``.../tiles/{tms}/{z}/{x}/{y}@2x.png`` (the TiTiler 0.x / Leaflet
   retina form) becomes ``.../tiles/{tms}/{z}/{x}/{y}.png?tilesize=512``.
+- ``SearchDefaultsMiddleware``: a request for a registered search's tiles, TileJSON, map,
+  crops, points or statistics gets the search's ``metadata.defaults`` for the parameters
+  it does not give (``app.mosaic.with_defaults``), before presets are expanded.
 
 Both work on the raw scope so that titiler's factories, and their OpenAPI, stay as they are.
 """
@@ -12,15 +15,22 @@ import json
 import re
 from urllib.parse import parse_qsl, urlencode
 
+from anyio import to_thread
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import TerratilerError
+from app.dependencies import mosaic_service
+from app.errors import NotFoundError, TerratilerError
 from app.expressions import get_preset
+from app.mosaic import with_defaults
 
 _TILE_SCALE = re.compile(r"^(?P<head>.*/tiles/[^/]+/\d+/\d+/\d+)@(?P<scale>[1-4])x(?P<ext>\.\w+)?$")
 _PRESET_PREFIXES = ("/stac/", "/collections/", "/searches/")
 TILE_SIZE = 256
+# The /searches/{id}/... endpoints that read the search's layer.
+_SEARCH_LAYER = re.compile(
+    r"^/searches/(?P<id>[^/]+)/(tiles/|bbox/|point/|statistics$|[^/]+/(tilejson\.json|map\.html)$)"
+)
 
 
 def _preset_params(name: str, given: set[str]) -> list[tuple[str, str]]:
@@ -87,4 +97,26 @@ class TileScaleMiddleware:
                 scope["path"] = match["head"] + (match["ext"] or "")
                 scope["raw_path"] = scope["path"].encode()
                 scope["query_string"] = urlencode(query).encode("latin-1")
+        await self.app(scope, receive, send)
+
+
+class SearchDefaultsMiddleware:
+    """Complete requests for a registered search's layer with its ``metadata.defaults``."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the search's defaults to the query string (unknown searches pass as they are)."""
+        if scope["type"] == "http" and (match := _SEARCH_LAYER.match(scope["path"])):
+            service = mosaic_service(scope["app"].state)
+            try:
+                record = await to_thread.run_sync(service.get, match["id"])
+            except NotFoundError:
+                record = None
+            defaults = record.metadata.get("defaults") if record is not None else None
+            if defaults:
+                query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                scope = dict(scope)
+                scope["query_string"] = urlencode(with_defaults(query, defaults)).encode("latin-1")
         await self.app(scope, receive, send)

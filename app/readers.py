@@ -16,7 +16,6 @@ from typing import Any
 import attr
 import numpy as np
 import pystac
-import rasterio
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
@@ -25,9 +24,10 @@ from rio_tiler.io.stac import fetch
 from rio_tiler.models import ImageData, PointData
 
 from app import sentinel2
+from app.datasets import dataset_pool, reader_executor
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression
-from app.security import SOURCE_DRIVER, check_source
+from app.security import check_source
 
 SCL_ASSET = "scl"
 MASK_SCL_CLEAR = "scl-clear"
@@ -71,6 +71,13 @@ def _native_pixels(bbox, bounds_crs: CRS, crs: CRS, resolution: float) -> tuple[
     return max(1, round((maxx - minx) / resolution)), max(1, round((maxy - miny) / resolution))
 
 
+def _nearest(kwargs: dict[str, Any]) -> bool:
+    """Whether a read's options resample and reproject nearest-neighbour (the default)."""
+    return kwargs.get("resampling_method") in (None, "nearest") and kwargs.get(
+        "reproject_method"
+    ) in (None, "nearest")
+
+
 def _bands(layer: Layer, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
     """The layer's bands by name; a point's values as 1-element arrays, like pixels."""
     if isinstance(layer, PointData):
@@ -80,19 +87,23 @@ def _bands(layer: Layer, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
 
 @attr.s
 class GTiffReader(Reader):
-    """rio-tiler's Reader that opens sources with the GeoTIFF driver only.
+    """rio-tiler's Reader over a dataset lent by the process's ``DatasetPool``.
 
-    A remote "COG" that is really a VRT, WMS or other indirection document cannot be
-    sniffed before opening; restricting the driver means GDAL never interprets it.
+    Sources are opened with the GeoTIFF driver only: a remote "COG" that is really a VRT,
+    WMS or other indirection document cannot be sniffed before opening; restricting the
+    driver means GDAL never interprets it. The dataset goes back to the pool when the
+    reader closes (closed instead when the ``with`` block raised).
     """
 
     def __attrs_post_init__(self):
-        """Open the dataset as a GeoTIFF, then let rio-tiler read its metadata."""
+        """Borrow the dataset, then let rio-tiler read its metadata."""
         if not self.dataset:
-            self.dataset = self._ctx_stack.enter_context(
-                rasterio.open(self.input, driver=SOURCE_DRIVER)
-            )
+            self.dataset = self._ctx_stack.enter_context(dataset_pool().open(self.input))
         super().__attrs_post_init__()
+
+    def __exit__(self, exc_type, exc_value, traceback):
+        """Close, telling the pool whether the reads failed."""
+        self._ctx_stack.__exit__(exc_type, exc_value, traceback)
 
 
 @attr.s
@@ -166,6 +177,23 @@ class SafeCOGReader(GTiffReader):
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).feature(*args, **kw), expression, **kwargs
         )
+
+
+def _read_assets(read: Callable[..., Layer], assets: Sequence[Any], **kwargs: Any) -> Layer:
+    """``read(assets=...)`` with the assets read in parallel on the process's reader threads.
+
+    rio-tiler would start a thread pool for every call (thread start-up and a new PROJ
+    context per tile); one asset is read in the calling thread.
+    """
+    if len(assets) == 1:
+        layer = read(assets=list(assets), threads=0, **kwargs)
+    else:
+        executor = reader_executor()
+        futures = [executor.submit(read, assets=[asset], threads=0, **kwargs) for asset in assets]
+        parts = [future.result() for future in futures]
+        layer = type(parts[0]).create_from_list(parts)
+        layer.band_names = [f"b{index + 1}" for index in range(layer.count)]
+    return layer
 
 
 def _replace_bands(layer: Layer, data: np.ma.MaskedArray, names: list[str]) -> Layer:
@@ -302,10 +330,13 @@ class S2STACReader(STACReader):
             keys = read_keys
 
         if expr is None and not harmonize and scl_mask is None:
-            # Nothing of ours to do: rio-tiler's own path (multi-band assets, options).
-            return read(assets=assets, asset_as_band=asset_as_band, **kwargs)
+            # Nothing of ours to do: rio-tiler's own reading (multi-band assets, options).
+            return _read_assets(read, assets, asset_as_band=asset_as_band, **kwargs)
 
-        layer = read(assets=read_keys, asset_as_band=True, **kwargs)
+        if scl_mask is not None and _nearest(kwargs) and SCL_ASSET not in read_keys:
+            # Nearest-neighbour reads: SCL comes with the bands, in the same parallel read.
+            read_keys = [*read_keys, SCL_ASSET]
+        layer = _read_assets(read, read_keys, asset_as_band=True, **kwargs)
         bands = _bands(layer, read_keys)
         if harmonize:
             for key, values in bands.items():
@@ -358,12 +389,11 @@ class S2STACReader(STACReader):
     ) -> np.ma.MaskedArray:
         # SCL is a class map at 20 m: read it on its own, always nearest-neighbour, onto
         # the same output grid as the bands (same tile, or the bands' width/height).
-        if SCL_ASSET in read_keys and kwargs.get("resampling_method") in (None, "nearest"):
+        if SCL_ASSET in read_keys and _nearest(kwargs):
             return bands[SCL_ASSET]
         nearest = {**kwargs, "resampling_method": "nearest", "reproject_method": "nearest"}
-        return _bands(read(assets=[SCL_ASSET], asset_as_band=True, **nearest), [SCL_ASSET])[
-            SCL_ASSET
-        ]
+        layer = _read_assets(read, [SCL_ASSET], asset_as_band=True, **nearest)
+        return _bands(layer, [SCL_ASSET])[SCL_ASSET]
 
     # --- rio-tiler entry points ---------------------------------------------------------
 

@@ -89,6 +89,14 @@ class Settings(BaseSettings):
     # Sources: private/loopback hosts are refused unless the operator opts in.
     allow_private_sources: bool = False
 
+    # Reading (app.datasets): open datasets kept for reuse, threads reading a request's assets.
+    dataset_pool_size: int = 128  # idle open datasets per process (0: open per read)
+    dataset_pool_remote_ttl: float = 300.0  # seconds a remote dataset is reused
+    reader_threads: int = 8  # per process
+    # zlib level of PNG tiles and crops, 1..9 (app.rendering: level 1 is ~3x faster to
+    # encode than 6 for ~10 % more bytes).
+    png_zlevel: int = 1
+
     # GDAL (applied once, by app.gdal_env).
     gdal_cachemax_mb: int = 512
     vsi_cache_size: int = 50_000_000

@@ -124,6 +124,12 @@ class Result:
     truncated: bool = False
 
     @property
+    def kib_per_tile(self) -> float:
+        """Mean size of the tiles' PNGs."""
+        sizes = [len(content) for content in self.images.values()]
+        return sum(sizes) / len(sizes) / 1024 if sizes else float("nan")
+
+    @property
     def ok(self) -> int:
         """Tiles answered correctly."""
         return self.done - self.errors
@@ -460,8 +466,8 @@ def render_section(
         "timed blocks, per tile; it is less sensitive than tiles/s to other load.",
         "",
         "| layer | service | query | tiles (rounds) | errors | tiles/s | p50 ms | p95 ms "
-        "| server CPU ms/tile | ratio tiles/s | ratio CPU/tile |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU ms/tile | KiB/tile | ratio tiles/s | ratio CPU/tile |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for layer in layers:
         ref = results.get(("titiler", layer.key))
@@ -478,12 +484,15 @@ def render_section(
                 f"| {layer.title} | {label} | `{query}` | {r.done} ({r.done / len(tiles):.1f}) | {r.errors} "
                 f"| {_fmt(r.tiles_per_second)} | {_fmt(1000 * percentile(r.latencies, 50), 0)} "
                 f"| {_fmt(1000 * percentile(r.latencies, 95), 0)} | {_fmt(r.cpu_ms_per_tile)} "
-                f"| {ratio} | {cpu_ratio} |"
+                f"| {_fmt(r.kib_per_tile)} | {ratio} | {cpu_ratio} |"
             )
     lines += [
         "",
         "Ratios are terratiler / titiler (tiles/s) and titiler / terratiler (CPU per tile): "
-        "above 1 means terratiler is faster. titiler's layers omit `url=<item json>`.",
+        "above 1 means terratiler is faster. titiler's layers omit `url=<item json>`. "
+        "KiB/tile: mean PNG size; the services encode PNG at different zlib levels "
+        "(titiler 6, GDAL's default; terratiler 1, its `png_zlevel` default: see "
+        "`app/rendering.py`), part of the CPU difference.",
         "",
         "Tiles compared with titiler's (first response of each tile, decoded): "
         + "; ".join(f"{k}: {v}" for k, v in identical_tiles(layers, results).items())
@@ -535,13 +544,13 @@ def identical_tiles(layers: list[Layer], results: dict[tuple[str, str], Result])
             if label == "titiler" or ref is None or r is None:
                 continue
             common = sorted(set(ref.images) & set(r.images))
-            equal = sum(ref.images[t] == r.images[t] for t in common)
-            text = f"{equal}/{len(common)} identical"
-            differing = [t for t in common if ref.images[t] != r.images[t]]
+            decoded = {t: (_pixels(ref.images[t]), _pixels(r.images[t])) for t in common}
+            differing = [t for t in common if not np.array_equal(*decoded[t])]
+            text = f"{len(common) - len(differing)}/{len(common)} identical pixel for pixel"
             if differing:
                 max_diff, changed, total, alpha_equal = 0, 0, 0, 0
                 for t in differing:
-                    a, b = _pixels(ref.images[t]), _pixels(r.images[t])
+                    a, b = decoded[t]
                     diff = np.abs(a - b)
                     max_diff = max(max_diff, int(diff[..., :3].max()))
                     changed += int((diff.max(axis=-1) > 0).sum())

@@ -115,6 +115,49 @@ def test_register_links_and_defaults(client):
     assert html.status_code == 200 and "tilejson.json" in html.text
 
 
+def test_defaults_apply_to_requests_that_do_not_give_them(client, demo_dir):
+    items = _items(demo_dir)
+    item = next(iter(items.values()))
+    defaults = {"preset": "ndvi", "mask": "scl-clear"}
+    with_defaults = _register(client, {"ids": list(items), "metadata": {"defaults": defaults}})[
+        "id"
+    ]
+    # The same items under another search (metadata is not part of the id), no defaults.
+    everything = "2000-01-01T00:00:00Z/2100-01-01T00:00:00Z"
+    plain = _register(client, {"ids": list(items), "datetime": everything})["id"]
+    assert plain != with_defaults
+    tms = morecantile.tms.get("WebMercatorQuad")
+    minx, miny, maxx, maxy = item["bbox"]
+    tile = tms.tile((minx + maxx) / 2, (miny + maxy) / 2, 14)
+
+    def path(search_id: str) -> str:
+        return f"/searches/{search_id}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png"
+
+    def png(search_id: str, **params: str) -> bytes:
+        r = client.get(path(search_id), params=params)
+        assert r.status_code == 200, r.text
+        return r.content
+
+    # A bare request is the default layer: the same bytes as asking for it.
+    assert png(with_defaults) == png(plain, **defaults)
+    # A layer of its own takes no layer default (no NDVI colormap/rescale on red), but the
+    # other defaults (the mask) still apply, unless given.
+    red = {"assets": "red", "rescale": "0,3000"}
+    assert png(with_defaults, **red) == png(plain, **red, mask="scl-clear")
+    assert png(with_defaults, **red, mask="none") == png(plain, **red)
+    assert png(with_defaults, **red) != png(plain, **red)
+    # Crops too: the default expression's values, as .npy.
+    bbox = ",".join(str(v) for v in (minx + 0.002, miny + 0.002, minx + 0.006, miny + 0.005))
+    bare = client.get(f"/searches/{with_defaults}/bbox/{bbox}/64x64.npy")
+    explicit = client.get(f"/searches/{plain}/bbox/{bbox}/64x64.npy", params=defaults)
+    assert bare.status_code == explicit.status_code == 200, bare.text
+    assert np.array_equal(np.load(io.BytesIO(bare.content)), np.load(io.BytesIO(explicit.content)))
+    # Without defaults a bare request still has to say what to read.
+    r = client.get(path(plain))
+    assert r.status_code == 400
+    assert "assets" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(
     "body,parameter,status",
     [
@@ -225,6 +268,70 @@ def test_tiles_formats_outside_and_below_min_zoom(client, demo_dir):
     r = client.get(f"{base}/5/{low.x}/{low.y}.png", params={"preset": "true-color"})
     assert r.status_code == 400
     assert "mosaic_min_zoom=7" in r.json()["detail"]
+
+
+def test_tiles_and_crops_are_clipped_to_the_search_area(client, demo_dir):
+    items = _items(demo_dir)
+    item = next(iter(items.values()))
+    minx, miny, maxx, maxy = item["bbox"]
+    tms = morecantile.tms.get("WebMercatorQuad")
+    # A z15 tile across the middle meridian of the scene; the search keeps the west half
+    # (bbox) or a triangle (intersects) of it.
+    middle = tms.tile((minx + maxx) / 2, (miny + maxy) / 2, 15)
+    west, south, east, north = tms.bounds(middle)
+    cut = (west + east) / 2
+    whole = _register(client, {"ids": [item["id"]]})["id"]
+    half = _register(client, {"ids": [item["id"]], "bbox": [minx, miny, cut, maxy]})["id"]
+    triangle = {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [west, north], [west, south]]],
+    }
+    tri = _register(client, {"ids": [item["id"]], "intersects": triangle})["id"]
+    path = f"tiles/WebMercatorQuad/15/{middle.x}/{middle.y}.npy"
+    params = {"assets": "red"}
+    full = np.load(io.BytesIO(client.get(f"/searches/{whole}/{path}", params=params).content))
+    assert (full[-1] != 0).all()  # the scene covers the whole tile (mask band: 0 = masked)
+
+    # Pixel centres in lon/lat.
+    size = full.shape[-1]
+    xs = west + (np.arange(size) + 0.5) * (east - west) / size
+    merc = tms.xy(west, north), tms.xy(east, south)
+    ys_merc = merc[0].y + (np.arange(size) + 0.5) * (merc[1].y - merc[0].y) / size
+    lats = np.array([tms.lnglat(merc[0].x, y).y for y in ys_merc])
+    lon, lat = np.meshgrid(xs, lats)
+
+    for search_id, inside in [
+        (half, lon < cut),
+        # West of the hypotenuse from (east, south) to (west, north).
+        (tri, (lon - west) / (east - west) + (lat - south) / (north - south) < 1),
+    ]:
+        r = client.get(f"/searches/{search_id}/{path}", params=params)
+        assert r.status_code == 200, r.text
+        clipped = np.load(io.BytesIO(r.content))
+        valid = clipped[-1] != 0
+        # Pixel-centre rule; the rasterized edge may differ on the pixels it crosses.
+        disagree = valid != inside
+        assert disagree.mean() < 2 / size, disagree.mean()
+        assert 0.3 < valid.mean() < 0.7
+        assert np.array_equal(clipped[0][valid], full[0][valid])
+
+    # A crop across the bbox's edge: the same rule.
+    bbox = (cut - 0.002, (south + north) / 2 - 0.001, cut + 0.002, (south + north) / 2 + 0.001)
+    crop = np.load(
+        io.BytesIO(
+            client.get(
+                f"/searches/{half}/bbox/{','.join(map(str, bbox))}/80x40.npy", params=params
+            ).content
+        )
+    )
+    valid = crop[-1] != 0
+    assert valid[:, :39].all() and not valid[:, 41:].any()
+    # Outside the area altogether: 404, as before.
+    east_tile = tms.tile(maxx - 0.001, (miny + maxy) / 2, 15)
+    r = client.get(
+        f"/searches/{half}/tiles/WebMercatorQuad/15/{east_tile.x}/{east_tile.y}.png", params=params
+    )
+    assert r.status_code == 404
 
 
 def test_fully_masked_tile_is_transparent(client, demo_dir):

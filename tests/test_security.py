@@ -36,7 +36,8 @@ class FakeResolver:
         return self.table[host]
 
 
-def write_tif(path: Path, size: int = 64) -> Path:
+def write_tif(path: Path, size: int = 64, value: int | None = None) -> Path:
+    """A tiled one-band uint16 GeoTIFF: values 1..5000 in a ramp, or all ``value``."""
     profile = {
         "driver": "GTiff",
         "width": size,
@@ -52,7 +53,11 @@ def write_tif(path: Path, size: int = 64) -> Path:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", **profile) as dst:
-        dst.write((np.arange(size * size, dtype=np.uint16).reshape(1, size, size) % 5000) + 1)
+        if value is None:
+            data = (np.arange(size * size, dtype=np.uint16).reshape(1, size, size) % 5000) + 1
+        else:
+            data = np.full((1, size, size), value, dtype=np.uint16)
+        dst.write(data)
     return path
 
 

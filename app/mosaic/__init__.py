@@ -9,7 +9,14 @@
 
 from app.mosaic.index import ORDERS, FootprintIndex, IndexCache
 from app.mosaic.reader import PIXEL_SELECTIONS, MosaicRead, read_mosaic
-from app.mosaic.search import SearchRecord, normalize_metadata, normalize_search, search_hash
+from app.mosaic.search import (
+    SearchRecord,
+    normalize_metadata,
+    normalize_search,
+    query_pairs,
+    search_hash,
+    with_defaults,
+)
 from app.mosaic.service import (
     MosaicConfig,
     MosaicService,
@@ -31,7 +38,9 @@ __all__ = [
     "SearchStore",
     "normalize_metadata",
     "normalize_search",
+    "query_pairs",
     "read_mosaic",
     "reader_options_from_settings",
     "search_hash",
+    "with_defaults",
 ]

@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,11 +35,14 @@ from app.catalog.query import search_from_body, search_to_body
 from app.errors import BadRequestError
 
 __all__ = [
+    "LAYER_PARAMETERS",
     "RENDER_PARAMETERS",
     "SearchRecord",
     "canonical_json",
     "normalize_metadata",
     "normalize_search",
+    "query_pairs",
+    "with_defaults",
     "search_hash",
 ]
 
@@ -71,6 +74,24 @@ RENDER_PARAMETERS = frozenset(
         "algorithm",
         "algorithm_params",
         "tilesize",
+    }
+)
+#: Defaults that describe the layer as a whole: a request that names a layer of its own
+#: (any of these) takes none of them, since a default ``rescale`` or colormap belongs to
+#: the default layer. The other defaults (``mask``, ``pixel_selection`` ...) apply to any
+#: request that does not give them.
+LAYER_PARAMETERS = frozenset(
+    {
+        "preset",
+        "assets",
+        "expression",
+        "asset_as_band",
+        "rescale",
+        "color_formula",
+        "colormap",
+        "colormap_name",
+        "algorithm",
+        "algorithm_params",
     }
 )
 #: Largest metadata document accepted (canonical JSON, bytes).
@@ -194,15 +215,46 @@ def _default_value(key: str, value: Any) -> Any:
     )
 
 
+def query_pairs(defaults: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A search's ``metadata.defaults`` as query parameters (lists repeat the key)."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in defaults.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(
+                (key, ("true" if item else "false") if isinstance(item, bool) else str(item))
+            )
+    return pairs
+
+
+def with_defaults(
+    query: Sequence[tuple[str, str]], defaults: Mapping[str, Any] | None
+) -> list[tuple[str, str]]:
+    """A request's query parameters completed with its search's ``metadata.defaults``.
+
+    A parameter the request gives wins over its default; a request naming a layer of its
+    own (any of ``LAYER_PARAMETERS``) takes no layer default (see ``LAYER_PARAMETERS``).
+    """
+    query = list(query)
+    if not defaults:
+        return query
+    given = {key for key, _ in query}
+    own_layer = bool(given & LAYER_PARAMETERS)
+    return query + [
+        (key, value)
+        for key, value in query_pairs(defaults)
+        if key not in given and not (own_layer and key in LAYER_PARAMETERS)
+    ]
+
+
 def normalize_metadata(metadata: Any) -> dict[str, Any]:
     """Validate a registration's metadata.
 
     Known keys: ``name`` and ``description`` (strings), ``minzoom``/``maxzoom`` (override
     the zooms derived from the items), ``bounds`` (``[minx, miny, maxx, maxy]``, overrides
-    the items' extent in TileJSON), ``defaults`` (query parameters added to the links this
-    service returns for the search: ``preset``, ``assets``, ``expression``, ``mask``,
-    ``pixel_selection``, ``order``, ``rescale``, ``colormap_name`` ...). Other keys are
-    kept as given.
+    the items' extent in TileJSON), ``defaults`` (query parameters of the search's layer:
+    ``preset``, ``assets``, ``expression``, ``mask``, ``pixel_selection``, ``order``,
+    ``rescale``, ``colormap_name`` ...; applied to requests as ``with_defaults`` says and
+    carried by the links this service returns). Other keys are kept as given.
 
     Raises:
         BadRequestError: ``metadata.<key>: ...``.

@@ -433,9 +433,18 @@ class MosaicService:
         items: Sequence[IndexedItem],
         read: Callable[[IndexedItem], ImageData],
         pixel_selection: str,
-        outside: Callable[[ImageData], np.ndarray | None] | None,
+        request: shapely.Geometry,
+        area: shapely.Geometry | None,
         what: str,
+        shape: tuple[dict[str, Any], CRS] | None = None,
     ) -> MosaicRead:
+        """Read the mosaic of ``items`` over ``request`` (lon/lat), clipped to ``area``.
+
+        ``area`` is the search's own bbox/intersects: pixels outside it are masked, like
+        the pixels no item covers, so the mosaic is the search's region and not the whole
+        scenes that touch it.
+        """
+        clip = None if area is None or area.covers(request) else area
         result = read_mosaic(
             items,
             read,
@@ -443,7 +452,7 @@ class MosaicService:
             max_items=self.config.max_items_per_tile,
             time_limit=self.config.time_limit,
             max_window=self.config.threads,
-            outside=outside,
+            outside=self._outside(items, request, shape, clip),
         )
         if result.image is None:
             if PARTIAL_TIME in result.partial:
@@ -452,6 +461,13 @@ class MosaicService:
                     f"mosaic_time_limit={self.config.time_limit:g} s"
                 )
             raise NotFoundError(f"{what}: no item of the search has data there")
+        if clip is not None:
+            image = result.image
+            outside = ~_inside(clip, WGS84_CRS, image, all_touched=False)
+            image.array = np.ma.MaskedArray(
+                image.array.data,
+                mask=np.ma.getmaskarray(image.array) | outside[np.newaxis],
+            )
         return result
 
     @staticmethod
@@ -459,13 +475,14 @@ class MosaicService:
         items: Sequence[IndexedItem],
         request: shapely.Geometry,
         shape: tuple[dict[str, Any], CRS] | None = None,
+        clip: shapely.Geometry | None = None,
     ) -> Callable[[ImageData], np.ndarray | None]:
-        """Pixels ``first`` need not fill: outside every item's footprint (or the shape)."""
+        """Pixels ``first`` need not fill: outside the items' footprints, shape or clip."""
         union = shapely.union_all([entry.geometry for entry in items])
         covered = union.covers(request)
 
         def outside(image: ImageData) -> np.ndarray | None:
-            if covered and shape is None:
+            if covered and shape is None and clip is None:
                 return None
             transform = from_bounds(*image.bounds, image.width, image.height)
             inside = np.ones((image.height, image.width), dtype=bool)
@@ -478,30 +495,13 @@ class MosaicService:
                     transform_geom(WGS84_CRS, image.crs, shapely.geometry.mapping(union))
                 ).buffer(-max(abs(transform.a), abs(transform.e)))
                 if not geometry.is_empty:
-                    inside &= rasterize(
-                        [geometry],
-                        out_shape=inside.shape,
-                        transform=transform,
-                        all_touched=False,
-                        fill=0,
-                        default_value=1,
-                        dtype="uint8",
-                    ).astype(bool)
+                    inside &= _rasterize(geometry, image, all_touched=False)
                 else:
                     inside[:] = False
             if shape is not None:
-                geometry, crs = shape
-                if crs != image.crs:
-                    geometry = transform_geom(crs, image.crs, geometry)
-                inside &= rasterize(
-                    [geometry],
-                    out_shape=inside.shape,
-                    transform=transform,
-                    all_touched=True,
-                    fill=0,
-                    default_value=1,
-                    dtype="uint8",
-                ).astype(bool)
+                inside &= _inside(shape[0], shape[1], image, all_touched=True)
+            if clip is not None:
+                inside &= _inside(clip, WGS84_CRS, image, all_touched=False)
             return ~inside
 
         return outside
@@ -553,7 +553,7 @@ class MosaicService:
         def read(entry: IndexedItem) -> ImageData:
             return self._open(entry, tms).tile(x, y, z, tilesize=tilesize, **options)
 
-        return self._mosaic(items, read, pixel_selection, self._outside(items, request), what)
+        return self._mosaic(items, read, pixel_selection, request, index.area, what)
 
     def _output_size(
         self,
@@ -632,7 +632,7 @@ class MosaicService:
                 **options,
             )
 
-        return self._mosaic(items, read, pixel_selection, self._outside(items, request), what)
+        return self._mosaic(items, read, pixel_selection, request, index.area, what)
 
     def feature(
         self,
@@ -686,8 +686,9 @@ class MosaicService:
                 **options,
             )
 
-        outside = self._outside(items, request, (geometry, shape_crs))
-        return self._mosaic(items, read, pixel_selection, outside, what)
+        return self._mosaic(
+            items, read, pixel_selection, request, index.area, what, (geometry, shape_crs)
+        )
 
     def point(
         self,
@@ -753,3 +754,31 @@ class MosaicService:
             partial=partial,
             candidates=len(items),
         )
+
+
+def _rasterize(geometry: shapely.Geometry, image: ImageData, all_touched: bool) -> np.ndarray:
+    """Pixels of ``image``'s grid inside ``geometry`` (in the image's CRS)."""
+    return rasterize(
+        [geometry],
+        out_shape=(image.height, image.width),
+        transform=from_bounds(*image.bounds, image.width, image.height),
+        all_touched=all_touched,
+        fill=0,
+        default_value=1,
+        dtype="uint8",
+    ).astype(bool)
+
+
+def _inside(
+    geometry: shapely.Geometry | Mapping[str, Any],
+    crs: CRS,
+    image: ImageData,
+    all_touched: bool,
+) -> np.ndarray:
+    """Pixels of ``image``'s grid inside ``geometry`` given in ``crs``."""
+    mapping = (
+        shapely.geometry.mapping(geometry) if isinstance(geometry, shapely.Geometry) else geometry
+    )
+    if crs != image.crs:
+        mapping = transform_geom(crs, image.crs, mapping)
+    return _rasterize(shapely.geometry.shape(mapping), image, all_touched)

@@ -17,7 +17,6 @@ and shapes.
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
@@ -44,16 +43,8 @@ from titiler.core.factory import DEFAULT_TEMPLATES
 from titiler.core.resources.enums import ImageType
 from titiler.core.utils import render_image
 
-from app.db import engine_from_settings
-from app.dependencies import S2LayerParams, get_settings
-from app.mosaic import (
-    MosaicConfig,
-    MosaicRead,
-    MosaicService,
-    SearchRecord,
-    SearchStore,
-    reader_options_from_settings,
-)
+from app.dependencies import S2LayerParams, mosaic_service
+from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 
 router = APIRouter()
@@ -65,7 +56,6 @@ DEFAULT_TMS = "WebMercatorQuad"
 #: Items listed by /info at most (mostRecent first).
 INFO_ITEMS = 100
 
-_service_lock = threading.Lock()
 
 img_responses: dict[int | str, dict[str, Any]] = {
     200: {
@@ -94,24 +84,8 @@ img_responses: dict[int | str, dict[str, Any]] = {
 
 
 def get_mosaics(request: Request) -> MosaicService:
-    """The app's ``MosaicService``, built on first use from its settings and catalog."""
-    state = request.app.state
-    service = getattr(state, "mosaics", None)
-    if service is None:
-        with _service_lock:
-            service = getattr(state, "mosaics", None)
-            if service is None:
-                settings = get_settings(request)
-                engine = getattr(state, "db_engine", None)
-                if engine is None:
-                    engine = state.db_engine = engine_from_settings(settings)
-                service = state.mosaics = MosaicService(
-                    state.catalog,
-                    SearchStore(engine),
-                    MosaicConfig.from_settings(settings),
-                    reader_options_from_settings(settings),
-                )
-    return service
+    """The app's ``MosaicService`` (built on first use: ``app.dependencies.mosaic_service``)."""
+    return mosaic_service(request.app.state)
 
 
 def mosaic_params(
@@ -165,14 +139,7 @@ def _headers(result: MosaicRead) -> dict[str, str]:
 
 
 def _query_string(defaults: dict[str, Any]) -> str:
-    pairs: list[tuple[str, Any]] = []
-    for key, value in defaults.items():
-        if isinstance(value, list):
-            pairs.extend((key, v) for v in value)
-        elif isinstance(value, bool):
-            pairs.append((key, "true" if value else "false"))
-        else:
-            pairs.append((key, value))
+    pairs = query_pairs(defaults)
     return f"?{urlencode(pairs)}" if pairs else ""
 
 
