@@ -7,9 +7,9 @@ clean read and is closed after a failed one. A local file is reopened when its s
 (inode, size, mtime) changes, so a replaced or moved file is never read through a stale
 handle; a remote dataset is reopened after ``remote_ttl`` seconds.
 
-``reader_executor`` is one long-lived thread pool for the reads of a request's assets:
-a thread pool made per request (what rio-tiler does) pays thread start-up and a new PROJ
-context for every tile.
+``shared_executor`` gives long-lived thread pools for the reads of a request's assets and
+a mosaic's items: a thread pool made per request (what rio-tiler does) pays thread
+start-up and a new PROJ context for every tile.
 
 Both are per process (uvicorn and Dask workers are processes); ``configure`` sets their
 sizes from the settings.
@@ -33,7 +33,7 @@ from app.security import SOURCE_DRIVER
 
 DEFAULT_MAX_IDLE = 128
 DEFAULT_REMOTE_TTL = 300.0
-DEFAULT_READER_THREADS = 8
+DEFAULT_READER_THREADS = 16
 
 Stamp = tuple[int, int, int] | float
 
@@ -163,8 +163,7 @@ class DatasetPool:
 
 
 _pool = DatasetPool()
-_executor: ThreadPoolExecutor | None = None
-_executor_pid = 0
+_executors: dict[str, tuple[int, ThreadPoolExecutor]] = {}
 _executor_threads = DEFAULT_READER_THREADS
 _executor_lock = threading.Lock()
 
@@ -174,17 +173,27 @@ def dataset_pool() -> DatasetPool:
     return _pool
 
 
-def reader_executor() -> ThreadPoolExecutor:
-    """The process's thread pool for asset reads (created on first use)."""
-    global _executor, _executor_pid
+def shared_executor(name: str) -> ThreadPoolExecutor:
+    """The process's long-lived thread pool ``name`` (created on first use).
+
+    One pool per kind of task, so that a task never waits on a task queued behind it in
+    its own pool: ``asset-read`` runs single asset reads (leaves), ``mosaic-read`` runs
+    item reads, which wait on asset reads.
+    """
     with _executor_lock:
-        # Threads do not survive a fork: a child makes its own pool.
-        if _executor is None or _executor_pid != os.getpid():
-            _executor = ThreadPoolExecutor(
-                max_workers=max(1, _executor_threads), thread_name_prefix="asset-read"
+        entry = _executors.get(name)
+        # Threads do not survive a fork: a child makes its own pools.
+        if entry is None or entry[0] != os.getpid():
+            entry = _executors[name] = (
+                os.getpid(),
+                ThreadPoolExecutor(max_workers=max(1, _executor_threads), thread_name_prefix=name),
             )
-            _executor_pid = os.getpid()
-        return _executor
+        return entry[1]
+
+
+def reader_executor() -> ThreadPoolExecutor:
+    """The process's thread pool for single asset reads."""
+    return shared_executor("asset-read")
 
 
 def configure(
@@ -192,19 +201,20 @@ def configure(
     remote_ttl: float = DEFAULT_REMOTE_TTL,
     reader_threads: int = DEFAULT_READER_THREADS,
 ) -> None:
-    """Size the process's dataset pool and asset-reading threads (from the settings).
+    """Size the process's dataset pool and reading threads (from the settings).
 
     Args:
         max_idle: Idle open datasets kept (``dataset_pool_size``).
         remote_ttl: Seconds a remote dataset is reused (``dataset_pool_remote_ttl``).
-        reader_threads: Threads reading assets in parallel (``reader_threads``).
+        reader_threads: Threads of each shared pool (``reader_threads``).
 
     """
-    global _executor, _executor_threads
+    global _executor_threads
     _pool.max_idle = max_idle
     _pool.remote_ttl = remote_ttl
     with _executor_lock:
-        if reader_threads != _executor_threads and _executor is not None:
-            _executor.shutdown(wait=False)
-            _executor = None
+        if reader_threads != _executor_threads:
+            for _, executor in _executors.values():
+                executor.shutdown(wait=False)
+            _executors.clear()
         _executor_threads = reader_threads

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # Reading (app.datasets): open datasets kept for reuse, threads reading a request's assets.
     dataset_pool_size: int = 128  # idle open datasets per process (0: open per read)
     dataset_pool_remote_ttl: float = 300.0  # seconds a remote dataset is reused
-    reader_threads: int = 8  # per process
+    reader_threads: int = 16  # per process and pool (asset reads; mosaic item reads)
     # zlib level of PNG tiles and crops, 1..9 (app.rendering: level 1 is ~3x faster to
     # encode than 6 for ~10 % more bytes).
     png_zlevel: int = 1

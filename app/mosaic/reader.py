@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -46,6 +46,7 @@ from rio_tiler.mosaic.methods import (
 )
 from rio_tiler.mosaic.methods.base import MosaicMethodBase
 
+from app.datasets import shared_executor
 from app.errors import BadRequestError, UpstreamError
 
 __all__ = [
@@ -206,7 +207,7 @@ def read_mosaic(
     first: ImageData | None = None
     errors: list[BaseException] = []
     pending: deque[tuple[T, Future[ImageData]]] = deque()
-    executor = ThreadPoolExecutor(max_workers=max_window, thread_name_prefix="mosaic-read")
+    executor = shared_executor("mosaic-read")
     next_index = 0
     done = False
 
@@ -255,7 +256,6 @@ def read_mosaic(
     finally:
         for _, future in pending:
             future.cancel()
-        executor.shutdown(wait=False, cancel_futures=True)
 
     if not done and len(candidates) > len(selected) and PARTIAL_TIME not in outcome.partial:
         outcome.partial.append(PARTIAL_ITEMS)
@@ -278,8 +278,10 @@ def read_all(
 ) -> tuple[list[tuple[T, Any]], list[str]]:
     """Read every candidate (up to ``max_items``, within ``time_limit``), keeping order.
 
-    Items that have nothing there (outside their bounds) are left out; unreadable ones
-    too, with ``read-errors`` in the partial reasons (raised when none could be read).
+    At most ``max_window`` reads are in flight, so one long request does not fill the
+    shared reading threads. Items that have nothing there (outside their bounds) are left
+    out; unreadable ones too, with ``read-errors`` in the partial reasons (raised when
+    none could be read).
 
     Returns:
         ``([(candidate, value), ...], partial_reasons)``.
@@ -292,12 +294,21 @@ def read_all(
     if not selected:
         return [], partial
     deadline = time.monotonic() + time_limit if time_limit else None
-    executor = ThreadPoolExecutor(max_workers=max(1, max_window), thread_name_prefix="mosaic-read")
+    executor = shared_executor("mosaic-read")
     results: list[tuple[T, Any]] = []
     errors: list[BaseException] = []
-    futures = [(entry, executor.submit(read, entry)) for entry in selected]
+    pending: deque[tuple[T, Future[Any]]] = deque()
+    queued = deque(selected)
+
+    def top_up() -> None:
+        while queued and len(pending) < max(1, max_window):
+            entry = queued.popleft()
+            pending.append((entry, executor.submit(read, entry)))
+
     try:
-        for entry, future in futures:
+        top_up()
+        while pending:
+            entry, future = pending.popleft()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 results.append((entry, future.result(timeout=timeout)))
@@ -305,13 +316,13 @@ def read_all(
                 partial.append(PARTIAL_TIME)
                 break
             except SKIPPED:
-                continue
+                pass
             except UNREADABLE as error:
                 errors.append(error)
+            top_up()
     finally:
-        for _, future in futures:
+        for _, future in pending:
             future.cancel()
-        executor.shutdown(wait=False, cancel_futures=True)
     if errors:
         if not results:
             raise errors[0]
