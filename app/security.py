@@ -14,8 +14,11 @@ import re
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
+from stat import S_ISREG
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from app.errors import ForbiddenError
@@ -221,6 +224,12 @@ def _bracket(host: str) -> str:
 
 
 def _split_allowed(allowed: Sequence[str]) -> tuple[list[_Url], list[Path]]:
+    return _split_allowed_cached(tuple(allowed))
+
+
+@lru_cache(maxsize=64)
+def _split_allowed_cached(allowed: tuple[str, ...]) -> tuple[list[_Url], list[Path]]:
+    # The allow-list is configuration: its folders are resolved once, not per source.
     urls: list[_Url] = []
     paths: list[Path] = []
     for prefix in allowed:
@@ -333,7 +342,58 @@ def _check_url(text: str, allowed: Sequence[str], allow_private: bool, resolver:
     return url.normalized()
 
 
+def _file_stamp(text: str) -> tuple[int, int, int, int] | None:
+    """(device, inode, size, mtime) of the file a path leads to (symlinks followed)."""
+    try:
+        stat = os.stat(text)
+    except (OSError, ValueError):
+        return None
+    if not S_ISREG(stat.st_mode):
+        return None
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+class _PathChecks:
+    """Accepted local paths, valid while the file they lead to is unchanged.
+
+    Resolving a path (an lstat per component) and sniffing it for VRT content cost more
+    than reading a tile's blocks from the page cache, for every asset of every tile. An
+    accepted path is accepted again while one ``stat`` of it finds the same file (device,
+    inode, size, mtime): a symlink on the way re-pointed elsewhere, or a file replaced or
+    rewritten, leads to another stamp and a full check.
+    """
+
+    def __init__(self, maxsize: int = 8192):
+        self.maxsize = maxsize
+        self._accepted: OrderedDict[tuple[str, tuple[str, ...]], tuple[tuple, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, text: str, allowed: Sequence[str]) -> str:
+        key = (text, tuple(allowed))
+        stamp = _file_stamp(text)
+        if stamp is not None:
+            with self._lock:
+                hit = self._accepted.get(key)
+                if hit is not None and hit[0] == stamp:
+                    self._accepted.move_to_end(key)
+                    return hit[1]
+        resolved = _check_path_fully(text, allowed)
+        if stamp is not None and _file_stamp(resolved) == stamp:
+            with self._lock:
+                self._accepted[key] = (stamp, resolved)
+                while len(self._accepted) > self.maxsize:
+                    self._accepted.popitem(last=False)
+        return resolved
+
+
+_path_checks = _PathChecks()
+
+
 def _check_path(text: str, allowed: Sequence[str]) -> str:
+    return _path_checks.check(text, allowed)
+
+
+def _check_path_fully(text: str, allowed: Sequence[str]) -> str:
     resolved = Path(os.path.realpath(text))
     _, folders = _split_allowed(allowed)
     if not any(resolved.is_relative_to(folder) for folder in folders):

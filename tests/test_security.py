@@ -342,6 +342,34 @@ def test_symlink_out_of_the_allowed_folder_is_refused(data: Path) -> None:
         check_source(str(data / "linkdir" / "s.tif"), [str(data)])
 
 
+def test_an_accepted_path_is_checked_again_when_it_leads_elsewhere(data: Path) -> None:
+    allowed = [str(data)]
+    inside = data / "cogs" / "a.tif"
+    secret = data.parent.parent / "secret" / "s.tif"
+    # A symlinked folder on the way, accepted while it points inside ...
+    (data / "dir").symlink_to(data / "cogs")
+    assert check_source(str(data / "dir" / "a.tif"), allowed) == str(inside.resolve())
+    assert check_source(str(data / "dir" / "a.tif"), allowed) == str(inside.resolve())
+    # ... then re-pointed at a folder outside, holding a file of the same name.
+    (data / "dir").unlink()
+    (data / "dir").symlink_to(secret.parent)
+    (secret.parent / "a.tif").write_bytes(secret.read_bytes())
+    with pytest.raises(ForbiddenError, match="not in the allowed sources"):
+        check_source(str(data / "dir" / "a.tif"), allowed)
+    # A file accepted as a GeoTIFF, then rewritten as a VRT under the same name.
+    target = data / "cogs" / "later.tif"
+    write_tif(target)
+    assert check_source(str(target), allowed) == str(target.resolve())
+    write_vrt(target, secret)
+    with pytest.raises(ForbiddenError, match="VRT"):
+        check_source(str(target), allowed)
+    # And a file replaced by another (os.replace: a new inode) is checked anew too.
+    write_vrt(data / "cogs" / "swap.tif", secret)
+    os.replace(data / "cogs" / "swap.tif", inside)
+    with pytest.raises(ForbiddenError, match="VRT"):
+        check_source(str(inside), allowed)
+
+
 def test_allowed_folder_behind_a_symlink(data: Path, tmp_path: Path) -> None:
     (tmp_path / "alias").symlink_to(data)
     expected = str((data / "cogs" / "a.tif").resolve())
