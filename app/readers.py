@@ -10,6 +10,8 @@ into nodata, SCL being read nearest-neighbour onto the bands' grid.
 ``b1``-style band math on a single COG.
 """
 
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -225,6 +227,28 @@ def _replace_bands(layer: Layer, data: np.ma.MaskedArray, names: list[str]) -> L
     )
 
 
+# What rio-tiler's STACReader derives from an item (asset list, projection, zooms: the
+# zooms cost a reprojection each), kept per item object: catalog items come from the
+# item cache as the same object on every request.
+_DERIVED_FIELDS = ("assets", "height", "width", "bounds", "transform", "crs", "minzoom", "maxzoom")
+_derived: weakref.WeakKeyDictionary[pystac.Item, dict[tuple, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+_derived_lock = threading.Lock()
+
+
+def _derived_fields(item: pystac.Item, key: tuple) -> dict[str, Any] | None:
+    with _derived_lock:
+        return _derived.get(item, {}).get(key)
+
+
+def _keep_derived_fields(item: pystac.Item, key: tuple, reader: STACReader) -> None:
+    fields = {name: getattr(reader, name, None) for name in _DERIVED_FIELDS}
+    fields["assets"] = tuple(fields["assets"])
+    with _derived_lock:
+        _derived.setdefault(item, {})[key] = fields
+
+
 @attr.s
 class S2STACReader(STACReader):
     """A Sentinel-2 aware STAC item reader.
@@ -252,7 +276,28 @@ class S2STACReader(STACReader):
                 self.input, self.allowed_sources, allow_private=self.allow_private
             )
             self.item = pystac.Item.from_dict(fetch(source, **self.fetch_options), source)
-        super().__attrs_post_init__()
+        key = (
+            self.tms.id,
+            self.minzoom,
+            self.maxzoom,
+            *(
+                tuple(value) if value else None
+                for value in (
+                    self.include_assets,
+                    self.exclude_assets,
+                    self.include_asset_types,
+                    self.exclude_asset_types,
+                )
+            ),
+        )
+        derived = _derived_fields(self.item, key)
+        if derived is None:
+            super().__attrs_post_init__()
+            _keep_derived_fields(self.item, key, self)
+        else:
+            for name, value in derived.items():
+                setattr(self, name, value)
+            self.assets = list(self.assets)
 
     # --- assets -------------------------------------------------------------------------
 

@@ -64,6 +64,7 @@ from bench.common import (  # noqa: E402
     BENCHMARKS_MD,
     ROOT,
     Server,
+    cpu_seconds,
     free_port,
     machine_description,
     percentile,
@@ -278,23 +279,6 @@ def check_tile(response: httpx.Response) -> str | None:
     if size != (TILESIZE, TILESIZE):
         return f"image size {size}, expected {TILESIZE}x{TILESIZE}"
     return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """user+system CPU seconds of a process and all its descendants."""
-    total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def busy_cpu_seconds() -> float:

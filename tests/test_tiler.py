@@ -296,3 +296,31 @@ def test_point_with_scl_mask(client, demo_dir):
     assert r.json()["values"] == [None]  # masked
     r = client.get(base, params={"expression": NDVI})
     assert isinstance(r.json()["values"][0], float)
+
+
+def test_a_catalog_items_reader_fields_are_derived_once_per_item(demo_dir):
+    import morecantile
+    import pystac
+
+    from app.readers import S2STACReader
+
+    path = next((demo_dir / "items").glob("*.json"))
+    item = pystac.Item.from_file(str(path))
+    allowed = [str(demo_dir)]
+    fields = ("assets", "bounds", "crs", "minzoom", "maxzoom", "height", "width")
+    for tms_id in ("WebMercatorQuad", "WorldCRS84Quad"):
+        tms = morecantile.tms.get(tms_id)
+        with S2STACReader(item, tms=tms, allowed_sources=allowed) as first:
+            first.assets.append("not-an-asset")  # a reader's own list, not the cache's
+        with S2STACReader(item, tms=tms, allowed_sources=allowed) as again:
+            pass
+        # An independent reader of a fresh copy of the item derives everything itself.
+        fresh_item = pystac.Item.from_file(str(path))
+        with S2STACReader(fresh_item, tms=tms, allowed_sources=allowed) as fresh:
+            pass
+        assert "not-an-asset" not in again.assets
+        for name in fields:
+            assert getattr(again, name) == getattr(fresh, name), name
+    mercator = S2STACReader(item, allowed_sources=allowed)
+    crs84 = S2STACReader(item, tms=morecantile.tms.get("WorldCRS84Quad"), allowed_sources=allowed)
+    assert (mercator.minzoom, mercator.maxzoom) != (crs84.minzoom, crs84.maxzoom)
