@@ -3,7 +3,7 @@
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from rasterio.errors import RasterioError, RasterioIOError
 from rio_tiler.errors import InvalidAssetName, RioTilerError
 from starlette import status
@@ -16,6 +16,7 @@ from app.catalog.cache import ItemCache
 from app.db import engine_from_settings
 from app.errors import TerratilerError
 from app.gdal_env import configure_gdal
+from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import PresetMiddleware, SearchDefaultsMiddleware, TileScaleMiddleware
 from app.rendering import configure_rendering
 from app.security import validate_allowed
@@ -95,6 +96,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
+
+    metrics = app.state.metrics = Metrics()
+
+    @app.get("/metrics", tags=["Service"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics: requests and latency per route, open datasets."""
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
+
+    # Added first, so innermost: it sees the route the router matched.
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     if settings.cache_control:
         app.add_middleware(
