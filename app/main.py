@@ -1,9 +1,11 @@
 """The FastAPI application: ``create_app(settings)`` and a module-level ``app`` for uvicorn."""
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from rasterio.errors import RasterioError, RasterioIOError
 from rio_tiler.errors import InvalidAssetName, RioTilerError
 from starlette import status
@@ -23,6 +25,7 @@ from app.security import validate_allowed
 from app.settings import Settings
 
 logger = logging.getLogger("terratiler")
+STATIC_DIR = Path(__file__).parent / "static"
 
 # rio-tiler/rasterio failures on a COG the service was allowed to read are the upstream's
 # fault (502), a bad asset name is the caller's (400).
@@ -96,6 +99,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok", "version": __version__}
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", tags=["Service"], response_class=FileResponse, include_in_schema=False)
+    def viewer() -> FileResponse:
+        """The map viewer: the catalog's scenes and the registered searches."""
+        return FileResponse(STATIC_DIR / "index.html")
 
     metrics = app.state.metrics = Metrics()
 
