@@ -6,7 +6,9 @@ from typing import Annotated
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
 from app.gdal_env import SKIPPED_DRIVERS
+from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
@@ -90,12 +92,12 @@ class Settings(BaseSettings):
     allow_private_sources: bool = False
 
     # Reading (app.datasets): open datasets kept for reuse, threads reading a request's assets.
-    dataset_pool_size: int = 128  # idle open datasets per process (0: open per read)
-    dataset_pool_remote_ttl: float = 300.0  # seconds a remote dataset is reused
-    reader_threads: int = 16  # per process and pool (asset reads; mosaic item reads)
+    dataset_pool_size: int = DEFAULT_MAX_IDLE  # idle open datasets per process (0: none)
+    dataset_pool_remote_ttl: float = DEFAULT_REMOTE_TTL  # seconds a remote dataset is reused
+    reader_threads: int = DEFAULT_READER_THREADS  # per process and pool (assets; mosaic items)
     # zlib level of PNG tiles and crops, 1..9 (app.rendering: level 1 is ~3x faster to
     # encode than 6 for ~10 % more bytes).
-    png_zlevel: int = 1
+    png_zlevel: int = DEFAULT_PNG_ZLEVEL
 
     # GDAL (applied once, by app.gdal_env).
     gdal_cachemax_mb: int = 512

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 from rasterio.errors import RasterioIOError
@@ -167,6 +168,64 @@ def _result(method: MosaicMethodBase, first: ImageData, used: list[Any], name: s
     )
 
 
+class _OrderedReads(Generic[T]):
+    """Reads of ``entries`` on the shared ``mosaic-read`` threads, results in order.
+
+    At most ``window`` reads are in flight (the caller may change it while iterating), so
+    one request does not fill the shared threads. Iterating yields ``(entry, value)``;
+    entries with nothing there (``SKIPPED``) are left out, unreadable ones (``UNREADABLE``)
+    go to ``errors``; at ``deadline`` iteration ends with ``timed_out`` set. Reads not
+    waited for are cancelled when iteration ends.
+    """
+
+    def __init__(
+        self, entries: Sequence[T], read: Callable[[T], Any], window: int, deadline: float | None
+    ):
+        self.entries = entries
+        self.read = read
+        self.window = window
+        self.deadline = deadline
+        self.errors: list[BaseException] = []
+        self.timed_out = False
+
+    def __iter__(self) -> Iterator[tuple[T, Any]]:
+        executor = shared_executor("mosaic-read")
+        queued = deque(self.entries)
+        pending: deque[tuple[T, Future[Any]]] = deque()
+
+        def top_up() -> None:
+            while queued and len(pending) < max(1, self.window):
+                entry = queued.popleft()
+                pending.append((entry, executor.submit(self.read, entry)))
+
+        try:
+            top_up()
+            while pending:
+                entry, future = pending.popleft()
+                timeout = (
+                    None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+                )
+                try:
+                    value = future.result(timeout=timeout)
+                except FutureTimeout:
+                    self.timed_out = True
+                    return
+                except SKIPPED:
+                    pass
+                except UNREADABLE as error:
+                    self.errors.append(error)
+                else:
+                    yield entry, value
+                top_up()
+        finally:
+            for _, future in pending:
+                future.cancel()
+
+
+def _deadline(time_limit: float | None) -> float | None:
+    return time.monotonic() + time_limit if time_limit else None
+
+
 def read_mosaic(
     candidates: Sequence[T],
     read: Callable[[T], ImageData],
@@ -200,41 +259,13 @@ def read_mosaic(
         if candidates:
             outcome.partial.append(PARTIAL_ITEMS)
         return outcome
-    deadline = time.monotonic() + time_limit if time_limit else None
     exit_early = method.exit_when_filled
-    window = 1 if exit_early else max(1, max_window)
     max_window = max(1, max_window)
+    reads = _OrderedReads(selected, read, 1 if exit_early else max_window, _deadline(time_limit))
     first: ImageData | None = None
-    errors: list[BaseException] = []
-    pending: deque[tuple[T, Future[ImageData]]] = deque()
-    executor = shared_executor("mosaic-read")
-    next_index = 0
     done = False
-
-    def top_up() -> None:
-        nonlocal next_index
-        while len(pending) < window and next_index < len(selected):
-            entry = selected[next_index]
-            pending.append((entry, executor.submit(read, entry)))
-            next_index += 1
-
-    try:
-        top_up()
-        while pending:
-            entry, future = pending.popleft()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                image = future.result(timeout=timeout)
-            except FutureTimeout:
-                outcome.partial.append(PARTIAL_TIME)
-                break
-            except SKIPPED:
-                top_up()
-                continue
-            except UNREADABLE as error:
-                errors.append(error)
-                top_up()
-                continue
+    with closing(iter(reads)) as images:
+        for entry, image in images:
             if first is None:
                 first = image
                 method.width, method.height, method.count = image.width, image.height, image.count
@@ -250,18 +281,16 @@ def read_mosaic(
             if method.is_done:
                 done = True
                 break
-            if exit_early and window < max_window:
-                window = min(window * 2, max_window)
-            top_up()
-    finally:
-        for _, future in pending:
-            future.cancel()
+            if exit_early:
+                reads.window = min(reads.window * 2, max_window)
 
-    if not done and len(candidates) > len(selected) and PARTIAL_TIME not in outcome.partial:
+    if reads.timed_out:
+        outcome.partial.append(PARTIAL_TIME)
+    elif not done and len(candidates) > len(selected):
         outcome.partial.append(PARTIAL_ITEMS)
-    if errors:
+    if reads.errors:
         if not outcome.used:
-            raise errors[0]
+            raise reads.errors[0]
         outcome.partial.append(PARTIAL_READ_ERRORS)
     if first is not None and method.data is not None:
         outcome.image = _result(method, first, outcome.used, pixel_selection)
@@ -278,10 +307,9 @@ def read_all(
 ) -> tuple[list[tuple[T, Any]], list[str]]:
     """Read every candidate (up to ``max_items``, within ``time_limit``), keeping order.
 
-    At most ``max_window`` reads are in flight, so one long request does not fill the
-    shared reading threads. Items that have nothing there (outside their bounds) are left
-    out; unreadable ones too, with ``read-errors`` in the partial reasons (raised when
-    none could be read).
+    At most ``max_window`` reads are in flight. Items that have nothing there (outside
+    their bounds) are left out; unreadable ones too, with ``read-errors`` in the partial
+    reasons (raised when none could be read).
 
     Returns:
         ``([(candidate, value), ...], partial_reasons)``.
@@ -293,39 +321,13 @@ def read_all(
         partial.append(PARTIAL_ITEMS)
     if not selected:
         return [], partial
-    deadline = time.monotonic() + time_limit if time_limit else None
-    executor = shared_executor("mosaic-read")
-    results: list[tuple[T, Any]] = []
-    errors: list[BaseException] = []
-    pending: deque[tuple[T, Future[Any]]] = deque()
-    queued = deque(selected)
-
-    def top_up() -> None:
-        while queued and len(pending) < max(1, max_window):
-            entry = queued.popleft()
-            pending.append((entry, executor.submit(read, entry)))
-
-    try:
-        top_up()
-        while pending:
-            entry, future = pending.popleft()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                results.append((entry, future.result(timeout=timeout)))
-            except FutureTimeout:
-                partial.append(PARTIAL_TIME)
-                break
-            except SKIPPED:
-                pass
-            except UNREADABLE as error:
-                errors.append(error)
-            top_up()
-    finally:
-        for _, future in pending:
-            future.cancel()
-    if errors:
+    reads = _OrderedReads(selected, read, max_window, _deadline(time_limit))
+    results = list(reads)
+    if reads.timed_out:
+        partial.append(PARTIAL_TIME)
+    if reads.errors:
         if not results:
-            raise errors[0]
+            raise reads.errors[0]
         partial.append(PARTIAL_READ_ERRORS)
     return results, partial
 
