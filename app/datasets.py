@@ -44,7 +44,8 @@ class _Idle:
     stamp: Stamp
 
 
-def _is_remote(source: str) -> bool:
+def is_remote(source: str) -> bool:
+    """Whether ``source`` is a URL (read over the network) rather than a local path."""
     return "://" in source
 
 
@@ -105,14 +106,14 @@ class DatasetPool:
         return len(self._idle)
 
     def _stamp(self, source: str) -> Stamp | None:
-        if _is_remote(source):
+        if is_remote(source):
             return time.monotonic()
         return _local_stamp(source)
 
     def _fresh(self, source: str, held: Stamp, now: Stamp | None) -> bool:
         if now is None:
             return False
-        if _is_remote(source):
+        if is_remote(source):
             return now - held < self.remote_ttl
         return held == now
 

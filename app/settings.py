@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     # Reading (app.datasets): open datasets kept for reuse, threads reading a request's assets.
     dataset_pool_size: int = DEFAULT_MAX_IDLE  # idle open datasets per process (0: none)
     dataset_pool_remote_ttl: float = DEFAULT_REMOTE_TTL  # seconds a remote dataset is reused
-    reader_threads: int = DEFAULT_READER_THREADS  # per process and pool (assets; mosaic items)
+    reader_threads: int = DEFAULT_READER_THREADS  # per process and pool (remote assets; items)
     # zlib level of PNG tiles and crops, 1..9 (app.rendering: level 1 is ~3x faster to
     # encode than 6 for ~10 % more bytes).
     png_zlevel: int = DEFAULT_PNG_ZLEVEL

@@ -324,3 +324,40 @@ def test_a_catalog_items_reader_fields_are_derived_once_per_item(demo_dir):
     mercator = S2STACReader(item, allowed_sources=allowed)
     crs84 = S2STACReader(item, tms=morecantile.tms.get("WorldCRS84Quad"), allowed_sources=allowed)
     assert (mercator.minzoom, mercator.maxzoom) != (crs84.minzoom, crs84.maxzoom)
+
+
+def test_local_assets_are_read_in_the_calling_thread_remote_ones_in_parallel(demo_dir):
+    import threading
+
+    import pystac
+    from rio_tiler.models import ImageData
+
+    from app.readers import S2STACReader, _read_assets
+
+    path = next((demo_dir / "items").glob("*.json"))
+    local = pystac.Item.from_file(str(path))
+    remote = local.clone()
+    for key, asset in remote.assets.items():
+        asset.href = f"https://sentinel-cogs.s3.us-west-2.amazonaws.com/x/{key}.tif"
+    assert S2STACReader(local, allowed_sources=[str(demo_dir)])._parallel is False
+    assert S2STACReader(remote, allowed_sources=[str(demo_dir)])._parallel is True
+
+    threads: dict[str, str] = {}
+
+    def read(assets, **kwargs):
+        (asset,) = assets
+        assert kwargs["threads"] == 0  # never rio-tiler's own thread pool
+        threads[asset] = threading.current_thread().name
+        value = {"red": 1, "nir": 2, "scl": 3}[asset]
+        return ImageData(np.ma.MaskedArray(np.full((1, 4, 4), value, "uint16")))
+
+    for parallel in (False, True):
+        threads.clear()
+        layer = _read_assets(read, ["red", "nir", "scl"], parallel)
+        assert [int(layer.array[i, 0, 0]) for i in range(3)] == [1, 2, 3]
+        assert layer.band_names == ["b1", "b2", "b3"]
+        caller = threading.current_thread().name
+        if parallel:
+            assert all(name.startswith("asset-read") for name in threads.values()), threads
+        else:
+            assert set(threads.values()) == {caller}
