@@ -19,11 +19,12 @@ import attr
 import numpy as np
 import pystac
 from rasterio.crs import CRS
+from rasterio.features import bounds as feature_bounds
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
 from rio_tiler.io.stac import fetch
-from rio_tiler.models import ImageData, PointData
+from rio_tiler.models import BandStatistics, ImageData, PointData
 
 from app import reprojection, sentinel2
 from app.datasets import dataset_pool, is_remote, reader_executor
@@ -39,6 +40,10 @@ MASK_SCL_CLEAR = "scl-clear"
 MASK_NONE = "none"
 
 Layer = ImageData | PointData
+
+WGS84 = CRS.from_epsg(4326)
+# rio-tiler's default decimation of statistics (``Reader.statistics(max_size=1024)``).
+STATISTICS_MAX_SIZE = 1024
 
 
 def _masked(values: np.ndarray, invalid: np.ndarray) -> np.ma.MaskedArray:
@@ -152,7 +157,7 @@ class SafeCOGReader(GTiffReader):
         """Read a bbox; ``expression`` evaluated by ``app.expressions``."""
         width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
         if not (width or height or max_size):
-            bounds_crs = kwargs.get("bounds_crs") or CRS.from_epsg(4326)
+            bounds_crs = kwargs.get("bounds_crs") or WGS84
             width, height = _native_pixels(args[0], bounds_crs, self.crs, min(self.dataset.res))
         check_output_pixels(width, height, max_size, self.max_pixels)
         return self._with_expression(
@@ -175,10 +180,18 @@ class SafeCOGReader(GTiffReader):
         )
 
     def feature(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
-        """Read a GeoJSON feature; ``expression`` evaluated by ``app.expressions``."""
-        check_output_pixels(
-            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
-        )
+        """Read a GeoJSON feature; ``expression`` evaluated by ``app.expressions``.
+
+        Without a size, the read is at native resolution over the feature's bounds: that
+        is what is checked against the output limit.
+        """
+        width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
+        if not (width or height or max_size):
+            shape_crs = kwargs.get("shape_crs") or WGS84
+            width, height = _native_pixels(
+                feature_bounds(args[0]), shape_crs, self.crs, min(self.dataset.res)
+            )
+        check_output_pixels(width, height, max_size, self.max_pixels)
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).feature(*args, **kw), expression, **kwargs
         )
@@ -490,7 +503,7 @@ class S2STACReader(STACReader):
         mask: str | None = None,
         harmonize: bool | None = None,
         dst_crs: CRS | None = None,
-        bounds_crs: CRS = CRS.from_epsg(4326),
+        bounds_crs: CRS = WGS84,
         max_size: int | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -574,10 +587,22 @@ class S2STACReader(STACReader):
         harmonize: bool | None = None,
         **kwargs: Any,
     ) -> ImageData:
-        """Read the pixels of a GeoJSON feature."""
-        check_output_pixels(
-            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
-        )
+        """Read the pixels of a GeoJSON feature.
+
+        Without a size, the read is at the finest native resolution of what is read over
+        the feature's bounds: that is what is checked against the output limit.
+        """
+        width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
+        if not (width or height or max_size):
+            shape_crs = kwargs.get("shape_crs") or WGS84
+            width, height = self._native_size(
+                feature_bounds(shape),
+                shape_crs,
+                kwargs.get("dst_crs") or shape_crs,
+                assets,
+                expression,
+            )
+        check_output_pixels(width, height, max_size, self.max_pixels)
         return self._layer(
             lambda **kw: super(S2STACReader, self).feature(shape, **kw),
             assets,
@@ -587,6 +612,16 @@ class S2STACReader(STACReader):
             asset_as_band,
             **kwargs,
         )
+
+    def statistics(self, *args: Any, **kwargs: Any) -> dict[str, dict[str, BandStatistics]]:
+        """Per-asset statistics of a decimated read of each asset, its size bounded."""
+        check_output_pixels(
+            kwargs.get("width"),
+            kwargs.get("height"),
+            kwargs.get("max_size", STATISTICS_MAX_SIZE),
+            self.max_pixels,
+        )
+        return super().statistics(*args, **kwargs)
 
     # --- sizes and limits ---------------------------------------------------------------
 

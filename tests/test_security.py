@@ -658,8 +658,10 @@ def test_gdal_skip_vrt_stops_vrt_files_but_breaks_rasterio(tmp_path: Path) -> No
     assert result["vrt_registered"] is False
     assert str(result["open_vrt"]).startswith("RasterioIOError")
     assert result["statistics"] == "ok"
-    assert result["tile"] != "ok"
-    assert result["edge_crop"] != "ok"
+    # The reprojected tile fails in GDAL's warper (it builds a warped VRT to suggest the
+    # output grid); the edge crop fails to open rasterio's own in-memory VRT document.
+    assert str(result["tile"]).startswith("SystemError: Unknown GDAL Error")
+    assert str(result["edge_crop"]).startswith("RasterioIOError: <VRTDataset")
 
 
 @pytest.mark.parametrize(

@@ -59,15 +59,39 @@ def _npy(response) -> np.ndarray:
     return np.load(io.BytesIO(response.content))
 
 
+def _valid(npy: np.ndarray) -> np.ndarray:
+    """The valid pixels of a titiler ``.npy``: its last band is the mask in the data's dtype,
+    the dtype's maximum where valid and its minimum where masked (0 for uint16, -3.4e38 for
+    float32)."""
+    limits = np.finfo(npy.dtype) if npy.dtype.kind == "f" else np.iinfo(npy.dtype)
+    assert set(np.unique(npy[-1]).tolist()) <= {limits.min, limits.max}
+    return npy[-1] == limits.max
+
+
 def test_demo_has_both_baselines(demo_dir):
     flags = {i["properties"]["earthsearch:boa_offset_applied"] for i in _items(demo_dir)}
     assert flags == {True, False}
 
 
-@pytest.mark.parametrize("applied", [True, False])
-def test_ndvi_crop_matches_rasterio(client, demo_dir, applied):
-    item = _item_with_flag(demo_dir, applied)
-    bounds = _crop_bounds(item)
+def _swath_edge_item(demo_dir: Path) -> dict:
+    """The demo scene cut by the swath edge (DN 0 west of a diagonal)."""
+    for item in _items(demo_dir):
+        with rasterio.open(_href(demo_dir, item, "red")) as src:
+            if (src.read(1) == 0).any():
+                return item
+    raise AssertionError("the demo has no scene with a nodata edge")
+
+
+@pytest.mark.parametrize("case", ["offset applied", "offset not applied", "swath edge"])
+def test_ndvi_crop_matches_rasterio(client, demo_dir, case):
+    if case == "swath edge":
+        item = _swath_edge_item(demo_dir)
+        t = item["assets"]["red"]["proj:transform"]
+        shape = item["assets"]["red"]["proj:shape"]
+        bounds = _crop_bounds(item, px=0, size=(shape[1], shape[0]))
+    else:
+        item = _item_with_flag(demo_dir, case == "offset applied")
+        bounds = _crop_bounds(item)
     r = client.get(
         f"{ITEMS}/{item['id']}/bbox/{','.join(map(str, bounds))}.npy",
         params={"expression": NDVI, "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"},
@@ -77,8 +101,14 @@ def test_ndvi_crop_matches_rasterio(client, demo_dir, applied):
     nir = _reflectance(demo_dir, item, "nir", bounds)
     expected = (nir - red) / (nir + red)
     # .npy is the data bands then the mask band (0 where nodata), on the native 10 m grid.
-    assert data.shape == (2, *expected.shape) == (2, 64, 96)
-    valid = data[1] != 0
+    if case == "swath edge":
+        assert data.shape == (2, *expected.shape) == (2, shape[0], shape[1])
+        assert abs(t[0]) == 10
+        # The mask band must see both sides of the edge for the comparison to mean anything.
+        assert np.ma.getmaskarray(expected).any() and not np.ma.getmaskarray(expected).all()
+    else:
+        assert data.shape == (2, *expected.shape) == (2, 64, 96)
+    valid = _valid(data)
     np.testing.assert_array_equal(valid, ~np.ma.getmaskarray(expected))
     np.testing.assert_allclose(data[0][valid], expected.compressed(), rtol=0, atol=1e-6)
 
@@ -100,7 +130,7 @@ def test_harmonize_off_gives_dn_math(client, demo_dir):
         red = src.read(1, window=from_bounds(*bounds, transform=src.transform)).astype(float)
     with rasterio.open(_href(demo_dir, item, "nir")) as src:
         nir = src.read(1, window=from_bounds(*bounds, transform=src.transform)).astype(float)
-    valid = data[1] != 0
+    valid = _valid(data)
     np.testing.assert_allclose(
         data[0][valid], ((nir - red) / (nir + red))[valid], rtol=0, atol=1e-6
     )
@@ -149,17 +179,23 @@ def test_scl_clear_masks_exactly_the_scl_classes(client, demo_dir, demo_settings
     scl10 = np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)[: data.shape[1], : data.shape[2]]
     invalid = np.isin(scl10, demo_settings.scl_mask_classes)
     assert invalid.any() and (~invalid).any()
-    np.testing.assert_array_equal(data[-1] == 0, invalid)
+    np.testing.assert_array_equal(~_valid(data), invalid)
 
-    unmasked = _npy(
+    # Without a mask only nodata is masked; with scl-clear, nodata too (SCL class 0).
+    edge = _swath_edge_item(demo_dir)
+    edge_bounds = ",".join(map(str, _crop_bounds(edge, px=0, size=(256, 256))))
+    with rasterio.open(_href(demo_dir, edge, "red")) as src:
+        nodata = src.read(1) == 0
+    assert nodata.any() and not nodata.all()
+    params = {"assets": "red", "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
+    unmasked = _npy(client.get(f"{ITEMS}/{edge['id']}/bbox/{edge_bounds}.npy", params=params))
+    np.testing.assert_array_equal(~_valid(unmasked), nodata)
+    masked = _npy(
         client.get(
-            f"{ITEMS}/{cloudy['id']}/bbox/{','.join(map(str, bounds))}.npy",
-            params={"assets": "red", "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"},
+            f"{ITEMS}/{edge['id']}/bbox/{edge_bounds}.npy", params={**params, "mask": "scl-clear"}
         )
     )
-    with rasterio.open(_href(demo_dir, cloudy, "red")) as src:
-        nodata = src.read(1) == 0
-    np.testing.assert_array_equal(unmasked[-1] == 0, nodata)
+    assert (~_valid(masked))[nodata].all()
 
 
 def test_tiles_decode_at_requested_size_and_format(client, demo_dir):

@@ -158,6 +158,56 @@ def test_oversize_requests_name_the_limit(client, demo_dir):
     assert r.status_code == 413 and "max_output_pixels" in r.json()["detail"]
 
 
+def _square(lon: float, lat: float, half: float) -> dict:
+    ring = [
+        [lon - half, lat - half],
+        [lon + half, lat - half],
+        [lon + half, lat + half],
+        [lon - half, lat + half],
+        [lon - half, lat - half],
+    ]
+    return {
+        "type": "Feature",
+        "properties": {},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
+
+
+def test_features_and_statistics_without_a_size_are_bounded(client, demo_dir):
+    """A feature read without a size is at native resolution over the feature's bounds.
+
+    One degree square at 10 m is ~90 M pixels (the limit is 16.8 M): refused before reading,
+    whatever part of it the item covers; a field-sized polygon is read.
+    """
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    lon, lat = (item["bbox"][0] + item["bbox"][2]) / 2, (item["bbox"][1] + item["bbox"][3]) / 2
+    huge, field = _square(lon, lat, 0.5), _square(lon, lat, 0.002)
+    cog = next((demo_dir / "cogs").glob("*/B04.tif"))
+    for path, params in [
+        (f"{ITEMS}/{item['id']}/feature.npy", {"assets": "red"}),
+        (f"{ITEMS}/{item['id']}/statistics", {"expression": "(nir-red)/(nir+red)"}),
+        ("/cog/feature.npy", {"url": str(cog)}),
+        ("/cog/statistics", {"url": str(cog)}),
+    ]:
+        r = client.post(path, params=params, json=huge)
+        assert r.status_code == 413, (path, r.status_code, r.text)
+        assert "max_output_pixels" in r.json()["detail"]
+        r = client.post(path, params=params, json=field)
+        assert r.status_code == 200, (path, r.text)
+
+
+def test_asset_statistics_size_is_bounded(client, demo_dir):
+    item = _item_id(demo_dir)
+    r = client.get(f"{ITEMS}/{item}/asset_statistics", params={"assets": "red", "max_size": 10000})
+    assert r.status_code == 413 and "max_output_pixels" in r.json()["detail"]
+    r = client.get(
+        f"{ITEMS}/{item}/asset_statistics", params={"assets": "red", "width": 5000, "height": 5000}
+    )
+    assert r.status_code == 413 and "max_output_pixels" in r.json()["detail"]
+    r = client.get(f"{ITEMS}/{item}/asset_statistics", params={"assets": "red"})
+    assert r.status_code == 200 and set(r.json()) == {"red"}
+
+
 def test_bad_mask_is_rejected(client, demo_dir):
     r = client.get(
         f"{ITEMS}/{_item_id(demo_dir)}/preview.png", params={"assets": "red", "mask": "clouds"}
