@@ -182,12 +182,14 @@ class SafeCOGReader(GTiffReader):
     def feature(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
         """Read a GeoJSON feature; ``expression`` evaluated by ``app.expressions``.
 
-        Without a size, the read is at native resolution over the feature's bounds: that
-        is what is checked against the output limit.
+        Without ``dst_crs`` the pixels are the COG's own, in its CRS (titiler would
+        resample them onto the feature's CRS). Without a size, the read is at native
+        resolution over the feature's bounds: that is what is checked against the limit.
         """
+        shape_crs = kwargs.get("shape_crs") or WGS84
+        kwargs["dst_crs"] = kwargs.get("dst_crs") or self.crs or shape_crs
         width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
         if not (width or height or max_size):
-            shape_crs = kwargs.get("shape_crs") or WGS84
             width, height = _native_pixels(
                 feature_bounds(args[0]), shape_crs, self.crs, min(self.dataset.res)
             )
@@ -589,18 +591,18 @@ class S2STACReader(STACReader):
     ) -> ImageData:
         """Read the pixels of a GeoJSON feature.
 
+        Without ``dst_crs`` the pixels are in the scene's own CRS (its UTM zone), so that
+        statistics of a lon/lat polygon are computed on the native grid, as Sentinel-2
+        statistics should be, not on pixels resampled onto lon/lat (titiler's default).
         Without a size, the read is at the finest native resolution of what is read over
         the feature's bounds: that is what is checked against the output limit.
         """
+        shape_crs = kwargs.get("shape_crs") or WGS84
+        kwargs["dst_crs"] = kwargs.get("dst_crs") or self.crs or shape_crs
         width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
         if not (width or height or max_size):
-            shape_crs = kwargs.get("shape_crs") or WGS84
             width, height = self._native_size(
-                feature_bounds(shape),
-                shape_crs,
-                kwargs.get("dst_crs") or shape_crs,
-                assets,
-                expression,
+                feature_bounds(shape), shape_crs, kwargs["dst_crs"], assets, expression
             )
         check_output_pixels(width, height, max_size, self.max_pixels)
         return self._layer(

@@ -41,8 +41,8 @@ from titiler.core.dependencies import (
 )
 from titiler.core.factory import DEFAULT_TEMPLATES
 from titiler.core.resources.enums import ImageType
-from titiler.core.utils import render_image
 
+from app import rendering
 from app.dependencies import S2LayerParams, mosaic_service
 from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
@@ -347,7 +347,7 @@ def tile(
     assert image is not None
     if post_process:
         image = post_process(image)
-    content, media_type = render_image(
+    content, media_type = rendering.render(
         image, output_format=format, colormap=colormap, **render.as_dict()
     )
     return Response(content, media_type=media_type, headers=_headers(result))
@@ -491,7 +491,7 @@ def bbox_image(
     assert image is not None
     if post_process:
         image = post_process(image)
-    content, media_type = render_image(
+    content, media_type = rendering.render(
         image, output_format=format, colormap=colormap, **render.as_dict()
     )
     headers = _headers(result)

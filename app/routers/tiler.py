@@ -16,6 +16,7 @@ from app.dependencies import (
     catalog_item,
 )
 from app.readers import S2STACReader, SafeCOGReader
+from app.rendering import render
 
 ITEM_PREFIX = "/collections/{collection_id}/items/{item_id}"
 
@@ -26,6 +27,7 @@ def cog_factory() -> TilerFactory:
         reader=SafeCOGReader,
         path_dependency=allowed_url,
         reader_dependency=COGReaderParams,
+        render_func=render,
         router_prefix="/cog",
     )
 
@@ -37,6 +39,7 @@ def stac_factory() -> MultiBaseTilerFactory:
         path_dependency=allowed_url,
         reader_dependency=S2ReaderParams,
         layer_dependency=S2LayerParams,
+        render_func=render,
         router_prefix="/stac",
     )
 
@@ -48,6 +51,7 @@ def item_factory() -> MultiBaseTilerFactory:
         path_dependency=catalog_item,
         reader_dependency=S2ReaderParams,
         layer_dependency=S2LayerParams,
+        render_func=render,
         router_prefix=ITEM_PREFIX,
     )
 
