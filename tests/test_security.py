@@ -673,3 +673,30 @@ def test_invalid_allow_list_entries_are_configuration_errors(prefix: str) -> Non
     with pytest.raises(ValueError, match="allowed source"):
         check_source(COGS + "a.tif", [COGS, prefix], resolver=FakeResolver())
     validate_allowed([COGS, "/data/demo", " ", "s3://sentinel-cogs/"])
+
+
+def test_default_allow_list_is_the_catalog_and_data_folders_and_the_earth_search_bucket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.settings import EARTH_SEARCH_URL, Settings
+
+    for name in [k for k in os.environ if k.startswith("TERRATILER_")]:
+        monkeypatch.delenv(name)
+    catalog, data = tmp_path / "catalog", tmp_path / "data"
+    catalog.mkdir()
+    local = Settings(catalog=str(catalog), data_dir=data)
+    assert local.allowed_prefixes == [str(catalog.resolve()), str(data.resolve()), COGS]
+    remote = Settings(catalog=EARTH_SEARCH_URL, data_dir=data)
+    assert remote.allowed_prefixes == [str(data.resolve()), COGS]
+    # An Earth-Search asset href passes the default list; a sibling bucket does not.
+    href = COGS + "sentinel-s2-l2a-cogs/33/T/WM/2023/6/S2A_33TWM_20230611_0_L2A/B04.tif"
+    assert check_source(href, remote.allowed_prefixes, resolver=FakeResolver()) == href
+    with pytest.raises(ForbiddenError):
+        check_source(
+            "https://sentinel-cogs-private.s3.us-west-2.amazonaws.com/B04.tif",
+            remote.allowed_prefixes,
+            resolver=FakeResolver(),
+        )
+    # Set explicitly (comma-separated in the environment), the list replaces the defaults.
+    monkeypatch.setenv("TERRATILER_ALLOWED_SOURCES", f"{COGS}, {data}")
+    assert Settings(catalog=str(catalog)).allowed_prefixes == [COGS, str(data)]

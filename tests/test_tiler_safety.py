@@ -239,3 +239,17 @@ def test_sources_open_as_geotiff_only(tmp_path):
         GTiffReader(str(vrt))
     with GTiffReader(str(target)) as src:
         assert src.dataset.driver == "GTiff"
+
+
+def test_an_allow_listed_private_address_is_still_refused(demo_settings, listener):
+    """Even when an operator allow-lists a loopback URL, the private-address rule refuses
+    it (unless ``allow_private_sources``): the listening socket receives nothing."""
+    port = listener.getsockname()[1]
+    prefix = f"http://127.0.0.1:{port}/"
+    settings = demo_settings.model_copy(update={"allowed_sources": [prefix]})
+    with TestClient(create_app(settings)) as client:
+        for endpoint in ["/cog/info", "/stac/info"]:
+            r = client.get(endpoint, params={"url": prefix + "item.json"})
+            assert r.status_code == 403, r.text
+            assert "private" in r.json()["detail"] or "loopback" in r.json()["detail"]
+    _assert_no_connection(listener)
