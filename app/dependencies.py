@@ -1,18 +1,29 @@
 """FastAPI dependencies shared by the tiler routers: sources, items, layers, readers."""
 
+import json
 import threading
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pystac
-from fastapi import Path, Query, Request
-from pydantic import AfterValidator
+from fastapi import Depends, Path, Query, Request
+from pydantic import AfterValidator, ValidationError
+from rio_tiler.models import ImageData
 from starlette.datastructures import State
-from titiler.core.dependencies import DefaultDependency, _parse_asset
+from titiler.core.algorithm import BaseAlgorithm
+from titiler.core.algorithm import algorithms as available_algorithms
+from titiler.core.dependencies import (
+    DefaultDependency,
+    HistogramParams,
+    StatisticsParams,
+    _parse_asset,
+)
 
 from app.catalog import Catalog
 from app.db import engine_from_settings
+from app.errors import BadRequestError
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
+from app.request_checks import check_histogram, check_percentiles
 from app.security import check_source
 from app.settings import Settings
 
@@ -136,3 +147,67 @@ class S2LayerParams(DefaultDependency):
             "on for expressions, off for plain assets.",
         ),
     ] = None
+
+
+@dataclass(frozen=True)
+class CheckedAlgorithm:
+    """A titiler algorithm whose failures on the request's image are the request's (400).
+
+    An algorithm gets whatever the request read: hillshade on three bands or a cast of
+    an empty layer fails inside the algorithm, with the caller's choice to blame.
+    """
+
+    name: str
+    algorithm: BaseAlgorithm
+
+    def __call__(self, image: ImageData) -> ImageData:
+        """Apply the algorithm to ``image``."""
+        try:
+            return self.algorithm(image)
+        except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
+            raise BadRequestError(f"algorithm {self.name}: {exc}") from exc
+
+
+def post_process(
+    algorithm: Annotated[
+        Literal[tuple(available_algorithms.list())] | None,
+        Query(description="Algorithm name"),
+    ] = None,
+    algorithm_params: Annotated[
+        str | None,
+        Query(description="The algorithm's parameters, a JSON object"),
+    ] = None,
+) -> CheckedAlgorithm | None:
+    """Post-processing by titiler's ``algorithm`` / ``algorithm_params``; bad input: 400.
+
+    titiler's own dependency passes any JSON value as keyword arguments, so ``null`` or
+    ``[1]`` there is a 500.
+    """
+    if not algorithm:
+        return None
+    try:
+        params: Any = json.loads(algorithm_params) if algorithm_params else {}
+    except ValueError as exc:
+        raise BadRequestError(f"algorithm_params: not JSON ({exc})") from exc
+    if not isinstance(params, dict):
+        raise BadRequestError("algorithm_params: must be a JSON object of parameter names")
+    try:
+        return CheckedAlgorithm(algorithm, available_algorithms.get(algorithm)(**params))
+    except (ValidationError, TypeError) as exc:
+        raise BadRequestError(f"algorithm_params: {exc}") from exc
+
+
+def histogram_params(
+    request: Request, params: Annotated[HistogramParams, Depends(HistogramParams)]
+) -> HistogramParams:
+    """The ``histogram_bins`` / ``histogram_range`` of titiler, checked (400) and bounded."""
+    check_histogram(params.bins, params.range, get_settings(request).max_histogram_bins)
+    return params
+
+
+def statistics_params(
+    params: Annotated[StatisticsParams, Depends(StatisticsParams)],
+) -> StatisticsParams:
+    """The ``categorical`` / ``c`` / ``p`` statistics options of titiler, checked (400)."""
+    check_percentiles(params.percentiles)
+    return params

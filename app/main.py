@@ -6,6 +6,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from morecantile.errors import MorecantileError
 from rasterio.errors import RasterioError, RasterioIOError
 from rio_tiler.errors import InvalidAssetName, RioTilerError
 from starlette import status
@@ -19,7 +20,12 @@ from app.db import engine_from_settings
 from app.errors import TerratilerError
 from app.gdal_env import configure_gdal
 from app.metrics import Metrics, MetricsMiddleware
-from app.middleware import PresetMiddleware, SearchDefaultsMiddleware, TileScaleMiddleware
+from app.middleware import (
+    PresetMiddleware,
+    SearchDefaultsMiddleware,
+    TileScaleMiddleware,
+    ZoomRangeMiddleware,
+)
 from app.rendering import configure_rendering
 from app.security import validate_allowed
 from app.settings import Settings
@@ -32,6 +38,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 STATUS_CODES = {
     **DEFAULT_STATUS_CODES,
     InvalidAssetName: status.HTTP_400_BAD_REQUEST,
+    # A zoom level or tile the tile matrix set does not have (minzoom=-3, z=64 ...).
+    MorecantileError: status.HTTP_400_BAD_REQUEST,
     RasterioIOError: status.HTTP_502_BAD_GATEWAY,
     RasterioError: status.HTTP_502_BAD_GATEWAY,
 }
@@ -42,8 +50,17 @@ def _terratiler_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
 
 
+def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # Python's own overflow (int(inf), 2**z as a float ...): only absurd numbers in a
+    # request (zoom 10**16, a bbox of 1e300) get there.
+    return JSONResponse(
+        {"detail": f"a number in the request is out of range ({exc})"},
+        status_code=status.HTTP_400_BAD_REQUEST,
+    )
+
+
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error on %s", request.url.path)
+    logger.error("unhandled error on %s", request.url.path, exc_info=exc)
     return JSONResponse(
         {"detail": f"internal error: {type(exc).__name__}"},
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
@@ -76,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_exception_handlers(app, STATUS_CODES)
     app.add_exception_handler(RioTilerError, _rio_tiler_error)
     app.add_exception_handler(TerratilerError, _terratiler_error)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected_error)
 
     from app.routers import batch as batch_router
@@ -129,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added after (so runs before) presets: a default preset is then expanded.
     app.add_middleware(SearchDefaultsMiddleware)
     app.add_middleware(TileScaleMiddleware)
+    app.add_middleware(ZoomRangeMiddleware)
     return app
 
 

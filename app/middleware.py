@@ -4,17 +4,21 @@
   (assets or expression, rescale, colormap, harmonize); parameters the caller gave win.
 - ``TileScaleMiddleware``: ``.../tiles/{tms}/{z}/{x}/{y}@2x.png`` (the TiTiler 0.x / Leaflet
   retina form) becomes ``.../tiles/{tms}/{z}/{x}/{y}.png?tilesize=512``.
+- ``ZoomRangeMiddleware``: ``minzoom`` / ``maxzoom`` outside every tile matrix set's zoom
+  levels are a 400 before a route loops over them (titiler builds one tile matrix per
+  level: ``maxzoom=1000`` was seconds of CPU, then an overflow).
 - ``SearchDefaultsMiddleware``: a request for a registered search's tiles, TileJSON, map,
   crops, points or statistics gets the search's ``metadata.defaults`` for the parameters
   it does not give (``app.mosaic.with_defaults``), before presets are expanded.
 
-Both work on the raw scope so that titiler's factories, and their OpenAPI, stay as they are.
+They work on the raw scope so that titiler's factories, and their OpenAPI, stay as they are.
 """
 
 import json
 import re
 from urllib.parse import parse_qsl, urlencode
 
+import morecantile
 from anyio import to_thread
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,6 +35,14 @@ TILE_SIZE = 256
 _SEARCH_LAYER = re.compile(
     r"^/searches/(?P<id>[^/]+)/(tiles/|bbox/|point/|statistics$|[^/]+/(tilejson\.json|map\.html)$)"
 )
+
+
+# The zoom levels of the tile matrix sets the service knows (morecantile's: -10..28).
+ZOOM_LEVELS = range(
+    min(morecantile.tms.get(name).minzoom for name in morecantile.tms.list()),
+    max(morecantile.tms.get(name).maxzoom for name in morecantile.tms.list()) + 1,
+)
+_ZOOM_PARAMETERS = ("minzoom", "maxzoom")
 
 
 def _preset_params(name: str, given: set[str]) -> list[tuple[str, str]]:
@@ -119,4 +131,28 @@ class SearchDefaultsMiddleware:
                 query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
                 scope = dict(scope)
                 scope["query_string"] = urlencode(with_defaults(query, defaults)).encode("latin-1")
+        await self.app(scope, receive, send)
+
+
+class ZoomRangeMiddleware:
+    """Refuse ``minzoom`` / ``maxzoom`` query values outside ``ZOOM_LEVELS`` (400)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer 400 when a zoom parameter is outside every tile matrix set."""
+        if scope["type"] == "http" and b"zoom=" in scope["query_string"]:
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            for key, value in query:
+                if key in _ZOOM_PARAMETERS and value.lstrip("-").isdigit():
+                    if int(value) not in ZOOM_LEVELS:
+                        detail = (
+                            f"{key}: {value} is not a zoom level of any tile matrix set "
+                            f"({ZOOM_LEVELS.start}..{ZOOM_LEVELS.stop - 1})"
+                        )
+                        await JSONResponse({"detail": detail}, status_code=400)(
+                            scope, receive, send
+                        )
+                        return
         await self.app(scope, receive, send)

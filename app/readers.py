@@ -10,6 +10,7 @@ into nodata, SCL being read nearest-neighbour onto the bands' grid.
 ``b1``-style band math on a single COG.
 """
 
+import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -19,7 +20,6 @@ import attr
 import numpy as np
 import pystac
 from rasterio.crs import CRS
-from rasterio.features import bounds as feature_bounds
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
@@ -28,8 +28,18 @@ from rio_tiler.models import BandStatistics, ImageData, PointData
 
 from app import reprojection, sentinel2
 from app.datasets import dataset_pool, is_remote, reader_executor
-from app.errors import BadRequestError, TooLargeError
+from app.errors import BadRequestError
 from app.expressions import Expression, parse_expression
+from app.request_checks import (
+    check_bbox,
+    check_indexes,
+    check_nodata,
+    check_output_pixels,
+    check_point,
+    check_tile,
+    check_tile_size,
+    shape_bounds,
+)
 from app.security import check_source
 
 # rio-tiler recomputes a dataset's whole reprojected grid for every tile: cache it.
@@ -50,35 +60,31 @@ def _masked(values: np.ndarray, invalid: np.ndarray) -> np.ma.MaskedArray:
     return np.ma.MaskedArray(values, mask=np.ma.getmaskarray(values) | invalid)
 
 
-def check_output_pixels(
-    width: int | None, height: int | None, max_size: int | None, limit: int | None
-) -> None:
-    """Refuse an output over ``limit`` pixels (413 naming the limit)."""
-    if limit is None:
-        return
-    if width and height:
-        pixels = width * height
-    elif max_size:
-        pixels = max_size * max_size
-    else:
-        return
-    if pixels > limit:
-        raise TooLargeError(
-            f"output of {pixels} pixels is over the limit max_output_pixels={limit}; "
-            "ask for a smaller area or size"
-        )
-
-
-def check_tile_size(tilesize: int | None, limit: int | None) -> None:
-    """Refuse a tile larger than ``limit`` pixels a side (413 naming the limit)."""
-    if limit is not None and tilesize and tilesize > limit:
-        raise TooLargeError(f"tile size {tilesize} is over the limit max_tile_size={limit}")
+def _bounds_in(bbox, bounds_crs: CRS, crs: CRS) -> tuple[float, float, float, float]:
+    """``bbox`` (in ``bounds_crs``) in ``crs``; a 400 when it has no extent there."""
+    bounds = transform_bounds(bounds_crs, crs, *bbox, densify_pts=21)
+    minx, miny, maxx, maxy = bounds
+    if not all(math.isfinite(v) for v in bounds) or minx >= maxx or miny >= maxy:
+        # PROJ answers inf for what has no place in the target CRS (a bbox of a whole
+        # hemisphere in a UTM zone).
+        raise BadRequestError(f"bbox: {list(bbox)} has no extent in the CRS {crs}")
+    return bounds
 
 
 def _native_pixels(bbox, bounds_crs: CRS, crs: CRS, resolution: float) -> tuple[int, int]:
     """Width/height of ``bbox`` (in ``bounds_crs``) on a grid of ``resolution`` in ``crs``."""
-    minx, miny, maxx, maxy = transform_bounds(bounds_crs, crs, *bbox, densify_pts=21)
+    minx, miny, maxx, maxy = _bounds_in(bbox, bounds_crs, crs)
     return max(1, round((maxx - minx) / resolution)), max(1, round((maxy - miny) / resolution))
+
+
+def _aspect(bbox, bounds_crs: CRS, crs: CRS) -> Callable[[], float]:
+    """Height / width of ``bbox`` laid out in ``crs``, computed when asked."""
+
+    def aspect() -> float:
+        minx, miny, maxx, maxy = _bounds_in(bbox, bounds_crs, crs)
+        return (maxy - miny) / (maxx - minx)
+
+    return aspect
 
 
 def _nearest(kwargs: dict[str, Any]) -> bool:
@@ -115,6 +121,23 @@ class GTiffReader(Reader):
         """Close, telling the pool whether the reads failed."""
         self._ctx_stack.__exit__(exc_type, exc_value, traceback)
 
+    # Every read of one GeoTIFF (tiles and features go through part, statistics through
+    # preview) checks the options that must fit the data type.
+    def part(self, *args: Any, **kwargs: Any) -> ImageData:
+        """Read a bbox (rio-tiler's ``Reader.part``)."""
+        check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
+        return super().part(*args, **kwargs)
+
+    def preview(self, *args: Any, **kwargs: Any) -> ImageData:
+        """Read a decimated view (rio-tiler's ``Reader.preview``)."""
+        check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
+        return super().preview(*args, **kwargs)
+
+    def point(self, *args: Any, **kwargs: Any) -> PointData:
+        """Read a point (rio-tiler's ``Reader.point``)."""
+        check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
+        return super().point(*args, **kwargs)
+
 
 @attr.s
 class SafeCOGReader(GTiffReader):
@@ -126,6 +149,7 @@ class SafeCOGReader(GTiffReader):
     def _with_expression(
         self, read: Callable[..., Layer], expression: str | None, **kwargs: Any
     ) -> Layer:
+        check_indexes(kwargs.get("indexes"), self.dataset.count)
         if not expression:
             return read(**kwargs)
         expr = parse_expression(expression)
@@ -148,6 +172,7 @@ class SafeCOGReader(GTiffReader):
 
     def tile(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
         """Read a map tile; ``expression`` evaluated by ``app.expressions``."""
+        check_tile(self.tms, *args[:3])
         check_tile_size(kwargs.get("tilesize"), self.max_tile_size)
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).tile(*args, **kw), expression, **kwargs
@@ -155,11 +180,13 @@ class SafeCOGReader(GTiffReader):
 
     def part(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
         """Read a bbox; ``expression`` evaluated by ``app.expressions``."""
+        bounds_crs = kwargs.get("bounds_crs") or WGS84
+        check_bbox(args[0], bounds_crs)
         width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
         if not (width or height or max_size):
-            bounds_crs = kwargs.get("bounds_crs") or WGS84
             width, height = _native_pixels(args[0], bounds_crs, self.crs, min(self.dataset.res))
-        check_output_pixels(width, height, max_size, self.max_pixels)
+        aspect = _aspect(args[0], bounds_crs, kwargs.get("dst_crs") or bounds_crs)
+        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).part(*args, **kw), expression, **kwargs
         )
@@ -167,7 +194,11 @@ class SafeCOGReader(GTiffReader):
     def preview(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
         """Read a decimated preview; ``expression`` evaluated by ``app.expressions``."""
         check_output_pixels(
-            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
+            kwargs.get("width"),
+            kwargs.get("height"),
+            kwargs.get("max_size"),
+            self.max_pixels,
+            lambda: self.dataset.height / self.dataset.width,
         )
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).preview(*args, **kw), expression, **kwargs
@@ -175,6 +206,7 @@ class SafeCOGReader(GTiffReader):
 
     def point(self, *args: Any, expression: str | None = None, **kwargs: Any) -> PointData:
         """Read a point; ``expression`` evaluated by ``app.expressions``."""
+        check_point(args[0], args[1], kwargs.get("coord_crs") or WGS84)
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).point(*args, **kw), expression, **kwargs
         )
@@ -187,13 +219,13 @@ class SafeCOGReader(GTiffReader):
         resolution over the feature's bounds: that is what is checked against the limit.
         """
         shape_crs = kwargs.get("shape_crs") or WGS84
+        bounds = shape_bounds(args[0], shape_crs)
         kwargs["dst_crs"] = kwargs.get("dst_crs") or self.crs or shape_crs
         width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
         if not (width or height or max_size):
-            width, height = _native_pixels(
-                feature_bounds(args[0]), shape_crs, self.crs, min(self.dataset.res)
-            )
-        check_output_pixels(width, height, max_size, self.max_pixels)
+            width, height = _native_pixels(bounds, shape_crs, self.crs, min(self.dataset.res))
+        aspect = _aspect(bounds, shape_crs, kwargs["dst_crs"])
+        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._with_expression(
             lambda **kw: super(SafeCOGReader, self).feature(*args, **kw), expression, **kwargs
         )
@@ -485,6 +517,7 @@ class S2STACReader(STACReader):
         **kwargs: Any,
     ) -> ImageData:
         """Read a map tile (see the class docstring for the Sentinel-2 options)."""
+        check_tile(self.tms, tile_x, tile_y, tile_z)
         check_tile_size(kwargs.get("tilesize"), self.max_tile_size)
         return self._layer(
             lambda **kw: super(S2STACReader, self).tile(tile_x, tile_y, tile_z, **kw),
@@ -512,10 +545,12 @@ class S2STACReader(STACReader):
         **kwargs: Any,
     ) -> ImageData:
         """Read a bbox. Without a size, at the finest native resolution of what is read."""
+        check_bbox(bbox, bounds_crs)
         dst_crs = dst_crs or bounds_crs
         if not (max_size or height or width):
             width, height = self._native_size(bbox, bounds_crs, dst_crs, assets, expression)
-        check_output_pixels(width, height, max_size, self.max_pixels)
+        aspect = _aspect(bbox, bounds_crs, dst_crs)
+        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._layer(
             lambda **kw: super(S2STACReader, self).part(
                 bbox,
@@ -545,7 +580,11 @@ class S2STACReader(STACReader):
     ) -> ImageData:
         """Read a decimated view of the whole item."""
         check_output_pixels(
-            kwargs.get("width"), kwargs.get("height"), kwargs.get("max_size"), self.max_pixels
+            kwargs.get("width"),
+            kwargs.get("height"),
+            kwargs.get("max_size"),
+            self.max_pixels,
+            self._aspect,
         )
         return self._layer(
             lambda **kw: super(S2STACReader, self).preview(**kw),
@@ -569,6 +608,7 @@ class S2STACReader(STACReader):
         **kwargs: Any,
     ) -> PointData:
         """Read the values at a point."""
+        check_point(lon, lat, kwargs.get("coord_crs") or WGS84)
         return self._layer(
             lambda **kw: super(S2STACReader, self).point(lon, lat, **kw),
             assets,
@@ -598,13 +638,15 @@ class S2STACReader(STACReader):
         the feature's bounds: that is what is checked against the output limit.
         """
         shape_crs = kwargs.get("shape_crs") or WGS84
+        bounds = shape_bounds(shape, shape_crs)
         kwargs["dst_crs"] = kwargs.get("dst_crs") or self.crs or shape_crs
         width, height, max_size = (kwargs.get(k) for k in ("width", "height", "max_size"))
         if not (width or height or max_size):
             width, height = self._native_size(
-                feature_bounds(shape), shape_crs, kwargs["dst_crs"], assets, expression
+                bounds, shape_crs, kwargs["dst_crs"], assets, expression
             )
-        check_output_pixels(width, height, max_size, self.max_pixels)
+        aspect = _aspect(bounds, shape_crs, kwargs["dst_crs"])
+        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._layer(
             lambda **kw: super(S2STACReader, self).feature(shape, **kw),
             assets,
@@ -622,10 +664,15 @@ class S2STACReader(STACReader):
             kwargs.get("height"),
             kwargs.get("max_size", STATISTICS_MAX_SIZE),
             self.max_pixels,
+            self._aspect,
         )
         return super().statistics(*args, **kwargs)
 
     # --- sizes and limits ---------------------------------------------------------------
+
+    def _aspect(self) -> float:
+        """Height / width of the item's grid (square when its items do not say)."""
+        return self.height / self.width if self.height and self.width else 1.0
 
     def _native_size(
         self,

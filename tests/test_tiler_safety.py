@@ -253,3 +253,116 @@ def test_an_allow_listed_private_address_is_still_refused(demo_settings, listene
             assert r.status_code == 403, r.text
             assert "private" in r.json()["detail"] or "loopback" in r.json()["detail"]
     _assert_no_connection(listener)
+
+
+# Inputs a property-based sweep of the OpenAPI (schemathesis, not_a_server_error) found
+# reaching GDAL, PROJ, numpy or titiler's algorithms as 500s; each must be a 4xx that says
+# which parameter is wrong.
+def _bad_requests(item_id: str, cog: str, item_json: str) -> list[tuple[str, str, dict, object]]:
+    item = f"{ITEMS}/{item_id}"
+    null_geometry = {"type": "Feature", "geometry": None, "properties": {}}
+    point = {
+        "type": "Feature",
+        "properties": {},
+        "geometry": {"type": "Point", "coordinates": [16, 46]},
+    }
+    return [
+        # zero-area and inverted bboxes: "Cannot invert geotransform" in GDAL
+        ("GET", f"{item}/bbox/0,0,0,0.png", {"assets": "red"}, "bbox"),
+        ("GET", "/cog/bbox/16.1,46.7,16.0,46.6.png", {"url": cog}, "bbox"),
+        # non-positive sizes (max_size=0 would mean "full resolution" to rio-tiler)
+        ("GET", f"{item}/preview.png", {"assets": "red", "max_size": 0}, "max_size"),
+        ("GET", "/stac/preview/-5x10.png", {"url": item_json, "assets": "red"}, "width"),
+        (
+            "GET",
+            f"{item}/tiles/WebMercatorQuad/13/4462/2906.png",
+            {"assets": "red", "tilesize": 0},
+            "tilesize",
+        ),
+        # a point that is nowhere: PROJ "Invalid latitude"
+        ("GET", "/cog/point/0.0,1.85e189", {"url": cog}, "point"),
+        ("GET", f"{item}/point/16.1,95", {"assets": "red"}, "point"),
+        # nodata the data type cannot hold: numpy "Cannot convert fill_value nan to uint16"
+        ("GET", "/cog/preview.png", {"url": cog, "nodata": "nan"}, "nodata"),
+        ("GET", f"{item}/preview.png", {"assets": "red", "nodata": "-1"}, "nodata"),
+        # band indexes the COG does not have
+        ("GET", "/cog/preview.png", {"url": cog, "bidx": 7}, "bidx"),
+        # titiler algorithms with parameters that are not an object, or wrong
+        (
+            "GET",
+            f"{item}/preview.png",
+            {"assets": "red", "algorithm": "max", "algorithm_params": "null"},
+            "algorithm_params",
+        ),
+        (
+            "GET",
+            f"{item}/preview.png",
+            {"assets": "red", "algorithm": "hillshade", "algorithm_params": '{"azimuth": "east"}'},
+            "algorithm_params",
+        ),
+        (
+            "GET",
+            f"{item}/preview.png",
+            {"assets": "red", "algorithm": "max", "algorithm_params": "{"},
+            "algorithm_params",
+        ),
+        # zoom levels a tile matrix set does not have, or absurd
+        (
+            "GET",
+            f"{item}/tiles/WGS1984Quad/16138/3240749141/24697804.png",
+            {"assets": "red"},
+            "out of range",
+        ),
+        # (titiler builds a tile matrix for every level up to maxzoom: seconds of CPU)
+        (
+            "GET",
+            "/stac/tiles/WGS1984Quad",
+            {"url": item_json, "maxzoom": 25804260118586612},
+            "maxzoom",
+        ),
+        ("GET", f"{item}/tiles/CDB1GlobalGrid", {"minzoom": -13668140}, "minzoom"),
+        ("GET", f"{item}/WebMercatorQuad/tilejson.json", {"maxzoom": 1000}, "maxzoom"),
+        ("GET", f"{item}/tiles/CDB1GlobalGrid", {"maxzoom": 22}, "TileMatrix not found"),
+        # a bbox that is nowhere on Earth: inf in the scene's CRS
+        ("GET", "/cog/bbox/-7.3e19,2.8e16,-1.6e16,4.2e16.png", {"url": cog}, "bbox"),
+        # histograms numpy refuses, or too many bins
+        ("GET", "/cog/statistics", {"url": cog, "histogram_bins": "0"}, "histogram_bins"),
+        (
+            "GET",
+            f"{item}/statistics",
+            {"assets": "red", "histogram_bins": "10000000"},
+            "max_histogram_bins",
+        ),
+        ("GET", "/cog/statistics", {"url": cog, "histogram_bins": "5,3,9"}, "histogram_bins"),
+        ("GET", "/cog/statistics", {"url": cog, "histogram_range": "10,1"}, "histogram_range"),
+        # one side given, the other derived: 118152 x 118152 px (26 GiB)
+        ("GET", "/cog/preview.png", {"url": cog, "width": 118152}, "max_output_pixels"),
+        (
+            "GET",
+            f"{item}/bbox/16.0,46.6,16.2,46.7.png",
+            {"assets": "red", "height": 9000},
+            "max_output_pixels",
+        ),
+        # percentiles are 0..100
+        ("GET", "/cog/statistics", {"url": cog, "p": [50, 322856]}, "percentiles"),
+        # a row the level does not have
+        ("GET", "/cog/tiles/GNOSISGlobalGrid/3/1/72", {"url": cog}, "not in GNOSISGlobalGrid"),
+        # features without a polygon
+        ("POST", f"{item}/feature.png", {"assets": "red"}, null_geometry),
+        ("POST", "/cog/feature.png", {"url": cog}, point),
+        ("POST", f"{item}/statistics", {"assets": "red"}, null_geometry),
+    ]
+
+
+def test_bad_input_is_a_4xx_naming_what_is_wrong(client, demo_dir):
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    cog = str(next((demo_dir / "cogs").glob("*/B04.tif")))
+    item_json = str(next((demo_dir / "items").glob("*.json")))
+    for method, path, params, expected in _bad_requests(item["id"], cog, item_json):
+        if method == "POST":
+            r = client.post(path, params=params, json=expected)
+            expected = "feature"
+        else:
+            r = client.get(path, params=params)
+        assert 400 <= r.status_code < 500, (path, params, r.status_code, r.text)
+        assert expected in r.text, (path, params, r.text)  # 422s list the field

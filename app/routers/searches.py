@@ -26,24 +26,27 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from geojson_pydantic import Feature, FeatureCollection
 from pydantic import Field
 from rio_tiler.constants import WGS84_CRS
-from titiler.core.algorithm import algorithms as available_algorithms
 from titiler.core.dependencies import (
     ColorMapParams,
     CoordCRSParams,
     CoverScaleParams,
     DatasetParams,
     DstCRSParams,
-    HistogramParams,
     ImageRenderingParams,
     PartFeatureParams,
-    StatisticsParams,
     TileParams,
 )
 from titiler.core.factory import DEFAULT_TEMPLATES
 from titiler.core.resources.enums import ImageType
 
 from app import rendering
-from app.dependencies import S2LayerParams, mosaic_service
+from app.dependencies import (
+    S2LayerParams,
+    histogram_params,
+    mosaic_service,
+    post_process,
+    statistics_params,
+)
 from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 
@@ -327,7 +330,7 @@ def tile(
     dataset=Depends(DatasetParams),
     tile_params=Depends(TileParams),
     mosaic=Depends(mosaic_params),
-    post_process=Depends(available_algorithms.dependency),
+    post_process=Depends(post_process),
     colormap=Depends(ColorMapParams),
     render=Depends(ImageRenderingParams),
 ) -> Response:
@@ -371,7 +374,7 @@ def tilejson(
     dataset=Depends(DatasetParams),
     tile_params=Depends(TileParams),
     mosaic=Depends(mosaic_params),
-    post_process=Depends(available_algorithms.dependency),
+    post_process=Depends(post_process),
     colormap=Depends(ColorMapParams),
     render=Depends(ImageRenderingParams),
 ) -> JSONResponse:
@@ -471,7 +474,7 @@ def bbox_image(
     layer=Depends(S2LayerParams),
     dataset=Depends(DatasetParams),
     mosaic=Depends(mosaic_params),
-    post_process=Depends(available_algorithms.dependency),
+    post_process=Depends(post_process),
     colormap=Depends(ColorMapParams),
     render=Depends(ImageRenderingParams),
 ) -> Response:
@@ -552,10 +555,10 @@ def statistics(
     dataset=Depends(DatasetParams),
     image_params=Depends(PartFeatureParams),
     mosaic=Depends(mosaic_params),
-    post_process=Depends(available_algorithms.dependency),
+    post_process=Depends(post_process),
     cover_scale=Depends(CoverScaleParams),
-    stats_params=Depends(StatisticsParams),
-    histogram_params=Depends(HistogramParams),
+    stats_params=Depends(statistics_params),
+    histogram_params=Depends(histogram_params),
 ) -> JSONResponse:
     """Per-feature statistics of the mosaic, coverage-weighted, on the scenes' native grid.
 

@@ -14,11 +14,23 @@ from app.dependencies import (
     S2ReaderParams,
     allowed_url,
     catalog_item,
+    histogram_params,
+    post_process,
+    statistics_params,
 )
 from app.readers import S2STACReader, SafeCOGReader
 from app.rendering import render
 
 ITEM_PREFIX = "/collections/{collection_id}/items/{item_id}"
+
+# What every factory takes from terratiler instead of titiler: registered media types and
+# post-processing, histogram and statistics options checked before they reach numpy.
+SHARED_OPTIONS = {
+    "render_func": render,
+    "process_dependency": post_process,
+    "histogram_dependency": histogram_params,
+    "stats_dependency": statistics_params,
+}
 
 
 def cog_factory() -> TilerFactory:
@@ -27,7 +39,7 @@ def cog_factory() -> TilerFactory:
         reader=SafeCOGReader,
         path_dependency=allowed_url,
         reader_dependency=COGReaderParams,
-        render_func=render,
+        **SHARED_OPTIONS,
         router_prefix="/cog",
     )
 
@@ -39,7 +51,7 @@ def stac_factory() -> MultiBaseTilerFactory:
         path_dependency=allowed_url,
         reader_dependency=S2ReaderParams,
         layer_dependency=S2LayerParams,
-        render_func=render,
+        **SHARED_OPTIONS,
         router_prefix="/stac",
     )
 
@@ -51,7 +63,7 @@ def item_factory() -> MultiBaseTilerFactory:
         path_dependency=catalog_item,
         reader_dependency=S2ReaderParams,
         layer_dependency=S2LayerParams,
-        render_func=render,
+        **SHARED_OPTIONS,
         router_prefix=ITEM_PREFIX,
     )
 
