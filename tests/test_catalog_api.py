@@ -632,6 +632,8 @@ POST_SEARCH_ERRORS = [
     ({"query": []}, "query"),
     ({"filter": {"op": "nope", "args": []}}, "filter"),
     ({"filter": "eo:cloud_cover <", "filter-lang": "cql2-text"}, "filter"),
+    ({"filter": "eo:cloud_cover < 5", "filter-crs": {}}, "filter-crs"),
+    ({"filter": "eo:cloud_cover < 5", "filter-lang": {}}, "filter-lang"),
     ({"sortby": [{"field": "eo:cloud_cover", "direction": "sideways"}]}, "sortby"),
     ({"limit": "many"}, "limit"),
     ({"limit": 5000}, "limit"),

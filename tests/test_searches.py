@@ -604,3 +604,14 @@ def test_openapi_lists_the_search_endpoints(client):
     ):
         assert path in paths, path
     assert json.dumps(paths)  # serializable
+
+
+def test_a_tile_with_no_lon_lat_extent_is_404(client):
+    """Far outside its projection's domain a TMS tile folds over in lon/lat (CanadianNAD83_LCC
+    7/1/1: top below bottom); GDAL refused to transform it (a 500 before)."""
+    search = _register(client, {"bbox": [16.05, 46.6, 16.15, 46.7]})["id"]
+    r = client.get(
+        f"/searches/{search}/tiles/CanadianNAD83_LCC/7/1/1.png", params={"assets": "red"}
+    )
+    assert r.status_code == 404, r.text
+    assert "no extent" in r.json()["detail"]

@@ -367,7 +367,7 @@ def _filter(value: Any, lang: str | None, crs: Any = None) -> dict[str, Any] | N
         raise BadRequestError(
             f"filter-lang: must be one of {', '.join(FILTER_LANGS)}, got '{lang}'"
         )
-    if crs is not None and crs not in _CRS84_ALIASES:
+    if crs is not None and (not isinstance(crs, str) or crs not in _CRS84_ALIASES):
         raise BadRequestError(f"filter-crs: only {CRS84} is supported, got '{crs}'")
     if value is None or (isinstance(value, str) and not value.strip()):
         return None

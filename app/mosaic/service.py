@@ -540,12 +540,16 @@ class MosaicService:
         tile = morecantile.Tile(x, y, z)
         if not tms.is_valid(tile):
             raise NotFoundError(f"tile {tms.id}/{z}/{x}/{y} does not exist")
+        what = f"tile {tms.id}/{z}/{x}/{y}"
         bounds = tms.bounds(tile)
+        if not (bounds.left < bounds.right and bounds.bottom < bounds.top):
+            # Far outside a projection's domain, a tile's lon/lat corners come back
+            # folded over (CanadianNAD83_LCC 7/1/1: top below bottom).
+            raise NotFoundError(f"{what} has no extent in longitude/latitude")
         if tms.rasterio_geographic_crs != WGS84_CRS:
             bounds = transform_bounds(tms.rasterio_geographic_crs, WGS84_CRS, *bounds)
         request = shapely.box(*bounds)
         items = index.intersecting(request, order)
-        what = f"tile {tms.id}/{z}/{x}/{y}"
         if not items:
             raise NotFoundError(f"{what} is outside search '{search_id}' (no item there)")
         options = dict(options or {})
