@@ -367,7 +367,11 @@ def parse_expression(
         if nodes > max_nodes:
             raise _fail(f"too complex (more than {max_nodes} nodes)")
         trees.append(tree.body)
-    return _build(tuple(trees))
+    expression = _build(tuple(trees))
+    if not expression.names:
+        # Band math reads what it names: a constant has no grid, no size, nothing to read.
+        raise _fail(f"'{text}' names no band or asset to read")
+    return expression
 
 
 def resolve_names(expression: Expression, resolver: Callable[[str], str | None]) -> Expression:

@@ -59,7 +59,7 @@ ARRAYS = {"red": RED, "nir": NIR, "green": GREEN}
         ("floor(nir * 10) + ceil(red * 10) + round(green * 10)",
          lambda: np.floor(NIR * 10) + np.ceil(RED * 10) + np.round(GREEN * 10)),
         ("1e-3 * nir + 10", lambda: 1e-3 * NIR + 10),
-        ("3", lambda: np.full_like(RED, 3.0)),
+        ("red * 0 + 3", lambda: np.full_like(RED, 3.0)),
     ],
 )  # fmt: skip
 def test_single_output_equals_numpy(text: str, expected: Callable[[], np.ndarray]) -> None:
@@ -206,6 +206,8 @@ def test_inputs_of_different_shapes_are_a_programming_error() -> None:
         ("await red", "expression: unsupported syntax 'Await'"),
         ("yield red", "expression: invalid syntax"),
         ("1" * 30 + " * red", "expression: number too large"),
+        ("4", "expression: '4' names no band or asset to read"),
+        ("2 * 3; 1", "expression: '2 * 3; 1' names no band or asset to read"),
     ],
 )
 def test_refused_expressions(text: str, message: str) -> None:

@@ -347,6 +347,9 @@ def _bad_requests(item_id: str, cog: str, item_json: str) -> list[tuple[str, str
         ("GET", "/cog/statistics", {"url": cog, "p": [50, 322856]}, "percentiles"),
         # a row the level does not have
         ("GET", "/cog/tiles/GNOSISGlobalGrid/3/1/72", {"url": cog}, "not in GNOSISGlobalGrid"),
+        # band math that names nothing to read (a constant has no grid)
+        ("GET", f"{item}/point/16.1,46.65", {"expression": "4"}, "names no band"),
+        ("GET", "/cog/preview.png", {"url": cog, "expression": "2*3"}, "names no band"),
         # features without a polygon
         ("POST", f"{item}/feature.png", {"assets": "red"}, null_geometry),
         ("POST", "/cog/feature.png", {"url": cog}, point),
