@@ -584,7 +584,7 @@ class S2STACReader(STACReader):
             kwargs.get("height"),
             kwargs.get("max_size"),
             self.max_pixels,
-            self._aspect,
+            self._grid_aspect,
         )
         return self._layer(
             lambda **kw: super(S2STACReader, self).preview(**kw),
@@ -664,13 +664,13 @@ class S2STACReader(STACReader):
             kwargs.get("height"),
             kwargs.get("max_size", STATISTICS_MAX_SIZE),
             self.max_pixels,
-            self._aspect,
+            self._grid_aspect,
         )
         return super().statistics(*args, **kwargs)
 
     # --- sizes and limits ---------------------------------------------------------------
 
-    def _aspect(self) -> float:
+    def _grid_aspect(self) -> float:
         """Height / width of the item's grid (square when its items do not say)."""
         return self.height / self.width if self.height and self.width else 1.0
 

@@ -186,11 +186,13 @@ def check_histogram(
 
 
 def check_tile(tms: morecantile.TileMatrixSet, x: int, y: int, z: int) -> None:
-    """A 404 for a tile its tile matrix does not have (row 72 of a 16-row level)."""
-    try:
-        tms.xy_bounds(morecantile.Tile(x, y, z))
-    except ValueError as exc:  # morecantile's "Row 72 is greater than the TileMatrix height"
-        raise NotFoundError(f"tile {z}/{x}/{y} is not in {tms.id}: {exc}") from exc
+    """A 404 for a tile its tile matrix does not have (row 72 of a 16-row level).
+
+    Zooms past the set's last level stay allowed where morecantile can extend it (as
+    rio-tiler does), not for sets with variable matrix widths.
+    """
+    if not tms.is_valid(morecantile.Tile(x, y, z), strict=False):
+        raise NotFoundError(f"tile {z}/{x}/{y} is not in {tms.id}")
 
 
 def check_percentiles(percentiles: Sequence[float] | None) -> None:

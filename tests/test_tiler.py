@@ -1,9 +1,9 @@
 """Tiles, crops, points and band math of catalog items, STAC items and COGs."""
 
 import io
-import json
 from pathlib import Path
 
+import demo_reads as demo
 import numpy as np
 import pytest
 import rasterio
@@ -16,33 +16,19 @@ ITEMS = "/collections/sentinel-2-l2a/items"
 NDVI = "(nir-red)/(nir+red)"
 
 
-def _items(demo_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((demo_dir / "items").glob("*.json"))]
-
-
-def _href(demo_dir: Path, item: dict, asset: str) -> Path:
-    return (demo_dir / "items" / item["assets"][asset]["href"]).resolve()
-
-
-def _scale_offset(item: dict, asset: str) -> tuple[float, float]:
-    """Earth-Search's rule, written independently of app.sentinel2: the DN of an item with
-    ``earthsearch:boa_offset_applied`` no longer carry +1000, whatever raster:bands says."""
-    band = item["assets"][asset]["raster:bands"][0]
-    applied = item["properties"]["earthsearch:boa_offset_applied"]
-    return band["scale"], 0.0 if applied else band["offset"]
-
-
 def _reflectance(demo_dir: Path, item: dict, asset: str, bounds) -> np.ma.MaskedArray:
     """Independent harmonized read: a rasterio window, DN * scale + offset."""
-    scale, offset = _scale_offset(item, asset)
-    with rasterio.open(_href(demo_dir, item, asset)) as src:
+    scale, offset = demo.scale_offset(item, asset)
+    with rasterio.open(demo.href(demo_dir, item, asset)) as src:
         dn = src.read(1, window=from_bounds(*bounds, transform=src.transform), masked=True)
     return dn.astype("float64") * scale + offset
 
 
 def _item_with_flag(demo_dir: Path, applied: bool) -> dict:
     return next(
-        i for i in _items(demo_dir) if i["properties"]["earthsearch:boa_offset_applied"] is applied
+        i
+        for i in demo.items(demo_dir)
+        if i["properties"]["earthsearch:boa_offset_applied"] is applied
     )
 
 
@@ -59,33 +45,15 @@ def _npy(response) -> np.ndarray:
     return np.load(io.BytesIO(response.content))
 
 
-def _valid(npy: np.ndarray) -> np.ndarray:
-    """The valid pixels of a titiler ``.npy``: its last band is the mask in the data's dtype,
-    the dtype's maximum where valid and its minimum where masked (0 for uint16, -3.4e38 for
-    float32)."""
-    limits = np.finfo(npy.dtype) if npy.dtype.kind == "f" else np.iinfo(npy.dtype)
-    assert set(np.unique(npy[-1]).tolist()) <= {limits.min, limits.max}
-    return npy[-1] == limits.max
-
-
 def test_demo_has_both_baselines(demo_dir):
-    flags = {i["properties"]["earthsearch:boa_offset_applied"] for i in _items(demo_dir)}
+    flags = {i["properties"]["earthsearch:boa_offset_applied"] for i in demo.items(demo_dir)}
     assert flags == {True, False}
-
-
-def _swath_edge_item(demo_dir: Path) -> dict:
-    """The demo scene cut by the swath edge (DN 0 west of a diagonal)."""
-    for item in _items(demo_dir):
-        with rasterio.open(_href(demo_dir, item, "red")) as src:
-            if (src.read(1) == 0).any():
-                return item
-    raise AssertionError("the demo has no scene with a nodata edge")
 
 
 @pytest.mark.parametrize("case", ["offset applied", "offset not applied", "swath edge"])
 def test_ndvi_crop_matches_rasterio(client, demo_dir, case):
     if case == "swath edge":
-        item = _swath_edge_item(demo_dir)
+        item = demo.swath_edge_item(demo_dir)
         t = item["assets"]["red"]["proj:transform"]
         shape = item["assets"]["red"]["proj:shape"]
         bounds = _crop_bounds(item, px=0, size=(shape[1], shape[0]))
@@ -108,7 +76,7 @@ def test_ndvi_crop_matches_rasterio(client, demo_dir, case):
         assert np.ma.getmaskarray(expected).any() and not np.ma.getmaskarray(expected).all()
     else:
         assert data.shape == (2, *expected.shape) == (2, 64, 96)
-    valid = _valid(data)
+    valid = demo.valid(data[-1])
     np.testing.assert_array_equal(valid, ~np.ma.getmaskarray(expected))
     np.testing.assert_allclose(data[0][valid], expected.compressed(), rtol=0, atol=1e-6)
 
@@ -126,11 +94,11 @@ def test_harmonize_off_gives_dn_math(client, demo_dir):
         },
     )
     data = _npy(r)
-    with rasterio.open(_href(demo_dir, item, "red")) as src:
+    with rasterio.open(demo.href(demo_dir, item, "red")) as src:
         red = src.read(1, window=from_bounds(*bounds, transform=src.transform)).astype(float)
-    with rasterio.open(_href(demo_dir, item, "nir")) as src:
+    with rasterio.open(demo.href(demo_dir, item, "nir")) as src:
         nir = src.read(1, window=from_bounds(*bounds, transform=src.transform)).astype(float)
-    valid = _valid(data)
+    valid = demo.valid(data[-1])
     np.testing.assert_allclose(
         data[0][valid], ((nir - red) / (nir + red))[valid], rtol=0, atol=1e-6
     )
@@ -145,7 +113,7 @@ def test_harmonize_off_gives_dn_math(client, demo_dir):
 
 
 def test_band_names_alias_common_names(client, demo_dir):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     bounds = ",".join(map(str, _crop_bounds(item)))
     params = {"coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
     common = _npy(
@@ -161,7 +129,7 @@ def test_band_names_alias_common_names(client, demo_dir):
 
 
 def test_scl_clear_masks_exactly_the_scl_classes(client, demo_dir, demo_settings):
-    cloudy = max(_items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
+    cloudy = max(demo.items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
     assert cloudy["properties"]["eo:cloud_cover"] > 5
     bounds = _crop_bounds(cloudy, px=0, size=(256, 256))
     r = client.get(
@@ -174,32 +142,32 @@ def test_scl_clear_masks_exactly_the_scl_classes(client, demo_dir, demo_settings
         },
     )
     data = _npy(r)
-    with rasterio.open(_href(demo_dir, cloudy, "scl")) as src:
+    with rasterio.open(demo.href(demo_dir, cloudy, "scl")) as src:
         scl = src.read(1)
     scl10 = np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)[: data.shape[1], : data.shape[2]]
     invalid = np.isin(scl10, demo_settings.scl_mask_classes)
     assert invalid.any() and (~invalid).any()
-    np.testing.assert_array_equal(~_valid(data), invalid)
+    np.testing.assert_array_equal(~demo.valid(data[-1]), invalid)
 
     # Without a mask only nodata is masked; with scl-clear, nodata too (SCL class 0).
-    edge = _swath_edge_item(demo_dir)
+    edge = demo.swath_edge_item(demo_dir)
     edge_bounds = ",".join(map(str, _crop_bounds(edge, px=0, size=(256, 256))))
-    with rasterio.open(_href(demo_dir, edge, "red")) as src:
+    with rasterio.open(demo.href(demo_dir, edge, "red")) as src:
         nodata = src.read(1) == 0
     assert nodata.any() and not nodata.all()
     params = {"assets": "red", "coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
     unmasked = _npy(client.get(f"{ITEMS}/{edge['id']}/bbox/{edge_bounds}.npy", params=params))
-    np.testing.assert_array_equal(~_valid(unmasked), nodata)
+    np.testing.assert_array_equal(~demo.valid(unmasked[-1]), nodata)
     masked = _npy(
         client.get(
             f"{ITEMS}/{edge['id']}/bbox/{edge_bounds}.npy", params={**params, "mask": "scl-clear"}
         )
     )
-    assert (~_valid(masked))[nodata].all()
+    assert (~demo.valid(masked[-1]))[nodata].all()
 
 
 def test_tiles_decode_at_requested_size_and_format(client, demo_dir):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     tj = client.get(
         f"{ITEMS}/{item['id']}/WebMercatorQuad/tilejson.json", params={"preset": "ndvi"}
     ).json()
@@ -229,7 +197,7 @@ def test_tiles_decode_at_requested_size_and_format(client, demo_dir):
 
 @pytest.mark.parametrize("preset", ["true-color", "false-color", "ndvi", "ndwi", "ndmi", "scl"])
 def test_presets_render(client, demo_dir, preset):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     r = client.get(f"{ITEMS}/{item['id']}/preview.png", params={"preset": preset, "max_size": 128})
     assert r.status_code == 200, r.text
     img = Image.open(io.BytesIO(r.content))
@@ -238,7 +206,7 @@ def test_presets_render(client, demo_dir, preset):
 
 
 def test_explicit_parameters_override_preset(client, demo_dir):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     bounds = ",".join(map(str, _crop_bounds(item)))
     params = {"coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
     ndvi = get_preset("ndvi")
@@ -266,8 +234,8 @@ def test_explicit_parameters_override_preset(client, demo_dir):
 
 
 def test_point_values_equal_rasterio(client, demo_dir):
-    item = _items(demo_dir)[0]
-    href = _href(demo_dir, item, "red")
+    item = demo.items(demo_dir)[0]
+    href = demo.href(demo_dir, item, "red")
     with rasterio.open(href) as src:
         row, col = 37, 91
         x, y = src.xy(row, col)
@@ -279,20 +247,20 @@ def test_point_values_equal_rasterio(client, demo_dir):
     assert r.status_code == 200, r.text
     assert r.json()["values"] == [expected_red]
     r = client.get(f"{ITEMS}/{item['id']}/point/{lon},{lat}", params={"expression": NDVI})
-    scale, offset = _scale_offset(item, "red")
-    with rasterio.open(_href(demo_dir, item, "nir")) as src:
+    scale, offset = demo.scale_offset(item, "red")
+    with rasterio.open(demo.href(demo_dir, item, "nir")) as src:
         nir = int(src.read(1)[row, col]) * scale + offset
     red = expected_red * scale + offset
     assert r.json()["values"][0] == pytest.approx((nir - red) / (nir + red), abs=1e-6)
 
 
 def test_stac_by_url_and_cog_by_path(client, demo_dir):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     item_path = demo_dir / "items" / f"{item['id']}.json"
     r = client.get("/stac/info", params={"url": str(item_path), "assets": "B04"})
     assert r.status_code == 200, r.text
     assert r.json()["red"]["dtype"] == "uint16"
-    cog = _href(demo_dir, item, "red")
+    cog = demo.href(demo_dir, item, "red")
     r = client.get("/cog/info", params={"url": str(cog)})
     assert r.status_code == 200 and r.json()["width"] == item["assets"]["red"]["proj:shape"][1]
     r = client.get(
@@ -318,8 +286,8 @@ def test_errors_are_not_cached(client):
 
 
 def test_point_with_scl_mask(client, demo_dir):
-    cloudy = max(_items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
-    with rasterio.open(_href(demo_dir, cloudy, "scl")) as src:
+    cloudy = max(demo.items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
+    with rasterio.open(demo.href(demo_dir, cloudy, "scl")) as src:
         scl = src.read(1)
         rows, cols = np.nonzero(np.isin(scl, [8, 9]))
         x, y = src.xy(rows[0], cols[0])

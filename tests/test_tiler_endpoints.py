@@ -2,12 +2,12 @@
 statistics, STAC items and COGs by URL, the item cache and settings over HTTP."""
 
 import io
-import json
 import mimetypes
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import demo_reads as demo
 import morecantile
 import numpy as np
 import pytest
@@ -29,26 +29,13 @@ NDVI = "(nir-red)/(nir+red)"
 TO_LONLAT = Transformer.from_crs(32633, 4326, always_xy=True)
 
 
-def _items(demo_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((demo_dir / "items").glob("*.json"))]
-
-
-def _href(demo_dir: Path, item: dict, asset: str) -> Path:
-    return (demo_dir / "items" / item["assets"][asset]["href"]).resolve()
-
-
 def _cloudiest(demo_dir: Path) -> dict:
-    return max(_items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
+    return max(demo.items(demo_dir), key=lambda i: i["properties"]["eo:cloud_cover"])
 
 
 def _red(demo_dir: Path, item: dict) -> np.ndarray:
-    with rasterio.open(_href(demo_dir, item, "red")) as src:
+    with rasterio.open(demo.href(demo_dir, item, "red")) as src:
         return src.read(1)
-
-
-def _with_nodata(demo_dir: Path) -> dict:
-    """An item whose red band has nodata (0) pixels as well as valid ones."""
-    return next(i for i in _items(demo_dir) if (_red(demo_dir, i) == 0).any())
 
 
 def _grid_bounds(item: dict, col: int, row: int, width: int, height: int) -> tuple:
@@ -65,14 +52,6 @@ def _bbox_path(item: dict, bounds: tuple, suffix: str) -> str:
 def _window(path: Path, bounds: tuple, **kwargs) -> np.ma.MaskedArray:
     with rasterio.open(path) as src:
         return src.read(1, window=from_bounds(*bounds, transform=src.transform), **kwargs)
-
-
-def _valid(mask: np.ndarray) -> np.ndarray:
-    """Valid pixels of a .npy/.tif mask band: 0-255 scaled to its dtype's range (uint16:
-    0 / 65535, float32: -3.4e38 / 3.4e38), so 0 means nodata only for unsigned types."""
-    info = np.finfo(mask.dtype) if mask.dtype.kind == "f" else np.iinfo(mask.dtype)
-    assert np.isin(mask, [info.min, info.max]).all()
-    return mask == info.max
 
 
 def _ok(response):
@@ -116,7 +95,7 @@ def _center_tile(tilejson: dict) -> morecantile.Tile:
     ("ext", "pil_format"), [("png", "PNG"), ("jpeg", "JPEG"), ("jpg", "JPEG"), ("webp", "WEBP")]
 )
 def test_bbox_image_formats(client, demo_dir, ext, pil_format):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     bounds = _grid_bounds(item, 40, 30, 96, 64)
     params = {"assets": "red", "rescale": "0,3000", **NATIVE}
     r = _ok(client.get(_bbox_path(item, bounds, f"/120x90.{ext}"), params=params))
@@ -126,7 +105,7 @@ def test_bbox_image_formats(client, demo_dir, ext, pil_format):
     # At the native size (no /{w}x{h}), the pixels are the rescaled DN of a window read.
     r = _ok(client.get(_bbox_path(item, bounds, f".{ext}"), params=params))
     gray = np.asarray(Image.open(io.BytesIO(r.content)).convert("L"), dtype=float)
-    expected = np.clip(_window(_href(demo_dir, item, "red"), bounds), 0, 3000) / 3000 * 255
+    expected = np.clip(_window(demo.href(demo_dir, item, "red"), bounds), 0, 3000) / 3000 * 255
     assert gray.shape == expected.shape == (64, 96)
     assert expected.std() > 5  # not a flat crop: the comparison below means something
     if ext == "png":  # lossless
@@ -137,7 +116,7 @@ def test_bbox_image_formats(client, demo_dir, ext, pil_format):
 
 def test_jpg_is_served_as_image_jpeg(client, demo_dir):
     # titiler.core's ImageType.jpg says 'image/jpg', which is not a registered type.
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     path = _bbox_path(item, _grid_bounds(item, 0, 0, 32, 32), ".jpg")
     r = _ok(client.get(path, params={"assets": "red", "rescale": "0,3000", **NATIVE}))
     assert Image.open(io.BytesIO(r.content)).format == "JPEG"
@@ -145,8 +124,8 @@ def test_jpg_is_served_as_image_jpeg(client, demo_dir):
 
 
 def test_bbox_tif_is_the_native_grid_and_dn(client, demo_dir):
-    item = _with_nodata(demo_dir)
-    red = _href(demo_dir, item, "red")
+    item = demo.swath_edge_item(demo_dir)
+    red = demo.href(demo_dir, item, "red")
     band = _red(demo_dir, item)
     rows = np.nonzero((band == 0).any(axis=1) & (band != 0).any(axis=1))[0]
     bounds = _grid_bounds(item, 16, min(int(rows[0]), 256 - 48), 200, 48)  # a nodata edge
@@ -163,14 +142,14 @@ def test_bbox_tif_is_the_native_grid_and_dn(client, demo_dir):
     assert data.shape == (48, 200)
     np.testing.assert_array_equal(data, expected)
     assert (expected == 0).any() and (expected != 0).any()
-    np.testing.assert_array_equal(_valid(mask), expected != 0)
+    np.testing.assert_array_equal(demo.valid(mask), expected != 0)
 
 
 # --- 2. the map viewer and the tiling schemes ------------------------------------------
 
 
 def test_map_viewer_links_a_working_tilejson(client, demo_dir):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     r = _ok(client.get(f"{ITEMS}/{item['id']}/WebMercatorQuad/map.html", params={"assets": "red"}))
     assert r.headers["content-type"].startswith("text/html")
     urls = re.findall(r"""['"](https?://[^'"]*/tilejson\.json[^'"]*)['"]""", r.text)
@@ -198,13 +177,6 @@ def test_tile_matrix_sets(client):
 # --- 3. statistics -----------------------------------------------------------------------
 
 
-def _scale_offset(item: dict, asset: str) -> tuple[float, float]:
-    """Earth-Search's rule: DN of a baseline with the BOA offset applied carry no +1000."""
-    band = item["assets"][asset]["raster:bands"][0]
-    applied = item["properties"]["earthsearch:boa_offset_applied"]
-    return band["scale"], 0.0 if applied else band["offset"]
-
-
 def _assert_stats(stats: dict, expected: np.ma.MaskedArray, rtol: float = 1e-9) -> None:
     assert np.ma.count(expected) and np.ma.count_masked(expected)  # both kinds exist
     assert stats["valid_pixels"] == stats["count"] == np.ma.count(expected)
@@ -214,8 +186,8 @@ def _assert_stats(stats: dict, expected: np.ma.MaskedArray, rtol: float = 1e-9) 
 
 
 def test_get_statistics_raw_dn_and_harmonized(client, demo_dir):
-    item = _with_nodata(demo_dir)
-    with rasterio.open(_href(demo_dir, item, "red")) as src:
+    item = demo.swath_edge_item(demo_dir)
+    with rasterio.open(demo.href(demo_dir, item, "red")) as src:
         dn = src.read(1, masked=True)  # 256 px: the 1024 px preview reads it whole
     url = f"{ITEMS}/{item['id']}"
     (raw,) = _ok(client.get(f"{url}/statistics", params={"assets": "red"})).json().values()
@@ -225,7 +197,7 @@ def test_get_statistics_raw_dn_and_harmonized(client, demo_dir):
     assert list(per_asset) == ["red"]
     _assert_stats(per_asset["red"]["b1"], dn)
 
-    scale, offset = _scale_offset(item, "red")
+    scale, offset = demo.scale_offset(item, "red")
     reflectance = dn.astype("float64") * scale + offset
     for params in ({"assets": "red", "harmonize": "true"}, {"expression": "red"}):
         (stats,) = _ok(client.get(f"{url}/statistics", params=params)).json().values()
@@ -233,7 +205,7 @@ def test_get_statistics_raw_dn_and_harmonized(client, demo_dir):
 
 
 def test_post_statistics_of_a_lonlat_polygon(client, demo_dir):
-    item = _with_nodata(demo_dir)
+    item = demo.swath_edge_item(demo_dir)
     bounds = _grid_bounds(item, 20, 20, 200, 180)
     # The rectangle of those pixels, 0.25 m inside: every rule (pixel centre, all-touched,
     # rio-tiler's 1/10 px coverage) selects the same pixels whatever the float error of a
@@ -245,7 +217,7 @@ def test_post_statistics_of_a_lonlat_polygon(client, demo_dir):
         "properties": {"name": "field"},
         "geometry": {"type": "Polygon", "coordinates": [[TO_LONLAT.transform(*p) for p in ring]]},
     }
-    expected = _window(_href(demo_dir, item, "red"), bounds, masked=True)
+    expected = _window(demo.href(demo_dir, item, "red"), bounds, masked=True)
     # The scene's native grid by default (DESIGN: statistics never on resampled pixels),
     # and the same when asked for explicitly.
     for params in [{"assets": "red"}, {"assets": "red", "dst_crs": UTM}]:
@@ -283,7 +255,7 @@ def test_stac_item_by_url_matches_the_catalog_route(client, demo_dir):
     params = {"expression": NDVI, "mask": "scl-clear", **NATIVE}
     by_url = _npy(client.get(f"/stac/bbox/{bounds}.npy", params={"url": url, **params}))
     by_id = _npy(client.get(f"{ITEMS}/{item['id']}/bbox/{bounds}.npy", params=params))
-    assert _valid(by_url[-1]).any() and not _valid(by_url[-1]).all()
+    assert demo.valid(by_url[-1]).any() and not demo.valid(by_url[-1]).all()
     assert by_url.dtype == by_id.dtype
     np.testing.assert_array_equal(by_url, by_id)
 
@@ -292,8 +264,8 @@ def test_stac_item_by_url_matches_the_catalog_route(client, demo_dir):
 
 
 def test_cog_by_url(client, demo_dir):
-    item = _with_nodata(demo_dir)
-    cog = _href(demo_dir, item, "red")
+    item = demo.swath_edge_item(demo_dir)
+    cog = demo.href(demo_dir, item, "red")
     url = str(cog)
     tilejson = _ok(client.get("/cog/WebMercatorQuad/tilejson.json", params={"url": url})).json()
     tile = _center_tile(tilejson)
@@ -308,7 +280,7 @@ def test_cog_by_url(client, demo_dir):
     assert (expected == 0).any() and (expected != 0).any()
     assert data.shape == (2, *expected.shape)
     np.testing.assert_array_equal(data[0], expected)
-    np.testing.assert_array_equal(_valid(data[1]), expected != 0)
+    np.testing.assert_array_equal(demo.valid(data[1]), expected != 0)
 
     with rasterio.open(cog) as src:
         band = src.read(1)
@@ -343,7 +315,7 @@ def custom_client(
 
 
 def test_item_cache_fetches_an_item_once(custom_client, demo_dir):
-    first, second = (item["id"] for item in _items(demo_dir)[:2])
+    first, second = (item["id"] for item in demo.items(demo_dir)[:2])
     cache = custom_client.app.state.item_cache
     catalog = cache.catalog
     assert catalog is custom_client.app.state.catalog
@@ -368,7 +340,7 @@ def test_item_cache_fetches_an_item_once(custom_client, demo_dir):
 
 
 def test_cache_control_setting(client, custom_client, demo_dir):
-    item = _items(demo_dir)[0]
+    item = demo.items(demo_dir)[0]
     path = _bbox_path(item, _grid_bounds(item, 0, 0, 32, 32), ".png")
     params = {"assets": "red", "rescale": "0,3000", **NATIVE}
     default = _ok(client.get(path, params=params)).headers["cache-control"]
@@ -383,16 +355,16 @@ def test_scl_mask_classes_setting(client, custom_client, demo_dir, demo_settings
     params = {"assets": "red", "mask": "scl-clear", **NATIVE}
     narrowed = _npy(custom_client.get(path, params=params))
     default = _npy(client.get(path, params=params))
-    with rasterio.open(_href(demo_dir, cloudy, "scl")) as src:  # 20 m: x2 onto 10 m
+    with rasterio.open(demo.href(demo_dir, cloudy, "scl")) as src:  # 20 m: x2 onto 10 m
         scl = np.repeat(np.repeat(src.read(1), 2, axis=0), 2, axis=1)
     assert scl.shape == narrowed.shape[1:]
     clouds = np.isin(scl, CUSTOM["scl_mask_classes"])
     assert clouds.any() and (~clouds).any()
-    np.testing.assert_array_equal(~_valid(narrowed[-1]), clouds)
+    np.testing.assert_array_equal(~demo.valid(narrowed[-1]), clouds)
     np.testing.assert_array_equal(
-        ~_valid(default[-1]), np.isin(scl, demo_settings.scl_mask_classes)
+        ~demo.valid(default[-1]), np.isin(scl, demo_settings.scl_mask_classes)
     )
-    assert (~_valid(default[-1]) & ~clouds).any()  # the default masks more than clouds
+    assert (~demo.valid(default[-1]) & ~clouds).any()  # the default masks more than clouds
     np.testing.assert_array_equal(narrowed[0], default[0])  # the same data under the masks
 
 
@@ -410,7 +382,7 @@ def test_scl_mask_is_nearest_when_bands_resample_bilinear(client, demo_dir, demo
     assert nearest.shape == bilinear.shape == (2, size[1], size[0])
 
     classes = demo_settings.scl_mask_classes
-    with rasterio.open(_href(demo_dir, cloudy, "scl")) as src:
+    with rasterio.open(demo.href(demo_dir, cloudy, "scl")) as src:
         window = from_bounds(*bounds, transform=src.transform)
         assert window == Window(20, 20, 32, 24)
         read = {
@@ -421,11 +393,11 @@ def test_scl_mask_is_nearest_when_bands_resample_bilinear(client, demo_dir, demo
     assert invalid.any() and (~invalid).any()
     # A bilinear SCL (blended class numbers) would mask other pixels: the test can tell.
     assert (np.isin(read[Resampling.bilinear], classes) != invalid).any()
-    np.testing.assert_array_equal(~_valid(nearest[-1]), invalid)
-    np.testing.assert_array_equal(~_valid(bilinear[-1]), invalid)
+    np.testing.assert_array_equal(~demo.valid(nearest[-1]), invalid)
+    np.testing.assert_array_equal(~demo.valid(bilinear[-1]), invalid)
 
     valid = ~invalid
     assert (bilinear[0][valid] != nearest[0][valid]).any()
     # Bilinear values blend neighbours: within the range of the window and a pixel around.
-    dn = _window(_href(demo_dir, cloudy, "red"), _grid_bounds(cloudy, 39, 39, 66, 50))
+    dn = _window(demo.href(demo_dir, cloudy, "red"), _grid_bounds(cloudy, 39, 39, 66, 50))
     assert dn.min() <= bilinear[0][valid].min() and bilinear[0][valid].max() <= dn.max()
