@@ -418,7 +418,9 @@ def test_backoff_is_exponential() -> None:
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert len(gaps) == 3
         for gap, expected in zip(gaps, [0.2, 0.4, 0.8], strict=True):
-            assert expected - 0.05 <= gap < expected + 0.5
+            # The lower bounds show the doubling; the upper ones only that nothing waited
+            # far longer (generous: this machine is shared).
+            assert expected - 0.05 <= gap < expected + 1.5
 
 
 def test_retry_after_is_honoured() -> None:
@@ -477,9 +479,11 @@ def test_a_silent_upstream_times_out_within_the_timeout() -> None:
         with pytest.raises(UpstreamTimeoutError) as caught:
             catalog.search_page(SearchQuery())
         elapsed = time.monotonic() - started
+        connections = silent.connections()
     assert caught.value.status_code == 504
     assert silent.url in caught.value.message
-    assert 0.9 <= elapsed < 2.5  # one timeout: a hung read is not retried
+    assert connections == 1  # a hung read is not retried
+    assert 0.9 <= elapsed < 3.5  # one timeout of 1 s, not the 4 that retrying would take
 
 
 def test_a_search_that_hangs_times_out() -> None:
@@ -497,7 +501,7 @@ def test_a_search_that_hangs_times_out() -> None:
                 list(catalog.search(SearchQuery()))
         finally:
             release.set()
-        assert time.monotonic() - started < 2.5
+        assert time.monotonic() - started < 5  # the hung answer would come at 10 s
         assert server.count("POST", "/search") == 1
 
 

@@ -126,7 +126,7 @@ def test_huge_powers_are_float_and_fast() -> None:
     # Python ints would compute 9**9**9 exactly (minutes); numpy floats give inf at once.
     start = time.monotonic()
     result = parse_expression("9 ** 9 ** 9 + red * 0").evaluate({"red": np.zeros(3)})
-    assert time.monotonic() - start < 1
+    assert time.monotonic() - start < 10
     assert result.mask.all()
 
 

@@ -428,20 +428,31 @@ def test_items_limit_and_time_limit_make_partial_tiles(settings, demo_items):
         assert r.headers["x-mosaic-partial"] == "items-limit"
         assert r.headers["x-mosaic-items"] == f"2/{len(demo_items)}"
 
+        # The older items' reads block until released: the answer must come at the time
+        # limit with the newest item alone, while those reads are still blocked. Nothing
+        # here depends on how fast this machine is, only the order of events.
+        release = threading.Event()
+        finished: list[str] = []
+
         class SlowReader(MosaicItemReader):
             def tile(self, *args, **kwargs):
                 if self.item.id != newest:
-                    time.sleep(1.5)
+                    release.wait(60)
+                    finished.append(self.item.id)
                 return super().tile(*args, **kwargs)
 
         newest = _newest_first(list(demo_items.values()))[0]["id"]
-        _service(app, settings, reader=SlowReader, time_limit=0.5, threads=8)
+        _service(app, settings, reader=SlowReader, time_limit=2.0, threads=8)
         started = time.monotonic()
-        r = client.get(
-            f"/searches/{search_id}/{path}",
-            params={"assets": "red", "pixel_selection": "mean", "rescale": "0,3000"},
-        )
-        assert time.monotonic() - started < 1.4
+        try:
+            r = client.get(
+                f"/searches/{search_id}/{path}",
+                params={"assets": "red", "pixel_selection": "mean", "rescale": "0,3000"},
+            )
+            assert finished == [], "the tile waited for reads past its time limit"
+        finally:
+            release.set()
+        assert time.monotonic() - started >= 2.0
         assert r.status_code == 200, r.text
         assert r.headers["x-mosaic-partial"] == "time-limit"
         assert r.headers["x-mosaic-items"] == f"1/{len(demo_items)}"

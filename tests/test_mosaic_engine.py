@@ -118,21 +118,42 @@ def test_index_cache_builds_once_under_concurrency_and_refreshes_in_background()
         t.join()
     assert len(calls) == 1 and len({id(r) for r in results}) == 1
 
-    # Expired: the old index answers at once while a rebuild runs; a failing rebuild
-    # keeps the old index.
+    # Expired: the old index answers at once while a rebuild runs (the rebuilds below
+    # block on events, so "at once" means "before the rebuild was let go", whatever
+    # this machine's speed); a failing rebuild keeps the old index.
     cache.ttl = 0.0
     old = results[0]
+    let_fail = threading.Event()
 
     def failing():
+        let_fail.wait(30)
         raise UpstreamError("upstream down")
 
-    started = time.monotonic()
     assert cache.get("s", failing) is old
-    assert time.monotonic() - started < 0.1
-    time.sleep(0.1)
-    assert cache.get("s", build) is old  # the failed refresh kept it; a new one starts
-    time.sleep(0.5)
-    assert cache.get("s", build) is not old
+    assert cache.info()["builds"] == 2
+    let_fail.set()
+
+    let_build = threading.Event()
+    new = _index()
+
+    def blocked_build():
+        let_build.wait(30)
+        return new
+
+    # Until the failed refresh is over no other starts; then one starts, and the index
+    # answered meanwhile is still the old one: the failure did not drop it.
+    deadline = time.monotonic() + 30
+    while cache.info()["builds"] == 2:
+        assert cache.get("s", blocked_build) is old
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert cache.info()["builds"] == 3
+    assert cache.get("s", blocked_build) is old
+    let_build.set()
+    while (answer := cache.get("s", blocked_build)) is old:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert answer is new
 
 
 def test_index_cache_evicts_least_recently_used_past_its_item_budget():

@@ -158,6 +158,20 @@ class SilentServer:
         self._socket.listen(64)
         self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
 
+    def connections(self) -> int:
+        """How many connections were made to the port so far (accepted and closed here)."""
+        self._socket.setblocking(False)
+        count = 0
+        try:
+            while True:
+                connection, _ = self._socket.accept()
+                connection.close()
+                count += 1
+        except BlockingIOError:
+            return count
+        finally:
+            self._socket.setblocking(True)
+
     def close(self) -> None:
         """Close the port."""
         self._socket.close()
