@@ -623,6 +623,14 @@ def test_uploads_any_crs_and_invalid_geometries(make_settings, batch_demo):
                     "properties": {"identifier": "empty"},
                     "geometry": {"type": "Polygon", "coordinates": []},
                 },
+                {
+                    "type": "Feature",
+                    "properties": {"identifier": "off-earth"},
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[200, 0], [0, 100], [1, 1], [200, 0]]],
+                    },
+                },
             ],
         }
         created = client.post("/batch/statistics", json=job_body(inline))
@@ -630,14 +638,15 @@ def test_uploads_any_crs_and_invalid_geometries(make_settings, batch_demo):
         url = f"/batch/statistics/{created.json()['id']}"
         client.post(f"{url}/analyse")
         analysed = wait_for(lambda: client.get(url).json(), {"ANALYSIS_DONE", "FAILED"})
-        assert analysed["analysis"]["invalidFeatureCount"] == 3, analysed
+        assert analysed["analysis"]["invalidFeatureCount"] == 4, analysed
         client.post(f"{url}/start")
         partial = wait_for(lambda: client.get(url).json(), {"DONE", "PARTIAL", "FAILED"})
         assert partial["status"] == "PARTIAL"
-        assert partial["progress"]["features"] == {"total": 4, "done": 1, "failed": 0, "invalid": 3}
+        assert partial["progress"]["features"] == {"total": 5, "done": 1, "failed": 0, "invalid": 4}
         invalid = {f["identifier"]: f["error"] for f in partial["invalidFeatures"]}
-        assert set(invalid) == {"none", "point", "empty"}
+        assert set(invalid) == {"none", "point", "empty", "off-earth"}
         assert "no geometry" in invalid["none"] and "Point" in invalid["point"]
+        assert "latitude -90 to 90" in invalid["off-earth"]
         root = Path(partial["output"])
         assert json.loads((root / "2.json").read_text())["error"]["type"] == "BAD_REQUEST"
         assert json.loads((root / "0.json").read_text())["response"]["status"] == "OK"

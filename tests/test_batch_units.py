@@ -169,6 +169,26 @@ def test_units_are_compact_and_invalid_features_go_last(demo_dir, tmp_path):
     assert pq.ParquetFile(url).num_row_groups == plan.count
 
 
+def test_coordinates_that_cannot_be_placed_are_invalid_features(demo_dir):
+    lonlat = read_features(str(demo_dir / "fields.geojson"))
+    lonlat.wkb[1] = shapely.to_wkb(shapely.Polygon([(200, 0), (0, 100), (1, 1)]))
+    lonlat.wkb[2] = shapely.to_wkb(shapely.Polygon([(np.inf, 0), (0, 1), (1, 1)]))
+    plan = plan_units(lonlat, max_unit=10, min_units=4, max_vertices=None)
+    assert set(plan.invalid) == {1, 2}
+    assert "coordinates outside the range of EPSG:4326" in plan.invalid[1]
+    assert "coordinates must be finite numbers" in plan.invalid[2]
+    assert plan.bbox is not None and 16.0 < plan.bbox[0] < plan.bbox[2] < 16.2
+
+    utm = read_features(str(demo_dir / "fields.gpkg"))
+    assert utm.crs == "EPSG:32633"
+    utm.wkb[4] = shapely.to_wkb(shapely.box(1e9, 1e9, 2e9, 2e9))
+    plan = plan_units(utm, max_unit=10, min_units=4, max_vertices=None)
+    assert list(plan.invalid) == [4]
+    assert "reaches outside the area EPSG:32633 covers" in plan.invalid[4]
+    assert plan.bbox is not None and 16.0 < plan.bbox[0] < plan.bbox[2] < 16.2
+    assert sorted(plan.order.tolist()) == list(range(len(utm)))
+
+
 def test_each_unit_is_one_chunk_of_the_engine():
     from app.batch.features import FeatureTable
     from app.stats.chunking import CHUNK_CELL_DEGREES

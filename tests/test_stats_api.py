@@ -828,6 +828,37 @@ def test_compute_many_is_plain_data(demo_dir, demo_settings, fields_utm):
     assert by_catalog == responses[:5]
 
 
+def test_compute_many_keeps_geometries_it_cannot_place_per_feature(demo_dir, demo_settings):
+    """Coordinates out of range or off the scene's UTM zone fail their feature, not all."""
+    catalog = LocalCatalog(demo_dir)
+    field = shapely.box(16.12, 46.62, 16.121, 46.621)  # inside the demo scenes, in lon/lat
+    features = _features(
+        [
+            field,
+            shapely.box(-100, -80, 100, 80),  # covers the scenes, reaches 90 degrees off
+            shapely.Polygon([(200, 0), (0, 100), (1, 1)]),  # not lon/lat
+            shapely.Polygon([(np.inf, 0), (0, 1), (1, 1)]),
+        ]
+    )
+    responses = compute_many(features, _request(), catalog, demo_settings, crs="EPSG:4326")
+    assert [r["status"] for r in responses] == ["OK", "FAILED", "FAILED", "FAILED"]
+    assert (
+        responses[0]
+        == compute_many(features[:1], _request(), catalog, demo_settings, crs="EPSG:4326")[0]
+    )
+    assert {r["error"]["type"] for r in responses[1:]} == {"BAD_REQUEST"}
+    messages = [r["error"]["message"] for r in responses[1:]]
+    assert "cannot be drawn on the scene's EPSG:32633 grid" in messages[0]
+    assert "features[2].geometry: coordinates outside the range of EPSG:4326" in messages[1]
+    assert "features[3].geometry: coordinates must be finite numbers" in messages[2]
+    # In UTM, coordinates with no longitude and latitude.
+    far = compute_many(
+        _features([shapely.box(1e9, 1e9, 2e9, 2e9)]), _request(), catalog, demo_settings, crs=UTM
+    )
+    assert far[0]["status"] == "FAILED"
+    assert "reaches outside the area" in far[0]["error"]["message"]
+
+
 # ------------------------------------------------------------------------ failing intervals
 
 
@@ -892,6 +923,9 @@ FLAT = {
     "coordinates": [[[16.1, 46.65], [16.2, 46.65], [16.3, 46.65], [16.1, 46.65]]],
 }
 PARIS = shapely.geometry.mapping(shapely.box(2.0, 48.0, 2.01, 48.01))
+# Covers the demo scenes, but reaches 90 degrees of longitude from their UTM zone's
+# meridian, where transverse Mercator has no coordinates.
+HALF_WORLD = shapely.geometry.mapping(shapely.box(-100, -80, 100, 80))
 
 
 def _lonlat(geometry: dict):
@@ -916,6 +950,43 @@ def _lonlat(geometry: dict):
         (_lonlat(FLAT), 400, "empty"),
         (_lonlat({"type": "Point", "coordinates": [16.1, 46.65]}), 400, "no area"),
         (_lonlat(PARIS), 400, "outside every scene"),
+        (
+            _lonlat({"type": "Polygon", "coordinates": [[[200, 0], [0, 100], [1, 1], [200, 0]]]}),
+            400,
+            "input.bounds.geometry: coordinates outside the range of",
+        ),
+        (
+            _lonlat(
+                {"type": "Polygon", "coordinates": [[[1e300, 0], [0, 1e300], [1, 1], [1e300, 0]]]}
+            ),
+            400,
+            "latitude -90 to 90",
+        ),
+        (_lonlat(HALF_WORLD), 400, "cannot be drawn on the scene's EPSG:32633 grid"),
+        (
+            lambda b: b["input"].update(bounds={"bbox": [16.1, 46.6, math.inf, 46.7]}),
+            400,
+            "input.bounds.bbox: coordinates must be finite numbers",
+        ),
+        (
+            lambda b: b["input"].update(bounds={"bbox": [16.1, 46.6, math.nan, 46.7]}),
+            400,
+            "input.bounds.bbox: coordinates must be finite numbers",
+        ),
+        (
+            lambda b: b["input"].update(
+                bounds={"bbox": [1e9, 1e9, 2e9, 2e9], "properties": {"crs": UTM}}
+            ),
+            400,
+            "reaches outside the area",
+        ),
+        (
+            lambda b: b["input"].update(
+                bounds={"bbox": [1e17, 1e17, 2e17, 2e17], "properties": {"crs": UTM}}
+            ),
+            400,
+            "reaches outside the area",
+        ),
         (
             lambda b: b["aggregation"].update(timeRange={"from": "2023-09-01", "to": "2023-04-01"}),
             400,
@@ -981,7 +1052,10 @@ def _lonlat(geometry: dict):
 def test_bad_requests(api, fields_utm, change, status, message):
     body = _request(shapely.geometry.mapping(fields_utm[1][0]))
     change(body)
-    response = api.post("/statistics", json=body)
+    # json.dumps writes inf and nan as Infinity / NaN, as Python clients send them.
+    response = api.post(
+        "/statistics", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert message in response.text
 

@@ -25,7 +25,7 @@ from app.batch.features import FeatureTable
 from app.batch.storage import Storage
 from app.errors import BadRequestError
 from app.stats.chunking import spatial_chunks
-from app.stats.geometry import WGS84, polygonal, reproject
+from app.stats.geometry import WGS84, non_finite, polygonal, reproject
 
 __all__ = [
     "UnitFeatures",
@@ -38,9 +38,9 @@ __all__ = [
 
 
 def validate_geometry(
-    wkb: bytes | None, feature_id: int, max_vertices: int | None
+    wkb: bytes | None, feature_id: int, max_vertices: int | None, crs: str | None = None
 ) -> shapely.Geometry | BadRequestError:
-    """A feature's geometry as the statistics engine takes it, or why it cannot be used."""
+    """A feature's geometry (in ``crs``) as the statistics engine takes it, or why not."""
     name = f"feature {feature_id}"
     if wkb is None:
         return BadRequestError(f"{name}: no geometry")
@@ -51,7 +51,7 @@ def validate_geometry(
     if geometry is None or geometry.is_empty:
         return BadRequestError(f"{name}: the geometry is empty")
     try:
-        return polygonal(geometry, name, max_vertices)
+        return polygonal(geometry, name, max_vertices, crs)
     except BadRequestError as error:
         return error
 
@@ -107,18 +107,26 @@ def plan_units(
     valid: list[int] = []
     geometries: list[shapely.Geometry] = []
     for position, wkb in enumerate(features.wkb):
-        checked = validate_geometry(wkb, int(features.ids[position]), max_vertices)
+        checked = validate_geometry(wkb, int(features.ids[position]), max_vertices, features.crs)
         if isinstance(checked, BadRequestError):
             invalid[position] = checked.message
         else:
             valid.append(position)
             geometries.append(checked)
+    lonlat = np.array(reproject(geometries, features.crs, WGS84), dtype=object)
+    outside = non_finite(lonlat)
+    for position in np.asarray(valid, dtype=np.int64)[outside].tolist():
+        invalid[position] = (
+            f"feature {int(features.ids[position])}: the geometry reaches outside the area "
+            f"{features.crs} covers (its coordinates have no longitude and latitude)"
+        )
+    valid = [p for p, bad in zip(valid, outside, strict=True) if not bad]
+    lonlat = lonlat[~outside]
     size = max(1, min(max_unit, math.ceil(len(valid) / max(min_units, 1)) or max_unit))
     units: list[np.ndarray] = []
     bbox = None
-    if geometries:
+    if valid:
         # Centroids in lon/lat, as the engine computes them: a unit is one engine chunk.
-        lonlat = np.array(reproject(geometries, features.crs, WGS84), dtype=object)
         centres = shapely.get_coordinates(shapely.centroid(lonlat))
         positions = np.array(valid, dtype=np.int64)
         units = [positions[chunk] for chunk in spatial_chunks(centres, size)]

@@ -125,7 +125,9 @@ def _responses(task: UnitTask, features: UnitFeatures, positions: list[int]) -> 
     valid: list[int] = []
     geometries = []
     for position in positions:
-        checked = validate_geometry(features.wkb[position], features.ids[position], max_vertices)
+        checked = validate_geometry(
+            features.wkb[position], features.ids[position], max_vertices, features.crs
+        )
         if isinstance(checked, BadRequestError):
             responses[position] = _failure(checked.message, "BAD_REQUEST")
         else:

@@ -147,22 +147,30 @@ def exact_fractions(u: np.ndarray, v: np.ndarray, shape: tuple[int, int]) -> np.
     return fractions.reshape(shape[1], shape[0]).T
 
 
-def _windows(geometries: np.ndarray, grid: PixelGrid) -> np.ndarray:
-    """(row_off, col_off, rows, cols) of every geometry's window, shape (n, 4)."""
+def _window_floats(geometries: np.ndarray, grid: PixelGrid) -> np.ndarray:
+    """(row_off, col_off, rows, cols) of every geometry's window as floats, shape (n, 4)."""
     minx, miny, maxx, maxy = shapely.bounds(geometries).T
     col0 = np.floor((minx - grid.x0) / grid.resx)
     col1 = np.ceil((maxx - grid.x0) / grid.resx)
     row0 = np.floor((grid.y0 - maxy) / grid.resy)
     row1 = np.ceil((grid.y0 - miny) / grid.resy)
-    return np.column_stack(
-        [row0, col0, np.maximum(row1 - row0, 1), np.maximum(col1 - col0, 1)]
-    ).astype(np.int64)
+    return np.column_stack([row0, col0, np.maximum(row1 - row0, 1), np.maximum(col1 - col0, 1)])
+
+
+def _windows(geometries: np.ndarray, grid: PixelGrid) -> np.ndarray:
+    """(row_off, col_off, rows, cols) of every geometry's window, shape (n, 4)."""
+    return _window_floats(geometries, grid).astype(np.int64)
 
 
 def window_pixels(geometries: Sequence[shapely.Geometry], grid: PixelGrid) -> np.ndarray:
-    """Number of pixels in each geometry's bounding window on ``grid``."""
-    windows = _windows(np.asarray(geometries, dtype=object), grid)
-    return windows[:, 2] * windows[:, 3]
+    """Number of pixels in each geometry's bounding window on ``grid``.
+
+    Counted in floats, so that a huge window is a huge count rather than an overflowed
+    integer; ``inf`` for a geometry with non-finite coordinates.
+    """
+    windows = _window_floats(np.asarray(geometries, dtype=object), grid)
+    count = windows[:, 2] * windows[:, 3]
+    return np.where(np.isnan(count), np.inf, count)
 
 
 def _exact_batch(geometries: np.ndarray, grid: PixelGrid, windows: np.ndarray) -> list[Coverage]:

@@ -53,6 +53,7 @@ from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
     WGS84,
     bounds_geometry,
+    non_finite,
     pixel_size_in,
     polygonal,
     reproject,
@@ -162,7 +163,9 @@ def compute_many(
         try:
             if value is None:
                 raise BadRequestError(f"features[{position}]: no geometry")
-            geometries.append(polygonal(value, f"features[{position}].geometry", max_vertices))
+            geometries.append(
+                polygonal(value, f"features[{position}].geometry", max_vertices, plan.crs)
+            )
         except BadRequestError as error:
             geometries.append(error)
     engine = _Engine(plan, catalog, settings, strict=False, chunk_size=chunk_size)
@@ -333,6 +336,18 @@ class _Engine:
             else:
                 usable.append(position)
         projected = reproject([geometries[p] for p in usable], plan.crs, WGS84)
+        outside = non_finite(projected)
+        if outside.any():
+            error = BadRequestError(
+                f"input.bounds: the geometry reaches outside the area {plan.crs} covers"
+                " (its coordinates have no longitude and latitude)"
+            )
+            if self.strict:
+                raise error
+            for position in np.asarray(usable)[outside].tolist():
+                responses[position] = failed(error.message)
+            projected = [g for g, bad in zip(projected, outside, strict=True) if not bad]
+            usable = [p for p, bad in zip(usable, outside, strict=True) if not bad]
         wgs84 = dict(zip(usable, projected, strict=True))
         if not usable:
             return [r for r in responses if r is not None]
@@ -420,11 +435,17 @@ class _Engine:
             if count <= self.max_pixels:
                 out.append(next(computed))
                 continue
-            error = BadRequestError(
-                f"input.bounds: the geometry spans {count} pixels at "
-                f"{grid.resx:g} x {grid.resy:g} {grid.crs} units, over the limit "
-                f"stats_max_pixels={self.max_pixels}; use a smaller area or larger resx/resy"
-            )
+            if np.isinf(count):
+                error = BadRequestError(
+                    f"input.bounds: the geometry cannot be drawn on the scene's {grid.crs} grid"
+                    " (it reaches too far from the area that CRS covers); use a smaller area"
+                )
+            else:
+                error = BadRequestError(
+                    f"input.bounds: the geometry spans {count:.0f} pixels at "
+                    f"{grid.resx:g} x {grid.resy:g} {grid.crs} units, over the limit "
+                    f"stats_max_pixels={self.max_pixels}; use a smaller area or larger resx/resy"
+                )
             if self.strict:
                 raise error
             out.append(error)

@@ -104,8 +104,49 @@ def pixel_size_in(
     )
 
 
+def non_finite(geometries: Sequence[shapely.Geometry]) -> np.ndarray:
+    """Which geometries have a coordinate that is not a finite number (boolean array).
+
+    A reprojection gives infinite coordinates where the target CRS is not defined (a
+    transverse Mercator zone 90 degrees from its meridian, say).
+    """
+    array = np.asarray(geometries, dtype=object)
+    coordinates, index = shapely.get_coordinates(array, return_index=True)
+    bad = np.zeros(len(array), dtype=bool)
+    bad[index[~np.isfinite(coordinates).all(axis=1)]] = True
+    return bad
+
+
+def check_coordinates(geometry: shapely.Geometry, field: str, crs: str | None = None) -> None:
+    """Refuse non-finite coordinates, and lon/lat outside [-180, 180] x [-90, 90].
+
+    Args:
+        geometry: The geometry, in ``crs`` coordinates.
+        field: Request field named in error messages.
+        crs: The geometry's CRS; when geographic, its coordinates are checked against the
+            range of longitudes and latitudes (a projected CRS's domain is checked when the
+            geometry is reprojected: see ``non_finite``).
+
+    Raises:
+        BadRequestError: What is wrong with the coordinates.
+
+    """
+    if non_finite([geometry])[0]:
+        raise BadRequestError(f"{field}: coordinates must be finite numbers")
+    if crs is not None and parse_crs(crs).is_geographic:
+        minx, miny, maxx, maxy = geometry.bounds
+        if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
+            raise BadRequestError(
+                f"{field}: coordinates outside the range of {crs} (longitude -180 to 180, "
+                f"latitude -90 to 90): bounds {minx:g}, {miny:g}, {maxx:g}, {maxy:g}"
+            )
+
+
 def polygonal(
-    value: Mapping[str, Any] | shapely.Geometry, field: str, max_vertices: int | None = None
+    value: Mapping[str, Any] | shapely.Geometry,
+    field: str,
+    max_vertices: int | None = None,
+    crs: str | None = None,
 ) -> shapely.Geometry:
     """Turn GeoJSON (or a shapely geometry) into a valid, non-empty (multi)polygon.
 
@@ -116,12 +157,14 @@ def polygonal(
         value: A GeoJSON Polygon / MultiPolygon (a Feature's geometry) or shapely geometry.
         field: Request field named in error messages.
         max_vertices: Refuse geometries with more vertices (the ``stats_max_vertices`` limit).
+        crs: The geometry's CRS, for ``check_coordinates``.
 
     Returns:
         A Polygon or MultiPolygon with positive area.
 
     Raises:
-        BadRequestError: Not GeoJSON, not polygonal, empty, or over ``max_vertices``.
+        BadRequestError: Not GeoJSON, not polygonal, empty, over ``max_vertices``, or with
+            coordinates ``check_coordinates`` refuses.
 
     """
     if isinstance(value, shapely.Geometry):
@@ -140,6 +183,7 @@ def polygonal(
         raise BadRequestError(
             f"{field}: a {geometry.geom_type} has no area; give a Polygon or MultiPolygon"
         )
+    check_coordinates(geometry, field, crs)
     if geometry.geom_type == "GeometryCollection" or not geometry.is_valid:
         geometry = shapely.make_valid(geometry)
         parts = [
@@ -158,15 +202,19 @@ def bounds_geometry(bounds: Bounds, max_vertices: int | None = None) -> shapely.
         BadRequestError: Neither given, or the area is empty.
 
     """
-    parse_crs(bounds.properties.crs)
+    crs = bounds.properties.crs
+    parse_crs(crs)
     geometry = None
     if bounds.geometry is not None:
-        geometry = polygonal(bounds.geometry, "input.bounds.geometry", max_vertices)
+        geometry = polygonal(bounds.geometry, "input.bounds.geometry", max_vertices, crs)
     if bounds.bbox is not None:
         minx, miny, maxx, maxy = bounds.bbox
+        if not np.isfinite(bounds.bbox).all():
+            raise BadRequestError("input.bounds.bbox: coordinates must be finite numbers")
         if not (minx < maxx and miny < maxy):
             raise BadRequestError("input.bounds.bbox: the bbox is empty (min must be below max)")
         box = shapely.box(minx, miny, maxx, maxy)
+        check_coordinates(box, "input.bounds.bbox", crs)
         geometry = (
             box if geometry is None else polygonal(geometry.intersection(box), "input.bounds")
         )
