@@ -270,6 +270,24 @@ def test_tiles_formats_outside_and_below_min_zoom(client, demo_dir):
     assert "mosaic_min_zoom=7" in r.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("bbox/nan,46.6,16.2,46.7.npy", "bbox: needs four finite numbers"),
+        ("bbox/16.1,46.6,inf,46.7.npy", "bbox: needs four finite numbers"),
+        ("bbox/200,0,210,10.npy", "is not a place on Earth"),
+        ("bbox/16.2,46.6,16.1,46.7.npy", "minx < maxx and miny < maxy are needed"),
+        ("point/nan,46.6", "point: needs finite coordinates"),
+        ("point/16.1,95", "is not a place on Earth"),
+    ],
+)
+def test_bad_crops_and_points_are_400_not_outside_the_search(client, path, message):
+    search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
+    r = client.get(f"/searches/{search_id}/{path}", params={"assets": "red"})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["detail"]
+
+
 def test_tiles_and_crops_are_clipped_to_the_search_area(client, demo_dir):
     items = _items(demo_dir)
     item = next(iter(items.values()))

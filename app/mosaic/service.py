@@ -60,6 +60,7 @@ from app.mosaic.search import (
 )
 from app.mosaic.store import SearchStore
 from app.readers import S2STACReader
+from app.request_checks import check_bbox, check_point
 
 __all__ = [
     "MosaicConfig",
@@ -604,11 +605,9 @@ class MosaicService:
 
         ``dst_crs`` defaults to ``bounds_crs``, as for single items.
         """
+        bbox = check_bbox(bbox, bounds_crs)
         record, index = self.index(search_id)
         order = self._order(record, order)
-        minx, miny, maxx, maxy = bbox
-        if minx >= maxx or miny >= maxy:
-            raise BadRequestError("bbox: expected minx < maxx and miny < maxy")
         lonlat = (
             transform_bounds(bounds_crs, WGS84_CRS, *bbox, densify_pts=21)
             if bounds_crs != WGS84_CRS
@@ -706,6 +705,7 @@ class MosaicService:
         order: str | None = None,
     ) -> PointSeries:
         """The time series of every item at a point, and its pixel-selected value."""
+        check_point(lon, lat, coord_crs)
         record, index = self.index(search_id)
         order = self._order(record, order)
         location = _to_lonlat({"type": "Point", "coordinates": [lon, lat]}, coord_crs)
