@@ -1,9 +1,13 @@
 """The FastAPI application: ``create_app(settings)`` and a module-level ``app`` for uvicorn."""
 
 import logging
+import math
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from morecantile.errors import MorecantileError
@@ -59,6 +63,27 @@ def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _finite_json(value: Any) -> Any:
+    """``value`` with non-finite floats as strings ("nan", "inf"): JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(item) for item in value]
+    return value
+
+
+def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own handler echoes the offending input; a body carrying NaN or Infinity
+    # (as Python's json.dumps writes them) made that 422 fail to render, a 500.
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        {"detail": _finite_json(jsonable_encoder(exc.errors()))},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
 def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s", request.url.path, exc_info=exc)
     return JSONResponse(
@@ -94,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RioTilerError, _rio_tiler_error)
     app.add_exception_handler(TerratilerError, _terratiler_error)
     app.add_exception_handler(OverflowError, _out_of_range)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
     from app.routers import batch as batch_router

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     max_output_pixels: int = 4096 * 4096
     max_tile_size: int = 1024
-    max_histogram_bins: int = 1000  # histogram_bins of the tiler's statistics
+    max_histogram_bins: int = 1000  # bins of a histogram: tiler statistics, Statistical API
     item_cache_ttl: float = 300.0
     item_cache_size: int = 4096
 

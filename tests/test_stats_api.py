@@ -1037,6 +1037,64 @@ def _lonlat(geometry: dict):
             400,
             "stats_max_outputs=10",
         ),
+        (lambda b: b["aggregation"].update(resx=math.nan, resy=10), 422, "finite number"),
+        (lambda b: b["aggregation"].update(resx=math.inf, resy=10), 422, "finite number"),
+        # Below what a float tells apart from 0 once in metres, at this longitude.
+        (
+            lambda b: (
+                b["input"].update(bounds={"bbox": [16.09, 46.64, 16.095, 46.645]})
+                or b["aggregation"].update(resx=1e-300, resy=1e-300)
+            ),
+            400,
+            "is no pixel size in EPSG:32633",
+        ),
+        (
+            lambda b: b.update(calculations={"ndvi": {"histograms": {"B0": {"nBins": 1001}}}}),
+            400,
+            "calculations.ndvi.histograms.B0: 1001 bins, over the limit max_histogram_bins=1000",
+        ),
+        (
+            lambda b: b.update(
+                calculations={"default": {"histograms": {"default": {"bins": list(range(1002))}}}}
+            ),
+            400,
+            "1001 bins, over the limit max_histogram_bins=1000",
+        ),
+        (
+            lambda b: b.update(
+                calculations={
+                    "ndvi": {
+                        "histograms": {"B0": {"binWidth": 1e-300, "lowEdge": -1, "highEdge": 1}}
+                    }
+                }
+            ),
+            400,
+            "2e+300 bins of 1e-300 over [-1, 1], over the limit max_histogram_bins=1000",
+        ),
+        # Edges from the data: checked once it is read (NDVI spans more than 0.1 here).
+        (
+            lambda b: b.update(calculations={"ndvi": {"histograms": {"B0": {"binWidth": 1e-4}}}}),
+            400,
+            "over the limit max_histogram_bins=1000",
+        ),
+        (
+            lambda b: b.update(
+                calculations={"ndvi": {"histograms": {"B0": {"bins": [0, math.nan, 1]}}}}
+            ),
+            422,
+            "finite number",
+        ),
+        (
+            lambda b: b.update(
+                calculations={
+                    "ndvi": {
+                        "histograms": {"B0": {"nBins": 4, "lowEdge": -math.inf, "highEdge": 1}}
+                    }
+                }
+            ),
+            422,
+            "finite number",
+        ),
         (lambda b: b["aggregation"].update(pixelRule="majority"), 422, "pixelRule"),
         (lambda b: b["input"].pop("data"), 422, "data"),
         (lambda b: b["input"]["data"][0].pop("type"), 422, "collection id"),
@@ -1058,6 +1116,7 @@ def test_bad_requests(api, fields_utm, change, status, message):
     )
     assert response.status_code == status, response.text
     assert message in response.text
+    _strict_json(response.text)  # a NaN echoed in a 422 is a string, not a bare token
 
 
 class _Limited(Settings):

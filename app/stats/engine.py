@@ -37,6 +37,7 @@ when some intervals failed, ``FAILED`` when all did.
 """
 
 import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -313,6 +314,12 @@ class _Engine:
             if self.plan.resolution is not None:
                 crs, _ = self.reader.asset_georeference(scene.item, self.output_assets[0])
                 resolution = pixel_size_in(self.plan.resolution, self.plan.crs, crs, self._centre)
+                if not all(math.isfinite(size) and size > 0 for size in resolution):
+                    resx, resy = self.plan.resolution
+                    raise BadRequestError(
+                        f"aggregation.resx/resy: {resx:g} x {resy:g} is no pixel size in "
+                        f"{crs} (too small to tell apart from 0 at this place)"
+                    )
             grid = self.reader.grid(scene, self.output_assets, resolution)
             self._grids[scene.id] = grid
         return grid

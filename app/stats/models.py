@@ -10,7 +10,7 @@ dicts (picklable, ready for ``json.dumps``) in which statistics of intervals wit
 pixels are the string ``"NaN"``, as Sentinel Hub sends them.
 """
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -148,8 +148,12 @@ class Aggregation(_Model):
         description="`exact`: coverage-weighted (exactextract); `center`: pixel centres inside; "
         "`all_touched`: every pixel touched.",
     )
-    resx: float | None = Field(default=None, gt=0, description="Pixel width, in bounds CRS units.")
-    resy: float | None = Field(default=None, gt=0, description="Pixel height, in bounds CRS units.")
+    resx: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Pixel width, in bounds CRS units."
+    )
+    resy: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Pixel height, in bounds CRS units."
+    )
     width: int | None = Field(default=None, description="Not supported: use resx/resy.")
     height: int | None = Field(default=None, description="Not supported: use resx/resy.")
     evalscript: str | None = Field(default=None, description="Not supported: use `outputs`.")
@@ -177,11 +181,17 @@ class StatisticsDefinition(_Model):
 class HistogramDefinition(_Model):
     """A histogram: explicit ``bins`` edges, or ``nBins``, or ``binWidth``."""
 
-    bins: list[float] | None = Field(default=None, description="Edges: [e0, e1) ... [en-1, en].")
+    bins: list[Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None, description="Edges: [e0, e1) ... [en-1, en]."
+    )
     nBins: int | None = Field(default=None, gt=0)
-    binWidth: float | None = Field(default=None, gt=0)
-    lowEdge: float | None = Field(default=None, description="Default: the smallest value.")
-    highEdge: float | None = Field(default=None, description="Default: the largest value.")
+    binWidth: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    lowEdge: float | None = Field(
+        default=None, allow_inf_nan=False, description="Default: the smallest value."
+    )
+    highEdge: float | None = Field(
+        default=None, allow_inf_nan=False, description="Default: the largest value."
+    )
 
     @model_validator(mode="after")
     def _one_form(self) -> "HistogramDefinition":

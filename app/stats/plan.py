@@ -30,6 +30,7 @@ BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {"scl", "aot",
 COLLECTION_ALIASES = {"S2L2A": "sentinel-2-l2a", "sentinel-2-l2a": "sentinel-2-l2a"}
 
 DEFAULT_LIMITS = {
+    "max_histogram_bins": 1000,
     "stats_max_pixels": 25_000_000,
     "stats_max_vertices": 100_000,
     "stats_max_intervals": 400,
@@ -117,14 +118,19 @@ def _time(value: str, field_name: str) -> datetime:
         raise BadRequestError(f"{field_name}: {error}") from None
 
 
-def _histogram(definition: HistogramDefinition) -> HistogramSpec:
-    return HistogramSpec(
+def _histogram(definition: HistogramDefinition, where: str, max_bins: int) -> HistogramSpec:
+    spec = HistogramSpec(
         bins=tuple(definition.bins) if definition.bins is not None else None,
         n_bins=definition.nBins,
         bin_width=definition.binWidth,
         low_edge=definition.lowEdge,
         high_edge=definition.highEdge,
+        max_bins=max_bins,
+        field=where,
     )
+    # Edges known now are checked now; binWidth over the data's range when it is read.
+    spec.check_bins()
+    return spec
 
 
 def _check_keys(keys: Mapping[str, Any] | None, known: list[str], where: str, what: str) -> None:
@@ -136,7 +142,10 @@ def _check_keys(keys: Mapping[str, Any] | None, known: list[str], where: str, wh
 
 
 def _bands(
-    output: str, names: list[str], calculations: Mapping[str, OutputCalculations] | None
+    output: str,
+    names: list[str],
+    calculations: Mapping[str, OutputCalculations] | None,
+    max_bins: int,
 ) -> tuple[BandPlan, ...]:
     """Resolve Sentinel Hub's ``default`` keys into what each band of an output computes."""
     calc = None
@@ -152,7 +161,8 @@ def _bands(
         stats = statistics.get(name, statistics.get("default"))
         hist = histograms.get(name, histograms.get("default"))
         ks = tuple(stats.percentiles.k) if stats and stats.percentiles else None
-        bands.append(BandPlan(name, ks, _histogram(hist) if hist else None))
+        spec = _histogram(hist, f"{where}.histograms.{name}", max_bins) if hist else None
+        bands.append(BandPlan(name, ks, spec))
     return tuple(bands)
 
 
@@ -217,7 +227,9 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
                 f"aggregation.outputs.{name}.bands: {count} distinct band name(s) needed, "
                 f"one per ';'-separated expression"
             )
-        bands = _bands(name, list(band_names), request.calculations)
+        bands = _bands(
+            name, list(band_names), request.calculations, limit(settings, "max_histogram_bins")
+        )
         outputs.append(OutputPlan(name, expression, bands))
         assets.extend(expression.names)
     _check_keys(request.calculations, list(aggregation.outputs), "calculations", "output")

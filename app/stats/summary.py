@@ -17,10 +17,13 @@ Basic statistics of many geometries are computed together with ``np.bincount`` o
 concatenated pixels, so their cost does not grow with the number of Python objects.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from app.errors import BadRequestError
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ class HistogramSpec:
             edge (and may be narrower).
         low_edge: Lower edge; default the smallest valid value.
         high_edge: Upper edge; default the largest valid value.
+        max_bins: Most bins a histogram may have (the ``max_histogram_bins`` limit).
+        field: The request field this histogram comes from, for error messages.
 
     """
 
@@ -170,6 +175,41 @@ class HistogramSpec:
     bin_width: float | None = None
     low_edge: float | None = None
     high_edge: float | None = None
+    max_bins: int | None = None
+    field: str = "histogram"
+
+    def count(self, low: float, high: float) -> float:
+        """The number of bins between ``low`` and ``high`` (a float: it may be huge)."""
+        if self.bins is not None:
+            return float(len(self.bins) - 1)
+        if self.n_bins is not None:
+            return float(self.n_bins)
+        assert self.bin_width is not None
+        bins = (high - low) / self.bin_width - 1e-12
+        return max(float(math.ceil(bins)) if math.isfinite(bins) else math.inf, 1.0)
+
+    def check_bins(self, low: float | None = None, high: float | None = None) -> None:
+        """Refuse more than ``max_bins`` bins, once the edges are known.
+
+        Args:
+            low: Lower edge of the data, when ``low_edge`` is not given.
+            high: Upper edge of the data, when ``high_edge`` is not given.
+
+        Raises:
+            BadRequestError: Over ``max_bins``.
+
+        """
+        low = self.low_edge if self.low_edge is not None else low
+        high = self.high_edge if self.high_edge is not None else high
+        if self.max_bins is None or (self.bin_width is not None and (low is None or high is None)):
+            return
+        count = self.count(low or 0.0, high or 0.0)
+        if count > self.max_bins:
+            span = f" of {self.bin_width:g} over [{low:g}, {high:g}]" if self.bin_width else ""
+            raise BadRequestError(
+                f"{self.field}: {count:.6g} bins{span}, over the limit "
+                f"max_histogram_bins={self.max_bins}"
+            )
 
     def edges(self, minimum: float, maximum: float) -> np.ndarray | None:
         """Bin edges for data spanning [minimum, maximum]; None when they are undefined."""
@@ -179,10 +219,11 @@ class HistogramSpec:
         high = self.high_edge if self.high_edge is not None else maximum
         if not (np.isfinite(low) and np.isfinite(high)) or high < low:
             return None
+        self.check_bins(low, high)
         if self.n_bins is not None:
             return np.linspace(low, high, self.n_bins + 1)
         assert self.bin_width is not None
-        count = max(int(np.ceil((high - low) / self.bin_width - 1e-12)), 1)
+        count = int(self.count(low, high))
         edges = low + self.bin_width * np.arange(count + 1)
         edges[-1] = high
         return edges
