@@ -18,6 +18,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import shape as to_shape
 
 from app.errors import BadRequestError, NotFoundError, TooLargeError
+from app.stats.geometry import non_finite
 
 Bounds = tuple[float, float, float, float]
 
@@ -125,10 +126,13 @@ def shape_bounds(shape: dict[str, Any], crs: CRS | None) -> Bounds:
     try:
         # shapely, not rasterio.features.bounds: that one crashes the process on
         # coordinates that are not numbers.
-        bounds = to_shape(geometry).bounds
+        parsed = to_shape(geometry)
     except (ShapelyError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         raise BadRequestError(f"feature: invalid coordinates ({exc})") from exc
-    return check_bbox(bounds, crs, "feature")
+    # Bounds skip NaN vertices; GDAL's rasterizer does not.
+    if non_finite([parsed])[0]:
+        raise BadRequestError("feature: coordinates must be finite numbers")
+    return check_bbox(parsed.bounds, crs, "feature")
 
 
 def check_nodata(nodata: float | None, dtype: str) -> None:

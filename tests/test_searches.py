@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,6 +285,36 @@ def test_tiles_formats_outside_and_below_min_zoom(client, demo_dir):
 def test_bad_crops_and_points_are_400_not_outside_the_search(client, path, message):
     search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
     r = client.get(f"/searches/{search_id}/{path}", params={"assets": "red"})
+    assert r.status_code == 400, r.text
+    assert message in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("geometry", "message"),
+    [
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [[[16.09, 46.64], [math.nan, 46.64], [16.1, 46.65], [16.09, 46.64]]],
+            },
+            "feature: coordinates must be finite numbers",
+        ),
+        (
+            {"type": "Polygon", "coordinates": [[[200, 0], [0, 80], [1, 1], [200, 0]]]},
+            "is not a place on Earth",
+        ),
+        ({"type": "Point", "coordinates": [16.1, 46.65]}, "needs a Polygon or MultiPolygon"),
+    ],
+)
+def test_bad_statistics_geometries_are_400(client, geometry, message):
+    search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
+    feature = {"type": "Feature", "properties": {}, "geometry": geometry}
+    r = client.post(
+        f"/searches/{search_id}/statistics",
+        params={"assets": "red"},
+        content=json.dumps(feature),  # NaN as json.dumps writes it
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400, r.text
     assert message in r.json()["detail"]
 

@@ -60,7 +60,7 @@ from app.mosaic.search import (
 )
 from app.mosaic.store import SearchStore
 from app.readers import S2STACReader
-from app.request_checks import check_bbox, check_point
+from app.request_checks import check_bbox, check_point, shape_bounds
 
 __all__ = [
     "MosaicConfig",
@@ -656,6 +656,7 @@ class MosaicService:
         ``dst_crs`` defaults to the native CRS of the first item (statistics are computed on
         the scenes' own grid, never in Web Mercator).
         """
+        shape_bounds(dict(shape), shape_crs)  # a polygon, finite, on Earth: as single items
         record, index = self.index(search_id)
         order = self._order(record, order)
         geometry = _geometry_of(shape)
