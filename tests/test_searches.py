@@ -175,10 +175,17 @@ def test_defaults_apply_to_requests_that_do_not_give_them(client, demo_dir):
         ({"metadata": {"minzoom": 12, "maxzoom": 3}}, "metadata.minzoom", 400),
         ({"metadata": {"defaults": {"url": "/etc/passwd"}}}, "metadata.defaults", 400),
         ({"metadata": "name"}, "metadata", 400),
+        # TileJSON's bounds and centre come from them: no infinities, and on Earth.
+        ({"metadata": {"bounds": [-math.inf, -90, math.inf, 90]}}, "metadata.bounds", 400),
+        ({"metadata": {"bounds": [1e308, 0, 1e308, 0]}}, "metadata.bounds", 400),
+        ({"metadata": {"bounds": [-500, -100, 500, 100]}}, "metadata.bounds", 400),
     ],
 )
 def test_bad_searches_are_400_naming_the_parameter(client, body, parameter, status):
-    r = client.post("/searches/register", json=body)
+    # json.dumps writes inf as Infinity, as Python clients send it.
+    r = client.post(
+        "/searches/register", content=json.dumps(body), headers={"content-type": "application/json"}
+    )
     assert r.status_code == status, r.text
     assert r.json()["detail"].startswith(parameter), r.json()["detail"]
     assert client.get("/searches").json()["numberMatched"] == 0

@@ -281,9 +281,13 @@ def normalize_metadata(metadata: Any) -> dict[str, Any]:
             not isinstance(bounds, list)
             or len(bounds) != 4
             or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in bounds)
-            or not (bounds[0] <= bounds[2] and bounds[1] <= bounds[3])
+            or not all(math.isfinite(v) for v in bounds)
+            or not (-180 <= bounds[0] <= bounds[2] <= 180 and -90 <= bounds[1] <= bounds[3] <= 90)
         ):
-            raise BadRequestError("metadata.bounds: expected [minx, miny, maxx, maxy] in lon/lat")
+            raise BadRequestError(
+                "metadata.bounds: expected [minx, miny, maxx, maxy] in lon/lat "
+                "(-180 <= minx <= maxx <= 180, -90 <= miny <= maxy <= 90)"
+            )
         result["bounds"] = [float(v) for v in bounds]
     defaults = result.get("defaults")
     if defaults is not None:
