@@ -175,6 +175,10 @@ def test_defaults_apply_to_requests_that_do_not_give_them(client, demo_dir):
         ({"metadata": {"minzoom": 12, "maxzoom": 3}}, "metadata.minzoom", 400),
         ({"metadata": {"defaults": {"url": "/etc/passwd"}}}, "metadata.defaults", 400),
         ({"metadata": "name"}, "metadata", 400),
+        # Defaults with a fixed set of values: refused at registration, not on every tile.
+        ({"metadata": {"defaults": {"pixel_selection": "bogus"}}}, "metadata.defaults", 400),
+        ({"metadata": {"defaults": {"order": "random"}}}, "metadata.defaults.order", 400),
+        ({"metadata": {"defaults": {"preset": "sepia"}}}, "metadata.defaults.preset", 400),
         # TileJSON's bounds and centre come from them: no infinities, and on Earth.
         ({"metadata": {"bounds": [-math.inf, -90, math.inf, 90]}}, "metadata.bounds", 400),
         ({"metadata": {"bounds": [1e308, 0, 1e308, 0]}}, "metadata.bounds", 400),

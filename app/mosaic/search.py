@@ -33,6 +33,9 @@ from typing import Any
 from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
 from app.errors import BadRequestError
+from app.expressions import PRESETS
+from app.mosaic.index import ORDERS
+from app.mosaic.reader import PIXEL_SELECTIONS
 
 __all__ = [
     "LAYER_PARAMETERS",
@@ -200,8 +203,21 @@ def _zoom(name: str, value: Any) -> int | None:
     return int(value)
 
 
+#: Defaults with a fixed set of values, checked at registration rather than on every tile.
+_DEFAULT_CHOICES: dict[str, tuple[str, ...]] = {
+    "pixel_selection": PIXEL_SELECTIONS,
+    "order": ORDERS,
+    "preset": tuple(PRESETS),
+}
+
+
 def _default_value(key: str, value: Any) -> Any:
     scalar = (str, int, float, bool)
+    choices = _DEFAULT_CHOICES.get(key)
+    if choices is not None and value not in choices:
+        raise BadRequestError(
+            f"metadata.defaults.{key}: must be one of {', '.join(choices)}, not {value!r}"
+        )
     if isinstance(value, scalar):
         if isinstance(value, float) and not math.isfinite(value):
             raise BadRequestError(f"metadata.defaults.{key}: not a finite number")
