@@ -454,6 +454,34 @@ def test_stop_then_start_resumes_without_redoing(make_settings, batch_demo, tmp_
     assert all(after[name] == mtime for name, mtime in written.items())
 
 
+def test_a_request_error_found_reading_is_invalid_not_retried(make_settings, batch_demo):
+    """binWidth is checked against the data's range once it is read: too many bins is the
+    request's fault, so the features are invalid (not failed, not retried)."""
+    body = job_body(str(batch_demo / "fields.geojson"))
+    body["calculations"] = {"ndvi": {"histograms": {"default": {"binWidth": 1e-6}}}}
+    count = len(json.loads((batch_demo / "fields.geojson").read_text())["features"])
+    with TestClient(make_app(make_settings())) as client:
+        created = client.post("/batch/statistics", json=body)
+        assert created.status_code == 201, created.text
+        url = f"/batch/statistics/{created.json()['id']}"
+        client.post(f"{url}/start")
+        ended = wait_for(lambda: client.get(url).json(), {"DONE", "PARTIAL", "FAILED"})
+        assert ended["status"] == "PARTIAL", ended
+        assert ended["progress"]["features"] == {
+            "total": count,
+            "done": 0,
+            "failed": 0,
+            "invalid": count,
+        }
+        assert ended["failedFeatures"] == []
+        errors = [f["error"] for f in ended["invalidFeatures"]]
+        assert len(errors) == count
+        assert all("bins of 1e-06 over [" in e for e in errors)
+        assert all("over the limit max_histogram_bins=1000" in e for e in errors)
+        document = json.loads((Path(ended["output"]) / "0.json").read_text())
+        assert document["error"]["type"] == "BAD_REQUEST"
+
+
 def test_broken_asset_gives_partial_then_retry_failed_gives_done(
     make_settings, batch_demo, tmp_path
 ):

@@ -112,8 +112,8 @@ def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, 
         return compute_many(
             geometries, task.request, catalog, task.settings, crs=crs, chunk_size=task.chunk_size
         )
-    except BadRequestError as error:
-        return [_failure(error.message)] * len(geometries)
+    except BadRequestError as error:  # the request, not a read: retrying cannot help
+        return [_failure(error.message, "BAD_REQUEST")] * len(geometries)
     except Exception as error:  # anything the engine did not expect: keep it per feature
         return [_failure(f"{type(error).__name__}: {error}")] * len(geometries)
 
