@@ -87,11 +87,17 @@ def _aspect(bbox, bounds_crs: CRS, crs: CRS) -> Callable[[], float]:
     return aspect
 
 
-def _nearest(kwargs: dict[str, Any]) -> bool:
-    """Whether a read's options resample and reproject nearest-neighbour (the default)."""
-    return kwargs.get("resampling_method") in (None, "nearest") and kwargs.get(
-        "reproject_method"
-    ) in (None, "nearest")
+def _scl_reads_with_bands(kwargs: dict[str, Any]) -> bool:
+    """Whether the SCL can be read with the bands, with the same options.
+
+    Only when they resample and reproject nearest-neighbour (the default) and no
+    ``nodata`` overrides the bands' (a uint16 nodata is no uint8 SCL value).
+    """
+    return (
+        kwargs.get("resampling_method") in (None, "nearest")
+        and kwargs.get("reproject_method") in (None, "nearest")
+        and kwargs.get("nodata") is None
+    )
 
 
 def _bands(layer: Layer, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
@@ -121,17 +127,17 @@ class GTiffReader(Reader):
         """Close, telling the pool whether the reads failed."""
         self._ctx_stack.__exit__(exc_type, exc_value, traceback)
 
-    # Every read of one GeoTIFF (tiles and features go through part, statistics through
-    # preview) checks the options that must fit the data type.
+    # Every read of one GeoTIFF checks the options that must fit the data type: tiles and
+    # features go through part; previews and statistics (per asset too) through read.
     def part(self, *args: Any, **kwargs: Any) -> ImageData:
         """Read a bbox (rio-tiler's ``Reader.part``)."""
         check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
         return super().part(*args, **kwargs)
 
-    def preview(self, *args: Any, **kwargs: Any) -> ImageData:
-        """Read a decimated view (rio-tiler's ``Reader.preview``)."""
+    def read(self, *args: Any, **kwargs: Any) -> ImageData:
+        """Read the whole dataset, maybe decimated (rio-tiler's ``Reader.read``)."""
         check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
-        return super().preview(*args, **kwargs)
+        return super().read(*args, **kwargs)
 
     def point(self, *args: Any, **kwargs: Any) -> PointData:
         """Read a point (rio-tiler's ``Reader.point``)."""
@@ -408,12 +414,15 @@ class S2STACReader(STACReader):
         mask: str | None,
         harmonize: bool | None,
         asset_as_band: bool,
+        *,
+        sized: bool = True,
         **kwargs: Any,
     ) -> Layer:
         """Read what the caller asked for, harmonized and masked as asked.
 
         ``read(assets=..., **kw)`` is one of rio-tiler's MultiBaseReader methods, bound
-        to the request's geometry (tile, bbox, point ...).
+        to the request's geometry (tile, bbox, point ...). ``sized``: ``read`` takes
+        ``width``/``height``/``max_size`` in ``kw`` (bbox, preview, feature; not tiles).
         """
         expr: Expression | None = parse_expression(expression) if expression else None
         if harmonize is None:
@@ -440,7 +449,7 @@ class S2STACReader(STACReader):
             # Nothing of ours to do: rio-tiler's own reading (multi-band assets, options).
             return _read_assets(read, assets, self._parallel, asset_as_band=asset_as_band, **kwargs)
 
-        if scl_mask is not None and _nearest(kwargs) and SCL_ASSET not in read_keys:
+        if scl_mask is not None and _scl_reads_with_bands(kwargs) and SCL_ASSET not in read_keys:
             # Nearest-neighbour reads: SCL comes with the bands, in the same parallel read.
             read_keys = [*read_keys, SCL_ASSET]
         layer = _read_assets(read, read_keys, self._parallel, asset_as_band=True, **kwargs)
@@ -453,7 +462,7 @@ class S2STACReader(STACReader):
 
         invalid = None
         if scl_mask is not None:
-            scl = self._read_scl(read, read_keys, bands, kwargs)
+            scl = self._read_scl(read, read_keys, bands, kwargs, sized)
             invalid = sentinel2.scl_invalid(scl.filled(0), scl_mask) | np.ma.getmaskarray(scl)
 
         if expr is not None:
@@ -493,12 +502,19 @@ class S2STACReader(STACReader):
         read_keys: list[str],
         bands: dict[str, np.ma.MaskedArray],
         kwargs: dict[str, Any],
+        sized: bool,
     ) -> np.ma.MaskedArray:
         # SCL is a class map at 20 m: read it on its own, always nearest-neighbour, onto
         # the same output grid as the bands (same tile, or the bands' width/height).
-        if SCL_ASSET in read_keys and _nearest(kwargs):
+        if SCL_ASSET in read_keys and _scl_reads_with_bands(kwargs):
             return bands[SCL_ASSET]
         nearest = {**kwargs, "resampling_method": "nearest", "reproject_method": "nearest"}
+        nearest.pop("nodata", None)  # the bands' nodata; SCL's own (class 0) is a class
+        if sized:
+            # Sized by max_size alone (preview, statistics), each asset is read at its own
+            # grid's size: 20 m SCL would come out half the size of 10 m bands.
+            nearest.pop("max_size", None)
+            nearest["height"], nearest["width"] = next(iter(bands.values())).shape[-2:]
         layer = _read_assets(read, [SCL_ASSET], False, asset_as_band=True, **nearest)
         return _bands(layer, [SCL_ASSET])[SCL_ASSET]
 
@@ -526,6 +542,7 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            sized=False,
             **kwargs,
         )
 
@@ -553,19 +570,16 @@ class S2STACReader(STACReader):
         check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._layer(
             lambda **kw: super(S2STACReader, self).part(
-                bbox,
-                dst_crs=dst_crs,
-                bounds_crs=bounds_crs,
-                max_size=max_size,
-                height=height,
-                width=width,
-                **kw,
+                bbox, dst_crs=dst_crs, bounds_crs=bounds_crs, **kw
             ),
             assets,
             expression,
             mask,
             harmonize,
             asset_as_band,
+            max_size=max_size,
+            height=height,
+            width=width,
             **kwargs,
         )
 
@@ -616,6 +630,7 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            sized=False,
             **kwargs,
         )
 

@@ -401,3 +401,32 @@ def test_scl_mask_is_nearest_when_bands_resample_bilinear(client, demo_dir, demo
     # Bilinear values blend neighbours: within the range of the window and a pixel around.
     dn = _window(demo.href(demo_dir, cloudy, "red"), _grid_bounds(cloudy, 39, 39, 66, 50))
     assert dn.min() <= bilinear[0][valid].min() and bilinear[0][valid].max() <= dn.max()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"resampling": "bilinear"},
+        {"resampling": "bilinear", "max_size": 200},
+        # a nodata for the uint16 bands is no uint8 SCL value: SCL is read apart, without it
+        {"nodata": 60000},
+    ],
+)
+def test_scl_read_apart_from_the_bands_is_on_their_grid(client, demo_dir, demo_settings, options):
+    """When the SCL cannot be read with the bands (they resample, or carry a nodata), it is
+    read apart: at the bands' size even when max_size alone sizes the read, each asset by
+    its own grid (20 m SCL came out half the size of 10 m bands: a 500)."""
+    cloudy = _cloudiest(demo_dir)
+    params = {"assets": "red", "mask": "scl-clear", **options}
+    preview = _npy(client.get(f"{ITEMS}/{cloudy['id']}/preview.npy", params=params))
+    with rasterio.open(demo.href(demo_dir, cloudy, "red")) as src:
+        native = (src.height, src.width)
+        assert not (src.read(1) == 60000).any()
+    max_size = options.get("max_size")
+    size = native if max_size is None else (max_size, max_size)
+    assert preview.shape == (2, *size)
+    with rasterio.open(demo.href(demo_dir, cloudy, "scl")) as src:
+        scl = src.read(1, out_shape=size, resampling=Resampling.nearest)
+    invalid = np.isin(scl, demo_settings.scl_mask_classes)
+    assert invalid.any() and (~invalid).any()
+    np.testing.assert_array_equal(~demo.valid(preview[-1]), invalid)

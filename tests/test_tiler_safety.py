@@ -295,6 +295,16 @@ def _bad_requests(item_id: str, cog: str, item_json: str) -> list[tuple[str, str
         # nodata the data type cannot hold: numpy "Cannot convert fill_value nan to uint16"
         ("GET", "/cog/preview.png", {"url": cog, "nodata": "nan"}, "nodata"),
         ("GET", f"{item}/preview.png", {"assets": "red", "nodata": "-1"}, "nodata"),
+        ("GET", f"{item}/asset_statistics", {"assets": "red", "nodata": "nan"}, "nodata"),
+        ("GET", f"{item}/statistics", {"assets": "red", "nodata": "-3.2e16"}, "nodata"),
+        ("GET", "/cog/statistics", {"url": cog, "nodata": "nan"}, "nodata"),
+        # the SCL is read on its own when the bands resample: at the bands' size
+        (
+            "GET",
+            f"{item}/preview.png",
+            {"assets": "red", "mask": "scl-clear", "resampling": "bilinear", "nodata": "nan"},
+            "nodata",
+        ),
         # band indexes the COG does not have
         ("GET", "/cog/preview.png", {"url": cog, "bidx": 7}, "bidx"),
         # titiler algorithms with parameters that are not an object, or wrong
