@@ -12,8 +12,13 @@ service spends its CPU on encoding; terratiler defaults to level 1.
 
 from typing import Any
 
+import attr
+import numpy as np
+from rasterio.dtypes import dtype_ranges
+from rio_tiler.models import ImageData
 from rio_tiler.profiles import PNGProfile, img_profiles
-from titiler.core.utils import render_image
+from titiler.core.resources.enums import ImageType
+from titiler.core.utils import render_image, rescale_array
 
 DEFAULT_PNG_ZLEVEL = 1
 
@@ -37,16 +42,68 @@ def configure_rendering(png_zlevel: int = DEFAULT_PNG_ZLEVEL) -> None:
     img_profiles.data["png"] = PNGProfile(zlevel=png_zlevel)
 
 
-def render(*args: Any, **kwargs: Any) -> tuple[bytes, str]:
+# The data types each format holds (titiler's table); a format not listed takes any. An
+# image rendered without a format becomes a PNG or a JPEG, 8 bits either way.
+_FORMAT_DTYPES: dict[ImageType | None, tuple[str, ...]] = {
+    None: ("uint8",),
+    ImageType.png: ("uint8", "uint16"),
+    ImageType.jpeg: ("uint8",),
+    ImageType.jpg: ("uint8",),
+    ImageType.webp: ("uint8",),
+    ImageType.jp2: ("uint8", "int16", "uint16"),
+}
+
+
+def _fit_to_format(image: ImageData, output_format: ImageType | None, colormap: Any) -> ImageData:
+    """``image`` rescaled to 8 bits when ``output_format`` cannot hold its data type.
+
+    titiler does this rescale itself (by ``dataset_statistics`` or the data type's range),
+    but with the 2-D mask indexed per band: band b takes row b of the mask, so a masked
+    pixel zeroes its whole column in that band, and more bands than rows is an IndexError
+    (titiler.core 2.4.0). Done here, each pixel keeps its own mask, and titiler, seeing
+    8-bit data, leaves it as it is.
+    """
+    dtype = str(image.data.dtype)
+    allowed = _FORMAT_DTYPES.get(output_format)
+    if colormap or allowed is None or dtype in allowed or dtype not in dtype_ranges:
+        return image
+    in_range = image.dataset_statistics or (dtype_ranges[dtype],)
+    mask = np.broadcast_to(image.mask, image.data.shape)
+    data = rescale_array(image.data.copy(), mask, in_range=in_range)
+    array = np.ma.MaskedArray(data, mask=np.ma.getmaskarray(image.array))
+    return attr.evolve(image, array=array, dataset_statistics=None)
+
+
+def render(
+    image: ImageData,
+    *,
+    output_format: ImageType | None = None,
+    colormap: Any = None,
+    rescale: Any = None,
+    color_formula: str | None = None,
+    **kwargs: Any,
+) -> tuple[bytes, str]:
     """Render like titiler's ``render_image``, answering with registered media types.
 
     Args:
-        args: Positional arguments of ``titiler.core.utils.render_image``.
-        kwargs: Keyword arguments of ``titiler.core.utils.render_image``.
+        image: The image.
+        output_format: The format (None: PNG when some pixel is masked, else JPEG).
+        colormap: A colormap, applied by titiler.
+        rescale: Input ranges to stretch onto 0..255, band by band.
+        color_formula: A rio-color formula.
+        kwargs: Other keyword arguments of ``titiler.core.utils.render_image``.
 
     Returns:
         The encoded image and its media type (``image/jpeg`` for ``.jpg`` too).
 
     """
-    content, media_type = render_image(*args, **kwargs)
+    # In titiler's order: rescale and color formula first, then fit to the format.
+    if rescale:
+        image.rescale(rescale)
+    if color_formula:
+        image.apply_color_formula(color_formula)
+    image = _fit_to_format(image, output_format, colormap)
+    content, media_type = render_image(
+        image, output_format=output_format, colormap=colormap, **kwargs
+    )
     return content, _MEDIA_TYPES.get(media_type, media_type)
