@@ -1,4 +1,7 @@
-"""Image encoding options of every rendered tile, crop and preview.
+"""Rendering of every tile, crop and preview: titiler's, with terratiler's encoding options.
+
+``render`` also does titiler's 8-bit rescale of data a format cannot hold, with each
+pixel's own mask (see ``_fit_to_format``).
 
 rio-tiler and titiler take the GDAL creation options of each output format from one
 registry (``rio_tiler.profiles.img_profiles``); terratiler sets PNG's there, once per
