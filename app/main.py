@@ -25,6 +25,7 @@ from app.errors import TerratilerError
 from app.gdal_env import configure_gdal
 from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import (
+    CRSQueryMiddleware,
     PresetMiddleware,
     SearchDefaultsMiddleware,
     TileScaleMiddleware,
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(SearchDefaultsMiddleware)
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
+    app.add_middleware(CRSQueryMiddleware)
     return app
 
 

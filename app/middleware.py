@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import morecantile
 from anyio import to_thread
+from rasterio.crs import CRS
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -43,6 +44,8 @@ ZOOM_LEVELS = range(
     max(morecantile.tms.get(name).maxzoom for name in morecantile.tms.list()) + 1,
 )
 _ZOOM_PARAMETERS = ("minzoom", "maxzoom")
+# titiler's CRS query parameters (titiler.core.dependencies, all read by validate_crs).
+_CRS_PARAMETERS = frozenset({"crs", "coord_crs", "dst_crs"})
 
 
 def _preset_params(name: str, given: set[str]) -> list[tuple[str, str]]:
@@ -134,25 +137,75 @@ class SearchDefaultsMiddleware:
         await self.app(scope, receive, send)
 
 
-class ZoomRangeMiddleware:
-    """Refuse ``minzoom`` / ``maxzoom`` query values outside ``ZOOM_LEVELS`` (400)."""
+class _QueryCheckMiddleware:
+    """Answer 400 when a query parameter fails ``check``, before any route parses it.
+
+    Subclasses set ``marker`` (bytes any checked parameter's ``name=`` contains, so that
+    other requests pass untouched) and ``check(key, value)`` (the error, or None).
+    """
+
+    marker: bytes = b""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
+    @staticmethod
+    def check(key: str, value: str) -> str | None:
+        """The error message of one query parameter, or None."""
+        raise NotImplementedError
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer 400 when a zoom parameter is outside every tile matrix set."""
-        if scope["type"] == "http" and b"zoom=" in scope["query_string"]:
+        """Check the query parameters, then pass the request on."""
+        if scope["type"] == "http" and self.marker in scope["query_string"]:
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
             for key, value in query:
-                if key in _ZOOM_PARAMETERS and value.lstrip("-").isdigit():
-                    if int(value) not in ZOOM_LEVELS:
-                        detail = (
-                            f"{key}: {value} is not a zoom level of any tile matrix set "
-                            f"({ZOOM_LEVELS.start}..{ZOOM_LEVELS.stop - 1})"
-                        )
-                        await JSONResponse({"detail": detail}, status_code=400)(
-                            scope, receive, send
-                        )
-                        return
+                detail = self.check(key, value)
+                if detail is not None:
+                    await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
+
+
+class ZoomRangeMiddleware(_QueryCheckMiddleware):
+    """Refuse ``minzoom`` / ``maxzoom`` query values outside ``ZOOM_LEVELS`` (400)."""
+
+    marker = b"zoom="
+
+    @staticmethod
+    def check(key: str, value: str) -> str | None:
+        """A zoom parameter outside every tile matrix set."""
+        if key in _ZOOM_PARAMETERS and value.lstrip("-").isdigit():
+            if int(value) not in ZOOM_LEVELS:
+                return (
+                    f"{key}: {value} is not a zoom level of any tile matrix set "
+                    f"({ZOOM_LEVELS.start}..{ZOOM_LEVELS.stop - 1})"
+                )
+        return None
+
+
+class CRSQueryMiddleware(_QueryCheckMiddleware):
+    """Refuse CRS query values that titiler's own check lets crash (400).
+
+    titiler's ``validate_crs`` turns the ValueError of ``CRS.from_user_input`` into a 422,
+    but lets its other errors through: ``coord_crs=[[1]]`` (a TypeError) was a 500 on
+    every endpoint that takes a CRS.
+    """
+
+    marker = b"crs="
+
+    @staticmethod
+    def check(key: str, value: str) -> str | None:
+        """A CRS parameter rasterio fails on other than by ValueError."""
+        return _crs_error(key, value) if key in _CRS_PARAMETERS else None
+
+
+def _crs_error(key: str, value: str) -> str | None:
+    # As titiler reads it: brackets around the value are dropped (OGC Maps style).
+    text = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    try:
+        CRS.from_user_input(text)
+    except ValueError:
+        return None  # titiler answers these itself (422)
+    except Exception as error:  # whatever else rasterio raises, the input is bad
+        return f"{key}: not a CRS rasterio can read ({type(error).__name__}: {error})"
+    return None

@@ -363,6 +363,15 @@ def _bad_requests(item_id: str, cog: str, item_json: str) -> list[tuple[str, str
             {"assets": "red", "height": 9000},
             "max_output_pixels",
         ),
+        # CRS values rasterio fails on other than by ValueError (a TypeError: was a 500)
+        (
+            "GET",
+            f"{item}/bbox/16.09,46.64,16.1,46.65.npy",
+            {"assets": "red", "coord_crs": "[[-133]]"},
+            "coord_crs",
+        ),
+        ("GET", "/cog/preview.png", {"url": cog, "dst_crs": "[[1]]"}, "dst_crs"),
+        ("GET", "/stac/info.geojson", {"url": item_json, "assets": "red", "crs": "[[1]]"}, "crs"),
         # percentiles are 0..100
         ("GET", "/cog/statistics", {"url": cog, "p": [50, 322856]}, "percentiles"),
         # a row the level does not have
