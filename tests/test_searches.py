@@ -195,6 +195,14 @@ def test_bad_searches_are_400_naming_the_parameter(client, body, parameter, stat
     assert client.get("/searches").json()["numberMatched"] == 0
 
 
+def test_preset_defaults_are_looked_up_as_requests_do(client):
+    # Presets are case-insensitive in requests; registration must accept what they accept.
+    body = {"collections": ["sentinel-2-l2a"], "metadata": {"defaults": {"preset": "NDVI"}}}
+    r = client.post("/searches/register", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["metadata"]["defaults"] == {"preset": "NDVI"}
+
+
 def test_not_json_is_422(client):
     r = client.post(
         "/searches/register", content=b"[1, 2", headers={"content-type": "application/json"}

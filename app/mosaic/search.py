@@ -33,7 +33,7 @@ from typing import Any
 from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
 from app.errors import BadRequestError
-from app.expressions import PRESETS
+from app.expressions import get_preset
 from app.mosaic.index import ORDERS
 from app.mosaic.reader import PIXEL_SELECTIONS
 
@@ -207,17 +207,25 @@ def _zoom(name: str, value: Any) -> int | None:
 _DEFAULT_CHOICES: dict[str, tuple[str, ...]] = {
     "pixel_selection": PIXEL_SELECTIONS,
     "order": ORDERS,
-    "preset": tuple(PRESETS),
 }
 
 
-def _default_value(key: str, value: Any) -> Any:
-    scalar = (str, int, float, bool)
+def _check_choice(key: str, value: Any) -> None:
+    if key == "preset":  # as requests look presets up (case-insensitive)
+        try:
+            get_preset(value if isinstance(value, str) else repr(value))
+        except BadRequestError as error:
+            raise BadRequestError(f"metadata.defaults.{error.message}") from None
     choices = _DEFAULT_CHOICES.get(key)
     if choices is not None and value not in choices:
         raise BadRequestError(
             f"metadata.defaults.{key}: must be one of {', '.join(choices)}, not {value!r}"
         )
+
+
+def _default_value(key: str, value: Any) -> Any:
+    scalar = (str, int, float, bool)
+    _check_choice(key, value)
     if isinstance(value, scalar):
         if isinstance(value, float) and not math.isfinite(value):
             raise BadRequestError(f"metadata.defaults.{key}: not a finite number")

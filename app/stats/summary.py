@@ -219,10 +219,10 @@ class HistogramSpec:
         high = self.high_edge if self.high_edge is not None else maximum
         if not (np.isfinite(low) and np.isfinite(high)) or high < low:
             return None
-        self.check_bins(low, high)
-        if self.n_bins is not None:
+        if self.n_bins is not None:  # checked when the request was planned
             return np.linspace(low, high, self.n_bins + 1)
         assert self.bin_width is not None
+        self.check_bins(low, high)  # the edges may come from the data: known only now
         count = int(self.count(low, high))
         edges = low + self.bin_width * np.arange(count + 1)
         edges[-1] = high
