@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyogrio.raw
@@ -38,6 +39,7 @@ from live_server import live_server
 from test_batch import job_body, wait_for
 
 from app.batch.features import read_features
+from app.batch.states import JobState
 from app.errors import (
     BadRequestError,
     TerratilerError,
@@ -575,3 +577,57 @@ def test_gdal_skips_ogr_indirection_drivers(tmp_path: Path, secret_file: Path) -
     assert completed.returncode == 0, completed.stderr
     results = json.loads(completed.stdout.strip().splitlines()[-1])
     assert results == {str(document): "DataSourceError", str(secret_file): "DataSourceError"}
+
+
+# ------------------------------------------------------------- item 10: stale temporaries
+
+
+def test_resume_removes_temporaries_a_killed_consolidation_left(client, demo_dir) -> None:
+    document = json.loads((demo_dir / "fields.geojson").read_text())
+    document["features"] = document["features"][:3]
+    created = client.post("/batch/statistics", json=job_body(document))
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    url = f"/batch/statistics/{job_id}"
+    client.post(f"{url}/start")
+    done = wait_for(lambda: client.get(url).json(), {"DONE", "PARTIAL", "FAILED"})
+    assert done["status"] == "DONE", done
+    root = Path(done["output"])
+    expected = pq.read_table(root / "results.parquet")
+    assert expected.num_rows > 0
+
+    # What a kill -9 during consolidation leaves: the table half-written under its
+    # temporary name and no results.parquet; also a feature's and a unit's temporaries.
+    (root / "results.parquet").unlink()
+    stale = [
+        root / f"results.parquet.tmp-{uuid.uuid4().hex}",
+        root / f"0.json.tmp-{uuid.uuid4().hex}",
+        root / "_batch" / "parts" / f"0.parquet.tmp-{uuid.uuid4().hex}",
+        root / "_batch" / "units" / f"0.json.tmp-{uuid.uuid4().hex}",
+    ]
+    for path in stale:
+        path.write_bytes(b"PAR1 half written")
+    kept = root / "notes.tmp-mine"  # not a name Storage writes: left alone
+    kept.write_text("x")
+    service = client.app.state.batch
+    # The job as the killed replica left it: PROCESSING, its lease silent.
+    assert service.store.set_state(
+        job_id,
+        JobState.PROCESSING,
+        expect={JobState.DONE},
+        owner="elsewhere/1/dead",
+        heartbeat=0.0,
+        finished_at=None,
+    )
+    resumed = wait_for(
+        lambda: (
+            client.get(url).json() if (root / "results.parquet").exists() else {"status": "WAITING"}
+        ),
+        {"DONE", "PARTIAL", "FAILED"},
+    )
+    assert resumed["status"] == "DONE", resumed
+    assert [p for p in stale if p.exists()] == []
+    assert sorted(p.name for p in root.rglob("*.tmp-*")) == ["notes.tmp-mine"]
+    table = pq.read_table(root / "results.parquet")
+    assert table.equals(expected)
+    assert np.asarray(table["id"]).tolist() == np.asarray(expected["id"]).tolist()
