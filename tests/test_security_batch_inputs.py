@@ -312,6 +312,10 @@ def test_geojson_references_are_never_followed(quiet) -> None:
     assert len(table) == 2 and table.wkb[1] is None and table.crs == "EPSG:4326"
     assert shapely.from_wkb(table.wkb[0]).bounds == (16.0, 46.0, 16.01, 46.01)
 
+    crs84 = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC::CRS84"}}
+    assert read_features(json.dumps(collection(crs=crs84)).encode(), name="a.json").crs == (
+        "EPSG:4326"
+    )
     named = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}}
     assert read_features(json.dumps(collection(crs=named)).encode(), name="a.json").crs == (
         "EPSG:32633"

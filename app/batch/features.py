@@ -214,7 +214,7 @@ def _geojson_wkb(geometry: Any) -> bytes | None:
 
 # Names a GeoJSON "crs" member may carry (the 2008 spec's named CRS): EPSG codes and CRS84.
 _EPSG_NAME = re.compile(r"^(?:urn:ogc:def:crs:EPSG:[\d.]*:|EPSG:{1,2})(\d{1,6})$", re.IGNORECASE)
-_CRS84_NAME = re.compile(r"^(?:urn:ogc:def:crs:OGC:1\.3:CRS84|OGC:CRS84)$", re.IGNORECASE)
+_CRS84_NAME = re.compile(r"^(?:urn:ogc:def:crs:OGC:(?:1\.3)?:CRS84|OGC:CRS84)$", re.IGNORECASE)
 
 
 def _geojson_crs(member: Any) -> str:
