@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -570,11 +571,14 @@ def test_gdal_skips_ogr_indirection_drivers(tmp_path: Path, secret_file: Path) -
         "        results[path] = type(error).__name__\n"
         "print(json.dumps(results))\n"
     )
+    # A fresh process without this one's GDAL options: `import app` must set them itself.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GDAL_", "CPL_", "VSI_"))}
     completed = subprocess.run(
         [sys.executable, "-c", script, str(document), str(secret_file)],
         capture_output=True,
         text=True,
         timeout=120,
+        env=env,
         cwd=Path(__file__).parent.parent,
         check=False,
     )
