@@ -532,6 +532,47 @@ def test_http_features_are_fetched_once_without_redirects(client, recorder) -> N
     assert recorder.take() == ["/public/redirect.geojson"]
 
 
+@pytest.fixture(scope="module")
+def small_client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A service whose uploads may be 1 MB (no job runs: no Dask needed)."""
+    settings = Settings(
+        catalog=str(demo_dir), data_dir=tmp_path_factory.mktemp("small"), batch_max_upload_mb=1
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_bodies_over_the_upload_limit_are_refused_before_they_are_read(small_client) -> None:
+    big = b"x" * (3 * 1024 * 1024)
+    # Refused on its Content-Length: not even parsed (the form lacks `request`).
+    response = small_client.post("/batch/statistics", files={"features": ("f.geojson", big)})
+    assert response.status_code == 413
+    declared = int(response.request.headers["content-length"])
+    assert response.json()["detail"] == (
+        f"body: {declared} bytes, over the limit batch_max_upload_mb=1"
+    )
+    response = small_client.post(
+        "/batch/statistics", content=big, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        f"body: {len(big)} bytes, over the limit batch_max_upload_mb=1"
+    )
+    # Within the body allowance but a file over the limit: refused on the file's size.
+    body = job_body(None)
+    del body["input"]["features"]
+    file = b"x" * (1024 * 1024 + 1)
+    response = small_client.post(
+        "/batch/statistics",
+        data={"request": json.dumps(body)},
+        files={"features": ("f.geojson", file)},
+    )
+    assert response.status_code == 413
+    assert response.json()["detail"] == (
+        f"features: {len(file)} bytes, over the limit batch_max_upload_mb=1"
+    )
+
+
 def test_http_features_are_bounded_in_bytes_and_total_time(recorder) -> None:
     recorder.take()
     with pytest.raises(TooLargeError) as raised:
