@@ -34,6 +34,31 @@ SKIPPED_DRIVERS: tuple[str, ...] = (
     "GTI",
     "KMLSUPEROVERLAY",
     "DERIVED",
+) + (
+    # OGR (vector) drivers that are indirections too. The service reads no vector data
+    # through GDAL (features files are parsed in Python: app.batch.features), but GDAL is
+    # one process-wide driver manager: skipping them means no library call (pyogrio,
+    # rasterio) can be talked into following an OGR VRT (<SrcDataSource>CSV:/etc/passwd),
+    # reading any text file as CSV, running VirtualOGR from an SQLite file, or querying a
+    # server named in a string. GeoJSON and GPKG stay: the demo writes its fields with them.
+    # (Database drivers the bundled GDAL builds lack are left out: GDAL warns about each.)
+    "OGR_VRT",
+    "CSV",
+    "SQLite",
+    "WFS",
+    "OAPIF",
+    "CSW",
+    "GPSBabel",
+    "Carto",
+    "Elasticsearch",
+    "AmigoCloud",
+    "NGW",
+    "PLSCENES",
+    "MVT",
+    "PMTiles",
+    "OGR_GMT",
+    "XLSX",
+    "ODS",
 )
 
 # Earth-Search COGs (and the demo's) end in .tif; /vsicurl/ then never probes other

@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # The Sentinel-2 COG bucket is public: unsigned S3 requests.
     aws_no_sign_request: bool = True
 
+    # Batch inputs (issue 12: features files are read without GDAL, app.batch.features).
+    # Seconds an http(s) features URL has to answer; it is fetched once, redirects refused.
+    batch_features_timeout: float = 30.0
+
     @field_validator(
         "allowed_sources",
         "api_keys",

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     "batch_seconds_per_feature_interval": 0.002,
     # s3:// outputs and inputs: another endpoint than AWS (MinIO, moto ...).
     "s3_endpoint_url": None,
+    # Seconds an http(s) features URL has to answer (fetched once, redirects refused).
+    "batch_features_timeout": 30.0,
 }
 
 
@@ -79,6 +81,7 @@ class BatchConfig:
     batch_max_upload_mb: int
     batch_seconds_per_feature_interval: float
     s3_endpoint_url: str | None
+    batch_features_timeout: float
     data_dir: Path
     dask_scheduler: str | None
 

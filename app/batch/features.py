@@ -6,15 +6,23 @@ WKB in the file's own CRS (never reprojected here: the statistics engine reproje
 each scene's grid) and that CRS. A missing or empty geometry is kept (as ``None`` / an
 empty WKB) so the job can report it for that feature instead of failing.
 
-GeoPackage and GeoJSON are read with pyogrio (GDAL); GeoParquet with pyarrow (WKB
-geometry column, CRS from the ``geo`` metadata, default OGC:CRS84).
+None of them is read through GDAL: GDAL guesses a driver from the content and follows
+what a file names (an OGR VRT over ``CSV:/etc/passwd``, ``/vsicurl/`` URLs, SQL functions
+opening datasets), which made an uploaded "GeoJSON" a way to read the server's files and
+fetch internal URLs. GeoJSON is parsed with ``json`` + shapely, GeoPackage with Python's
+``sqlite3`` (``app.batch.gpkg``), GeoParquet with pyarrow (WKB geometry column, CRS from
+the ``geo`` metadata, default OGC:CRS84). CRS texts are codes, WKT or PROJJSON without
+grid or init files. An ``http(s)`` source is fetched once, without following redirects.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import warnings
+import re
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,13 +30,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyogrio
-import pyogrio.raw
+import shapely
+import shapely.geometry
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
+from app.batch.gpkg import read_gpkg
 from app.batch.storage import Storage
-from app.errors import BadRequestError, TooLargeError
+from app.errors import BadRequestError, TooLargeError, UpstreamError, UpstreamTimeoutError
 
 __all__ = ["FORMATS", "FeatureTable", "detect_format", "read_features"]
 
@@ -94,11 +103,36 @@ def detect_format(name: str | None, head: bytes = b"") -> str:
     )
 
 
+# CRS text from a file may be AUTHORITY:CODE, WKT or PROJJSON, without what makes PROJ open
+# files: grid names (+nadgrids, +geoidgrids, PARAMETERFILE) and +init files.
+_AUTHORITY_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:{1,2}[A-Za-z0-9_.]+$")
+_WKT = re.compile(r"^\s*[A-Z_]+(CS|CRS)\s*[\[(]", re.IGNORECASE)
+_FILE_REFERENCES = re.compile(r"nadgrids|geoidgrids|parameterfile|init\s*=", re.IGNORECASE)
+
+
 def _crs_name(crs: Any) -> str:
-    """A compact CRS name the engine's ``parse_crs`` reads back."""
+    """A compact CRS name the engine's ``parse_crs`` reads back.
+
+    Raises:
+        BadRequestError: Not an AUTHORITY:CODE, WKT or PROJJSON, or naming files.
+
+    """
     if crs is None or crs == "":
         return DEFAULT_CRS
-    parsed = CRS.from_user_input(crs)
+    text = json.dumps(crs) if isinstance(crs, dict) else crs
+    if (
+        not isinstance(text, str)
+        or _FILE_REFERENCES.search(text)
+        or not (isinstance(crs, dict) or _AUTHORITY_CODE.match(text) or _WKT.match(text))
+    ):
+        raise BadRequestError(
+            "input.features: the CRS must be an AUTHORITY:CODE, WKT or PROJJSON "
+            "(without grid or init files)"
+        )
+    try:
+        parsed = CRS.from_user_input(text)
+    except CRSError:
+        raise BadRequestError("input.features: the file's CRS is not one PROJ knows") from None
     authority = parsed.to_authority()
     if authority is not None:
         return f"{authority[0]}:{authority[1]}"
@@ -110,7 +144,7 @@ def _ids(fids: Any, count: int) -> np.ndarray:
     if fids is not None and len(fids) == count:
         try:
             ids = np.asarray(fids, dtype=np.int64)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: over int64
             ids = None
         if ids is not None and len(np.unique(ids)) == count:
             return ids
@@ -121,69 +155,235 @@ def _identifiers(values: Any) -> list[str | None]:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
-def _read_ogr(source: str | bytes, layer: str | None, max_features: int) -> FeatureTable:
+def _read_geojson(data: bytes, max_features: int) -> FeatureTable:
+    """GeoJSON, parsed with ``json`` and shapely.
+
+    GDAL never sees it, so nothing it names (a ``crs`` link, a ``$ref``, an OGR VRT or a
+    connection string posing as GeoJSON) is followed.
+    """
     try:
-        with warnings.catch_warnings():
-            # GDAL warns that an uploaded GeoPackage (a /vsimem/ file) lacks ".gpkg".
-            warnings.simplefilter("ignore", RuntimeWarning)
-            info = pyogrio.read_info(source, layer=layer)
-    except Exception as error:  # pyogrio raises DataSourceError, DataLayerError ...
-        raise BadRequestError(f"input.features: cannot read ({error})") from None
-    count = int(info.get("features") or 0)
-    if count > max_features:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        # The decoder's message is only a position: no content of the file is echoed.
+        raise BadRequestError("input.features: not GeoJSON (not valid JSON)") from None
+    kind = document.get("type") if isinstance(document, dict) else None
+    if kind == "FeatureCollection":
+        features = document.get("features")
+    elif kind == "Feature":
+        features = [document]
+    else:
+        raise BadRequestError("input.features: not GeoJSON (not a FeatureCollection or Feature)")
+    if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+        raise BadRequestError("input.features: GeoJSON 'features' must be a list of Features")
+    if len(features) > max_features:
         raise TooLargeError(
-            f"input.features: {count} features, over the limit batch_max_features={max_features}"
+            f"input.features: {len(features)} features, over the limit "
+            f"batch_max_features={max_features}"
         )
-    columns = [IDENTIFIER] if IDENTIFIER in list(info["fields"]) else []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            meta, fids, geometries, values = pyogrio.raw.read(
-                source, layer=layer, columns=columns, return_fids=True
-            )
-    except Exception as error:
-        raise BadRequestError(f"input.features: cannot read ({error})") from None
-    count = len(geometries)
+    crs = _geojson_crs(document.get("crs"))
+    properties = [
+        f.get("properties") if isinstance(f.get("properties"), dict) else {} for f in features
+    ]
+    has_identifier = any(IDENTIFIER in p for p in properties)
+    fids = [f.get("id") for f in features]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in fids):
+        fids = None  # GDAL's rule: integer ids for all, else row numbers
     return FeatureTable(
-        ids=_ids(fids, count),
-        identifiers=_identifiers(values[0]) if columns else None,
-        wkb=[None if g is None else bytes(g) for g in geometries],
-        crs=_crs_name(meta.get("crs")),
+        ids=_ids(fids, len(features)),
+        identifiers=_identifiers(_scalar(p.get(IDENTIFIER)) for p in properties)
+        if has_identifier
+        else None,
+        wkb=[_geojson_wkb(f.get("geometry")) for f in features],
+        crs=crs,
     )
 
 
+def _scalar(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, (dict, list)) else value
+
+
+def _geojson_wkb(geometry: Any) -> bytes | None:
+    """A GeoJSON geometry as WKB; None (reported as a missing geometry) when it is not one."""
+    if not isinstance(geometry, dict):
+        return None
+    try:
+        return shapely.to_wkb(shapely.geometry.shape(geometry))
+    except Exception:  # any malformed member: shapely raises many kinds  # noqa: BLE001
+        return None
+
+
+# Names a GeoJSON "crs" member may carry (the 2008 spec's named CRS): EPSG codes and CRS84.
+_EPSG_NAME = re.compile(r"^(?:urn:ogc:def:crs:EPSG:[\d.]*:|EPSG:{1,2})(\d{1,6})$", re.IGNORECASE)
+_CRS84_NAME = re.compile(r"^(?:urn:ogc:def:crs:OGC:(?:1\.3)?:CRS84|OGC:CRS84)$", re.IGNORECASE)
+
+
+def _geojson_crs(member: Any) -> str:
+    """The CRS of a GeoJSON document: RFC 7946 (none: WGS84) or a 2008 named EPSG CRS."""
+    if member is None:
+        return DEFAULT_CRS
+    if not isinstance(member, dict) or member.get("type") != "name":
+        # "link" CRSs are references to other documents: never followed.
+        raise BadRequestError(
+            "input.features: a GeoJSON 'crs' must be of type 'name' with an EPSG code "
+            "(linked CRSs are not followed); or leave it out for WGS84"
+        )
+    name = (
+        (member.get("properties") or {}).get("name")
+        if isinstance(member.get("properties"), dict)
+        else None
+    )
+    if isinstance(name, str) and _CRS84_NAME.match(name.strip()):
+        return DEFAULT_CRS
+    match = _EPSG_NAME.match(name.strip()) if isinstance(name, str) else None
+    if match is None:
+        raise BadRequestError(
+            "input.features: the GeoJSON 'crs' name must be an EPSG code "
+            "(urn:ogc:def:crs:EPSG::nnnn or EPSG:nnnn)"
+        )
+    return _crs_name(f"EPSG:{match.group(1)}")
+
+
 def _read_parquet(data: Any, max_features: int) -> FeatureTable:
+    """GeoParquet, read with pyarrow from an open file.
+
+    No file system is inferred from a name, and a column chunk stored in another file
+    (Parquet's ``file_path``) is refused.
+    """
     try:
         file = pq.ParquetFile(data)
-    except (pa.ArrowException, OSError) as error:
-        raise BadRequestError(f"input.features: not a GeoParquet file ({error})") from None
-    if file.metadata.num_rows > max_features:
+        metadata = file.metadata
+        # Any column chunk "stored" in another file (file_path): pyarrow would not read it,
+        # but such a file is not one a client made for us.
+        external = any(
+            metadata.row_group(g).column(c).file_path
+            for g in range(metadata.num_row_groups)
+            for c in range(metadata.num_columns)
+        )
+    except (pa.ArrowException, OSError):
+        raise BadRequestError("input.features: not a GeoParquet file") from None
+    if external:
+        raise BadRequestError(
+            "input.features: the Parquet file references column chunks in other files"
+        )
+    if metadata.num_rows > max_features:
         raise TooLargeError(
-            f"input.features: {file.metadata.num_rows} features, over the limit "
+            f"input.features: {metadata.num_rows} features, over the limit "
             f"batch_max_features={max_features}"
         )
-    geo = json.loads((file.schema_arrow.metadata or {}).get(b"geo", b"{}") or b"{}")
+    try:
+        geo = json.loads((file.schema_arrow.metadata or {}).get(b"geo", b"{}") or b"{}")
+    except (ValueError, RecursionError):
+        raise BadRequestError("input.features: the GeoParquet 'geo' metadata is not JSON") from None
+    geo = geo if isinstance(geo, dict) else {}
     column = geo.get("primary_column", "geometry")
-    column_meta = geo.get("columns", {}).get(column, {})
-    if column_meta.get("encoding", "WKB").upper() != "WKB":
+    columns = geo.get("columns") if isinstance(geo.get("columns"), dict) else {}
+    column_meta = columns.get(column) if isinstance(columns.get(column), dict) else {}
+    encoding = column_meta.get("encoding", "WKB")
+    if not isinstance(encoding, str) or encoding.upper() != "WKB":
         raise BadRequestError(
-            f"input.features: GeoParquet geometry encoding {column_meta['encoding']} is not "
-            "supported; write WKB"
+            "input.features: only the GeoParquet geometry encoding WKB is supported"
         )
-    names = file.schema_arrow.names
-    if column not in names:
-        raise BadRequestError(f"input.features: no geometry column '{column}' in the Parquet file")
-    wanted = [column] + ([IDENTIFIER] if IDENTIFIER in names else [])
-    table = file.read(columns=wanted)
+    schema = file.schema_arrow
+    if not isinstance(column, str) or column not in schema.names:
+        raise BadRequestError("input.features: no geometry column in the Parquet file")
+    kind = schema.field(column).type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        # bytes(<an integer>) would allocate that many bytes: only binary columns are WKB.
+        raise BadRequestError("input.features: the GeoParquet geometry column is not binary WKB")
+    wanted = [column] + ([IDENTIFIER] if IDENTIFIER in schema.names else [])
+    try:
+        table = file.read(columns=wanted)
+    except (pa.ArrowException, OSError):
+        raise BadRequestError("input.features: not a readable GeoParquet file") from None
     crs = column_meta.get("crs", "OGC:CRS84")
-    if isinstance(crs, dict):
-        crs = json.dumps(crs)
     return FeatureTable(
         ids=np.arange(table.num_rows, dtype=np.int64),
         identifiers=_identifiers(table[IDENTIFIER].to_pylist()) if IDENTIFIER in wanted else None,
         wkb=[None if g is None else bytes(g) for g in table[column].to_pylist()],
         crs=_crs_name(crs) if crs is not None else "OGC:CRS84",
     )
+
+
+def _read_gpkg(source: str | bytes, layer: str | None, max_features: int) -> FeatureTable:
+    read = read_gpkg(source, layer, max_features)
+    return FeatureTable(
+        ids=_ids(read.fids, len(read.fids)),
+        identifiers=None if read.identifiers is None else _identifiers(read.identifiers),
+        wkb=read.wkb,
+        crs=_crs_name(read.crs),
+    )
+
+
+# Bytes read from an http(s) source at a time (the deadline is checked between reads).
+_CHUNK = 1 << 16
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers, not instructions: the allow-list checked the URL asked for."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _timed_out(url: str, timeout: float) -> UpstreamTimeoutError:
+    return UpstreamTimeoutError(
+        f"input.features: '{url}' did not send the file within batch_features_timeout={timeout:g} s"
+    )
+
+
+def _fetch_http(url: str, max_bytes: int | None, timeout: float) -> bytes:
+    """GET an allowed http(s) URL: no redirect, no proxy or .netrc, at most ``max_bytes``.
+
+    ``timeout`` bounds the whole transfer, not each read: a server dripping a byte at a
+    time cannot hold a thread longer.
+    """
+    deadline = time.monotonic() + timeout
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+    request = urllib.request.Request(url, headers={"User-Agent": "terratiler"})
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            while chunk := response.read1(_CHUNK):
+                chunks.append(chunk)
+                size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise TooLargeError(
+                        f"input.features: over {max_bytes} bytes, the limit batch_max_upload_mb"
+                    )
+                if time.monotonic() > deadline:
+                    raise _timed_out(url, timeout)
+    except urllib.error.HTTPError as error:
+        if 300 <= error.code < 400:
+            raise UpstreamError(
+                f"input.features: '{url}' answered with a redirect (HTTP {error.code}); "
+                "redirects are not followed: give the final URL"
+            ) from None
+        if error.code == 404:
+            raise BadRequestError(f"input.features: '{url}' does not exist") from None
+        raise UpstreamError(f"input.features: '{url}' answered HTTP {error.code}") from None
+    except TimeoutError:
+        raise _timed_out(url, timeout) from None
+    except (urllib.error.URLError, OSError) as error:
+        if isinstance(getattr(error, "reason", None), TimeoutError):
+            raise _timed_out(url, timeout) from None
+        raise UpstreamError(f"input.features: cannot fetch '{url}'") from None
+    return b"".join(chunks)
+
+
+def _fetch(source: str, storage: Storage | None, max_bytes: int | None, timeout: float) -> bytes:
+    if source.lower().startswith(("http://", "https://")):
+        return _fetch_http(source, max_bytes, timeout)
+    storage = storage or Storage.for_url(source)
+    try:
+        size = storage.fs.size(storage.path(source))
+        if max_bytes is not None and size is not None and size > max_bytes:
+            raise TooLargeError(f"input.features: {size} bytes, over the limit batch_max_upload_mb")
+        return storage.read(source)
+    except FileNotFoundError:
+        raise BadRequestError(f"input.features: '{source}' does not exist") from None
+    except OSError as error:
+        raise BadRequestError(f"input.features: cannot read '{source}' ({error})") from None
 
 
 def read_features(
@@ -194,16 +394,21 @@ def read_features(
     name: str | None = None,
     max_features: int = 1_000_000,
     max_bytes: int | None = None,
+    timeout: float = 30.0,
 ) -> FeatureTable:
-    """Read a features file.
+    """Read a features file (GeoJSON, GeoPackage or GeoParquet; never through GDAL).
+
+    Only three readers exist, each of them in Python (json + shapely, sqlite3, pyarrow):
+    no driver is guessed from the content and no file can name another file or URL to read.
 
     Args:
         source: A checked local path or URL (``s3://``, ``http(s)://``), or the file's bytes.
-        storage: The storage of a URL source (fsspec, with its options).
+        storage: The storage of an ``s3://`` source (fsspec, with its options).
         layer: Layer of a multi-layer GeoPackage (default: the first).
         name: The file's name, to tell its format (default: the source's).
         max_features: Refuse files with more features (``TooLargeError``).
-        max_bytes: Refuse remote files larger than this.
+        max_bytes: Refuse files larger than this.
+        timeout: Seconds an ``http(s)`` source has to answer (``batch_features_timeout``).
 
     Returns:
         The features.
@@ -211,35 +416,31 @@ def read_features(
     Raises:
         BadRequestError: Unreadable, of an unknown format, or without a usable CRS.
         TooLargeError: Over ``max_features`` or ``max_bytes``.
+        UpstreamError: An http(s) source failed or redirected.
 
     """
     local = isinstance(source, str) and "://" not in source
     if isinstance(source, str) and not local:
-        storage = storage or Storage.for_url(source)
-        try:
-            size = storage.fs.size(storage.path(source))
-            if max_bytes is not None and size is not None and size > max_bytes:
-                raise TooLargeError(
-                    f"input.features: {size} bytes, over the limit batch_max_upload_mb"
-                )
-            data = storage.read(source)
-        except FileNotFoundError:
-            raise BadRequestError(f"input.features: '{source}' does not exist") from None
-        except OSError as error:
-            raise BadRequestError(f"input.features: cannot read '{source}' ({error})") from None
-        name, source = name or source, data
+        name, source = name or source, _fetch(source, storage, max_bytes, timeout)
     if local:
-        if not Path(source).is_file():  # type: ignore[arg-type]
+        path = Path(source)  # type: ignore[arg-type]
+        if not path.is_file():
             raise BadRequestError(f"input.features: '{source}' does not exist")
-        with open(source, "rb") as file:  # type: ignore[arg-type]
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise TooLargeError(f"input.features: {size} bytes, over the limit batch_max_upload_mb")
+        with open(path, "rb") as file:
             head = file.read(16)
         kind = detect_format(name or str(source), head)
     else:
         kind = detect_format(name, bytes(source[:16]))  # type: ignore[index]
-    try:
-        if kind == "parquet":
-            data = source if local else io.BytesIO(source)  # type: ignore[arg-type]
-            return _read_parquet(data, max_features)
-        return _read_ogr(source, layer, max_features)
-    except (CRSError, ValueError) as error:  # an unknown CRS
-        raise BadRequestError(f"input.features: {error}") from None
+    if kind == "gpkg":
+        return _read_gpkg(source, layer, max_features)
+    if kind == "parquet":
+        if local:
+            with open(source, "rb") as file:  # type: ignore[arg-type]
+                return _read_parquet(file, max_features)
+        return _read_parquet(io.BytesIO(source), max_features)  # type: ignore[arg-type]
+    if local:
+        source = Path(source).read_bytes()  # type: ignore[arg-type]
+    return _read_geojson(source, max_features)  # type: ignore[arg-type]

@@ -203,6 +203,12 @@ class Driver:
 
         schema = result_schema(validate_request(request, self.context.settings))
         units = [u.unit for u in self.store.units(self.job_id)]
+        # Every unit is recorded and this driver holds the lease: no writer is left, so a
+        # temporary here is one a killed process left (a kill -9 during consolidation
+        # leaves results.parquet.tmp-<uuid>): a resumed job ends without any.
+        removed = storage.remove_temporaries(files.folders)
+        if removed:
+            logger.info("batch job %s: removed %d stale temporaries", self.job_id, len(removed))
         write_results(storage, files, units, schema)
         progress = self.store.progress(self.job_id)
         final = JobState.PARTIAL if progress.failed or progress.invalid else JobState.DONE

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -48,6 +49,9 @@ RESULT_FORMATS = {
     "csv": ("text/csv", "csv"),
     "geojson": ("application/geo+json", "geojson"),
 }
+
+# A job's folder under an output prefix is named by its id (uuid4).
+_JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 # States in which a driver holds a job's lease.
 LEASED = RUNNING | {JobState.ANALYSIS_DONE}
@@ -226,10 +230,33 @@ class BatchService:
                     ) from None
             elif "://" not in href:
                 href = str(Path(href).resolve())
+            if self.check_sources and self._in_a_job_folder(href):
+                raise ForbiddenError(
+                    "input.features: files of batch jobs (uploads, staged features, results "
+                    "under batch_outputs) are not accepted as inputs; upload the file instead"
+                )
             return {"kind": "href", "href": href, "layer": features.layer}
         raise BadRequestError(
             "input.features: give a path or URL, a GeoJSON FeatureCollection, or upload the file"
         )
+
+    def _in_a_job_folder(self, href: str) -> bool:
+        """Whether ``href`` (checked, normalized) lies in a job's folder under an output prefix.
+
+        Another job's upload is stored where the allow-list may reach (``<data_dir>/batch``
+        is under ``data_dir``): reading it back by path would hand one client another's
+        files, and make a stored upload an input no check saw.
+        """
+        for prefix in self.config.output_prefixes:
+            base = prefix.rstrip("/")
+            if "://" not in base:
+                base = str(Path(base).resolve())
+            if not href.startswith(base + "/"):
+                continue
+            first = href[len(base) + 1 :].split("/", 1)[0]
+            if _JOB_ID.match(first):
+                return True
+        return False
 
     # ----------------------------------------------------------------------- actions
 

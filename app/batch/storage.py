@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -28,6 +29,9 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 __all__ = ["JobFiles", "Storage"]
+
+# The name of a temporary written by ``Storage`` beside its target (``<name>.tmp-<uuid>``).
+TEMPORARY = re.compile(r"\.tmp-[0-9a-f]{32}$")
 
 
 @dataclass
@@ -129,6 +133,26 @@ class Storage:
             return set()
         return {posixpath.basename(entry.rstrip("/")) for entry in entries}
 
+    def remove_temporaries(self, folder_urls: Iterable[str]) -> list[str]:
+        """Delete the temporaries (``*.tmp-<uuid>``) a killed writer left in these folders.
+
+        A process killed between writing a temporary and renaming it (``kill -9`` during
+        consolidation) leaves it forever; nothing else ever names it. Call this only when
+        no writer of these folders can be running (the lease holder, all units finished).
+
+        Returns:
+            The URLs removed.
+
+        """
+        stale = [
+            join(folder, name)
+            for folder in folder_urls
+            for name in sorted(self.names(folder))
+            if TEMPORARY.search(name)
+        ]
+        self.remove(stale)
+        return stale
+
     def remove(self, urls: Iterable[str]) -> None:
         """Delete files (missing ones are fine)."""
         for url in urls:
@@ -196,3 +220,8 @@ class JobFiles:
     def marker(self, unit: int) -> str:
         """The marker of a finished unit."""
         return join(self.units, f"{unit}.json")
+
+    @property
+    def folders(self) -> list[str]:
+        """Every folder the job writes files in."""
+        return [self.root, self.work, self.parts, self.units]

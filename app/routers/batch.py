@@ -163,6 +163,23 @@ worker, a restarted service or a stop / start loses and duplicates nothing.
 """
 
 
+# Room for the multipart framing and the `request` field beside a features file.
+_FORM_OVERHEAD = 1024 * 1024
+
+
+def _refuse_declared_size(request: Request, limit_mb: int) -> None:
+    """413 for a body whose Content-Length is over ``batch_max_upload_mb``, before reading it.
+
+    Without this the whole body was received (a multipart file spooled to disk, then read
+    into memory) before its size was compared with the limit.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_mb * 1024 * 1024 + _FORM_OVERHEAD:
+        raise TooLargeError(
+            f"body: {int(declared)} bytes, over the limit batch_max_upload_mb={limit_mb}"
+        )
+
+
 def _validated(body: Any) -> BatchStatisticalRequest:
     try:
         return BatchStatisticalRequest.model_validate(body)
@@ -184,6 +201,8 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
     """Create a job from a JSON request, or a multipart request with the features file."""
     content_type = request.headers.get("content-type", "")
     upload = name = None
+    limit = service.config.batch_max_upload_mb
+    _refuse_declared_size(request, limit)
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
         text, file = form.get("request"), form.get("features")
@@ -195,10 +214,14 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
             body = json.loads(text)
         except json.JSONDecodeError as error:
             raise BadRequestError(f"request: not JSON ({error})") from None
+        if file.size is not None and file.size > limit * 1024 * 1024:
+            # Refused before reading the spooled file into memory.
+            raise TooLargeError(
+                f"features: {file.size} bytes, over the limit batch_max_upload_mb={limit}"
+            )
         upload, name = await file.read(), file.filename
     else:
         raw = await request.body()
-        limit = service.config.batch_max_upload_mb
         if len(raw) > limit * 1024 * 1024:
             raise TooLargeError(f"body: over the limit batch_max_upload_mb={limit}")
         try:
