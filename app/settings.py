@@ -113,6 +113,20 @@ class Settings(BaseSettings):
     # The Sentinel-2 COG bucket is public: unsigned S3 requests.
     aws_no_sign_request: bool = True
 
+    # Upstream calls: bounded in time and concurrency; redirects checked hop by hop
+    # (issue 12 items 6 and 7).
+    # Requests to the STAC API in flight at once per process (waits on its landing page
+    # included): a hung upstream holds at most this many server threads.
+    stac_max_concurrency: int = 16
+    # Seconds a request waits for one of those slots before a 503 naming the limit.
+    stac_queue_timeout: float = 1.0
+    # Redirects followed from a remote source (COG, STAC item, features file), each hop
+    # checked against the allow-list; 0 refuses every redirect.
+    source_max_redirects: int = 3
+    # Seconds a checked redirect chain (source -> final URL) is reused before it is checked
+    # again (one small ranged GET per hop).
+    source_redirect_cache_seconds: float = 300.0
+
     @field_validator(
         "allowed_sources",
         "api_keys",

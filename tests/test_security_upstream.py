@@ -1,0 +1,318 @@
+"""Issue 12 items 6 and 7: hung upstream STAC APIs, and redirects leaving the allow-list.
+
+Everything here is real and on loopback: a ``SilentServer`` that accepts connections and
+never answers (a hung upstream), ``StubServer`` origins answering redirects, the service
+under a real uvicorn, GDAL reading over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pystac
+import pytest
+from fastapi.testclient import TestClient
+from harness.stubapi import Recorded, SilentServer, StubResponse, StubServer
+from live_server import LiveServer
+
+from app.batch.features import read_features
+from app.catalog.base import SearchQuery
+from app.catalog.stacapi import StacApiCatalog
+from app.errors import BadRequestError, UpstreamTimeoutError
+from app.main import create_app
+from app.settings import Settings
+from app.stats.reading import SceneReader, SceneReadError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+# anyio's default limit on threads running sync endpoints (Starlette's threadpool).
+THREADPOOL_SIZE = 40
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def silent() -> Iterator[SilentServer]:
+    with SilentServer() as server:
+        yield server
+
+
+# --------------------------------------------------------------------------------------
+# Item 6: a hung upstream STAC API.
+
+
+def test_callers_during_a_hung_landing_fetch_share_its_one_timeout() -> None:
+    # The landing page used to be fetched under a lock: each caller in turn took the lock
+    # and waited its own timeout (60 callers x 30 s). Now one fetch, one outcome for all.
+    with SilentServer() as server:
+        catalog = StacApiCatalog(server.url, timeout=1, retries=0, max_concurrency=8)
+        with ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(catalog.search_page, SearchQuery()) for _ in range(5)]
+            errors = [future.exception(timeout=30) for future in futures]
+        connections = server.connections()
+    assert connections == 1
+    assert all(isinstance(error, UpstreamTimeoutError) for error in errors), errors
+    assert {error.status_code for error in errors} == {504}  # type: ignore[union-attr]
+    assert "within 1 s (stac_timeout)" in str(errors[0])
+
+
+def test_the_landing_page_is_fetched_again_after_a_hung_fetch() -> None:
+    with SilentServer() as server:
+        catalog = StacApiCatalog(server.url, timeout=0.5, retries=0)
+        for _ in range(2):
+            with pytest.raises(UpstreamTimeoutError):
+                catalog.collections()
+        assert server.connections() == 2
+        assert catalog.in_flight == 0  # every slot given back
+
+
+@contextmanager
+def _hung_service(tmp_path: Path, upstream: str, **limits: Any) -> Iterator[tuple[str, Any]]:
+    """The service under uvicorn over a hung STAC API: (base URL, its StacApiCatalog).
+
+    Each test needs its own limits, hence an app per test here.
+    """
+    settings = Settings(
+        catalog=upstream,
+        data_dir=tmp_path,
+        cache_control="",
+        stac_timeout=3.0,
+        stac_retries=0,
+        **limits,
+    )
+    app = create_app(settings)
+    server = LiveServer(app)
+    try:
+        yield server.start(), app.state.catalog
+    finally:
+        server.stop()
+
+
+def _hung_searches(url: str, count: int) -> tuple[list[httpx.Response], list[threading.Thread]]:
+    """Start ``count`` GET /catalog/search in threads: (their answers as they come, threads)."""
+    results: list[httpx.Response] = []
+
+    def one() -> None:
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            results.append(client.get(f"{url}/catalog/search"))
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return results, threads
+
+
+def test_a_saturated_upstream_is_a_fast_503_naming_the_limits(
+    tmp_path: Path, silent: SilentServer
+) -> None:
+    limits = {"stac_max_concurrency": 2, "stac_queue_timeout": 0.2}
+    with _hung_service(tmp_path, silent.url, **limits) as (url, catalog):
+        results, threads = _hung_searches(url, 2)
+        _wait_for(lambda: catalog.in_flight == 2, "both slots taken by hung searches")
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            busy = client.get(f"{url}/catalog/search")
+            health = client.get(f"{url}/healthz")
+        answered_first = not results  # the hung searches were still waiting
+        for thread in threads:
+            thread.join(30)
+    assert busy.status_code == 503
+    assert "stac_max_concurrency" in busy.json()["detail"]
+    assert "2 requests already in flight" in busy.json()["detail"]
+    assert "stac_queue_timeout" in busy.json()["detail"]
+    assert health.status_code == 200 and answered_first
+    assert [r.status_code for r in results] == [504, 504]
+    assert all("(stac_timeout)" in r.json()["detail"] for r in results)
+    assert catalog.in_flight == 0
+
+
+def test_healthz_and_metrics_answer_while_every_thread_waits_on_the_upstream(
+    tmp_path: Path, silent: SilentServer
+) -> None:
+    # More hung searches than worker threads: /healthz and /metrics need none.
+    limits = {"stac_max_concurrency": THREADPOOL_SIZE + 20, "stac_queue_timeout": 30.0}
+    with _hung_service(tmp_path, silent.url, **limits) as (url, catalog):
+        results, threads = _hung_searches(url, THREADPOOL_SIZE + 5)
+        _wait_for(lambda: catalog.in_flight == THREADPOOL_SIZE, "every worker thread hung")
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            health = client.get(f"{url}/healthz")
+            metrics = client.get(f"{url}/metrics")
+        answered_first = not results
+        for thread in threads:
+            thread.join(60)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert metrics.status_code == 200 and "terratiler_requests" in metrics.text
+    assert answered_first  # before any thread was freed by a timeout
+    assert len(results) == THREADPOOL_SIZE + 5
+    assert {r.status_code for r in results} == {504}
+
+
+# --------------------------------------------------------------------------------------
+# Item 7: redirects leaving the allow-list.
+
+
+def _ranged(data: bytes, request: Recorded) -> StubResponse:
+    """Serve ``data`` as an object store does: HEAD, and GET with one byte range."""
+    headers = {"Content-Type": "image/tiff", "Accept-Ranges": "bytes"}
+    match = re.match(r"bytes=(\d+)-(\d*)$", request.headers.get("range", ""))
+    if request.method == "HEAD" or match is None:
+        return StubResponse(200, data, headers)
+    start = int(match.group(1))
+    end = min(int(match.group(2) or len(data) - 1), len(data) - 1)
+    headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+    return StubResponse(206, data[start : end + 1], headers)
+
+
+def _item_json(hrefs: dict[str, str]) -> dict[str, Any]:
+    item = json.loads((FIXTURES / "earth-search-v1-sentinel-2-l2a-item.json").read_text())
+    item["assets"] = {
+        key: {**item["assets"][key], "href": href}
+        for key, href in hrefs.items()
+        if key in item["assets"]
+    }
+    item["links"] = []
+    return item
+
+
+@pytest.fixture(scope="module")
+def origin_b() -> Iterator[StubServer]:
+    """The origin not allowed: every test checks it was never contacted."""
+    with StubServer(lambda request, server: StubResponse(200, "secret")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def origin_a(origin_b: StubServer, demo_dir: Path) -> Iterator[StubServer]:
+    """The allowed origin: answers redirects to B, to itself, and serves one real COG."""
+    cog = sorted((demo_dir / "cogs").rglob("*.tif"))[0].read_bytes()
+
+    def handle(request: Recorded, server: StubServer) -> StubResponse:
+        path = request.path
+        if path.startswith("/to-b/"):
+            return StubResponse(302, "", {"Location": origin_b.url + path.removeprefix("/to-b")})
+        if path == "/moved.tif":  # same origin, under the allowed prefix
+            return StubResponse(301, "", {"Location": "/data/real.tif"})
+        if path.startswith("/loop"):
+            n = int(path.removeprefix("/loop").removesuffix(".tif") or 0)
+            return StubResponse(302, "", {"Location": f"/loop{n + 1}.tif"})
+        if path == "/data/real.tif":
+            return _ranged(cog, request)
+        if path == "/item.json":
+            return StubResponse(200, _item_json({"red": f"{server.url}/to-b/red.tif"}))
+        return StubResponse(404, "no such file")
+
+    with StubServer(handle) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def redirect_client(
+    origin_a: StubServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    settings = Settings(
+        catalog=str(tmp_path_factory.mktemp("no-catalog")),
+        data_dir=tmp_path_factory.mktemp("data"),
+        allowed_sources=[f"{origin_a.url}/"],
+        allow_private_sources=True,
+        cache_control="",
+    )
+    yield TestClient(create_app(settings))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/cog/info?url={a}/to-b/x.tif",
+        "/cog/tiles/WebMercatorQuad/10/500/300.png?url={a}/to-b/x.tif",
+        "/stac/info?url={a}/to-b/item.json",
+        "/stac/info?url={a}/item.json&assets=red",
+    ],
+)
+def test_a_redirect_out_of_the_allow_list_is_refused_and_never_followed(
+    redirect_client: TestClient, origin_a: StubServer, origin_b: StubServer, path: str
+) -> None:
+    response = redirect_client.get(path.format(a=origin_a.url))
+    assert response.status_code == 403, response.text
+    detail = response.json()["detail"]
+    assert f"redirects to {origin_b.url}/" in detail
+    assert f"refused: not in the allowed sources ({origin_a.url}/)" in detail
+    assert origin_b.count() == 0
+
+
+def test_a_redirect_inside_the_allow_list_is_followed_and_read(
+    redirect_client: TestClient, origin_a: StubServer, origin_b: StubServer
+) -> None:
+    response = redirect_client.get(f"/cog/info?url={origin_a.url}/moved.tif")
+    assert response.status_code == 200, response.text
+    assert response.json()["width"] > 0
+    # GDAL read the final URL: the redirecting one was asked once, by the hop check.
+    assert origin_a.count(path="/moved.tif") == 1
+    assert origin_a.count(path="/data/real.tif") >= 2
+    assert origin_b.count() == 0
+
+
+def test_more_redirects_than_the_limit_are_refused_naming_the_setting(
+    redirect_client: TestClient, origin_a: StubServer
+) -> None:
+    response = redirect_client.get(f"/cog/info?url={origin_a.url}/loop0.tif")
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        f"url: {origin_a.url}/loop0.tif redirects more than 3 times "
+        "(source_max_redirects=3); not followed"
+    )
+    assert origin_a.count(path="/loop4.tif") == 0  # 3 hops followed, the 4th not
+
+
+def test_a_batch_features_href_redirecting_out_is_refused(
+    redirect_client: TestClient, origin_a: StubServer, origin_b: StubServer
+) -> None:
+    body = {
+        "input": {
+            "features": {"href": f"{origin_a.url}/to-b/fields.geojson"},
+            "data": [{"type": "sentinel-2-l2a"}],
+        },
+        "aggregation": {
+            "timeRange": {"from": "2023-04-01T00:00:00Z", "to": "2023-10-01T00:00:00Z"},
+            "aggregationInterval": {"of": "P1D"},
+            "outputs": {"ndvi": {"expression": "(nir-red)/(nir+red)"}},
+        },
+    }
+    response = redirect_client.post("/batch/statistics", json=body)
+    assert response.status_code == 403, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(f"input.features: {origin_a.url}/to-b/fields.geojson redirects to")
+    assert "refused: not in the allowed sources" in detail
+    assert origin_b.count() == 0
+
+
+def test_features_are_read_over_http_without_following_redirects(
+    origin_a: StubServer, origin_b: StubServer
+) -> None:
+    # A redirect answered only at read time (after the check) is not followed either.
+    with pytest.raises(BadRequestError):
+        read_features(f"{origin_a.url}/to-b/fields.geojson")
+    assert origin_b.count() == 0
+
+
+def test_scene_reads_for_statistics_check_redirects(
+    origin_a: StubServer, origin_b: StubServer
+) -> None:
+    item = pystac.Item.from_dict(_item_json({"red": f"{origin_a.url}/to-b/red.tif"}))
+    reader = SceneReader([f"{origin_a.url}/"], allow_private=True)
+    with pytest.raises(SceneReadError, match="redirects to .* refused: not in the allowed"):
+        reader._source(item, "red")
+    assert origin_b.count() == 0
