@@ -17,13 +17,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import attr
-import httpx
 import numpy as np
 import pystac
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
+from rio_tiler.io import stac as rio_stac
 from rio_tiler.io.stac import fetch
 from rio_tiler.models import BandStatistics, ImageData, PointData
 
@@ -68,15 +68,16 @@ def _fetch_item(source: str, options: dict[str, Any]) -> dict[str, Any]:
         UpstreamError: The item cannot be fetched or is not JSON (504 when not in time).
 
     """
+    http = rio_stac.httpx  # whichever httpx rio-tiler fetches with (today the httpx2 fork)
     try:
         return fetch(source, **options)
-    except httpx.TimeoutException:
+    except http.TimeoutException:
         raise UpstreamTimeoutError(f"url: {source} did not answer in time") from None
-    except httpx.HTTPStatusError as error:
+    except http.HTTPStatusError as error:
         raise UpstreamError(
             f"url: {source} answered {error.response.status_code}; no STAC item fetched"
         ) from None
-    except (httpx.HTTPError, ValueError) as error:
+    except (http.HTTPError, ValueError) as error:
         raise UpstreamError(f"url: cannot fetch a STAC item from {source} ({error})") from None
 
 

@@ -120,6 +120,9 @@ class Settings(BaseSettings):
     stac_max_concurrency: int = 16
     # Seconds a request waits for one of those slots before a 503 naming the limit.
     stac_queue_timeout: float = 1.0
+    # Seconds one upstream STAC request may take in all, retries included (stac_timeout
+    # bounds each connect and read; an upstream trickling bytes would pass that), then 504.
+    stac_request_deadline: float = 60.0
     # Redirects followed from a remote source (COG, STAC item, features file), each hop
     # checked against the allow-list; 0 refuses every redirect.
     source_max_redirects: int = 3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +22,13 @@ import httpx
 import pystac
 import pytest
 from fastapi.testclient import TestClient
-from harness.stubapi import Recorded, SilentServer, StubResponse, StubServer
+from harness.stubapi import Recorded, SilentServer, StubResponse, StubServer, landing_page
 from live_server import LiveServer
 
 from app.batch.features import read_features
 from app.catalog.base import SearchQuery
 from app.catalog.stacapi import StacApiCatalog
-from app.errors import BadRequestError, UpstreamTimeoutError
+from app.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
 from app.main import create_app
 from app.settings import Settings
 from app.stats.reading import SceneReader, SceneReadError
@@ -79,6 +80,74 @@ def test_the_landing_page_is_fetched_again_after_a_hung_fetch() -> None:
                 catalog.collections()
         assert server.connections() == 2
         assert catalog.in_flight == 0  # every slot given back
+
+
+@contextmanager
+def _trickling_server(body: bytes, interval: float) -> Iterator[str]:
+    """A loopback HTTP server answering every request 200 with ``body``, a byte at a time."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def answer(connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            head = "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n"
+            connection.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+            for byte in body:
+                if stop.wait(interval):
+                    return
+                connection.sendall(bytes([byte]))
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+def test_an_upstream_trickling_its_answer_is_cut_at_the_request_deadline() -> None:
+    # A byte every 50 ms never trips the 1 s read timeout; the whole answer would take 10 s.
+    body = json.dumps({"links": []}).ljust(200).encode()
+    with _trickling_server(body, 0.05) as url:
+        catalog = StacApiCatalog(url, timeout=1, retries=0, deadline=1.0)
+        with pytest.raises(UpstreamTimeoutError) as caught:
+            catalog.collections()
+    assert caught.value.status_code == 504
+    assert caught.value.message == (
+        f"STAC API {url} did not finish answering GET {url} within 1 s (stac_request_deadline)"
+    )
+    assert catalog.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda catalog: catalog.collections(), "the landing page is not a STAC catalog"),
+        (lambda catalog: catalog.search_page(SearchQuery()), "sent an invalid item"),
+    ],
+)
+def test_an_upstream_sending_typeless_stac_is_a_502(call: Callable, what: str) -> None:
+    # pystac's STACTypeError is no STACError: it escaped as a 500.
+    def handle(request: Recorded, server: StubServer) -> StubResponse:
+        if request.path == "/":
+            if what.startswith("the landing"):
+                return StubResponse(200, {"links": []})
+            return StubResponse(200, landing_page(server.url))
+        return StubResponse(200, {"type": "FeatureCollection", "features": [{"id": "x"}]})
+
+    with StubServer(handle) as server:
+        with pytest.raises(UpstreamError, match=what) as caught:
+            call(StacApiCatalog(server.url, retries=0))
+    assert caught.value.status_code == 502
 
 
 @contextmanager
@@ -211,6 +280,10 @@ def origin_a(origin_b: StubServer, demo_dir: Path) -> Iterator[StubServer]:
             return StubResponse(302, "", {"Location": f"/loop{n + 1}.tif"})
         if path == "/data/real.tif":
             return _ranged(cog, request)
+        if path == "/flip.json":  # no redirect for the check's ranged GET, one afterwards
+            if "range" in request.headers:
+                return StubResponse(206, "{", {"Content-Range": "bytes 0-0/1"})
+            return StubResponse(302, "", {"Location": f"{origin_b.url}/item.json"})
         if path == "/item.json":
             return StubResponse(200, _item_json({"red": f"{server.url}/to-b/red.tif"}))
         return StubResponse(404, "no such file")
@@ -262,6 +335,17 @@ def test_a_redirect_inside_the_allow_list_is_followed_and_read(
     # GDAL read the final URL: the redirecting one was asked once, by the hop check.
     assert origin_a.count(path="/moved.tif") == 1
     assert origin_a.count(path="/data/real.tif") >= 2
+    assert origin_b.count() == 0
+
+
+def test_a_stac_item_redirecting_only_after_the_check_is_not_followed(
+    redirect_client: TestClient, origin_a: StubServer, origin_b: StubServer
+) -> None:
+    response = redirect_client.get(f"/stac/info?url={origin_a.url}/flip.json&assets=red")
+    assert response.status_code == 502, response.text
+    assert response.json()["detail"] == (
+        f"url: {origin_a.url}/flip.json answered 302; no STAC item fetched"
+    )
     assert origin_b.count() == 0
 
 

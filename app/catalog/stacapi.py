@@ -53,6 +53,7 @@ import binascii
 import json
 import re
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
@@ -99,6 +100,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_TOKEN_CHARS = 16_384
 MAX_TOKEN_JSON = 262_144
 _TOKEN_VERSION = 1
+_CHUNK_BYTES = 65_536
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
@@ -140,12 +142,22 @@ class _Retry(Retry):
         return min(float(seconds), self.max_retry_after)
 
 
-class _RootBoundSession(requests.Session):
-    """A session that sends requests, and follows redirects, only under the API root."""
+class _DeadlineExceeded(requests.exceptions.ReadTimeout):
+    """An upstream answer still coming in when the request's total deadline passed."""
 
-    def __init__(self, allowed: Any):
+
+class _RootBoundSession(requests.Session):
+    """A session that sends requests, and follows redirects, only under the API root.
+
+    Each request also has a total ``deadline`` (seconds, retries included): the connect
+    and read timeouts bound each socket operation, so an upstream trickling a byte at a
+    time would otherwise hold the caller for ever.
+    """
+
+    def __init__(self, allowed: Any, deadline: float | None = None):
         super().__init__()
         self._allowed = allowed
+        self.deadline = deadline
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request``, unless its URL is not under the API root (whoever built it)."""
@@ -153,7 +165,22 @@ class _RootBoundSession(requests.Session):
             raise requests.exceptions.InvalidURL(
                 f"refusing to request {request.url}: not under the STAC API root"
             )
-        return super().send(request, **kwargs)
+        started = time.monotonic()
+        stream = kwargs.pop("stream", False)
+        response = super().send(request, stream=True, **kwargs)
+        if stream or self.deadline is None:
+            return response
+        chunks: list[bytes] = []
+        try:
+            for chunk in response.iter_content(_CHUNK_BYTES):
+                chunks.append(chunk)
+                if time.monotonic() - started > self.deadline:
+                    raise _DeadlineExceeded(f"answer not complete after {self.deadline:g} s")
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # what ``response.content`` then returns
+        response._content_consumed = True
+        return response
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         """Return the redirect target, or None (the 3xx comes back as is) if it leaves the root."""
@@ -220,6 +247,8 @@ class StacApiCatalog:
         backoff: seconds before the first retry; doubled at each further one.
         headers: extra HTTP headers sent with every request (e.g. an API key).
         page_size: page size ``search`` asks for while walking all pages.
+        deadline: seconds one request may take in all (retries included); None: no bound
+            but the connect and read timeouts of each socket operation.
         max_concurrency: upstream requests (and waits on the landing page) in flight at once.
         queue_timeout: seconds a caller waits for one of those slots before a 503.
 
@@ -234,6 +263,7 @@ class StacApiCatalog:
         backoff: float = 0.5,
         headers: dict[str, str] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        deadline: float | None = None,
         max_concurrency: int = 16,
         queue_timeout: float = 1.0,
     ):
@@ -249,6 +279,7 @@ class StacApiCatalog:
         self.retries = retries
         self.backoff = backoff
         self.page_size = page_size
+        self.deadline = deadline
         self._roots: list[str] = [self.url]  # + the roots the landing page advertises
         self._io = self._make_io(headers or {})
         self.max_concurrency = max_concurrency
@@ -417,7 +448,7 @@ class StacApiCatalog:
         )
         retry.max_retry_after = float(self.timeout)
         io = StacApiIO(max_retries=None, timeout=self.timeout)
-        io.session = _RootBoundSession(self._is_under_root)
+        io.session = _RootBoundSession(self._is_under_root, self.deadline)
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=32)
         io.session.mount("http://", adapter)
         io.session.mount("https://", adapter)
@@ -522,7 +553,7 @@ class StacApiCatalog:
             data["conformsTo"] = self._conformance(data["links"])
         try:
             client = self._io.stac_object_from_dict(data, href=self.url)
-        except (ValueError, TypeError, KeyError, pystac.STACError) as error:
+        except (ValueError, TypeError, KeyError, pystac.STACError, pystac.STACTypeError) as error:
             raise UpstreamError(
                 f"STAC API {self.url}: the landing page is not a STAC catalog ({error})"
             ) from None
@@ -604,6 +635,11 @@ class StacApiCatalog:
         cause: BaseException | None = error.__context__ or error.__cause__
         while cause is not None and not isinstance(cause, requests.RequestException):
             cause = cause.__context__ or cause.__cause__
+        if isinstance(cause, _DeadlineExceeded):
+            return UpstreamTimeoutError(
+                f"STAC API {self.url} did not finish answering {method} {url} within "
+                f"{self.deadline:g} s (stac_request_deadline)"
+            )
         if isinstance(cause, requests.Timeout):
             return UpstreamTimeoutError(
                 f"STAC API {self.url} did not answer {method} {url} within {self.timeout:g} s"
@@ -803,7 +839,7 @@ class StacApiCatalog:
     def _item(self, data: dict[str, Any]) -> pystac.Item:
         try:
             return pystac.Item.from_dict(data, migrate=False, preserve_dict=False)
-        except (KeyError, TypeError, ValueError, pystac.STACError) as error:
+        except (KeyError, TypeError, ValueError, pystac.STACError, pystac.STACTypeError) as error:
             item_id = data.get("id") if isinstance(data, Mapping) else None
             raise UpstreamError(
                 f"STAC API {self.url} sent an invalid item {item_id!r}: {error}"
@@ -812,7 +848,7 @@ class StacApiCatalog:
     def _collection(self, data: Mapping[str, Any]) -> pystac.Collection:
         try:
             return pystac.Collection.from_dict(dict(data), migrate=False, preserve_dict=False)
-        except (KeyError, TypeError, ValueError, pystac.STACError) as error:
+        except (KeyError, TypeError, ValueError, pystac.STACError, pystac.STACTypeError) as error:
             raise UpstreamError(
                 f"STAC API {self.url} sent an invalid collection {data.get('id')!r}: {error}"
             ) from None
