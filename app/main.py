@@ -52,7 +52,9 @@ STATUS_CODES = {
 
 def _terratiler_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TerratilerError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    # A 503 (an upstream's concurrency limit reached) passes in a moment: say when to retry.
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
 
 def _out_of_range(request: Request, exc: Exception) -> JSONResponse:

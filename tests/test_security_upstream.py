@@ -128,6 +128,31 @@ def test_an_upstream_trickling_its_answer_is_cut_at_the_request_deadline() -> No
     assert catalog.in_flight == 0
 
 
+def test_a_hung_search_holds_nothing_another_call_needs() -> None:
+    release = threading.Event()
+
+    def handle(request: Recorded, server: StubServer) -> StubResponse:
+        if request.path == "/":
+            return StubResponse(200, landing_page(server.url))
+        if request.path == "/search":
+            release.wait(30)
+            return StubResponse(200, {"type": "FeatureCollection", "features": [], "links": []})
+        return StubResponse(200, {"collections": [], "links": []})
+
+    with StubServer(handle) as server:
+        catalog = StacApiCatalog(server.url, timeout=30, retries=0)
+        with ThreadPoolExecutor(1) as pool:
+            search = pool.submit(catalog.search_page, SearchQuery())
+            _wait_for(lambda: server.count("POST", "/search") == 1, "the search to hang")
+            try:
+                assert catalog.collections() == []
+                assert not search.done()  # answered while the search still hangs
+                assert catalog.in_flight == 1
+            finally:
+                release.set()
+            assert search.result(timeout=30).items == []
+
+
 @pytest.mark.parametrize(
     ("call", "what"),
     [
@@ -199,7 +224,7 @@ def test_a_saturated_upstream_is_a_fast_503_naming_the_limits(
         answered_first = not results  # the hung searches were still waiting
         for thread in threads:
             thread.join(30)
-    assert busy.status_code == 503
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
     assert "stac_max_concurrency" in busy.json()["detail"]
     assert "2 requests already in flight" in busy.json()["detail"]
     assert "stac_queue_timeout" in busy.json()["detail"]
