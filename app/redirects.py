@@ -75,7 +75,7 @@ def configure(
     """
     global _checked, _client
     with _lock:
-        _config.max_redirects = max_redirects
+        _config.max_redirects = max(0, max_redirects)
         _config.timeout = timeout
         _config.connect_timeout = connect_timeout
         _checked = TTLCache(_CACHE_SIZE, cache_seconds) if cache_seconds > 0 else TTLCache(1, 0)

@@ -25,10 +25,11 @@ from fastapi.testclient import TestClient
 from harness.stubapi import Recorded, SilentServer, StubResponse, StubServer, landing_page
 from live_server import LiveServer
 
+from app import redirects
 from app.batch.features import read_features
 from app.catalog.base import SearchQuery
 from app.catalog.stacapi import StacApiCatalog
-from app.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
+from app.errors import BadRequestError, ForbiddenError, UpstreamError, UpstreamTimeoutError
 from app.main import create_app
 from app.settings import Settings
 from app.stats.reading import SceneReader, SceneReadError
@@ -425,3 +426,20 @@ def test_scene_reads_for_statistics_check_redirects(
     with pytest.raises(SceneReadError, match="redirects to .* refused: not in the allowed"):
         reader._source(item, "red")
     assert origin_b.count() == 0
+
+
+def test_source_max_redirects_zero_refuses_every_redirect(origin_a: StubServer) -> None:
+    redirects.configure(max_redirects=0)
+    try:
+        with pytest.raises(ForbiddenError) as caught:
+            redirects.resolve_redirects(
+                f"{origin_a.url}/moved.tif", [f"{origin_a.url}/"], allow_private=True
+            )
+        final = redirects.resolve_redirects(
+            f"{origin_a.url}/data/real.tif", [f"{origin_a.url}/"], allow_private=True
+        )
+    finally:
+        redirects.configure()  # the defaults, as the settings have them
+    assert caught.value.status_code == 403
+    assert "redirects more than 0 times (source_max_redirects=0)" in caught.value.message
+    assert final == f"{origin_a.url}/data/real.tif"
