@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     # Seconds one upstream STAC request may take in all, retries included (stac_timeout
     # bounds each connect and read; an upstream trickling bytes would pass that), then 504.
     stac_request_deadline: float = 60.0
+    # Seconds a mosaic request waits for another request's first build of the same search's
+    # item index (a catalog search) before a 504; the build goes on.
+    mosaic_index_wait: float = 30.0
     # Redirects followed from a remote source (COG, STAC item, features file), each hop
     # checked against the allow-list; 0 refuses every redirect.
     source_max_redirects: int = 3

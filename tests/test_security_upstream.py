@@ -31,6 +31,7 @@ from app.catalog.base import SearchQuery
 from app.catalog.stacapi import StacApiCatalog
 from app.errors import BadRequestError, ForbiddenError, UpstreamError, UpstreamTimeoutError
 from app.main import create_app
+from app.mosaic.index import FootprintIndex, IndexCache
 from app.settings import Settings
 from app.stats.reading import SceneReader, SceneReadError
 
@@ -443,3 +444,30 @@ def test_source_max_redirects_zero_refuses_every_redirect(origin_a: StubServer) 
     assert caught.value.status_code == 403
     assert "redirects more than 0 times (source_max_redirects=0)" in caught.value.message
     assert final == f"{origin_a.url}/data/real.tif"
+
+
+def test_waiting_for_another_requests_index_build_is_bounded() -> None:
+    # A slow upstream holds the first request's build; the others give up after the wait.
+    release = threading.Event()
+
+    def slow_build() -> FootprintIndex:
+        release.wait(30)
+        return FootprintIndex("a" * 16, [])
+
+    cache = IndexCache(wait_timeout=0.2)
+    with ThreadPoolExecutor(2) as pool:
+        owner = pool.submit(cache.get, "a" * 16, slow_build)
+        _wait_for(lambda: cache.builds == 1, "the first build to start")
+        waiter = pool.submit(cache.get, "a" * 16, slow_build)
+        try:
+            error = waiter.exception(timeout=20)
+            assert not owner.done()  # the waiter gave up while the build still ran
+        finally:
+            release.set()
+        assert len(owner.result(timeout=30)) == 0
+    assert isinstance(error, UpstreamTimeoutError) and error.status_code == 504
+    assert error.message == (
+        f"search '{'a' * 16}': its item index is still being built after 0.2 s "
+        "(mosaic_index_wait); try again shortly"
+    )
+    assert cache.builds == 1
