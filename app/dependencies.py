@@ -23,6 +23,7 @@ from app.catalog import Catalog
 from app.db import engine_from_settings
 from app.errors import BadRequestError
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
+from app.redirects import resolve_redirects
 from app.request_checks import check_histogram, check_percentiles
 from app.security import check_source
 from app.settings import Settings
@@ -64,11 +65,15 @@ def allowed_url(
     request: Request,
     url: Annotated[str, Query(description="COG or STAC item URL / path (allow-listed)")],
 ) -> str:
-    """The ``url=`` parameter, checked against the allow-list before anything opens it."""
+    """The ``url=`` parameter, checked against the allow-list before anything opens it.
+
+    A remote URL's redirects are followed here, each hop checked (``app.redirects``): the
+    reader is given the URL that answers, never one outside the allow-list.
+    """
     settings = get_settings(request)
-    return check_source(
-        url, settings.allowed_prefixes, allow_private=settings.allow_private_sources
-    )
+    allowed, private = settings.allowed_prefixes, settings.allow_private_sources
+    checked = check_source(url, allowed, allow_private=private)
+    return resolve_redirects(checked, allowed, allow_private=private)
 
 
 def catalog_item(

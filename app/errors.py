@@ -51,6 +51,12 @@ class UpstreamTimeoutError(UpstreamError):
     status_code = 504
 
 
+class UpstreamBusyError(UpstreamError):
+    """Too many requests to an upstream already in flight: refused at once, try later."""
+
+    status_code = 503
+
+
 class ForbiddenError(TerratilerError):
     """A source outside the allow-list, or an address the service never fetches."""
 

@@ -17,7 +17,7 @@ from starlette import status
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
-from app import __version__, datasets
+from app import __version__, datasets, redirects
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
 from app.db import engine_from_settings
@@ -52,7 +52,9 @@ STATUS_CODES = {
 
 def _terratiler_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TerratilerError)
-    return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    # A 503 (an upstream's concurrency limit reached) passes in a moment: say when to retry.
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
 
 def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
@@ -104,6 +106,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reader_threads=settings.reader_threads,
     )
     configure_rendering(settings.png_zlevel)
+    redirects.configure(
+        max_redirects=settings.source_max_redirects,
+        cache_seconds=settings.source_redirect_cache_seconds,
+        timeout=settings.gdal_http_timeout,
+        connect_timeout=settings.gdal_http_connect_timeout,
+    )
     app = FastAPI(
         title="terratiler",
         version=__version__,
@@ -140,9 +148,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(batch_router.router, tags=["Batch statistics"])
 
+    # /healthz and /metrics are ``async def`` and do no I/O: they answer on the event loop
+    # even when every worker thread is busy (e.g. waiting on a hung upstream STAC API).
     @app.get("/healthz", tags=["Service"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no upstream is asked)."""
         return {"status": "ok", "version": __version__}
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -155,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = app.state.metrics = Metrics()
 
     @app.get("/metrics", tags=["Service"], response_class=Response)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus metrics: requests and latency per route, open datasets."""
         content, media_type = metrics.exposition()
         return Response(content, media_type=media_type)

@@ -23,13 +23,15 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
+from rio_tiler.io import stac as rio_stac
 from rio_tiler.io.stac import fetch
 from rio_tiler.models import BandStatistics, ImageData, PointData
 
 from app import reprojection, sentinel2
 from app.datasets import dataset_pool, is_remote, reader_executor
-from app.errors import BadRequestError
+from app.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
 from app.expressions import Expression, parse_expression
+from app.redirects import resolve_redirects
 from app.request_checks import (
     check_bbox,
     check_indexes,
@@ -54,6 +56,29 @@ Layer = ImageData | PointData
 WGS84 = CRS.from_epsg(4326)
 # rio-tiler's default decimation of statistics (``Reader.statistics(max_size=1024)``).
 STATISTICS_MAX_SIZE = 1024
+
+
+def _fetch_item(source: str, options: dict[str, Any]) -> dict[str, Any]:
+    """A STAC item's JSON from a checked source (rio-tiler's cached ``fetch``).
+
+    Over http(s), rio-tiler's ``fetch`` uses httpx, which follows no redirect: a redirect
+    answered now (after ``resolve_redirects`` found none) is an upstream error, not followed.
+
+    Raises:
+        UpstreamError: The item cannot be fetched or is not JSON (504 when not in time).
+
+    """
+    http = rio_stac.httpx  # whichever httpx rio-tiler fetches with (today the httpx2 fork)
+    try:
+        return fetch(source, **options)
+    except http.TimeoutException:
+        raise UpstreamTimeoutError(f"url: {source} did not answer in time") from None
+    except http.HTTPStatusError as error:
+        raise UpstreamError(
+            f"url: {source} answered {error.response.status_code}; no STAC item fetched"
+        ) from None
+    except (http.HTTPError, ValueError) as error:
+        raise UpstreamError(f"url: cannot fetch a STAC item from {source} ({error})") from None
 
 
 def _masked(values: np.ndarray, invalid: np.ndarray) -> np.ma.MaskedArray:
@@ -335,10 +360,8 @@ class S2STACReader(STACReader):
         if isinstance(self.input, pystac.Item):
             self.item, self.input = self.input, self.input.get_self_href()
         elif self.item is None:
-            source = check_source(
-                self.input, self.allowed_sources, allow_private=self.allow_private
-            )
-            self.item = pystac.Item.from_dict(fetch(source, **self.fetch_options), source)
+            source = self._checked(self.input)
+            self.item = pystac.Item.from_dict(_fetch_item(source, self.fetch_options), source)
         key = (
             self.tms.id,
             self.minzoom,
@@ -387,10 +410,13 @@ class S2STACReader(STACReader):
             # Already absolute: pystac would join a local path onto an http self link
             # (items of a STAC API whose assets are files on this machine).
             info["url"] = href
-        info["url"] = check_source(
-            info["url"], self.allowed_sources, allow_private=self.allow_private
-        )
+        info["url"] = self._checked(info["url"])
         return info
+
+    def _checked(self, source: str) -> str:
+        """``source`` checked against the allow-list, its redirects followed and checked."""
+        checked = check_source(source, self.allowed_sources, allow_private=self.allow_private)
+        return resolve_redirects(checked, self.allowed_sources, allow_private=self.allow_private)
 
     def scale_offset(self, asset: str) -> tuple[float, float]:
         """Reflectance scale and offset of an asset (see ``app.sentinel2.scale_offset``)."""

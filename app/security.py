@@ -284,9 +284,11 @@ def check_source(
     systems (``/vsi...``) and connection strings (``GTIFF_DIR:``, ``HDF5:`` ...).
 
     Limits: the host is resolved here and again by curl when GDAL reads, so a DNS name
-    whose answer changes in between (DNS rebinding) or an allowed server answering with
-    a redirect to an internal address is not caught here. Allow only prefixes whose
-    hosts you trust (object stores, your own servers). Remote files are not sniffed for
+    whose answer changes in between (DNS rebinding) is not caught here. Redirects are not
+    looked at here: readers pass the checked URL through ``app.redirects.resolve_redirects``,
+    which checks every hop with this function (a server that redirects only GDAL's later
+    requests still escapes it). Allow only prefixes whose hosts you trust (object stores,
+    your own servers). Remote files are not sniffed for
     VRT content: open sources with ``driver=SOURCE_DRIVER``. ``s3://`` hosts are not
     resolved (GDAL talks to the configured S3 endpoint).
 

@@ -117,6 +117,26 @@ class Settings(BaseSettings):
     # Seconds an http(s) features URL has to answer; it is fetched once, redirects refused.
     batch_features_timeout: float = 30.0
 
+    # Upstream calls: bounded in time and concurrency; redirects checked hop by hop
+    # (issue 12 items 6 and 7).
+    # Requests to the STAC API in flight at once per process (waits on its landing page
+    # included): a hung upstream holds at most this many server threads.
+    stac_max_concurrency: int = 16
+    # Seconds a request waits for one of those slots before a 503 naming the limit.
+    stac_queue_timeout: float = 1.0
+    # Seconds one upstream STAC request may take in all, retries included (stac_timeout
+    # bounds each connect and read; an upstream trickling bytes would pass that), then 504.
+    stac_request_deadline: float = 60.0
+    # Seconds a mosaic request waits for another request's first build of the same search's
+    # item index (a catalog search) before a 504; the build goes on.
+    mosaic_index_wait: float = 30.0
+    # Redirects followed from a remote source (COG, STAC item, features file), each hop
+    # checked against the allow-list; 0 refuses every redirect.
+    source_max_redirects: int = 3
+    # Seconds a checked redirect chain (source -> final URL) is reused before it is checked
+    # again (one small ranged GET per hop).
+    source_redirect_cache_seconds: float = 300.0
+
     @field_validator(
         "allowed_sources",
         "api_keys",

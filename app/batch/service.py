@@ -35,6 +35,7 @@ from app.batch.states import FINAL, RUNNING, Action, JobState, conflict
 from app.batch.storage import JobFiles, Storage, join
 from app.batch.store import JobRecord, JobStore
 from app.errors import BadRequestError, ConflictError, ForbiddenError, TooLargeError
+from app.redirects import resolve_redirects
 from app.security import check_source
 
 __all__ = ["RESULT_FORMATS", "BatchService"]
@@ -218,12 +219,11 @@ class BatchService:
         if isinstance(features, FeatureSource):
             href = features.href.strip()
             if self.check_sources:
+                allowed = self.settings.allowed_prefixes
+                private = bool(getattr(self.settings, "allow_private_sources", False))
                 try:
-                    href = check_source(
-                        href,
-                        self.settings.allowed_prefixes,
-                        allow_private=bool(getattr(self.settings, "allow_private_sources", False)),
-                    )
+                    href = check_source(href, allowed, allow_private=private)
+                    href = resolve_redirects(href, allowed, allow_private=private)
                 except ForbiddenError as error:
                     raise ForbiddenError(
                         "input.features: " + error.message.removeprefix("url: ")

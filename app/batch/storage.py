@@ -49,8 +49,14 @@ class Storage:
 
     @classmethod
     def for_url(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Storage:
-        """The storage ``url`` lives on (``s3://...`` or a local path)."""
+        """The storage ``url`` lives on (``s3://...``, a local path, or ``http(s)://`` to read).
+
+        Over http(s), redirects are never followed (aiohttp would by default): sources are
+        handed over with their redirects already checked (``app.redirects``).
+        """
         options = dict(storage_options or {}) if url.startswith("s3://") else {}
+        if url.startswith(("http://", "https://")):
+            options = {"allow_redirects": False}
         fs, _ = fsspec.core.url_to_fs(url, **options)
         return cls(fs, options)
 

@@ -16,6 +16,9 @@ def catalog_from_settings(settings: Settings) -> Catalog:
             timeout=settings.stac_timeout,
             retries=settings.stac_retries,
             backoff=settings.stac_backoff,
+            deadline=settings.stac_request_deadline,
+            max_concurrency=settings.stac_max_concurrency,
+            queue_timeout=settings.stac_queue_timeout,
         )
     from app.catalog.local import LocalCatalog
 

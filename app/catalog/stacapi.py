@@ -33,8 +33,17 @@ servers validate ``query`` to the basic six), CQL2 ``filter`` as cql2-json, ``so
 property fields prefixed ``properties.`` (the form every STAC API accepts).
 
 The landing page is fetched once, lazily, on first use (and again only if that failed). One
-catalog may be shared by the threads of a threaded server: the client is opened under a
-lock, and afterwards only read; ``requests`` sessions share their connection pool safely.
+catalog may be shared by the threads of a threaded server; ``requests`` sessions share their
+connection pool safely. No lock is held while waiting on the upstream: the first caller
+fetches the landing page and the callers arriving meanwhile wait (at most ``timeout``) on
+that one fetch's outcome, so a hung upstream costs one connection and one timeout, not one
+timeout per caller in turn.
+
+Concurrency is bounded: at most ``max_concurrency`` callers talk to (or wait on) the upstream
+at once; a further caller waits at most ``queue_timeout`` seconds for a slot and then fails
+fast with ``UpstreamBusyError`` (503). A hung upstream therefore holds at most
+``max_concurrency`` of the server's threads, each for at most ``timeout`` seconds (a read
+timeout is not retried); the rest of the service keeps answering.
 """
 
 from __future__ import annotations
@@ -44,8 +53,12 @@ import binascii
 import json
 import re
 import threading
+import time
 import zlib
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -64,7 +77,13 @@ from urllib3.util.retry import Retry
 from app import __version__
 from app.catalog.base import SearchPage, SearchQuery
 from app.catalog.query import search_to_body
-from app.errors import BadRequestError, NotFoundError, UpstreamError, UpstreamTimeoutError
+from app.errors import (
+    BadRequestError,
+    NotFoundError,
+    UpstreamBusyError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 
 __all__ = ["StacApiCatalog"]
 
@@ -81,6 +100,7 @@ DEFAULT_PAGE_SIZE = 100
 MAX_TOKEN_CHARS = 16_384
 MAX_TOKEN_JSON = 262_144
 _TOKEN_VERSION = 1
+_CHUNK_BYTES = 65_536
 _PLAIN_PATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
@@ -122,12 +142,22 @@ class _Retry(Retry):
         return min(float(seconds), self.max_retry_after)
 
 
-class _RootBoundSession(requests.Session):
-    """A session that sends requests, and follows redirects, only under the API root."""
+class _DeadlineExceeded(requests.exceptions.ReadTimeout):
+    """An upstream answer still coming in when the request's total deadline passed."""
 
-    def __init__(self, allowed: Any):
+
+class _RootBoundSession(requests.Session):
+    """A session that sends requests, and follows redirects, only under the API root.
+
+    Each request also has a total ``deadline`` (seconds, retries included): the connect
+    and read timeouts bound each socket operation, so an upstream trickling a byte at a
+    time would otherwise hold the caller for ever.
+    """
+
+    def __init__(self, allowed: Any, deadline: float | None = None):
         super().__init__()
         self._allowed = allowed
+        self.deadline = deadline
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request``, unless its URL is not under the API root (whoever built it)."""
@@ -135,7 +165,22 @@ class _RootBoundSession(requests.Session):
             raise requests.exceptions.InvalidURL(
                 f"refusing to request {request.url}: not under the STAC API root"
             )
-        return super().send(request, **kwargs)
+        started = time.monotonic()
+        stream = kwargs.pop("stream", False)
+        response = super().send(request, stream=True, **kwargs)
+        if stream or self.deadline is None:
+            return response
+        chunks: list[bytes] = []
+        try:
+            for chunk in response.iter_content(_CHUNK_BYTES):
+                chunks.append(chunk)
+                if time.monotonic() - started > self.deadline:
+                    raise _DeadlineExceeded(f"answer not complete after {self.deadline:g} s")
+        finally:
+            response.close()
+        response._content = b"".join(chunks)  # what ``response.content`` then returns
+        response._content_consumed = True
+        return response
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         """Return the redirect target, or None (the 3xx comes back as is) if it leaves the root."""
@@ -202,6 +247,10 @@ class StacApiCatalog:
         backoff: seconds before the first retry; doubled at each further one.
         headers: extra HTTP headers sent with every request (e.g. an API key).
         page_size: page size ``search`` asks for while walking all pages.
+        deadline: seconds one request may take in all (retries included); None: no bound
+            but the connect and read timeouts of each socket operation.
+        max_concurrency: upstream requests (and waits on the landing page) in flight at once.
+        queue_timeout: seconds a caller waits for one of those slots before a 503.
 
     """
 
@@ -214,7 +263,12 @@ class StacApiCatalog:
         backoff: float = 0.5,
         headers: dict[str, str] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
+        deadline: float | None = None,
+        max_concurrency: int = 16,
+        queue_timeout: float = 1.0,
     ):
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) STAC API URL: {url!r}")
@@ -225,10 +279,17 @@ class StacApiCatalog:
         self.retries = retries
         self.backoff = backoff
         self.page_size = page_size
+        self.deadline = deadline
         self._roots: list[str] = [self.url]  # + the roots the landing page advertises
         self._io = self._make_io(headers or {})
+        self.max_concurrency = max_concurrency
+        self.queue_timeout = queue_timeout
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._in_flight = 0
         self._client: Client | None = None
+        # Guards only _client / _landing (never held during I/O).
         self._lock = threading.Lock()
+        self._landing: Future[Client] | None = None
 
     def __repr__(self) -> str:
         return f"StacApiCatalog({self.url!r})"
@@ -387,7 +448,7 @@ class StacApiCatalog:
         )
         retry.max_retry_after = float(self.timeout)
         io = StacApiIO(max_retries=None, timeout=self.timeout)
-        io.session = _RootBoundSession(self._is_under_root)
+        io.session = _RootBoundSession(self._is_under_root, self.deadline)
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=32)
         io.session.mount("http://", adapter)
         io.session.mount("https://", adapter)
@@ -398,42 +459,109 @@ class StacApiCatalog:
         )
         return io
 
+    @property
+    def in_flight(self) -> int:
+        """Callers holding an upstream slot right now (talking to or waiting on the upstream)."""
+        return self._in_flight
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Hold one of the ``max_concurrency`` upstream slots, or fail fast with a 503.
+
+        Raises:
+            UpstreamBusyError: no slot freed up within ``queue_timeout`` seconds.
+
+        """
+        if not self._slots.acquire(timeout=self.queue_timeout):
+            raise UpstreamBusyError(
+                f"STAC API {self.url} is busy: {self.max_concurrency} requests already in "
+                f"flight (stac_max_concurrency), none finished within "
+                f"{self.queue_timeout:g} s (stac_queue_timeout); try again later"
+            )
+        with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self._slots.release()
+
     def _open(self) -> Client:
         """Return the pystac-client ``Client`` of the API (its landing page, fetched once).
 
-        The landing page is read through the same root-bound session as everything else
-        and turned into a ``Client`` without ``Client.open``, which would fetch the page's
-        ``root`` link when it names another host (the API's public name behind a proxy).
+        The first caller fetches the page with no lock held; callers arriving during that
+        fetch hold an upstream slot and wait on its outcome (the client, or the same error),
+        at most ``timeout`` seconds more than the fetch may take. A failed fetch is tried
+        again by the next caller.
         """
         client = self._client
         if client is not None:
             return client
         with self._lock:
-            if self._client is None:
-                data = self._request_json(_PageRequest("GET", self.url))
-                if not isinstance(data, dict) or not isinstance(data.get("links"), list):
-                    raise UpstreamError(f"STAC API {self.url}: the landing page is not STAC")
-                for link in data["links"]:
-                    if not isinstance(link, Mapping):
-                        continue
-                    href = link.get("href")
-                    if link.get("rel") in ("self", "root") and isinstance(href, str):
-                        if href.startswith(("http://", "https://")):
-                            self._roots.append(href.rstrip("/"))
-                if "conformsTo" not in data:
-                    data["conformsTo"] = self._conformance(data["links"])
+            if self._client is not None:
+                return self._client
+            pending = self._landing
+            owner = pending is None
+            if owner:
+                pending = self._landing = Future()
+        assert pending is not None
+        if not owner:
+            with self._slot():
                 try:
-                    client = self._io.stac_object_from_dict(data, href=self.url)
-                except (ValueError, TypeError, KeyError, pystac.STACError) as error:
-                    raise UpstreamError(
-                        f"STAC API {self.url}: the landing page is not a STAC catalog ({error})"
+                    return pending.result(timeout=self._landing_wait())
+                except FutureTimeout:
+                    raise UpstreamTimeoutError(
+                        f"STAC API {self.url} did not answer its landing page within "
+                        f"{self._landing_wait():g} s (stac_timeout)"
                     ) from None
-                if not isinstance(client, Client):
-                    raise UpstreamError(f"STAC API {self.url}: the landing page is no catalog")
-                client.set_root(client)
-                _conform_to_any_v1(client)
-                self._client = client
-            return self._client
+        try:
+            client = self._fetch_landing()
+        except BaseException as error:
+            with self._lock:
+                self._landing = None
+            pending.set_exception(error)
+            raise
+        with self._lock:
+            self._client = client
+            self._landing = None
+        pending.set_result(client)
+        return client
+
+    def _landing_wait(self) -> float:
+        # The landing fetch may take a connect and a read timeout, the conformance page too.
+        return 2 * self.timeout + self.queue_timeout
+
+    def _fetch_landing(self) -> Client:
+        """Fetch the landing page and build the ``Client`` (see ``_open``).
+
+        The landing page is read through the same root-bound session as everything else
+        and turned into a ``Client`` without ``Client.open``, which would fetch the page's
+        ``root`` link when it names another host (the API's public name behind a proxy).
+        """
+        data = self._request_json(_PageRequest("GET", self.url))
+        if not isinstance(data, dict) or not isinstance(data.get("links"), list):
+            raise UpstreamError(f"STAC API {self.url}: the landing page is not STAC")
+        for link in data["links"]:
+            if not isinstance(link, Mapping):
+                continue
+            href = link.get("href")
+            if link.get("rel") in ("self", "root") and isinstance(href, str):
+                if href.startswith(("http://", "https://")):
+                    self._roots.append(href.rstrip("/"))
+        if "conformsTo" not in data:
+            data["conformsTo"] = self._conformance(data["links"])
+        try:
+            client = self._io.stac_object_from_dict(data, href=self.url)
+        except (ValueError, TypeError, KeyError, pystac.STACError, pystac.STACTypeError) as error:
+            raise UpstreamError(
+                f"STAC API {self.url}: the landing page is not a STAC catalog ({error})"
+            ) from None
+        if not isinstance(client, Client):
+            raise UpstreamError(f"STAC API {self.url}: the landing page is no catalog")
+        client.set_root(client)
+        _conform_to_any_v1(client)
+        return client
 
     def _conformance(self, links: list[Any]) -> list[str]:
         """Read ``/conformance`` for a landing page without ``conformsTo`` (OGC style)."""
@@ -454,11 +582,12 @@ class StacApiCatalog:
         if not self._is_under_root(request.url):  # defence in depth: never leave the root
             raise UpstreamError(f"refusing to request {request.url}: not under {self.url}")
         try:
-            return self._io.request(
-                request.url,
-                method=request.method,
-                parameters=request.body if request.method == "POST" else None,
-            )
+            with self._slot():
+                return self._io.request(
+                    request.url,
+                    method=request.method,
+                    parameters=request.body if request.method == "POST" else None,
+                )
         except APIError as error:
             raise self._error(error, request.method, request.url) from None
 
@@ -506,9 +635,15 @@ class StacApiCatalog:
         cause: BaseException | None = error.__context__ or error.__cause__
         while cause is not None and not isinstance(cause, requests.RequestException):
             cause = cause.__context__ or cause.__cause__
+        if isinstance(cause, _DeadlineExceeded):
+            return UpstreamTimeoutError(
+                f"STAC API {self.url} did not finish answering {method} {url} within "
+                f"{self.deadline:g} s (stac_request_deadline)"
+            )
         if isinstance(cause, requests.Timeout):
             return UpstreamTimeoutError(
                 f"STAC API {self.url} did not answer {method} {url} within {self.timeout:g} s"
+                " (stac_timeout)"
             )
         if isinstance(cause, requests.ConnectionError):
             return UpstreamError(
@@ -704,7 +839,7 @@ class StacApiCatalog:
     def _item(self, data: dict[str, Any]) -> pystac.Item:
         try:
             return pystac.Item.from_dict(data, migrate=False, preserve_dict=False)
-        except (KeyError, TypeError, ValueError, pystac.STACError) as error:
+        except (KeyError, TypeError, ValueError, pystac.STACError, pystac.STACTypeError) as error:
             item_id = data.get("id") if isinstance(data, Mapping) else None
             raise UpstreamError(
                 f"STAC API {self.url} sent an invalid item {item_id!r}: {error}"
@@ -713,7 +848,7 @@ class StacApiCatalog:
     def _collection(self, data: Mapping[str, Any]) -> pystac.Collection:
         try:
             return pystac.Collection.from_dict(dict(data), migrate=False, preserve_dict=False)
-        except (KeyError, TypeError, ValueError, pystac.STACError) as error:
+        except (KeyError, TypeError, ValueError, pystac.STACError, pystac.STACTypeError) as error:
             raise UpstreamError(
                 f"STAC API {self.url} sent an invalid collection {data.get('id')!r}: {error}"
             ) from None

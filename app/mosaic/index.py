@@ -34,7 +34,7 @@ import shapely.geometry
 from shapely.strtree import STRtree
 
 from app.catalog.query import parse_rfc3339
-from app.errors import BadRequestError
+from app.errors import BadRequestError, UpstreamTimeoutError
 
 __all__ = ["ORDERS", "FootprintIndex", "IndexCache", "IndexedItem"]
 
@@ -248,13 +248,25 @@ class IndexCache:
         max_items: items held over all cached indexes; least recently used indexes are
             dropped past it (the one just built always stays).
         retry_after: seconds before a failed background rebuild is tried again.
+        wait_timeout: seconds a request waits for another request's first build of the
+            same index (None: as long as the build takes); then a 504. The build itself
+            goes on; each of its upstream requests is bounded by the catalog.
 
     Concurrent first requests for one search wait for a single build (no stampede on
-    the catalog).
+    the catalog), but not without bound: a slow upstream STAC API would otherwise hold one
+    server thread per waiting tile for the whole build (pages x the upstream deadline).
     """
 
-    def __init__(self, *, ttl: float = 300.0, max_items: int = 20_000, retry_after: float = 30.0):
+    def __init__(
+        self,
+        *,
+        ttl: float = 300.0,
+        max_items: int = 20_000,
+        retry_after: float = 30.0,
+        wait_timeout: float | None = None,
+    ):
         self.ttl = ttl
+        self.wait_timeout = wait_timeout
         self.max_items = max_items
         self.retry_after = retry_after
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -290,7 +302,11 @@ class IndexCache:
                 self.builds += 1
         assert pending is not None
         if not owner:
-            pending.done.wait()
+            if not pending.done.wait(self.wait_timeout):
+                raise UpstreamTimeoutError(
+                    f"search '{search_id}': its item index is still being built after "
+                    f"{self.wait_timeout:g} s (mosaic_index_wait); try again shortly"
+                )
             if pending.error is not None:
                 raise pending.error
             assert pending.index is not None

@@ -86,6 +86,7 @@ class MosaicConfig:
         max_search_items: a search matching more items cannot be registered or indexed.
         index_ttl: seconds a search's footprint index is used before it is rebuilt.
         index_max_items: items held over all cached indexes.
+        index_wait: seconds a request waits for another's first build of the same index.
         threads: item reads in flight at most per request.
         default_collection: the collection of a search that names none.
     """
@@ -97,6 +98,7 @@ class MosaicConfig:
     max_search_items: int = 2000
     index_ttl: float = 300.0
     index_max_items: int = 20_000
+    index_wait: float = 30.0
     threads: int = 4
     default_collection: str | None = "sentinel-2-l2a"
 
@@ -116,6 +118,7 @@ class MosaicConfig:
             max_search_items=int(get("mosaic_max_search_items", "max_search_items")),
             index_ttl=float(get("mosaic_index_ttl", "index_ttl")),
             index_max_items=int(get("mosaic_index_max_items", "index_max_items")),
+            index_wait=float(get("mosaic_index_wait", "index_wait")),
             threads=int(get("mosaic_threads", "threads")),
             default_collection=get("collection", "default_collection"),
         )
@@ -256,7 +259,11 @@ class MosaicService:
         self.config = config or MosaicConfig()
         self.reader_options = reader_options or {}
         self.reader = reader
-        self.indexes = IndexCache(ttl=self.config.index_ttl, max_items=self.config.index_max_items)
+        self.indexes = IndexCache(
+            ttl=self.config.index_ttl,
+            max_items=self.config.index_max_items,
+            wait_timeout=self.config.index_wait,
+        )
         self._lock = threading.Lock()
         self._records: TTLCache[str, SearchRecord] = TTLCache(
             maxsize=4096, ttl=max(self.config.index_ttl, 1e-3)

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from app import sentinel2
 from app.errors import TerratilerError
+from app.redirects import resolve_redirects
 from app.security import SOURCE_DRIVER, check_source
 from app.stats.grid import PixelGrid
 
@@ -146,7 +147,10 @@ class SceneReader:
             raise SceneReadError(f"item '{item.id}' has no asset '{key}'")
         href = item.assets[item_key].get_absolute_href() or item.assets[item_key].href
         try:
-            return item_key, check_source(href, self.allowed, allow_private=self.allow_private)
+            checked = check_source(href, self.allowed, allow_private=self.allow_private)
+            return item_key, resolve_redirects(
+                checked, self.allowed, allow_private=self.allow_private
+            )
         except TerratilerError as error:
             raise SceneReadError(f"item '{item.id}' asset '{item_key}': {error.message}") from None
 
