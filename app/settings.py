@@ -8,6 +8,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
 from app.gdal_env import SKIPPED_DRIVERS
+from app.input_limits import (
+    DEFAULT_MAX_FILTER_DEPTH,
+    DEFAULT_MAX_FILTER_LENGTH,
+    DEFAULT_MAX_JSON_DEPTH,
+)
 from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -112,6 +117,18 @@ class Settings(BaseSettings):
     gdal_skip_drivers: Annotated[list[str], NoDecode] = list(SKIPPED_DRIVERS)
     # The Sentinel-2 COG bucket is public: unsigned S3 requests.
     aws_no_sign_request: bool = True
+
+    # Request size and parser bounds (issue 12: one deep filter crashed the process).
+    # Bytes of a request body, counted while it streams in (413 past it); batch job
+    # creation (/batch/...) takes up to batch_max_upload_mb instead.
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_query_bytes: int = 32_768  # bytes of a URL's query string (414 past it)
+    # Nesting of arrays/objects in JSON bodies and JSON parameters (json.loads recurses).
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    # CQL2 filters: characters (413), and nested operations (cql2 0.6 segfaults near 1000
+    # and its validation costs ~40 ms per level).
+    max_filter_length: int = DEFAULT_MAX_FILTER_LENGTH
+    max_filter_depth: int = DEFAULT_MAX_FILTER_DEPTH
 
     @field_validator(
         "allowed_sources",

@@ -34,6 +34,7 @@ from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
 from app.errors import BadRequestError
 from app.expressions import get_preset
+from app.input_limits import DEFAULT_LIMITS, InputLimits
 from app.mosaic.index import ORDERS
 from app.mosaic.reader import PIXEL_SELECTIONS
 
@@ -153,7 +154,7 @@ def _floats(value: Any) -> Any:
 
 
 def normalize_search(
-    body: Any, *, default_collection: str | None = None
+    body: Any, *, default_collection: str | None = None, limits: InputLimits = DEFAULT_LIMITS
 ) -> tuple[SearchQuery, dict[str, Any]]:
     """Validate a search body and return it parsed and in canonical form.
 
@@ -162,6 +163,7 @@ def normalize_search(
             ``datetime``, ``query``, ``filter`` with ``filter-lang``, ``sortby``; ``limit``
             is ignored).
         default_collection: the collection of a search that names none.
+        limits: bounds on the filter's length and nesting, and on JSON nesting.
 
     Returns:
         ``(query, canonical_body)``; ``search_hash(canonical_body)`` is the id.
@@ -177,7 +179,7 @@ def normalize_search(
             "token: a registered search is a whole search, not a page of one; remove it"
         )
     body = {k: v for k, v in body.items() if k not in ("limit", "token", "next")}
-    query = search_from_body(body, default_limit=1, max_limit=1)
+    query = search_from_body(body, default_limit=1, max_limit=1, limits=limits)
     if query.ids:
         query.ids = sorted(set(query.ids))
     if query.collections:

@@ -43,6 +43,7 @@ from rio_tiler.models import ImageData
 
 from app.catalog.base import Catalog
 from app.errors import BadRequestError, NotFoundError, TooLargeError, UpstreamTimeoutError
+from app.input_limits import DEFAULT_LIMITS, InputLimits
 from app.mosaic.index import ORDERS, FootprintIndex, IndexCache, IndexedItem
 from app.mosaic.reader import (
     PARTIAL_TIME,
@@ -88,6 +89,7 @@ class MosaicConfig:
         index_max_items: items held over all cached indexes.
         threads: item reads in flight at most per request.
         default_collection: the collection of a search that names none.
+        input_limits: bounds on a registered search's filter and JSON nesting.
     """
 
     min_zoom: int = 7
@@ -99,6 +101,7 @@ class MosaicConfig:
     index_max_items: int = 20_000
     threads: int = 4
     default_collection: str | None = "sentinel-2-l2a"
+    input_limits: InputLimits = DEFAULT_LIMITS
 
     @classmethod
     def from_settings(cls, settings: Any) -> MosaicConfig:
@@ -118,6 +121,7 @@ class MosaicConfig:
             index_max_items=int(get("mosaic_index_max_items", "index_max_items")),
             threads=int(get("mosaic_threads", "threads")),
             default_collection=get("collection", "default_collection"),
+            input_limits=InputLimits.from_settings(settings),
         )
 
 
@@ -273,7 +277,9 @@ class MosaicService:
 
         """
         query, canonical = normalize_search(
-            search, default_collection=self.config.default_collection
+            search,
+            default_collection=self.config.default_collection,
+            limits=self.config.input_limits,
         )
         meta = normalize_metadata(metadata)
         matched = self._count(query)
