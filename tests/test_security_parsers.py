@@ -293,3 +293,30 @@ def test_batch_bodies_take_the_batch_limit(http):
     _assert_detail(
         response, 413, f"body: {size} bytes, over the limit batch_max_upload_mb={BATCH_MB}"
     )
+
+
+@pytest.mark.parametrize("parameter", ["colormap", "algorithm_params"])
+def test_deep_json_query_parameters_are_400(http, parameter):
+    # titiler's colormap dependency and our algorithm_params json.loads these: a
+    # RecursionError there was a 500.
+    item = http.get("/catalog/collections/sentinel-2-l2a/items", params={"limit": 1}).json()
+    tile = f"/collections/sentinel-2-l2a/items/{item['features'][0]['id']}/tiles/WebMercatorQuad"
+    params = {"assets": "red", "algorithm": "hillshade", parameter: "[" * 5000 + "]" * 5000}
+    _assert_detail(
+        http.get(f"{tile}/14/8710/5868.png", params=params),
+        400,
+        f"{parameter}: nested 5000 levels deep, over the limit max_json_depth=48",
+    )
+
+
+def test_registered_defaults_are_checked_for_depth(http):
+    # A search's defaults are added to each of its layer's requests (after the request
+    # limits): a deep colormap would be json.loads'ed by every tile.
+    metadata = {"defaults": {"colormap": "[" * 3000 + "]" * 3000}}
+    _assert_detail(
+        http.post(
+            "/searches/register", json={"collections": ["sentinel-2-l2a"], "metadata": metadata}
+        ),
+        400,
+        "metadata.defaults.colormap: nested 3000 levels deep, over the limit max_json_depth=48",
+    )
