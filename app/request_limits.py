@@ -7,13 +7,18 @@
   fails with 413 at the first chunk past the limit, so a 100 MB body costs the service
   one chunk, not 100 MB. The limit is ``max_body_bytes``, or ``batch_max_upload_mb`` for
   batch job creation (features files, inline FeatureCollections).
+- JSON in query parameters (``colormap``, ``algorithm_params``, ``intersects``, ``query``,
+  ``filter`` ...; titiler's own dependencies ``json.loads`` some): nested deeper than
+  ``max_json_depth`` is a 400 naming the parameter.
 - JSON bodies (``application/json``, ``*+json``, or no content type) are read here in
   full (they are bounded by the limit, and every route parses them whole anyway) and
   their nesting checked (``max_json_depth``, 400) before ``json.loads`` recurses on them.
 """
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -26,6 +31,8 @@ MIB = 1024 * 1024
 #: Paths whose bodies take the batch upload limit instead of ``max_body_bytes``.
 BATCH_PREFIXES = ("/batch/",)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# A query string that may carry JSON arrays or objects (raw or percent-encoded).
+_JSON_OPENER = re.compile(rb"[\[{]|%5[bB]|%7[bB]")
 
 
 class BodyTooLargeError(HTTPException):
@@ -98,6 +105,10 @@ class RequestLimitMiddleware:
             )
             await JSONResponse({"detail": detail}, status_code=414)(scope, receive, send)
             return
+        detail = self._query_json_error(scope["query_string"])
+        if detail is not None:
+            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+            return
         limit, setting = self.limits.body_limit(scope["path"])
         length = _header(scope, b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > limit:
@@ -110,6 +121,16 @@ class RequestLimitMiddleware:
             await self._json(scope, receive, send, limit, setting)
         else:
             await self.app(scope, _counting(receive, limit, setting), send)
+
+    def _query_json_error(self, query: bytes) -> str | None:
+        if not _JSON_OPENER.search(query):
+            return None
+        for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            try:
+                check_json_depth(value, self.limits.max_json_depth, key)
+            except BadRequestError as error:
+                return error.message
+        return None
 
     async def _json(
         self, scope: Scope, receive: Receive, send: Send, limit: int, setting: str

@@ -281,7 +281,7 @@ class MosaicService:
             default_collection=self.config.default_collection,
             limits=self.config.input_limits,
         )
-        meta = normalize_metadata(metadata)
+        meta = normalize_metadata(metadata, self.config.input_limits)
         matched = self._count(query)
         if matched is not None and matched > self.config.max_search_items:
             raise TooLargeError(
