@@ -27,6 +27,7 @@ from app.errors import BadRequestError, TooLargeError
 DEFAULT_MAX_JSON_DEPTH = 48  # a Statistical API request with a MultiPolygon is ~10
 DEFAULT_MAX_FILTER_LENGTH = 65_536  # characters of a CQL2 filter (text or JSON)
 DEFAULT_MAX_FILTER_DEPTH = 16  # nested CQL2 operations (a hand-written filter is ~5)
+DEFAULT_MAX_SEARCH_LIST_ITEMS = 10_000  # ids, collections, sortby entries of one search
 
 # A JSON string, escapes included; possessive quantifiers so an unterminated string is
 # one linear scan, not a backtracking one.
@@ -56,6 +57,7 @@ class InputLimits:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     max_filter_length: int = DEFAULT_MAX_FILTER_LENGTH
     max_filter_depth: int = DEFAULT_MAX_FILTER_DEPTH
+    max_search_list_items: int = DEFAULT_MAX_SEARCH_LIST_ITEMS
 
     @classmethod
     def from_settings(cls, settings: Any) -> "InputLimits":
@@ -64,6 +66,7 @@ class InputLimits:
             max_json_depth=settings.max_json_depth,
             max_filter_length=settings.max_filter_length,
             max_filter_depth=settings.max_filter_depth,
+            max_search_list_items=settings.max_search_list_items,
         )
 
 
@@ -199,6 +202,21 @@ def cql2_json_depth(value: Any) -> int:
         elif isinstance(node, list | tuple):
             stack.extend((child, depth) for child in node)
     return deepest
+
+
+def check_list_length(name: str, value: Any, limits: InputLimits) -> None:
+    """Refuse a list (or comma-separated string) of more than ``max_search_list_items``."""
+    if isinstance(value, str):
+        count = value.count(",") + 1
+    elif isinstance(value, list | tuple):
+        count = len(value)
+    else:
+        return
+    if count > limits.max_search_list_items:
+        raise TooLargeError(
+            f"{name}: {count} entries, over the limit "
+            f"max_search_list_items={limits.max_search_list_items}"
+        )
 
 
 def check_filter_length(text: str, limits: InputLimits, what: str = "filter") -> None:

@@ -1,5 +1,7 @@
 """An ASGI middleware that bounds a request's size before any route reads it.
 
+- The headers: over ``max_header_bytes`` in all is a 431 (uvicorn's httptools parser
+  has read them already; this keeps routes from working on them).
 - The query string: over ``max_query_bytes`` is a 414 (GET ``filter=``, ``intersects=``
   carry user text to parsers).
 - The body: a ``Content-Length`` over the limit is a 413 before a byte is read; otherwise
@@ -45,6 +47,7 @@ class RequestLimits:
 
     max_body_bytes: int
     max_query_bytes: int
+    max_header_bytes: int
     max_json_depth: int
     batch_max_upload_mb: int
 
@@ -54,6 +57,7 @@ class RequestLimits:
         return cls(
             max_body_bytes=settings.max_body_bytes,  # type: ignore[attr-defined]
             max_query_bytes=settings.max_query_bytes,  # type: ignore[attr-defined]
+            max_header_bytes=settings.max_header_bytes,  # type: ignore[attr-defined]
             max_json_depth=settings.max_json_depth,  # type: ignore[attr-defined]
             batch_max_upload_mb=settings.batch_max_upload_mb,  # type: ignore[attr-defined]
         )
@@ -96,6 +100,14 @@ class RequestLimitMiddleware:
         """Check the query string and Content-Length, then count (or read) the body."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        headers = sum(len(key) + len(value) + 4 for key, value in scope["headers"])
+        if headers > self.limits.max_header_bytes:
+            detail = (
+                f"headers: {headers} bytes, over the limit "
+                f"max_header_bytes={self.limits.max_header_bytes}"
+            )
+            await JSONResponse({"detail": detail}, status_code=431)(scope, receive, send)
             return
         query = len(scope["query_string"])
         if query > self.limits.max_query_bytes:

@@ -320,3 +320,39 @@ def test_registered_defaults_are_checked_for_depth(http):
         400,
         "metadata.defaults.colormap: nested 3000 levels deep, over the limit max_json_depth=48",
     )
+
+
+def test_headers_over_the_limit_are_431(server):
+    sock = _raw_request(
+        server.url, "GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + "a" * 40_000 + "\r\n\r\n"
+    )
+    with sock:
+        status, body = _read_response(sock)
+    # host: test (4 + 4 + 4 bytes) and x-big (5 + 40000 + 4).
+    assert (status, body) == (
+        431,
+        {"detail": "headers: 40021 bytes, over the limit max_header_bytes=32768"},
+    )
+
+
+def test_search_lists_over_the_limit_are_413(http):
+    ids = [f"id{i}" for i in range(10_001)]
+    _assert_detail(
+        http.post("/catalog/search", json={"ids": ids}),
+        413,
+        "ids: 10001 entries, over the limit max_search_list_items=10000",
+    )
+    sortby = [{"field": f"f{i}"} for i in range(10_001)]
+    _assert_detail(
+        http.post("/searches/register", json={"sortby": sortby}),
+        413,
+        "sortby: 10001 entries, over the limit max_search_list_items=10000",
+    )
+    _assert_detail(
+        http.get("/catalog/search", params={"collections": "," * 10_000}),
+        413,
+        "collections: 10001 entries, over the limit max_search_list_items=10000",
+    )
+    # At the limit: searched (no such items).
+    response = http.post("/catalog/search", json={"ids": ids[:10_000]})
+    assert (response.status_code, response.json()["features"]) == (200, [])

@@ -40,6 +40,7 @@ from app.input_limits import (
     check_filter,
     check_filter_length,
     check_json_depth,
+    check_list_length,
     check_value_depth,
 )
 
@@ -509,6 +510,8 @@ def _build(
     max_limit: int,
     limits: InputLimits,
 ) -> SearchQuery:
+    for name, value in (("ids", ids), ("collections", collections), ("sortby", sortby)):
+        check_list_length(name, value, limits)
     parsed_bbox = _bbox(bbox)
     parsed_intersects = _intersects(intersects, limits)
     if parsed_bbox is not None and parsed_intersects is not None:
