@@ -97,42 +97,41 @@ class RequestLimitMiddleware:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Check the query string and Content-Length, then count (or read) the body."""
+        """Check headers, query string and Content-Length, then count (or read) the body."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = sum(len(key) + len(value) + 4 for key, value in scope["headers"])
-        if headers > self.limits.max_header_bytes:
-            detail = (
-                f"headers: {headers} bytes, over the limit "
-                f"max_header_bytes={self.limits.max_header_bytes}"
-            )
-            await JSONResponse({"detail": detail}, status_code=431)(scope, receive, send)
-            return
-        query = len(scope["query_string"])
-        if query > self.limits.max_query_bytes:
-            detail = (
-                f"query string: {query} bytes, over the limit "
-                f"max_query_bytes={self.limits.max_query_bytes}"
-            )
-            await JSONResponse({"detail": detail}, status_code=414)(scope, receive, send)
-            return
-        detail = self._query_json_error(scope["query_string"])
-        if detail is not None:
-            await JSONResponse({"detail": detail}, status_code=400)(scope, receive, send)
+        refusal = self._head_error(scope)
+        if refusal is not None:
+            status, detail = refusal
+            await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
             return
         limit, setting = self.limits.body_limit(scope["path"])
-        length = _header(scope, b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > limit:
-            # Refused before reading: the client may stop sending.
-            await JSONResponse({"detail": _too_large(length.strip(), setting)}, status_code=413)(
-                scope, receive, send
-            )
-            return
         if _is_json(scope):
             await self._json(scope, receive, send, limit, setting)
         else:
             await self.app(scope, _counting(receive, limit, setting), send)
+
+    def _head_error(self, scope: Scope) -> tuple[int, str] | None:
+        """The status and message refusing a request on what precedes its body, or None."""
+        limits = self.limits
+        headers = sum(len(key) + len(value) + 4 for key, value in scope["headers"])
+        query = len(scope["query_string"])
+        for status, what, size, setting, limit in (
+            (431, "headers", headers, "max_header_bytes", limits.max_header_bytes),
+            (414, "query string", query, "max_query_bytes", limits.max_query_bytes),
+        ):
+            if size > limit:
+                return status, f"{what}: {size} bytes, over the limit {setting}={limit}"
+        detail = self._query_json_error(scope["query_string"])
+        if detail is not None:
+            return 400, detail
+        limit, setting = limits.body_limit(scope["path"])
+        length = (_header(scope, b"content-length") or "").strip()
+        if length.isdigit() and int(length) > limit:
+            # Refused before reading: the client may stop sending.
+            return 413, _too_large(length, setting)
+        return None
 
     def _query_json_error(self, query: bytes) -> str | None:
         if not _JSON_OPENER.search(query):
