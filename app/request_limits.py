@@ -151,7 +151,7 @@ class RequestLimitMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # the client left; the route sees an empty body
+                return  # the client left: nobody to answer
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
