@@ -252,8 +252,8 @@ def test_too_large_content_length_is_413_before_the_body_is_sent(server):
 )
 def test_chunked_body_is_refused_while_streaming(server, content_type, path, limit, setting):
     # A chunked body has no length: the server must count as it reads and answer 413
-    # at the limit, while the client still has most of its 8 MB to send.
-    chunk, total = b"x" * 16_384, 8 * 1024 * 1024
+    # at the limit, while the client still has most of its 16 MB to send.
+    chunk, total = b"x" * 16_384, 16 * 1024 * 1024
     sock = _raw_request(
         server.url,
         f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: {content_type}\r\n"
