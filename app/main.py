@@ -32,6 +32,7 @@ from app.middleware import (
     ZoomRangeMiddleware,
 )
 from app.rendering import configure_rendering
+from app.request_limits import RequestLimitMiddleware, RequestLimits
 from app.security import validate_allowed
 from app.settings import Settings
 
@@ -186,6 +187,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
     app.add_middleware(CRSQueryMiddleware)
+    # Added last, so outermost: a request over a size bound is refused before anything
+    # else reads it.
+    app.add_middleware(RequestLimitMiddleware, limits=RequestLimits.from_settings(settings))
     return app
 
 

@@ -8,6 +8,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
 from app.gdal_env import SKIPPED_DRIVERS
+from app.input_limits import (
+    DEFAULT_MAX_FILTER_DEPTH,
+    DEFAULT_MAX_FILTER_LENGTH,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_SEARCH_LIST_ITEMS,
+)
 from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -136,6 +142,23 @@ class Settings(BaseSettings):
     # Seconds a checked redirect chain (source -> final URL) is reused before it is checked
     # again (one small ranged GET per hop).
     source_redirect_cache_seconds: float = 300.0
+
+    # Request size and parser bounds (issue 12: one deep filter crashed the process).
+    # Bytes of a request body, counted while it streams in (413 past it); batch job
+    # creation (/batch/...) takes up to batch_max_upload_mb instead.
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_query_bytes: int = 32_768  # bytes of a URL's query string (414 past it)
+    # Bytes of all request headers (431 past it). uvicorn's default httptools parser has
+    # no bound of its own: put a proxy in front, or serve with --http h11, to bound reading.
+    max_header_bytes: int = 32_768
+    # Nesting of arrays/objects in JSON bodies and JSON parameters (json.loads recurses).
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    # CQL2 filters: characters (413), and nested operations (cql2 0.6 segfaults near 1000
+    # and its validation costs ~40 ms per level).
+    max_filter_length: int = DEFAULT_MAX_FILTER_LENGTH
+    max_filter_depth: int = DEFAULT_MAX_FILTER_DEPTH
+    # Entries of a search's ids, collections and sortby lists (413 past it).
+    max_search_list_items: int = DEFAULT_MAX_SEARCH_LIST_ITEMS
 
     @field_validator(
         "allowed_sources",

@@ -17,6 +17,8 @@ As a fixture in a test module or conftest::
 """
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-__all__ = ["LiveServer", "live_server"]
+__all__ = ["LiveProcess", "LiveServer", "live_server", "live_server_process"]
 
 
 class LiveServer:
@@ -115,3 +117,62 @@ def live_server(app: FastAPI, **kwargs: object) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+class LiveProcess:
+    """A uvicorn subprocess: its base ``url`` and ``process``."""
+
+    def __init__(self, url: str, process: subprocess.Popen[bytes]):
+        self.url = url
+        self.process = process
+
+    def alive(self) -> bool:
+        """Whether the process runs and answers ``/healthz`` with 200."""
+        if self.process.poll() is not None:
+            return False
+        try:
+            return httpx.get(self.url + "/healthz", timeout=5, trust_env=False).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+SERVE_SCRIPT = """
+import sys, uvicorn
+from app.main import create_app
+uvicorn.run(create_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+@contextmanager
+def live_server_process(env: dict[str, str], timeout: float = 60.0) -> Iterator[LiveProcess]:
+    """Serve ``create_app()`` (configured by ``env``) under uvicorn in a subprocess.
+
+    For tests of inputs that may crash the process (a segfault in a native parser): the
+    crash fails the test instead of killing pytest, and ``alive()`` tells it happened.
+
+    Args:
+        env: the subprocess environment (``TERRATILER_*`` settings, ``PYTHONPATH``).
+        timeout: seconds to wait for ``/healthz``.
+
+    Yields:
+        The running server (``url``, ``process``, ``alive()``).
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, str(port)], env=env)
+    server = LiveProcess(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.alive():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn subprocess on {server.url} did not start")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

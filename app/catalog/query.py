@@ -34,6 +34,15 @@ from shapely.errors import GEOSException
 
 from app.catalog.base import SearchQuery, SortField
 from app.errors import BadRequestError
+from app.input_limits import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    check_filter,
+    check_filter_length,
+    check_json_depth,
+    check_list_length,
+    check_value_depth,
+)
 
 __all__ = [
     "CQL2_OPERATORS",
@@ -262,11 +271,13 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _intersects(value: Any) -> dict[str, Any] | None:
+def _intersects(value: Any, limits: InputLimits) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise BadRequestError("intersects: expected a GeoJSON geometry object")
+    # shapely and _plain recurse on nested coordinates.
+    check_value_depth(value, limits.max_json_depth, "intersects")
     kind = value.get("type")
     if kind not in GEOMETRY_TYPES:
         raise BadRequestError(
@@ -291,11 +302,12 @@ def _intersects(value: Any) -> dict[str, Any] | None:
     return {"type": kind, "coordinates": _plain(value["coordinates"])}
 
 
-def _query(value: Any) -> dict[str, dict[str, Any]] | None:
+def _query(value: Any, limits: InputLimits) -> dict[str, dict[str, Any]] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise BadRequestError('query: expected an object like {"eo:cloud_cover": {"lt": 10}}')
+    check_value_depth(value, limits.max_json_depth, "query")
     result: dict[str, dict[str, Any]] = {}
     for prop, ops in value.items():
         if not isinstance(ops, Mapping) or not ops:
@@ -330,13 +342,14 @@ def _check_query_operand(prop: str, op: str, operand: Any) -> None:
         raise BadRequestError(f"query: '{prop}' '{op}' needs a string, a number or a boolean")
 
 
-def _json_param(name: str, text: str | None) -> Any:
+def _json_param(name: str, text: str | None, limits: InputLimits) -> Any:
     """Decode a GET parameter that carries JSON (``intersects``, ``query``)."""
     if text is None:
         return None
+    check_json_depth(text, limits.max_json_depth, name)
     try:
         return json.loads(text)
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise BadRequestError(f"{name}: not valid JSON ({error})") from None
 
 
@@ -362,7 +375,9 @@ def _check_operators(node: Any) -> None:
             _check_operators(child)
 
 
-def _filter(value: Any, lang: str | None, crs: Any = None) -> dict[str, Any] | None:
+def _filter(
+    value: Any, lang: str | None, crs: Any = None, limits: InputLimits = DEFAULT_LIMITS
+) -> dict[str, Any] | None:
     if lang is not None and lang not in FILTER_LANGS:
         raise BadRequestError(
             f"filter-lang: must be one of {', '.join(FILTER_LANGS)}, got '{lang}'"
@@ -372,12 +387,16 @@ def _filter(value: Any, lang: str | None, crs: Any = None) -> dict[str, Any] | N
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str) and lang == "cql2-json":
+        check_filter_length(value, limits)
+        check_json_depth(value, limits.max_json_depth, "filter")
         try:
             value = json.loads(value)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise BadRequestError(f"filter: not valid cql2-json ({error})") from None
     if not isinstance(value, str | Mapping | bool):
         raise BadRequestError("filter: expected a cql2-json object or a cql2-text string")
+    # Before cql2 sees it: its parser overflows the stack (a segfault) on deep nesting.
+    check_filter(value, limits)
     form = "cql2-text" if isinstance(value, str) else "cql2-json"
     try:
         expr = cql2.Expr(dict(value) if isinstance(value, Mapping) else value)
@@ -489,9 +508,12 @@ def _build(
     token: Any,
     default_limit: int,
     max_limit: int,
+    limits: InputLimits,
 ) -> SearchQuery:
+    for name, value in (("ids", ids), ("collections", collections), ("sortby", sortby)):
+        check_list_length(name, value, limits)
     parsed_bbox = _bbox(bbox)
-    parsed_intersects = _intersects(intersects)
+    parsed_intersects = _intersects(intersects, limits)
     if parsed_bbox is not None and parsed_intersects is not None:
         raise BadRequestError("intersects: cannot be combined with bbox, give only one")
     return SearchQuery(
@@ -500,8 +522,8 @@ def _build(
         bbox=parsed_bbox,
         intersects=parsed_intersects,
         datetime=_datetime(datetime_),
-        query=_query(query),
-        filter=_filter(filter_, filter_lang, filter_crs),
+        query=_query(query, limits),
+        filter=_filter(filter_, filter_lang, filter_crs, limits),
         sortby=_sortby(sortby),
         limit=_limit(limit, default_limit, max_limit),
         token=_token(token),
@@ -512,7 +534,11 @@ def _build(
 
 
 def search_from_get(
-    params: Mapping[str, str], *, default_limit: int = 10, max_limit: int = 1000
+    params: Mapping[str, str],
+    *,
+    default_limit: int = 10,
+    max_limit: int = 1000,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> SearchQuery:
     """Read a search from ``GET /search`` query parameters.
 
@@ -525,6 +551,7 @@ def search_from_get(
             parameters are ignored; an empty value counts as absent.
         default_limit: page size when ``limit`` is absent.
         max_limit: the largest ``limit`` accepted.
+        limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``.
 
     Returns:
         The validated search.
@@ -542,9 +569,9 @@ def search_from_get(
         ids=get("ids"),
         collections=get("collections"),
         bbox=get("bbox"),
-        intersects=_json_param("intersects", get("intersects")),
+        intersects=_json_param("intersects", get("intersects"), limits),
         datetime_=get("datetime"),
-        query=_json_param("query", get("query")),
+        query=_json_param("query", get("query"), limits),
         filter_=get("filter"),
         filter_lang=get("filter-lang") or "cql2-text",
         filter_crs=get("filter-crs"),
@@ -553,11 +580,16 @@ def search_from_get(
         token=get("token") or get("next"),
         default_limit=default_limit,
         max_limit=max_limit,
+        limits=limits,
     )
 
 
 def search_from_body(
-    body: Mapping[str, Any], *, default_limit: int = 10, max_limit: int = 1000
+    body: Mapping[str, Any],
+    *,
+    default_limit: int = 10,
+    max_limit: int = 1000,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> SearchQuery:
     """Read a search from a ``POST /search`` JSON body.
 
@@ -570,6 +602,7 @@ def search_from_body(
             ignored.
         default_limit: page size when ``limit`` is absent.
         max_limit: the largest ``limit`` accepted.
+        limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``.
 
     Returns:
         The validated search.
@@ -596,6 +629,7 @@ def search_from_body(
         token=body.get("token") or body.get("next"),
         default_limit=default_limit,
         max_limit=max_limit,
+        limits=limits,
     )
 
 

@@ -34,6 +34,12 @@ from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
 from app.errors import BadRequestError
 from app.expressions import get_preset
+from app.input_limits import (
+    DEFAULT_LIMITS,
+    InputLimits,
+    check_json_depth,
+    check_value_depth,
+)
 from app.mosaic.index import ORDERS
 from app.mosaic.reader import PIXEL_SELECTIONS
 
@@ -153,7 +159,7 @@ def _floats(value: Any) -> Any:
 
 
 def normalize_search(
-    body: Any, *, default_collection: str | None = None
+    body: Any, *, default_collection: str | None = None, limits: InputLimits = DEFAULT_LIMITS
 ) -> tuple[SearchQuery, dict[str, Any]]:
     """Validate a search body and return it parsed and in canonical form.
 
@@ -162,6 +168,7 @@ def normalize_search(
             ``datetime``, ``query``, ``filter`` with ``filter-lang``, ``sortby``; ``limit``
             is ignored).
         default_collection: the collection of a search that names none.
+        limits: bounds on the filter's length and nesting, and on JSON nesting.
 
     Returns:
         ``(query, canonical_body)``; ``search_hash(canonical_body)`` is the id.
@@ -177,7 +184,7 @@ def normalize_search(
             "token: a registered search is a whole search, not a page of one; remove it"
         )
     body = {k: v for k, v in body.items() if k not in ("limit", "token", "next")}
-    query = search_from_body(body, default_limit=1, max_limit=1)
+    query = search_from_body(body, default_limit=1, max_limit=1, limits=limits)
     if query.ids:
         query.ids = sorted(set(query.ids))
     if query.collections:
@@ -223,9 +230,12 @@ def _check_choice(key: str, value: Any) -> None:
         )
 
 
-def _default_value(key: str, value: Any) -> Any:
+def _default_value(key: str, value: Any, limits: InputLimits) -> Any:
     scalar = (str, int, float, bool)
     _check_choice(key, value)
+    if isinstance(value, str):
+        # colormap / algorithm_params text is json.loads'ed by each request it applies to.
+        check_json_depth(value, limits.max_json_depth, f"metadata.defaults.{key}")
     if isinstance(value, scalar):
         if isinstance(value, float) and not math.isfinite(value):
             raise BadRequestError(f"metadata.defaults.{key}: not a finite number")
@@ -233,6 +243,7 @@ def _default_value(key: str, value: Any) -> Any:
     if isinstance(value, list) and value and all(isinstance(v, scalar) for v in value):
         return list(value)
     if key in ("colormap", "algorithm_params") and isinstance(value, Mapping):
+        check_value_depth(value, limits.max_json_depth, f"metadata.defaults.{key}")
         return json.dumps(value, separators=(",", ":"))
     raise BadRequestError(
         f"metadata.defaults.{key}: expected a string, a number, a boolean or a list of them"
@@ -270,7 +281,7 @@ def with_defaults(
     ]
 
 
-def normalize_metadata(metadata: Any) -> dict[str, Any]:
+def normalize_metadata(metadata: Any, limits: InputLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Validate a registration's metadata.
 
     Known keys: ``name`` and ``description`` (strings), ``minzoom``/``maxzoom`` (override
@@ -324,7 +335,7 @@ def normalize_metadata(metadata: Any) -> dict[str, Any]:
                     f"metadata.defaults: unknown parameter '{key}' "
                     f"(one of {', '.join(sorted(RENDER_PARAMETERS))})"
                 )
-            checked[key] = _default_value(key, value)
+            checked[key] = _default_value(key, value, limits)
         result["defaults"] = checked
     if len(canonical_json(result)) > MAX_METADATA_BYTES:
         raise BadRequestError(f"metadata: larger than {MAX_METADATA_BYTES} bytes")

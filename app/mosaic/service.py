@@ -43,6 +43,7 @@ from rio_tiler.models import ImageData
 
 from app.catalog.base import Catalog
 from app.errors import BadRequestError, NotFoundError, TooLargeError, UpstreamTimeoutError
+from app.input_limits import DEFAULT_LIMITS, InputLimits
 from app.mosaic.index import ORDERS, FootprintIndex, IndexCache, IndexedItem
 from app.mosaic.reader import (
     PARTIAL_TIME,
@@ -89,6 +90,7 @@ class MosaicConfig:
         index_wait: seconds a request waits for another's first build of the same index.
         threads: item reads in flight at most per request.
         default_collection: the collection of a search that names none.
+        input_limits: bounds on a registered search's filter and JSON nesting.
     """
 
     min_zoom: int = 7
@@ -101,6 +103,7 @@ class MosaicConfig:
     index_wait: float = 30.0
     threads: int = 4
     default_collection: str | None = "sentinel-2-l2a"
+    input_limits: InputLimits = DEFAULT_LIMITS
 
     @classmethod
     def from_settings(cls, settings: Any) -> MosaicConfig:
@@ -121,6 +124,7 @@ class MosaicConfig:
             index_wait=float(get("mosaic_index_wait", "index_wait")),
             threads=int(get("mosaic_threads", "threads")),
             default_collection=get("collection", "default_collection"),
+            input_limits=InputLimits.from_settings(settings),
         )
 
 
@@ -280,9 +284,11 @@ class MosaicService:
 
         """
         query, canonical = normalize_search(
-            search, default_collection=self.config.default_collection
+            search,
+            default_collection=self.config.default_collection,
+            limits=self.config.input_limits,
         )
-        meta = normalize_metadata(metadata)
+        meta = normalize_metadata(metadata, self.config.input_limits)
         matched = self._count(query)
         if matched is not None and matched > self.config.max_search_items:
             raise TooLargeError(

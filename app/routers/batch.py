@@ -22,7 +22,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
+from app.dependencies import get_settings
 from app.errors import BadRequestError, TooLargeError
+from app.input_limits import check_json_depth
 
 _lock = threading.Lock()
 
@@ -210,9 +212,10 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
             raise BadRequestError("request: send the job request as the form field `request`")
         if file is None or isinstance(file, str):
             raise BadRequestError("features: send the features file as the form field `features`")
+        check_json_depth(text, get_settings(request).max_json_depth, "request")
         try:
             body = json.loads(text)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise BadRequestError(f"request: not JSON ({error})") from None
         if file.size is not None and file.size > limit * 1024 * 1024:
             # Refused before reading the spooled file into memory.
@@ -224,9 +227,10 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
         raw = await request.body()
         if len(raw) > limit * 1024 * 1024:
             raise TooLargeError(f"body: over the limit batch_max_upload_mb={limit}")
+        check_json_depth(raw, get_settings(request).max_json_depth)
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise BadRequestError(f"body: not JSON ({error})") from None
     model = _validated(body)
     view = await run_in_threadpool(service.create, model, upload, name)

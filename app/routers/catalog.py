@@ -31,6 +31,7 @@ from app.catalog.query import (
 )
 from app.dependencies import get_catalog, get_settings
 from app.errors import BadRequestError
+from app.input_limits import InputLimits, check_json_depth
 from app.settings import Settings
 
 STAC_VERSION = "1.0.0"
@@ -203,9 +204,10 @@ async def search_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
+    check_json_depth(raw, get_settings(request).max_json_depth)
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BadRequestError(f"body: invalid JSON ({exc})") from exc
     if not isinstance(body, dict):
         raise BadRequestError(f"body: a JSON object is expected, got {type(body).__name__}")
@@ -400,6 +402,7 @@ def _from_get(settings: Settings, params: dict[str, str | None]) -> SearchQuery:
         {key: value for key, value in params.items() if value is not None},
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
+        limits=InputLimits.from_settings(settings),
     )
 
 
@@ -686,6 +689,7 @@ def search_post(
         body,
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
+        limits=InputLimits.from_settings(settings),
     )
     page = catalog.search_page(search)
     links = [_link("root", root)]
