@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
@@ -12,6 +12,7 @@ from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
+DEFAULT_MAX_VERTICES = 100_000  # max_geometry_vertices (was stats_max_vertices)
 
 
 def _split_commas(value: object) -> object:
@@ -65,7 +66,9 @@ class Settings(BaseSettings):
 
     # Statistical API limits (400 naming the field when exceeded).
     stats_max_pixels: int = 25_000_000
-    stats_max_vertices: int = 100_000
+    # Deprecated alias of max_geometry_vertices (it bounded the Statistical API only): set,
+    # and max_geometry_vertices not, it is the vertex bound of every geometry.
+    stats_max_vertices: int | None = None
     stats_max_intervals: int = 400
     stats_max_outputs: int = 10
     stats_max_scenes: int = 2_000
@@ -113,6 +116,16 @@ class Settings(BaseSettings):
     # The Sentinel-2 COG bucket is public: unsigned S3 requests.
     aws_no_sign_request: bool = True
 
+    # Geometries in requests (issue 12, app.geometry_limits): one bound everywhere a
+    # geometry comes in (Statistical API, tiler feature/statistics, STAC search intersects
+    # and CQL2 filters, registered searches, mosaic statistics, batch features), counted on
+    # the raw JSON before shapely or pydantic parse it. Over a bound: a 413 naming it.
+    max_geometry_vertices: int = DEFAULT_MAX_VERTICES  # vertices of one request's geometry
+    max_geometry_features: int = 100  # features of a FeatureCollection body (one read each)
+    # Canonical JSON bytes of a registered search: it is stored, listed by GET /searches and
+    # re-parsed when its mosaic index is built (a 10^6-vertex search was 43 MB).
+    max_search_bytes: int = 1_000_000
+
     @field_validator(
         "allowed_sources",
         "api_keys",
@@ -124,6 +137,18 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _vertex_alias(self) -> "Settings":
+        # stats_max_vertices set (environment, argument or a subclass default) and
+        # max_geometry_vertices left at its default: the old name still sets the bound.
+        if (
+            self.stats_max_vertices is not None
+            and "max_geometry_vertices" not in self.model_fields_set
+            and self.max_geometry_vertices == DEFAULT_MAX_VERTICES
+        ):
+            self.max_geometry_vertices = self.stats_max_vertices
+        return self
 
     @property
     def catalog_is_remote(self) -> bool:

@@ -34,6 +34,7 @@ from shapely.errors import GEOSException
 
 from app.catalog.base import SearchQuery, SortField
 from app.errors import BadRequestError
+from app.geometry_limits import check_geometry
 
 __all__ = [
     "CQL2_OPERATORS",
@@ -362,7 +363,9 @@ def _check_operators(node: Any) -> None:
             _check_operators(child)
 
 
-def _filter(value: Any, lang: str | None, crs: Any = None) -> dict[str, Any] | None:
+def _filter(
+    value: Any, lang: str | None, crs: Any = None, max_vertices: int | None = None
+) -> dict[str, Any] | None:
     if lang is not None and lang not in FILTER_LANGS:
         raise BadRequestError(
             f"filter-lang: must be one of {', '.join(FILTER_LANGS)}, got '{lang}'"
@@ -379,6 +382,8 @@ def _filter(value: Any, lang: str | None, crs: Any = None) -> dict[str, Any] | N
     if not isinstance(value, str | Mapping | bool):
         raise BadRequestError("filter: expected a cql2-json object or a cql2-text string")
     form = "cql2-text" if isinstance(value, str) else "cql2-json"
+    # Geometry literals (s_intersects ...) count like intersects, before cql2 parses them.
+    check_geometry(value, "filter", max_vertices)
     try:
         expr = cql2.Expr(dict(value) if isinstance(value, Mapping) else value)
     except Exception as error:  # cql2 raises a bare Exception on parse errors
@@ -388,6 +393,8 @@ def _filter(value: Any, lang: str | None, crs: Any = None) -> dict[str, Any] | N
     except Exception as error:
         raise BadRequestError(f"filter: not a valid CQL2 boolean expression ({error})") from None
     result = expr.to_json()
+    if form == "cql2-text":  # its WKT geometries are GeoJSON now
+        check_geometry(result, "filter", max_vertices)
     _check_operators(result)
     if not isinstance(result, dict):
         # A bare "true" / "false" is valid CQL2 whose cql2-json is a bare boolean; store it
@@ -489,8 +496,11 @@ def _build(
     token: Any,
     default_limit: int,
     max_limit: int,
+    max_vertices: int | None,
 ) -> SearchQuery:
     parsed_bbox = _bbox(bbox)
+    # Counted on the raw JSON, before shapely parses it.
+    check_geometry(intersects, "intersects", max_vertices)
     parsed_intersects = _intersects(intersects)
     if parsed_bbox is not None and parsed_intersects is not None:
         raise BadRequestError("intersects: cannot be combined with bbox, give only one")
@@ -501,7 +511,7 @@ def _build(
         intersects=parsed_intersects,
         datetime=_datetime(datetime_),
         query=_query(query),
-        filter=_filter(filter_, filter_lang, filter_crs),
+        filter=_filter(filter_, filter_lang, filter_crs, max_vertices),
         sortby=_sortby(sortby),
         limit=_limit(limit, default_limit, max_limit),
         token=_token(token),
@@ -512,7 +522,11 @@ def _build(
 
 
 def search_from_get(
-    params: Mapping[str, str], *, default_limit: int = 10, max_limit: int = 1000
+    params: Mapping[str, str],
+    *,
+    default_limit: int = 10,
+    max_limit: int = 1000,
+    max_vertices: int | None = None,
 ) -> SearchQuery:
     """Read a search from ``GET /search`` query parameters.
 
@@ -525,12 +539,15 @@ def search_from_get(
             parameters are ignored; an empty value counts as absent.
         default_limit: page size when ``limit`` is absent.
         max_limit: the largest ``limit`` accepted.
+        max_vertices: the ``max_geometry_vertices`` setting: the most vertices of
+            ``intersects`` and of the filter's geometries, each (None: no limit).
 
     Returns:
         The validated search.
 
     Raises:
         BadRequestError: naming the offending parameter.
+        TooLargeError: a geometry over ``max_vertices`` (413).
 
     """
 
@@ -553,11 +570,16 @@ def search_from_get(
         token=get("token") or get("next"),
         default_limit=default_limit,
         max_limit=max_limit,
+        max_vertices=max_vertices,
     )
 
 
 def search_from_body(
-    body: Mapping[str, Any], *, default_limit: int = 10, max_limit: int = 1000
+    body: Mapping[str, Any],
+    *,
+    default_limit: int = 10,
+    max_limit: int = 1000,
+    max_vertices: int | None = None,
 ) -> SearchQuery:
     """Read a search from a ``POST /search`` JSON body.
 
@@ -570,12 +592,15 @@ def search_from_body(
             ignored.
         default_limit: page size when ``limit`` is absent.
         max_limit: the largest ``limit`` accepted.
+        max_vertices: the ``max_geometry_vertices`` setting: the most vertices of
+            ``intersects`` and of the filter's geometries, each (None: no limit).
 
     Returns:
         The validated search.
 
     Raises:
         BadRequestError: naming the offending parameter.
+        TooLargeError: a geometry over ``max_vertices`` (413).
 
     """
     if not isinstance(body, Mapping):
@@ -596,6 +621,7 @@ def search_from_body(
         token=body.get("token") or body.get("next"),
         default_limit=default_limit,
         max_limit=max_limit,
+        max_vertices=max_vertices,
     )
 
 

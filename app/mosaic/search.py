@@ -32,7 +32,7 @@ from typing import Any
 
 from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
-from app.errors import BadRequestError
+from app.errors import BadRequestError, TooLargeError
 from app.expressions import get_preset
 from app.mosaic.index import ORDERS
 from app.mosaic.reader import PIXEL_SELECTIONS
@@ -153,7 +153,11 @@ def _floats(value: Any) -> Any:
 
 
 def normalize_search(
-    body: Any, *, default_collection: str | None = None
+    body: Any,
+    *,
+    default_collection: str | None = None,
+    max_vertices: int | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[SearchQuery, dict[str, Any]]:
     """Validate a search body and return it parsed and in canonical form.
 
@@ -162,12 +166,17 @@ def normalize_search(
             ``datetime``, ``query``, ``filter`` with ``filter-lang``, ``sortby``; ``limit``
             is ignored).
         default_collection: the collection of a search that names none.
+        max_vertices: the ``max_geometry_vertices`` setting: the most vertices of
+            ``intersects`` and of the filter's geometries (None: no limit).
+        max_bytes: the ``max_search_bytes`` setting: the largest canonical body (None: no
+            limit). A registered search is stored, listed and re-read for its mosaic.
 
     Returns:
         ``(query, canonical_body)``; ``search_hash(canonical_body)`` is the id.
 
     Raises:
         BadRequestError: naming the offending parameter.
+        TooLargeError: a geometry over ``max_vertices`` or a body over ``max_bytes`` (413).
 
     """
     if not isinstance(body, Mapping):
@@ -177,7 +186,7 @@ def normalize_search(
             "token: a registered search is a whole search, not a page of one; remove it"
         )
     body = {k: v for k, v in body.items() if k not in ("limit", "token", "next")}
-    query = search_from_body(body, default_limit=1, max_limit=1)
+    query = search_from_body(body, default_limit=1, max_limit=1, max_vertices=max_vertices)
     if query.ids:
         query.ids = sorted(set(query.ids))
     if query.collections:
@@ -189,8 +198,14 @@ def normalize_search(
     canonical = search_to_body(query)
     canonical.pop("limit", None)
     canonical.pop("token", None)
+    text = canonical_json(canonical)
+    if max_bytes is not None and len(text) > max_bytes:
+        raise TooLargeError(
+            f"search: {len(text)} bytes as stored, over the limit max_search_bytes={max_bytes}; "
+            "use fewer ids or a simpler geometry"
+        )
     # The stored form must parse back to the same search.
-    return query, json.loads(canonical_json(canonical))
+    return query, json.loads(text)
 
 
 def _zoom(name: str, value: Any) -> int | None:

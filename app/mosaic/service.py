@@ -88,6 +88,8 @@ class MosaicConfig:
         index_max_items: items held over all cached indexes.
         threads: item reads in flight at most per request.
         default_collection: the collection of a search that names none.
+        max_geometry_vertices: vertices of a search's ``intersects`` (and filter geometries).
+        max_search_bytes: canonical JSON bytes of a registered search.
     """
 
     min_zoom: int = 7
@@ -99,6 +101,8 @@ class MosaicConfig:
     index_max_items: int = 20_000
     threads: int = 4
     default_collection: str | None = "sentinel-2-l2a"
+    max_geometry_vertices: int | None = 100_000
+    max_search_bytes: int | None = 1_000_000
 
     @classmethod
     def from_settings(cls, settings: Any) -> MosaicConfig:
@@ -118,6 +122,8 @@ class MosaicConfig:
             index_max_items=int(get("mosaic_index_max_items", "index_max_items")),
             threads=int(get("mosaic_threads", "threads")),
             default_collection=get("collection", "default_collection"),
+            max_geometry_vertices=get("max_geometry_vertices", "max_geometry_vertices"),
+            max_search_bytes=get("max_search_bytes", "max_search_bytes"),
         )
 
 
@@ -273,7 +279,10 @@ class MosaicService:
 
         """
         query, canonical = normalize_search(
-            search, default_collection=self.config.default_collection
+            search,
+            default_collection=self.config.default_collection,
+            max_vertices=self.config.max_geometry_vertices,
+            max_bytes=self.config.max_search_bytes,
         )
         meta = normalize_metadata(metadata)
         matched = self._count(query)

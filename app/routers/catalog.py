@@ -400,6 +400,7 @@ def _from_get(settings: Settings, params: dict[str, str | None]) -> SearchQuery:
         {key: value for key, value in params.items() if value is not None},
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
+        max_vertices=settings.max_geometry_vertices,
     )
 
 
@@ -686,6 +687,7 @@ def search_post(
         body,
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
+        max_vertices=settings.max_geometry_vertices,
     )
     page = catalog.search_page(search)
     links = [_link("root", root)]
