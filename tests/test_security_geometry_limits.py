@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import cql2
 import pytest
 import shapely
 import shapely.geometry
@@ -22,7 +23,7 @@ from fastapi.testclient import TestClient
 from app.batch.units import validate_geometry
 from app.catalog.local import LocalCatalog
 from app.errors import BadRequestError, TooLargeError
-from app.geometry_limits import check_geometry
+from app.geometry_limits import check_geometry, check_wkt
 from app.main import create_app
 from app.settings import Settings
 from app.stats import compute_many
@@ -151,6 +152,22 @@ def test_check_geometry_refuses_too_many_features():
     with pytest.raises(TooLargeError) as raised:
         check_geometry(collection, "body", max_vertices=10, max_features=3)
     assert raised.value.message == "body: 4 features, over the limit max_geometry_features=3"
+
+
+@pytest.mark.parametrize(
+    "text, vertices",
+    [
+        ("S_INTERSECTS(geometry, POLYGON((0 0, 1 0, 1 1, 0 0)))", 4),
+        ("S_INTERSECTS(geometry, POINT(-1.5 .2)) AND eo:cloud_cover BETWEEN 1 AND 2", 1),
+        ("S_WITHIN(geometry, MULTIPOLYGON(((0 0 1,1 0 1,1 1 1,0 0 1)),((5 5,6 5,6 6,5 5))))", 8),
+        ("S_INTERSECTS(geometry, POINT(1e-06 2E+05))", 1),
+    ],
+)
+def test_check_wkt_counts_the_positions_of_cql2_text(text, vertices):
+    check_wkt(text, "filter", vertices)
+    with pytest.raises(TooLargeError) as raised:
+        check_wkt(text, "filter", vertices - 1)
+    assert raised.value.message == _over("filter", vertices - 1)
 
 
 class _Watched(list):
@@ -318,13 +335,28 @@ def _s_intersects(geometry: dict[str, Any]) -> dict[str, Any]:
     return {"op": "s_intersects", "args": [{"property": "geometry"}, geometry]}
 
 
-def test_catalog_search_filter_geometries_are_bounded(limited, item, center):
+@pytest.fixture
+def cql2_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the filters the cql2 parser is given."""
+    calls: list[int] = []
+    parse = cql2.Expr
+
+    def counted(value: Any) -> Any:
+        calls.append(1)
+        return parse(value)
+
+    monkeypatch.setattr(cql2, "Expr", counted)
+    return calls
+
+
+def test_catalog_search_filter_geometries_are_bounded(limited, item, center, cql2_parses):
     over, at = _polygon(center, LIMIT + 1), _polygon(center, LIMIT)
     _assert_refused(
         limited.post("/catalog/search", json={"filter": _s_intersects(over)}), _over("filter")
     )
     text = f"S_INTERSECTS(geometry, {_wkt(over['coordinates'][0])})"
     _assert_refused(limited.get("/catalog/search", params={"filter": text}), _over("filter"))
+    assert cql2_parses == []
     for response in (
         limited.post("/catalog/search", json={"filter": _s_intersects(at)}),
         limited.get(

@@ -34,7 +34,7 @@ from shapely.errors import GEOSException
 
 from app.catalog.base import SearchQuery, SortField
 from app.errors import BadRequestError
-from app.geometry_limits import check_geometry
+from app.geometry_limits import check_geometry, check_wkt
 
 __all__ = [
     "CQL2_OPERATORS",
@@ -383,7 +383,10 @@ def _filter(
         raise BadRequestError("filter: expected a cql2-json object or a cql2-text string")
     form = "cql2-text" if isinstance(value, str) else "cql2-json"
     # Geometry literals (s_intersects ...) count like intersects, before cql2 parses them.
-    check_geometry(value, "filter", max_vertices)
+    if isinstance(value, str):
+        check_wkt(value, "filter", max_vertices)
+    else:
+        check_geometry(value, "filter", max_vertices)
     try:
         expr = cql2.Expr(dict(value) if isinstance(value, Mapping) else value)
     except Exception as error:  # cql2 raises a bare Exception on parse errors
