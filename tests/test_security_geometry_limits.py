@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cql2
+import morecantile
 import pytest
 import shapely
 import shapely.geometry
@@ -22,9 +23,11 @@ from fastapi.testclient import TestClient
 
 from app.batch.units import validate_geometry
 from app.catalog.local import LocalCatalog
+from app.dependencies import mosaic_service
 from app.errors import BadRequestError, TooLargeError
 from app.geometry_limits import check_geometry, check_wkt
 from app.main import create_app
+from app.mosaic.search import search_hash
 from app.settings import Settings
 from app.stats import compute_many
 
@@ -384,6 +387,23 @@ def test_registered_search_geometries_are_bounded(limited, center, shapes):
     assert response.status_code == 200, response.text
     stored = limited.get(f"/searches/{response.json()['id']}").json()
     assert len(stored["search"]["intersects"]["coordinates"][0]) == LIMIT
+
+
+def test_searches_stored_over_the_limit_are_refused_not_parsed(limited, center, shapes):
+    # Stored before the bound existed (or under a higher one): refused when first used.
+    search = {"collections": ["sentinel-2-l2a"], "intersects": _polygon(center, LIMIT + 1)}
+    search_id = search_hash(search)
+    mosaic_service(limited.app.state).store.save(search_id, search, {})
+    tile = morecantile.tms.get("WebMercatorQuad").tile(*center, 14)
+    response = limited.get(
+        f"/searches/{search_id}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png",
+        params={"preset": "ndvi"},
+    )
+    _assert_refused(
+        response,
+        f"search '{search_id}': {_over('intersects')}; register it again within the limits",
+    )
+    assert shapes == []
 
 
 def test_mosaic_statistics_bodies_are_bounded(limited, center, shapes):

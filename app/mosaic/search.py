@@ -120,9 +120,25 @@ class SearchRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    def query(self) -> SearchQuery:
-        """The search as a ``SearchQuery`` (limit/token unset: the whole search)."""
-        return search_from_body(self.search, default_limit=1, max_limit=1)
+    def query(self, max_vertices: int | None = None) -> SearchQuery:
+        """The search as a ``SearchQuery`` (limit/token unset: the whole search).
+
+        Args:
+            max_vertices: The ``max_geometry_vertices`` setting: a search stored before
+                the limit (or under a higher one) is refused rather than parsed.
+
+        Raises:
+            TooLargeError: Its geometry is over ``max_vertices`` (413).
+
+        """
+        try:
+            return search_from_body(
+                self.search, default_limit=1, max_limit=1, max_vertices=max_vertices
+            )
+        except TooLargeError as error:
+            raise TooLargeError(
+                f"search '{self.id}': {error.message}; register it again within the limits"
+            ) from None
 
 
 def canonical_json(value: Any) -> str:

@@ -332,7 +332,7 @@ class MosaicService:
         return record, self.indexes.get(record.id, lambda: self._build_index(record))
 
     def _build_index(self, record: SearchRecord) -> FootprintIndex:
-        query = record.query()
+        query = record.query(self.config.max_geometry_vertices)
         limit = self.config.max_search_items
         items = [
             _keep_local_hrefs(item) for item in self.catalog.search(query, max_items=limit + 1)
