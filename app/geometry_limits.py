@@ -39,15 +39,19 @@ def _is_position(value: Any) -> bool:
 
 
 def _count_positions(coordinates: Any, budget: int) -> int:
-    """Positions in nested coordinate lists; stops once more than ``budget`` are seen."""
+    """Positions in nested coordinate lists; stops once more than ``budget`` are seen.
+
+    An empty list (an empty ring, polygon or geometry) counts as one: a million of them
+    cost shapely as much to build as a million vertices.
+    """
     count = 0
     stack = [coordinates]
     while stack:
         node = stack.pop()
-        if not isinstance(node, _SEQUENCES) or not node:
+        if not isinstance(node, _SEQUENCES):
             continue
-        if not isinstance(node[0], _SEQUENCES):
-            count += 1  # a position
+        if not node or not isinstance(node[0], _SEQUENCES):
+            count += 1  # a position, or an empty part
         elif all(_is_position(part) for part in islice(node, min(len(node), budget - count + 1))):
             # A ring or a line: counted without a push per vertex; past the budget, the
             # positions beyond it need no look.

@@ -135,6 +135,15 @@ def _assert_refused(response: Any, message: str) -> None:
         ({"op": "s_intersects", "args": [{"property": "geometry"}, _polygon((0, 0), 8)]}, 8),
         # Tuples, as shapely's mapping writes them.
         (shapely.geometry.mapping(shapely.box(0, 0, 1, 1)), 5),
+        # Empty parts cost shapely as much as vertices: each counts as one.
+        (
+            {
+                "type": "GeometryCollection",
+                "geometries": [{"type": "Point", "coordinates": []}] * 3
+                + [{"type": "MultiPolygon", "coordinates": [[[]], []]}],
+            },
+            5,
+        ),
         (None, 0),
         ("POLYGON((0 0, 1 0, 1 1, 0 0))", 0),
     ],
