@@ -22,6 +22,7 @@ from titiler.core.dependencies import (
 from app.catalog import Catalog
 from app.db import engine_from_settings
 from app.errors import BadRequestError
+from app.geometry_limits import check_geometry
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.redirects import resolve_redirects
 from app.request_checks import check_histogram, check_percentiles
@@ -216,3 +217,34 @@ def statistics_params(
     """The ``categorical`` / ``c`` / ``p`` statistics options of titiler, checked (400)."""
     check_percentiles(params.percentiles)
     return params
+
+
+@dataclass(frozen=True)
+class GeometryBody:
+    """Route dependency: the JSON body's geometry within ``max_geometry_*``, before parsing.
+
+    FastAPI solves a route's dependencies before it validates the body, and the body it
+    decoded is cached on the request: this check sees the raw JSON before geojson-pydantic
+    or shapely build anything from it (``app.geometry_limits``).
+
+    Attributes:
+        path: Dotted path of the geometry in the body (``""``: the body itself).
+    """
+
+    path: str = ""
+
+    async def __call__(self, request: Request) -> None:
+        """Refuse (413) a body whose geometry is over a limit."""
+        try:
+            value: Any = await request.json()
+        except ValueError:  # not JSON (UnicodeDecodeError too): FastAPI's 422 says so
+            return
+        for key in self.path.split(".") if self.path else ():
+            value = value.get(key) if isinstance(value, dict) else None
+        settings = request.app.state.settings
+        check_geometry(
+            value,
+            self.path or "body",
+            settings.max_geometry_vertices,
+            settings.max_geometry_features,
+        )

@@ -27,6 +27,7 @@ from app.errors import BadRequestError, TooLargeError
 DEFAULT_MAX_JSON_DEPTH = 48  # a Statistical API request with a MultiPolygon is ~10
 DEFAULT_MAX_FILTER_LENGTH = 65_536  # characters of a CQL2 filter (text or JSON)
 DEFAULT_MAX_FILTER_DEPTH = 16  # nested CQL2 operations (a hand-written filter is ~5)
+DEFAULT_MAX_VERTICES = 100_000  # max_geometry_vertices (was stats_max_vertices)
 DEFAULT_MAX_SEARCH_LIST_ITEMS = 10_000  # ids, collections, sortby entries of one search
 
 # A JSON string, escapes included; possessive quantifiers so an unterminated string is
@@ -58,6 +59,8 @@ class InputLimits:
     max_filter_length: int = DEFAULT_MAX_FILTER_LENGTH
     max_filter_depth: int = DEFAULT_MAX_FILTER_DEPTH
     max_search_list_items: int = DEFAULT_MAX_SEARCH_LIST_ITEMS
+    # Vertices of one geometry (app.geometry_limits); None: no limit.
+    max_geometry_vertices: int | None = DEFAULT_MAX_VERTICES
 
     @classmethod
     def from_settings(cls, settings: Any) -> "InputLimits":
@@ -67,6 +70,7 @@ class InputLimits:
             max_filter_length=settings.max_filter_length,
             max_filter_depth=settings.max_filter_depth,
             max_search_list_items=settings.max_search_list_items,
+            max_geometry_vertices=settings.max_geometry_vertices,
         )
 
 

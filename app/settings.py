@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
@@ -13,6 +13,7 @@ from app.input_limits import (
     DEFAULT_MAX_FILTER_LENGTH,
     DEFAULT_MAX_JSON_DEPTH,
     DEFAULT_MAX_SEARCH_LIST_ITEMS,
+    DEFAULT_MAX_VERTICES,
 )
 from app.rendering import DEFAULT_PNG_ZLEVEL
 
@@ -71,7 +72,9 @@ class Settings(BaseSettings):
 
     # Statistical API limits (400 naming the field when exceeded).
     stats_max_pixels: int = 25_000_000
-    stats_max_vertices: int = 100_000
+    # Deprecated alias of max_geometry_vertices (it bounded the Statistical API only): set,
+    # and max_geometry_vertices not, it is the vertex bound of every geometry.
+    stats_max_vertices: int | None = None
     stats_max_intervals: int = 400
     stats_max_outputs: int = 10
     stats_max_scenes: int = 2_000
@@ -160,6 +163,16 @@ class Settings(BaseSettings):
     # Entries of a search's ids, collections and sortby lists (413 past it).
     max_search_list_items: int = DEFAULT_MAX_SEARCH_LIST_ITEMS
 
+    # Geometries in requests (issue 12, app.geometry_limits): one bound everywhere a
+    # geometry comes in (Statistical API, tiler feature/statistics, STAC search intersects
+    # and CQL2 filters, registered searches, mosaic statistics, batch features), counted on
+    # the raw JSON before shapely or pydantic parse it. Over a bound: a 413 naming it.
+    max_geometry_vertices: int = DEFAULT_MAX_VERTICES  # vertices of one request's geometry
+    max_geometry_features: int = 100  # features of a FeatureCollection body (one read each)
+    # Canonical JSON bytes of a registered search: it is stored, listed by GET /searches and
+    # re-parsed when its mosaic index is built (a 10^6-vertex search was 43 MB).
+    max_search_bytes: int = 1_000_000
+
     @field_validator(
         "allowed_sources",
         "api_keys",
@@ -171,6 +184,18 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
+
+    @model_validator(mode="after")
+    def _vertex_alias(self) -> "Settings":
+        # stats_max_vertices set (environment, argument or a subclass default) and
+        # max_geometry_vertices left at its default: the old name still sets the bound.
+        if (
+            self.stats_max_vertices is not None
+            and "max_geometry_vertices" not in self.model_fields_set
+            and self.max_geometry_vertices == DEFAULT_MAX_VERTICES
+        ):
+            self.max_geometry_vertices = self.stats_max_vertices
+        return self
 
     @property
     def catalog_is_remote(self) -> bool:

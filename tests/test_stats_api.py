@@ -1128,7 +1128,7 @@ class _Limited(Settings):
 def test_limits_name_the_setting(demo_dir, catalog, fields_utm, tmp_path):
     settings = _Limited(catalog=str(demo_dir), data_dir=tmp_path)
     geometry = shapely.geometry.mapping(fields_utm[1][0].buffer(5))
-    with pytest.raises(Exception, match="stats_max_vertices=5"):
+    with pytest.raises(Exception, match="max_geometry_vertices=5"):
         compute_statistics(_request(geometry), catalog, settings)
     small = shapely.geometry.mapping(shapely.box(*fields_utm[1][0].bounds))
     with pytest.raises(Exception, match="stats_max_scenes=3"):

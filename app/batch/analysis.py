@@ -118,7 +118,7 @@ def analyse(
         features,
         config.batch_unit_features,
         config.batch_min_units,
-        limit(settings, "stats_max_vertices"),
+        limit(settings, "max_geometry_vertices"),
     )
     stage_features(storage, files.features, features, units)
     scenes = intervals_with_scenes = 0

@@ -120,7 +120,7 @@ def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, 
 
 def _responses(task: UnitTask, features: UnitFeatures, positions: list[int]) -> list[dict]:
     """Each wanted feature's response: the engine's, or why its geometry cannot be used."""
-    max_vertices = limit(task.settings, "stats_max_vertices")
+    max_vertices = limit(task.settings, "max_geometry_vertices")
     responses: dict[int, dict[str, Any]] = {}
     valid: list[int] = []
     geometries = []

@@ -34,6 +34,7 @@ from shapely.errors import GEOSException
 
 from app.catalog.base import SearchQuery, SortField
 from app.errors import BadRequestError
+from app.geometry_limits import check_geometry, check_wkt
 from app.input_limits import (
     DEFAULT_LIMITS,
     InputLimits,
@@ -398,6 +399,11 @@ def _filter(
     # Before cql2 sees it: its parser overflows the stack (a segfault) on deep nesting.
     check_filter(value, limits)
     form = "cql2-text" if isinstance(value, str) else "cql2-json"
+    # Geometry literals (s_intersects ...) count like intersects, before cql2 parses them.
+    if isinstance(value, str):
+        check_wkt(value, "filter", limits.max_geometry_vertices)
+    else:
+        check_geometry(value, "filter", limits.max_geometry_vertices)
     try:
         expr = cql2.Expr(dict(value) if isinstance(value, Mapping) else value)
     except Exception as error:  # cql2 raises a bare Exception on parse errors
@@ -407,6 +413,8 @@ def _filter(
     except Exception as error:
         raise BadRequestError(f"filter: not a valid CQL2 boolean expression ({error})") from None
     result = expr.to_json()
+    if form == "cql2-text":  # its WKT geometries are GeoJSON now
+        check_geometry(result, "filter", limits.max_geometry_vertices)
     _check_operators(result)
     if not isinstance(result, dict):
         # A bare "true" / "false" is valid CQL2 whose cql2-json is a bare boolean; store it
@@ -513,6 +521,8 @@ def _build(
     for name, value in (("ids", ids), ("collections", collections), ("sortby", sortby)):
         check_list_length(name, value, limits)
     parsed_bbox = _bbox(bbox)
+    # Counted on the raw JSON, before shapely parses it.
+    check_geometry(intersects, "intersects", limits.max_geometry_vertices)
     parsed_intersects = _intersects(intersects, limits)
     if parsed_bbox is not None and parsed_intersects is not None:
         raise BadRequestError("intersects: cannot be combined with bbox, give only one")
@@ -551,13 +561,15 @@ def search_from_get(
             parameters are ignored; an empty value counts as absent.
         default_limit: page size when ``limit`` is absent.
         max_limit: the largest ``limit`` accepted.
-        limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``.
+        limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``,
+            and on the vertices of ``intersects`` and of each filter geometry.
 
     Returns:
         The validated search.
 
     Raises:
         BadRequestError: naming the offending parameter.
+        TooLargeError: a geometry over ``limits.max_geometry_vertices`` (413).
 
     """
 
@@ -602,13 +614,15 @@ def search_from_body(
             ignored.
         default_limit: page size when ``limit`` is absent.
         max_limit: the largest ``limit`` accepted.
-        limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``.
+        limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``,
+            and on the vertices of ``intersects`` and of each filter geometry.
 
     Returns:
         The validated search.
 
     Raises:
         BadRequestError: naming the offending parameter.
+        TooLargeError: a geometry over ``limits.max_geometry_vertices`` (413).
 
     """
     if not isinstance(body, Mapping):

@@ -32,7 +32,7 @@ from typing import Any
 
 from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
-from app.errors import BadRequestError
+from app.errors import BadRequestError, TooLargeError
 from app.expressions import get_preset
 from app.input_limits import (
     DEFAULT_LIMITS,
@@ -126,9 +126,23 @@ class SearchRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
 
-    def query(self) -> SearchQuery:
-        """The search as a ``SearchQuery`` (limit/token unset: the whole search)."""
-        return search_from_body(self.search, default_limit=1, max_limit=1)
+    def query(self, limits: InputLimits = DEFAULT_LIMITS) -> SearchQuery:
+        """The search as a ``SearchQuery`` (limit/token unset: the whole search).
+
+        Args:
+            limits: The service's input bounds: a search stored before a limit (or under a
+                higher one) is refused rather than parsed.
+
+        Raises:
+            TooLargeError: Its geometry is over ``limits.max_geometry_vertices`` (413).
+
+        """
+        try:
+            return search_from_body(self.search, default_limit=1, max_limit=1, limits=limits)
+        except TooLargeError as error:
+            raise TooLargeError(
+                f"search '{self.id}': {error.message}; register it again within the limits"
+            ) from None
 
 
 def canonical_json(value: Any) -> str:
@@ -159,7 +173,11 @@ def _floats(value: Any) -> Any:
 
 
 def normalize_search(
-    body: Any, *, default_collection: str | None = None, limits: InputLimits = DEFAULT_LIMITS
+    body: Any,
+    *,
+    default_collection: str | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
+    max_bytes: int | None = None,
 ) -> tuple[SearchQuery, dict[str, Any]]:
     """Validate a search body and return it parsed and in canonical form.
 
@@ -169,12 +187,16 @@ def normalize_search(
             is ignored).
         default_collection: the collection of a search that names none.
         limits: bounds on the filter's length and nesting, and on JSON nesting.
+        max_bytes: the ``max_search_bytes`` setting: the largest canonical body (None: no
+            limit). A registered search is stored, listed and re-read for its mosaic.
 
     Returns:
         ``(query, canonical_body)``; ``search_hash(canonical_body)`` is the id.
 
     Raises:
         BadRequestError: naming the offending parameter.
+        TooLargeError: a geometry over ``limits.max_geometry_vertices`` or a body over
+            ``max_bytes`` (413).
 
     """
     if not isinstance(body, Mapping):
@@ -196,8 +218,14 @@ def normalize_search(
     canonical = search_to_body(query)
     canonical.pop("limit", None)
     canonical.pop("token", None)
+    text = canonical_json(canonical)
+    if max_bytes is not None and len(text) > max_bytes:
+        raise TooLargeError(
+            f"search: {len(text)} bytes as stored, over the limit max_search_bytes={max_bytes}; "
+            "use fewer ids or a simpler geometry"
+        )
     # The stored form must parse back to the same search.
-    return query, json.loads(canonical_json(canonical))
+    return query, json.loads(text)
 
 
 def _zoom(name: str, value: Any) -> int | None:

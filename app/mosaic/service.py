@@ -91,6 +91,7 @@ class MosaicConfig:
         threads: item reads in flight at most per request.
         default_collection: the collection of a search that names none.
         input_limits: bounds on a registered search's filter and JSON nesting.
+        max_search_bytes: canonical JSON bytes of a registered search.
     """
 
     min_zoom: int = 7
@@ -104,6 +105,7 @@ class MosaicConfig:
     threads: int = 4
     default_collection: str | None = "sentinel-2-l2a"
     input_limits: InputLimits = DEFAULT_LIMITS
+    max_search_bytes: int | None = 1_000_000
 
     @classmethod
     def from_settings(cls, settings: Any) -> MosaicConfig:
@@ -125,6 +127,7 @@ class MosaicConfig:
             threads=int(get("mosaic_threads", "threads")),
             default_collection=get("collection", "default_collection"),
             input_limits=InputLimits.from_settings(settings),
+            max_search_bytes=get("max_search_bytes", "max_search_bytes"),
         )
 
 
@@ -287,6 +290,7 @@ class MosaicService:
             search,
             default_collection=self.config.default_collection,
             limits=self.config.input_limits,
+            max_bytes=self.config.max_search_bytes,
         )
         meta = normalize_metadata(metadata, self.config.input_limits)
         matched = self._count(query)
@@ -336,7 +340,7 @@ class MosaicService:
         return record, self.indexes.get(record.id, lambda: self._build_index(record))
 
     def _build_index(self, record: SearchRecord) -> FootprintIndex:
-        query = record.query()
+        query = record.query(self.config.input_limits)
         limit = self.config.max_search_items
         items = [
             _keep_local_hrefs(item) for item in self.catalog.search(query, max_items=limit + 1)

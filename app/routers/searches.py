@@ -41,6 +41,7 @@ from titiler.core.resources.enums import ImageType
 
 from app import rendering
 from app.dependencies import (
+    GeometryBody,
     S2LayerParams,
     histogram_params,
     mosaic_service,
@@ -49,6 +50,7 @@ from app.dependencies import (
 )
 from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
+from app.mosaic.search import canonical_json
 
 router = APIRouter()
 
@@ -232,6 +234,21 @@ def register(
     return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
 
+def _within_bytes(records: list[SearchRecord], budget: int) -> list[SearchRecord]:
+    """The first records whose searches fit in ``budget`` bytes together (at least one).
+
+    Each search is at most ``max_search_bytes``; without this a page of 1000 of them would
+    be a gigabyte. A shorter page's ``next`` link continues where it stopped.
+    """
+    kept, size = [], 0
+    for record in records:
+        size += len(canonical_json(record.search))
+        if kept and size > budget:
+            break
+        kept.append(record)
+    return kept
+
+
 @router.get("", summary="List registered searches")
 def list_searches(
     request: Request,
@@ -239,12 +256,17 @@ def list_searches(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 10,
     offset: Annotated[int, Query(ge=0, description="Searches to skip.")] = 0,
 ) -> JSONResponse:
-    """Registered searches, most recently registered first."""
+    """Registered searches, most recently registered first.
+
+    A page holds at most `max_search_bytes` of searches (and at least one): it may be
+    shorter than `limit`; its `next` link continues where it stopped.
+    """
     records, total = mosaics.list(limit=limit, offset=offset)
+    records = _within_bytes(records, request.app.state.settings.max_search_bytes)
     base = str(request.base_url).rstrip("/") + "/searches"
     links = [{"rel": "self", "href": f"{base}?{urlencode({'limit': limit, 'offset': offset})}"}]
     if offset + len(records) < total:
-        query = urlencode({"limit": limit, "offset": offset + limit})
+        query = urlencode({"limit": limit, "offset": offset + len(records)})
         links.append({"rel": "next", "href": f"{base}?{query}", "type": "application/json"})
     if offset > 0:
         query = urlencode({"limit": limit, "offset": max(0, offset - limit)})
@@ -542,7 +564,11 @@ def point(
     )
 
 
-@router.post("/{search_id}/statistics", summary="Statistics of the mosaic over GeoJSON")
+@router.post(
+    "/{search_id}/statistics",
+    summary="Statistics of the mosaic over GeoJSON",
+    dependencies=[Depends(GeometryBody())],
+)
 def statistics(
     search_id: SearchId,
     geojson: Annotated[

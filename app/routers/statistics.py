@@ -1,8 +1,9 @@
 """``POST /statistics``: the Statistical API, in Sentinel Hub's request and response shape."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
+from app.dependencies import GeometryBody
 from app.stats import StatisticalRequest, StatisticalResponse, compute_statistics
 
 router = APIRouter()
@@ -56,9 +57,10 @@ is `{"interval", "error": {"type": "EXECUTION_ERROR", "message"}}`; `status` is 
 
 **Errors.** 400 for invalid requests (unknown output band or asset, empty geometry, reversed
 time range, bad duration, geometry outside every scene, unknown collection) and for limits
-(`stats_max_pixels` pixels of the geometry's bounding box, `stats_max_vertices`,
-`stats_max_intervals`, `stats_max_outputs`, `stats_max_scenes`), the message naming the
-field or limit; 422 for a body that does not fit the schema.
+(`stats_max_pixels` pixels of the geometry's bounding box, `stats_max_intervals`,
+`stats_max_outputs`, `stats_max_scenes`), the message naming the field or limit; 413 for a
+geometry over `max_geometry_vertices` (counted before the body is parsed); 422 for a body
+that does not fit the schema.
 """
 
 
@@ -67,6 +69,7 @@ field or limit; 422 for a body that does not fit the schema.
     response_model=StatisticalResponse,
     summary="Statistical API: per-interval statistics of band math over a geometry",
     description=DESCRIPTION,
+    dependencies=[Depends(GeometryBody("input.bounds.geometry"))],
 )
 def statistics(request: Request, body: StatisticalRequest) -> JSONResponse:
     """Compute the statistics of ``body`` over the configured catalog."""

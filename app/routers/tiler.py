@@ -6,10 +6,12 @@
   configured catalog (no URL from the user).
 """
 
+from fastapi import Depends
 from titiler.core.factory import MultiBaseTilerFactory, TilerFactory, TMSFactory
 
 from app.dependencies import (
     COGReaderParams,
+    GeometryBody,
     S2LayerParams,
     S2ReaderParams,
     allowed_url,
@@ -23,13 +25,21 @@ from app.rendering import render
 
 ITEM_PREFIX = "/collections/{collection_id}/items/{item_id}"
 
+# The routes that take a GeoJSON body (one path of each form the factories register).
+GEOJSON_ROUTES = [
+    {"path": path, "method": "POST"}
+    for path in ("/statistics", "/feature", "/feature.png", "/feature/1x1.png")
+]
+
 # What every factory takes from terratiler instead of titiler: registered media types and
-# post-processing, histogram and statistics options checked before they reach numpy.
+# post-processing, histogram and statistics options checked before they reach numpy, and
+# the GeoJSON bodies' size checked before geojson-pydantic parses them.
 SHARED_OPTIONS = {
     "render_func": render,
     "process_dependency": post_process,
     "histogram_dependency": histogram_params,
     "stats_dependency": statistics_params,
+    "route_dependencies": [(GEOJSON_ROUTES, [Depends(GeometryBody())])],
 }
 
 

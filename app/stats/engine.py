@@ -115,7 +115,7 @@ def compute_statistics(
     model = _model(request)
     if model.input.bounds is None:
         raise BadRequestError("input.bounds: give a geometry or a bbox")
-    geometry = bounds_geometry(model.input.bounds, limit(settings, "stats_max_vertices"))
+    geometry = bounds_geometry(model.input.bounds, limit(settings, "max_geometry_vertices"))
     plan = make_plan(model, settings)
     engine = _Engine(plan, catalog, settings, strict=True)
     return engine.run([geometry])[0]
@@ -157,7 +157,7 @@ def compute_many(
         plan = _with_crs(plan, crs)
     elif model.input.bounds is None:
         plan = _with_crs(plan, WGS84)
-    max_vertices = limit(settings, "stats_max_vertices")
+    max_vertices = limit(settings, "max_geometry_vertices")
     geometries: list[shapely.Geometry | BadRequestError] = []
     for position, feature in enumerate(features):
         value = feature.get("geometry", feature) if isinstance(feature, Mapping) else feature

@@ -14,7 +14,8 @@ import shapely.geometry
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
-from app.errors import BadRequestError
+from app.errors import BadRequestError, TooLargeError
+from app.geometry_limits import VERTICES_SETTING, check_geometry
 from app.stats.models import Bounds
 
 WGS84 = "EPSG:4326"
@@ -156,7 +157,8 @@ def polygonal(
     Args:
         value: A GeoJSON Polygon / MultiPolygon (a Feature's geometry) or shapely geometry.
         field: Request field named in error messages.
-        max_vertices: Refuse geometries with more vertices (the ``stats_max_vertices`` limit).
+        max_vertices: Refuse geometries with more vertices (the ``max_geometry_vertices``
+            limit), counted on GeoJSON before shapely parses it.
         crs: The geometry's CRS, for ``check_coordinates``.
 
     Returns:
@@ -169,16 +171,21 @@ def polygonal(
     """
     if isinstance(value, shapely.Geometry):
         geometry = value
+        if max_vertices is not None and vertex_count(geometry) > max_vertices:
+            raise BadRequestError(
+                f"{field}: {vertex_count(geometry)} vertices, over the limit "
+                f"{VERTICES_SETTING}={max_vertices}"
+            )
     else:
+        try:
+            check_geometry(value, field, max_vertices)
+        except TooLargeError as error:
+            # A 400 like every other refusal of one feature (compute_many keeps going).
+            raise BadRequestError(error.message) from None
         try:
             geometry = shapely.geometry.shape(value)
         except Exception as error:  # shapely raises several types for bad GeoJSON
             raise BadRequestError(f"{field}: invalid GeoJSON geometry ({error})") from None
-    if max_vertices is not None and vertex_count(geometry) > max_vertices:
-        raise BadRequestError(
-            f"{field}: {vertex_count(geometry)} vertices, over the limit "
-            f"stats_max_vertices={max_vertices}"
-        )
     if geometry.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
         raise BadRequestError(
             f"{field}: a {geometry.geom_type} has no area; give a Polygon or MultiPolygon"

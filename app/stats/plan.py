@@ -32,7 +32,7 @@ COLLECTION_ALIASES = {"S2L2A": "sentinel-2-l2a", "sentinel-2-l2a": "sentinel-2-l
 DEFAULT_LIMITS = {
     "max_histogram_bins": 1000,
     "stats_max_pixels": 25_000_000,
-    "stats_max_vertices": 100_000,
+    "max_geometry_vertices": 100_000,
     "stats_max_intervals": 400,
     "stats_max_outputs": 10,
     "stats_max_scenes": 2_000,
