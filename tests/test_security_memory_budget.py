@@ -463,3 +463,93 @@ def test_the_budget_is_a_setting(small_budget, item, tile, pixel_reads):
         "ask for fewer bands or outputs, or a smaller area or size"
     )
     assert len(pixel_reads) > reads  # the accepted ones read
+
+
+# ------------------------------------------------------------------ the Statistical API
+
+UTM = "http://www.opengis.net/def/crs/EPSG/0/32633"
+# The demo scenes' 10 m grid: 256 x 256 pixels from (582840, 5168160), EPSG:32633.
+SCENE_BOX = [582840, 5168160 - 2560, 582840 + 2560, 5168160]
+
+
+def _stats_request(outputs: dict, resolution: float, mask: str = "scl-clear") -> dict:
+    return {
+        "input": {
+            "bounds": {"bbox": SCENE_BOX, "properties": {"crs": UTM}},
+            "data": [{"type": "sentinel-2-l2a"}],
+        },
+        "aggregation": {
+            "timeRange": {"from": "2023-04-01T00:00:00Z", "to": "2023-10-01T00:00:00Z"},
+            "aggregationInterval": {"of": "P30D"},
+            "resx": resolution,
+            "resy": resolution,
+            "outputs": outputs,
+            "mask": mask,
+        },
+    }
+
+
+@pytest.fixture
+def scene_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Scenes the Statistical API reads during a test."""
+    from app.stats.reading import SceneReader
+
+    calls: list[str] = []
+    original = SceneReader.read
+
+    def counting(self, scene, *args, **kwargs):
+        calls.append(scene.id)
+        return original(self, scene, *args, **kwargs)
+
+    monkeypatch.setattr(SceneReader, "read", counting)
+    return calls
+
+
+def test_statistics_output_bands_are_capped(client, scene_reads):
+    body = _stats_request({"many": {"expression": ";".join(["red"] * 17)}}, 10)
+    r = client.post("/statistics", json=body)
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == (
+        "aggregation.outputs.many.expression: 17 ';'-separated bands, over the limit "
+        "max_expression_outputs=16"
+    )
+    assert scene_reads == []
+
+
+def test_statistics_memory_is_bounded(client, scene_reads):
+    """16 bands over the 12 reflectance bands on 1 m cells: ~6.5 M cells x 344 bytes."""
+    bands = (BANDS + BANDS)[:16]
+    body = _stats_request({"all": {"expression": ";".join(bands)}}, 1, mask="none")
+    r = client.post("/statistics", json=body)
+    assert r.status_code == 413, r.text
+    detail = r.json()["detail"]
+    # 16 bands kept (80) + 12 reflectances (60) + 12 float64 inputs (108) + 16 float32
+    # bands (80) + work (16) = 344 bytes a cell.
+    prefix, rest = detail.split(" pixels x 344 bytes per pixel (its outputs' bands and assets)")
+    count = int(prefix.removeprefix("input.bounds: the geometry's "))
+    assert 2560 * 2560 <= count <= 2562 * 2562
+    assert rest == (
+        f" need about {count * 344} bytes, over the limit max_request_bytes={2 * GIB}; use a "
+        "smaller area, larger resx/resy or fewer outputs"
+    )
+    assert scene_reads == []
+
+
+def test_ndvi_statistics_at_the_pixel_limit_are_within_the_budget(demo_settings):
+    from app.stats.engine import bytes_per_cell
+    from app.stats.models import StatisticalRequest
+    from app.stats.plan import make_plan
+
+    body = _stats_request({"ndvi": {"expression": "(nir-red)/(nir+red)"}}, 10)
+    plan = make_plan(StatisticalRequest.model_validate(body), demo_settings)
+    # 1 band kept (5) + nir, red, scl (15) + 2 float64 inputs (18) + 1 band (5) + work (16).
+    assert bytes_per_cell(plan) == 59
+    assert demo_settings.stats_max_pixels * 59 < demo_settings.max_request_bytes
+
+
+def test_statistics_within_the_budget_still_work(client, scene_reads):
+    body = _stats_request({"ndvi": {"expression": "(nir-red)/(nir+red)"}}, 10)
+    r = client.post("/statistics", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "OK"
+    assert scene_reads
