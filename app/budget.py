@@ -93,8 +93,8 @@ def read_cost(
     read = sum(size + MASK_BYTES for size in itemsizes)
     per_pixel = read + harmonized * HARMONIZED_BYTES
     if outputs is None:
-        # The bands (raw or harmonized) stacked into one result: a copy of them.
-        output_bytes = harmonized * HARMONIZED_BYTES or read
+        # The bands (raw, or float32 when harmonized) stacked into one result: a copy.
+        output_bytes = len(itemsizes) * HARMONIZED_BYTES if harmonized else read
         outputs = len(itemsizes)
         per_pixel += output_bytes
     else:

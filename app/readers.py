@@ -14,7 +14,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attr
 import numpy as np
@@ -379,6 +379,24 @@ def _keep_derived_fields(item: pystac.Item, key: tuple, reader: STACReader) -> N
         _derived.setdefault(item, {})[key] = fields
 
 
+class _ReadPlan(NamedTuple):
+    """What a Sentinel-2 read reads, derived from the request and the item alone.
+
+    Attributes:
+        expression: The parsed expression, or None.
+        harmonize: Whether bands become reflectance.
+        scl_mask: The SCL classes ``mask`` turns into nodata, or None.
+        keys: The asset key of each band (of each expression name).
+        assets: What to read: the expression's assets once each, or the assets as given.
+    """
+
+    expression: Expression | None
+    harmonize: bool
+    scl_mask: frozenset[int] | None
+    keys: list[str]
+    assets: list[Any]
+
+
 @attr.s
 class S2STACReader(STACReader):
     """A Sentinel-2 aware STAC item reader.
@@ -480,23 +498,15 @@ class S2STACReader(STACReader):
         expression: str | None,
         mask: str | None,
         harmonize: bool | None,
-    ) -> tuple[Expression | None, bool, frozenset[int] | None, list[Any], list[Any]]:
-        """What a read of ``assets`` / ``expression`` reads, from the item alone.
-
-        Returns:
-            ``(expression, harmonize, SCL classes to mask, keys, assets)``: the parsed
-            expression (or None), whether to harmonize, the mask's SCL classes (or None),
-            the asset key of each band (or expression name), and the assets to read (the
-            asset list as given when there is no expression).
-
-        """
+    ) -> _ReadPlan:
+        """What a read of ``assets`` / ``expression`` reads, from the item alone."""
         expr: Expression | None = parse_expression(expression) if expression else None
         if harmonize is None:
             harmonize = expr is not None
         scl_mask = self._mask_classes(mask)
         if expr is not None:
             keys = [self._expression_asset(name) for name in expr.names]
-            return expr, harmonize, scl_mask, keys, list(dict.fromkeys(keys))
+            return _ReadPlan(expr, harmonize, scl_mask, keys, list(dict.fromkeys(keys)))
         if isinstance(assets, str):
             assets = [assets]
         if not assets:
@@ -505,7 +515,7 @@ class S2STACReader(STACReader):
             else:
                 raise BadRequestError("assets: give `assets`, `expression` or `preset`")
         keys = [self.resolve_asset_name(a) if isinstance(a, str) else a["name"] for a in assets]
-        return None, harmonize, scl_mask, keys, list(assets)
+        return _ReadPlan(None, harmonize, scl_mask, keys, list(assets))
 
     def _asset_itemsizes(self, asset: Any) -> list[int]:
         """Bytes per sample of each band an asset read gives (its ``raster:bands``)."""
@@ -533,9 +543,10 @@ class S2STACReader(STACReader):
         reasonable (assets, expression outputs) are refused here (413). ``kwargs``: the
         read's other options, which do not change its size.
         """
-        expr, harmonize, scl_mask, keys, read_assets = self._plan(
-            assets, expression, mask, harmonize
-        )
+        return self._cost(pixels, self._plan(assets, expression, mask, harmonize))
+
+    def _cost(self, pixels: int, plan: _ReadPlan) -> RequestCost:
+        expr, harmonize, scl_mask, keys, read_assets = plan
         budget = self.budget or MemoryBudget()
         budget.check_assets(len(keys))
         if expr is not None:
@@ -579,10 +590,11 @@ class S2STACReader(STACReader):
         ``sized``: ``read`` takes ``width``/``height``/``max_size`` in ``kw`` (bbox,
         preview, feature; not tiles).
         """
-        cost = self.request_cost(pixels, assets, expression, mask, harmonize)
+        plan = self._plan(assets, expression, mask, harmonize)
+        cost = self._cost(pixels, plan)
         if self.budget is not None:
             self.budget.check(cost)
-        expr, harmonize, scl_mask, keys, assets = self._plan(assets, expression, mask, harmonize)
+        expr, harmonize, scl_mask, keys, assets = plan
         read_keys = list(dict.fromkeys(keys)) if expr is not None else keys
 
         if expr is None and not harmonize and scl_mask is None:

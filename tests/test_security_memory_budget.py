@@ -339,6 +339,14 @@ def test_true_colour_math_at_4096px_is_within_the_default_budget(demo_dir, item)
     assert cost.total == 1_409_286_144 < Settings().max_request_bytes
 
 
+def test_harmonized_repeats_count_in_the_result(demo_dir):
+    path = sorted((demo_dir / "items").glob("*.json"))[0]
+    reader = S2STACReader(pystac.Item.from_file(str(path)))
+    cost = reader.request_cost(100, assets=["red", "red"], harmonize=True)
+    # Read twice (2 x 3), one reflectance (5), a float32 result of two bands (2 x 5).
+    assert (cost.bands, cost.outputs, cost.bytes_per_pixel, cost.total) == (2, 2, 21, 2100)
+
+
 @pytest.mark.parametrize(
     "params",
     [
