@@ -18,7 +18,10 @@ where the bytes per pixel add up, per band:
   (``MATH_WORK_BYTES``).
 
 The figure is an estimate of the arrays the request keeps alive together, not a measure
-of the process: it is what ``max_request_bytes`` bounds. Beside it, plain counts
+of the process: it is what ``max_request_bytes`` bounds. Measured (tracemalloc peak of a
+1024x1024 item crop, estimate / peak): red;green;blue with the SCL mask 84 / 76 MiB,
+assets red,green,blue 18 / 18 MiB, the same harmonized 39 / 39 MiB, 16 outputs of band
+math 113 / 105 MiB. Beside it, plain counts
 (``max_assets_per_request``, ``max_bands_per_request``, ``max_expression_outputs``) refuse
 what no size makes reasonable, points included.
 """

@@ -625,7 +625,8 @@ class S2STACReader(STACReader):
         else:
             data = np.ma.stack([bands[key] for key in keys])
             if harmonize:
-                data = data.astype("float32")
+                # Reflectance is float32 already: no second copy of the stack.
+                data = data.astype("float32", copy=False)
             names = list(keys)
         if invalid is not None:
             data = _masked(data, np.broadcast_to(invalid, data.shape))
