@@ -19,6 +19,7 @@ from titiler.core.dependencies import (
     _parse_asset,
 )
 
+from app.budget import MemoryBudget
 from app.catalog import Catalog
 from app.db import engine_from_settings
 from app.errors import BadRequestError
@@ -95,6 +96,7 @@ class S2ReaderParams(DefaultDependency):
     scl_mask_classes: list[int]
     max_pixels: int
     max_tile_size: int
+    budget: MemoryBudget
 
     def __init__(self, request: Request):
         settings = get_settings(request)
@@ -103,6 +105,7 @@ class S2ReaderParams(DefaultDependency):
         self.scl_mask_classes = list(settings.scl_mask_classes)
         self.max_pixels = settings.max_output_pixels
         self.max_tile_size = settings.max_tile_size
+        self.budget = MemoryBudget.from_settings(settings)
 
 
 @dataclass(init=False)
@@ -111,11 +114,13 @@ class COGReaderParams(DefaultDependency):
 
     max_pixels: int
     max_tile_size: int
+    budget: MemoryBudget
 
     def __init__(self, request: Request):
         settings = get_settings(request)
         self.max_pixels = settings.max_output_pixels
         self.max_tile_size = settings.max_tile_size
+        self.budget = MemoryBudget.from_settings(settings)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attr
 import numpy as np
@@ -28,6 +28,7 @@ from rio_tiler.io.stac import fetch
 from rio_tiler.models import BandStatistics, ImageData, PointData
 
 from app import reprojection, sentinel2
+from app.budget import MemoryBudget, RequestCost, read_cost
 from app.datasets import dataset_pool, is_remote, reader_executor
 from app.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
 from app.expressions import Expression, parse_expression
@@ -41,6 +42,7 @@ from app.request_checks import (
     check_tile,
     check_tile_size,
     shape_bounds,
+    tile_pixels,
 )
 from app.security import check_source
 
@@ -56,6 +58,10 @@ Layer = ImageData | PointData
 WGS84 = CRS.from_epsg(4326)
 # rio-tiler's default decimation of statistics (``Reader.statistics(max_size=1024)``).
 STATISTICS_MAX_SIZE = 1024
+# rio-tiler's default size of previews (``Reader.preview(max_size=1024)``).
+PREVIEW_MAX_SIZE = 1024
+# Bytes per sample assumed for an asset whose item does not give its data type.
+UNKNOWN_ITEMSIZE = 8
 
 
 def _fetch_item(source: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +116,23 @@ def _aspect(bbox, bounds_crs: CRS, crs: CRS) -> Callable[[], float]:
         return (maxy - miny) / (maxx - minx)
 
     return aspect
+
+
+def tile_output_pixels(
+    tms: Any, tile_z: int, tilesize: int | None, buffer: float | None, limit: int | None
+) -> int:
+    """Output pixels of a tile: ``tilesize`` (default: the matrix's) plus its buffer."""
+    if not tilesize:
+        matrix = tms.matrix(tile_z)
+        tilesize = max(matrix.tileWidth, matrix.tileHeight)
+    return tile_pixels(tilesize, buffer, limit)
+
+
+def _itemsize(dtype: str | None) -> int:
+    try:
+        return np.dtype(dtype).itemsize if dtype else UNKNOWN_ITEMSIZE
+    except TypeError:
+        return UNKNOWN_ITEMSIZE
 
 
 def _scl_reads_with_bands(kwargs: dict[str, Any]) -> bool:
@@ -176,12 +199,40 @@ class SafeCOGReader(GTiffReader):
 
     max_pixels: int | None = attr.ib(default=None, kw_only=True)
     max_tile_size: int | None = attr.ib(default=None, kw_only=True)
+    budget: MemoryBudget | None = attr.ib(default=None, kw_only=True)
+
+    def _check_budget(
+        self, pixels: int | None, indexes: int | Sequence[int] | None, outputs: int | None
+    ) -> None:
+        """Refuse (413) a read of ``indexes`` (None: every band) over the memory budget."""
+        if self.budget is None:
+            return
+        if isinstance(indexes, int):
+            indexes = [indexes]
+        bands = list(indexes) if indexes else list(range(1, self.dataset.count + 1))
+        itemsizes = [_itemsize(self.dataset.dtypes[index - 1]) for index in bands]
+        if outputs is None:
+            cost = read_cost(pixels or 1, itemsizes)
+        else:
+            self.budget.check_outputs(outputs)
+            cost = read_cost(pixels or 1, itemsizes, math_inputs=len(bands), outputs=outputs)
+        self.budget.check(cost)
 
     def _with_expression(
-        self, read: Callable[..., Layer], expression: str | None, **kwargs: Any
+        self,
+        read: Callable[..., Layer],
+        expression: str | None,
+        pixels: int | None,
+        **kwargs: Any,
     ) -> Layer:
+        """``read`` the bands (or the inputs of ``expression``) of ``pixels`` output pixels.
+
+        Checked before anything is read: band indexes, the expression and the request's
+        memory (``app.budget``).
+        """
         check_indexes(kwargs.get("indexes"), self.dataset.count)
         if not expression:
+            self._check_budget(pixels, kwargs.get("indexes"), None)
             return read(**kwargs)
         expr = parse_expression(expression)
         count = self.dataset.count
@@ -198,6 +249,7 @@ class SafeCOGReader(GTiffReader):
                 )
             indexes.append(index)
         kwargs.pop("indexes", None)
+        self._check_budget(pixels, indexes, len(expr.outputs))
         layer = read(indexes=indexes, **kwargs)
         return _replace_bands(layer, expr.evaluate(_bands(layer, expr.names)), list(expr.outputs))
 
@@ -205,8 +257,14 @@ class SafeCOGReader(GTiffReader):
         """Read a map tile; ``expression`` evaluated by ``app.expressions``."""
         check_tile(self.tms, *args[:3])
         check_tile_size(kwargs.get("tilesize"), self.max_tile_size)
+        pixels = tile_output_pixels(
+            self.tms, args[2], kwargs.get("tilesize"), kwargs.get("buffer"), self.max_pixels
+        )
         return self._with_expression(
-            lambda **kw: super(SafeCOGReader, self).tile(*args, **kw), expression, **kwargs
+            lambda **kw: super(SafeCOGReader, self).tile(*args, **kw),
+            expression,
+            pixels,
+            **kwargs,
         )
 
     def part(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
@@ -217,29 +275,35 @@ class SafeCOGReader(GTiffReader):
         if not (width or height or max_size):
             width, height = _native_pixels(args[0], bounds_crs, self.crs, min(self.dataset.res))
         aspect = _aspect(args[0], bounds_crs, kwargs.get("dst_crs") or bounds_crs)
-        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
+        pixels = check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._with_expression(
-            lambda **kw: super(SafeCOGReader, self).part(*args, **kw), expression, **kwargs
+            lambda **kw: super(SafeCOGReader, self).part(*args, **kw),
+            expression,
+            pixels,
+            **kwargs,
         )
 
     def preview(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
         """Read a decimated preview; ``expression`` evaluated by ``app.expressions``."""
-        check_output_pixels(
+        pixels = check_output_pixels(
             kwargs.get("width"),
             kwargs.get("height"),
-            kwargs.get("max_size"),
+            kwargs.get("max_size", PREVIEW_MAX_SIZE),
             self.max_pixels,
             lambda: self.dataset.height / self.dataset.width,
         )
         return self._with_expression(
-            lambda **kw: super(SafeCOGReader, self).preview(*args, **kw), expression, **kwargs
+            lambda **kw: super(SafeCOGReader, self).preview(*args, **kw),
+            expression,
+            pixels,
+            **kwargs,
         )
 
     def point(self, *args: Any, expression: str | None = None, **kwargs: Any) -> PointData:
         """Read a point; ``expression`` evaluated by ``app.expressions``."""
         check_point(args[0], args[1], kwargs.get("coord_crs") or WGS84)
         return self._with_expression(
-            lambda **kw: super(SafeCOGReader, self).point(*args, **kw), expression, **kwargs
+            lambda **kw: super(SafeCOGReader, self).point(*args, **kw), expression, 1, **kwargs
         )
 
     def feature(self, *args: Any, expression: str | None = None, **kwargs: Any) -> ImageData:
@@ -256,9 +320,12 @@ class SafeCOGReader(GTiffReader):
         if not (width or height or max_size):
             width, height = _native_pixels(bounds, shape_crs, self.crs, min(self.dataset.res))
         aspect = _aspect(bounds, shape_crs, kwargs["dst_crs"])
-        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
+        pixels = check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._with_expression(
-            lambda **kw: super(SafeCOGReader, self).feature(*args, **kw), expression, **kwargs
+            lambda **kw: super(SafeCOGReader, self).feature(*args, **kw),
+            expression,
+            pixels,
+            **kwargs,
         )
 
 
@@ -337,6 +404,24 @@ def _keep_derived_fields(item: pystac.Item, key: tuple, reader: STACReader) -> N
         _derived.setdefault(item, {})[key] = fields
 
 
+class _ReadPlan(NamedTuple):
+    """What a Sentinel-2 read reads, derived from the request and the item alone.
+
+    Attributes:
+        expression: The parsed expression, or None.
+        harmonize: Whether bands become reflectance.
+        scl_mask: The SCL classes ``mask`` turns into nodata, or None.
+        keys: The asset key of each band (of each expression name).
+        assets: What to read: the expression's assets once each, or the assets as given.
+    """
+
+    expression: Expression | None
+    harmonize: bool
+    scl_mask: frozenset[int] | None
+    keys: list[str]
+    assets: list[Any]
+
+
 @attr.s
 class S2STACReader(STACReader):
     """A Sentinel-2 aware STAC item reader.
@@ -354,6 +439,7 @@ class S2STACReader(STACReader):
     )
     max_pixels: int | None = attr.ib(default=None, kw_only=True)
     max_tile_size: int | None = attr.ib(default=None, kw_only=True)
+    budget: MemoryBudget | None = attr.ib(default=None, kw_only=True)
 
     def __attrs_post_init__(self):
         """Resolve the item (checking its URL) before rio-tiler looks at its assets."""
@@ -432,6 +518,83 @@ class S2STACReader(STACReader):
 
     # --- band math, harmonization, SCL mask ---------------------------------------------
 
+    def _plan(
+        self,
+        assets: Sequence[Any] | str | None,
+        expression: str | None,
+        mask: str | None,
+        harmonize: bool | None,
+    ) -> _ReadPlan:
+        """What a read of ``assets`` / ``expression`` reads, from the item alone."""
+        expr: Expression | None = parse_expression(expression) if expression else None
+        if harmonize is None:
+            harmonize = expr is not None
+        scl_mask = self._mask_classes(mask)
+        if expr is not None:
+            keys = [self._expression_asset(name) for name in expr.names]
+            return _ReadPlan(expr, harmonize, scl_mask, keys, list(dict.fromkeys(keys)))
+        if isinstance(assets, str):
+            assets = [assets]
+        if not assets:
+            if self.default_assets:
+                assets = list(self.default_assets)
+            else:
+                raise BadRequestError("assets: give `assets`, `expression` or `preset`")
+        keys = [self.resolve_asset_name(a) if isinstance(a, str) else a["name"] for a in assets]
+        return _ReadPlan(None, harmonize, scl_mask, keys, list(assets))
+
+    def _asset_itemsizes(self, asset: Any) -> list[int]:
+        """Bytes per sample of each band an asset read gives (its ``raster:bands``)."""
+        key = self.resolve_asset_name(asset) if isinstance(asset, str) else asset["name"]
+        fields = self.item.assets[key].extra_fields if key in self.item.assets else {}
+        bands = fields.get("raster:bands") or fields.get("eo:bands") or [{}]
+        indexes = asset.get("indexes") if isinstance(asset, dict) else None
+        if indexes:
+            # asset|bidx=1,1,1: what is read is the indexes, repeats counted.
+            bands = [bands[(i - 1) % len(bands)] for i in indexes]
+        return [_itemsize(band.get("data_type")) for band in bands]
+
+    def request_cost(
+        self,
+        pixels: int,
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        **kwargs: Any,
+    ) -> RequestCost:
+        """The memory a read of ``pixels`` output pixels holds (``app.budget``).
+
+        Computed from the item's metadata, without reading; the counts that no size makes
+        reasonable (assets, expression outputs) are refused here (413). ``kwargs``: the
+        read's other options, which do not change its size.
+        """
+        return self._cost(pixels, self._plan(assets, expression, mask, harmonize))
+
+    def _cost(self, pixels: int, plan: _ReadPlan) -> RequestCost:
+        expr, harmonize, scl_mask, keys, read_assets = plan
+        budget = self.budget or MemoryBudget()
+        budget.check_assets(len(keys))
+        if expr is not None:
+            budget.check_outputs(len(expr.outputs))
+        if scl_mask is not None and SCL_ASSET not in keys:
+            read_assets = [*read_assets, SCL_ASSET]
+        itemsizes = [size for asset in read_assets for size in self._asset_itemsizes(asset)]
+        harmonized = 0
+        if harmonize:
+            harmonized = sum(
+                1 for key in dict.fromkeys(keys) if self.scale_offset(key) != (1.0, 0.0)
+            )
+        if expr is None:
+            return read_cost(pixels, itemsizes, harmonized=harmonized)
+        return read_cost(
+            pixels,
+            itemsizes,
+            harmonized=harmonized,
+            math_inputs=len(expr.names),
+            outputs=len(expr.outputs),
+        )
+
     def _layer(
         self,
         read: Callable[..., Layer],
@@ -441,35 +604,24 @@ class S2STACReader(STACReader):
         harmonize: bool | None,
         asset_as_band: bool,
         *,
+        pixels: int,
         sized: bool = True,
         **kwargs: Any,
     ) -> Layer:
         """Read what the caller asked for, harmonized and masked as asked.
 
         ``read(assets=..., **kw)`` is one of rio-tiler's MultiBaseReader methods, bound
-        to the request's geometry (tile, bbox, point ...). ``sized``: ``read`` takes
-        ``width``/``height``/``max_size`` in ``kw`` (bbox, preview, feature; not tiles).
+        to the request's geometry (tile, bbox, point ...), of ``pixels`` output pixels:
+        the request's memory is checked against the budget before anything is read.
+        ``sized``: ``read`` takes ``width``/``height``/``max_size`` in ``kw`` (bbox,
+        preview, feature; not tiles).
         """
-        expr: Expression | None = parse_expression(expression) if expression else None
-        if harmonize is None:
-            harmonize = expr is not None
-        scl_mask = self._mask_classes(mask)
-
-        if expr is not None:
-            keys = [self._expression_asset(name) for name in expr.names]
-            read_keys = list(dict.fromkeys(keys))
-        else:
-            if isinstance(assets, str):
-                assets = [assets]
-            if not assets:
-                if self.default_assets:
-                    assets = list(self.default_assets)
-                else:
-                    raise BadRequestError("assets: give `assets`, `expression` or `preset`")
-            read_keys = [
-                self.resolve_asset_name(a) if isinstance(a, str) else a["name"] for a in assets
-            ]
-            keys = read_keys
+        plan = self._plan(assets, expression, mask, harmonize)
+        cost = self._cost(pixels, plan)
+        if self.budget is not None:
+            self.budget.check(cost)
+        expr, harmonize, scl_mask, keys, assets = plan
+        read_keys = list(dict.fromkeys(keys)) if expr is not None else keys
 
         if expr is None and not harmonize and scl_mask is None:
             # Nothing of ours to do: rio-tiler's own reading (multi-band assets, options).
@@ -499,7 +651,8 @@ class S2STACReader(STACReader):
         else:
             data = np.ma.stack([bands[key] for key in keys])
             if harmonize:
-                data = data.astype("float32")
+                # Reflectance is float32 already: no second copy of the stack.
+                data = data.astype("float32", copy=False)
             names = list(keys)
         if invalid is not None:
             data = _masked(data, np.broadcast_to(invalid, data.shape))
@@ -561,6 +714,9 @@ class S2STACReader(STACReader):
         """Read a map tile (see the class docstring for the Sentinel-2 options)."""
         check_tile(self.tms, tile_x, tile_y, tile_z)
         check_tile_size(kwargs.get("tilesize"), self.max_tile_size)
+        pixels = tile_output_pixels(
+            self.tms, tile_z, kwargs.get("tilesize"), kwargs.get("buffer"), self.max_pixels
+        )
         return self._layer(
             lambda **kw: super(S2STACReader, self).tile(tile_x, tile_y, tile_z, **kw),
             assets,
@@ -568,6 +724,7 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            pixels=pixels,
             sized=False,
             **kwargs,
         )
@@ -593,7 +750,7 @@ class S2STACReader(STACReader):
         if not (max_size or height or width):
             width, height = self._native_size(bbox, bounds_crs, dst_crs, assets, expression)
         aspect = _aspect(bbox, bounds_crs, dst_crs)
-        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
+        pixels = check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._layer(
             lambda **kw: super(S2STACReader, self).part(
                 bbox, dst_crs=dst_crs, bounds_crs=bounds_crs, **kw
@@ -603,6 +760,7 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            pixels=pixels or 1,
             max_size=max_size,
             height=height,
             width=width,
@@ -619,10 +777,10 @@ class S2STACReader(STACReader):
         **kwargs: Any,
     ) -> ImageData:
         """Read a decimated view of the whole item."""
-        check_output_pixels(
+        pixels = check_output_pixels(
             kwargs.get("width"),
             kwargs.get("height"),
-            kwargs.get("max_size"),
+            kwargs.get("max_size", PREVIEW_MAX_SIZE),
             self.max_pixels,
             self._grid_aspect,
         )
@@ -633,6 +791,7 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            pixels=pixels or 1,
             **kwargs,
         )
 
@@ -656,6 +815,7 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            pixels=1,
             sized=False,
             **kwargs,
         )
@@ -687,7 +847,7 @@ class S2STACReader(STACReader):
                 bounds, shape_crs, kwargs["dst_crs"], assets, expression
             )
         aspect = _aspect(bounds, shape_crs, kwargs["dst_crs"])
-        check_output_pixels(width, height, max_size, self.max_pixels, aspect)
+        pixels = check_output_pixels(width, height, max_size, self.max_pixels, aspect)
         return self._layer(
             lambda **kw: super(S2STACReader, self).feature(shape, **kw),
             assets,
@@ -695,18 +855,25 @@ class S2STACReader(STACReader):
             mask,
             harmonize,
             asset_as_band,
+            pixels=pixels or 1,
             **kwargs,
         )
 
     def statistics(self, *args: Any, **kwargs: Any) -> dict[str, dict[str, BandStatistics]]:
-        """Per-asset statistics of a decimated read of each asset, its size bounded."""
-        check_output_pixels(
+        """Per-asset statistics of a decimated read of each asset, its size and memory bounded.
+
+        rio-tiler reads the assets in parallel: their reads are held together.
+        """
+        pixels = check_output_pixels(
             kwargs.get("width"),
             kwargs.get("height"),
             kwargs.get("max_size", STATISTICS_MAX_SIZE),
             self.max_pixels,
             self._grid_aspect,
         )
+        if self.budget is not None:
+            assets = args[0] if args else kwargs.get("assets")
+            self.budget.check(self.request_cost(pixels or 1, assets or list(self.assets)))
         return super().statistics(*args, **kwargs)
 
     # --- sizes and limits ---------------------------------------------------------------

@@ -31,7 +31,7 @@ def check_output_pixels(
     max_size: int | None,
     limit: int | None,
     aspect: Callable[[], float] | None = None,
-) -> None:
+) -> int | None:
     """Refuse a non-positive size (400) or an output over ``limit`` pixels (413).
 
     Args:
@@ -42,12 +42,13 @@ def check_output_pixels(
         aspect: The output's height / width, asked for only when one side is given
             (rio-tiler derives the other from it); None: square.
 
+    Returns:
+        The output's pixels (at most, for ``max_size`` alone); None without any size.
+
     """
     for name, value in (("width", width), ("height", height), ("max_size", max_size)):
         if value is not None and value <= 0:
             raise BadRequestError(f"{name}: must be a positive number of pixels, not {value}")
-    if limit is None:
-        return
     if bool(width) != bool(height):
         ratio = aspect() if aspect is not None else 1.0
         width, height = width or height / ratio, height or width * ratio
@@ -56,12 +57,26 @@ def check_output_pixels(
     elif max_size:
         pixels = max_size * max_size
     else:
-        return
-    if pixels > limit:
+        return None
+    if limit is not None and pixels > limit:
         raise TooLargeError(
             f"output of {pixels} pixels is over the limit max_output_pixels={limit}; "
             "ask for a smaller area or size"
         )
+    return pixels
+
+
+def tile_pixels(tilesize: int, buffer: float | None, limit: int | None) -> int:
+    """Pixels of a tile of ``tilesize`` with ``buffer`` on each side, at most ``limit``.
+
+    rio-tiler reads ``tilesize + 2 * buffer`` a side: the buffer is output pixels too.
+    """
+    if buffer is not None and not (math.isfinite(buffer) and buffer >= 0):
+        raise BadRequestError(f"buffer: must be a finite number of pixels >= 0, not {buffer}")
+    side = math.ceil(tilesize + 2 * (buffer or 0))
+    pixels = check_output_pixels(side, side, None, limit)
+    assert pixels is not None
+    return pixels
 
 
 def check_tile_size(tilesize: int | None, limit: int | None) -> None:

@@ -173,6 +173,17 @@ class Settings(BaseSettings):
     # re-parsed when its mosaic index is built (a 10^6-vertex search was 43 MB).
     max_search_bytes: int = 1_000_000
 
+    # Memory of one read request (app.budget): tiles, crops, previews, features, points,
+    # statistics and mosaics. Over a limit: a 413 naming the field.
+    # Bytes a request may hold at once, estimated before reading as output pixels x bytes
+    # per pixel over every band read, harmonized, computed and output (a mosaic: x items
+    # in flight and kept). 2 GiB: a true-colour band-math crop (red;green;blue, SCL mask)
+    # at the 4096x4096 max_output_pixels needs ~1.4 GiB.
+    max_request_bytes: int = 2 * 1024**3
+    max_assets_per_request: int = 32  # assets named by one request, repeats counted
+    max_bands_per_request: int = 32  # bands read by one request (repeats, SCL mask included)
+    max_expression_outputs: int = 16  # `;`-separated outputs of one expression
+
     @field_validator(
         "allowed_sources",
         "api_keys",

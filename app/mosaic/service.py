@@ -41,12 +41,14 @@ from rasterio.warp import transform_bounds, transform_geom
 from rio_tiler.constants import WGS84_CRS
 from rio_tiler.models import ImageData
 
+from app.budget import MemoryBudget
 from app.catalog.base import Catalog
 from app.errors import BadRequestError, NotFoundError, TooLargeError, UpstreamTimeoutError
 from app.input_limits import DEFAULT_LIMITS, InputLimits
 from app.mosaic.index import ORDERS, FootprintIndex, IndexCache, IndexedItem
 from app.mosaic.reader import (
     PARTIAL_TIME,
+    PIXEL_SELECTIONS,
     MosaicRead,
     read_all,
     read_mosaic,
@@ -60,8 +62,14 @@ from app.mosaic.search import (
     search_hash,
 )
 from app.mosaic.store import SearchStore
-from app.readers import S2STACReader
-from app.request_checks import check_bbox, check_point, shape_bounds
+from app.readers import S2STACReader, tile_output_pixels
+from app.request_checks import (
+    check_bbox,
+    check_output_pixels,
+    check_point,
+    check_tile_size,
+    shape_bounds,
+)
 
 __all__ = [
     "MosaicConfig",
@@ -139,6 +147,7 @@ def reader_options_from_settings(settings: Any) -> dict[str, Any]:
         "scl_mask_classes": list(settings.scl_mask_classes),
         "max_pixels": getattr(settings, "max_output_pixels", None),
         "max_tile_size": getattr(settings, "max_tile_size", None),
+        "budget": MemoryBudget.from_settings(settings),
     }
 
 
@@ -446,6 +455,45 @@ class MosaicService:
             )
         return reader
 
+    def _read_window(
+        self,
+        items: Sequence[IndexedItem],
+        pixels: int,
+        options: Mapping[str, Any],
+        pixel_selection: str,
+        what: str,
+        tms: TileMatrixSet | None = None,
+    ) -> int:
+        """Item reads in flight that fit ``max_request_bytes`` (413 when not even one).
+
+        What a mosaic holds at once: its reads in flight (each the cost of one item's read,
+        which its reader checks too), and the pixel selection's arrays: one output for
+        first / highest / lowest / count, the stack of every item fed (and its stacked
+        copy) for mean / median / stdev. Fewer reads in flight (down to one) keep a big
+        read within the budget; only what does not fit with one is refused. Computed from
+        the first item's metadata, before any item is read.
+        """
+        threads = max(1, self.config.threads)
+        budget: MemoryBudget | None = self.reader_options.get("budget")
+        if budget is None:
+            return threads
+        cost = self._open(items[0], tms).request_cost(pixels, **options)
+        budget.check(cost, what)
+        if pixel_selection not in PIXEL_SELECTIONS or budget.max_request_bytes is None:
+            return threads  # read_mosaic names the choices (400)
+        count = min(len(items), self.config.max_items_per_tile)
+        kept = 1 if pixel_selection in ("first", "highest", "lowest", "count") else 2 * count
+        kept_bytes = kept * cost.pixels * cost.output_bytes_per_pixel
+        window = min(threads, count, (budget.max_request_bytes - kept_bytes) // cost.total)
+        budget.check_bytes(
+            kept_bytes + max(window, 1) * cost.total,
+            f"mosaic of {count} items by {pixel_selection}: {max(window, 1)} item read in "
+            f"flight of {cost.describe()}, and {kept} layers of {cost.output_bytes_per_pixel} "
+            "bytes per pixel kept by the pixel selection",
+            what,
+        )
+        return window
+
     def _mosaic(
         self,
         items: Sequence[IndexedItem],
@@ -455,12 +503,13 @@ class MosaicService:
         area: shapely.Geometry | None,
         what: str,
         shape: tuple[dict[str, Any], CRS] | None = None,
+        window: int | None = None,
     ) -> MosaicRead:
         """Read the mosaic of ``items`` over ``request`` (lon/lat), clipped to ``area``.
 
         ``area`` is the search's own bbox/intersects: pixels outside it are masked, like
         the pixels no item covers, so the mosaic is the search's region and not the whole
-        scenes that touch it.
+        scenes that touch it. ``window``: reads in flight at most (default ``threads``).
         """
         clip = None if area is None or area.covers(request) else area
         result = read_mosaic(
@@ -469,7 +518,7 @@ class MosaicService:
             pixel_selection,
             max_items=self.config.max_items_per_tile,
             time_limit=self.config.time_limit,
-            max_window=self.config.threads,
+            max_window=window or self.config.threads,
             outside=self._outside(items, request, shape, clip),
         )
         if result.image is None:
@@ -571,11 +620,16 @@ class MosaicService:
         if not items:
             raise NotFoundError(f"{what} is outside search '{search_id}' (no item there)")
         options = dict(options or {})
+        check_tile_size(tilesize, self.reader_options.get("max_tile_size"))
+        pixels = tile_output_pixels(
+            tms, z, tilesize, options.get("buffer"), self.reader_options.get("max_pixels")
+        )
+        window = self._read_window(items, pixels, options, pixel_selection, what, tms)
 
         def read(entry: IndexedItem) -> ImageData:
             return self._open(entry, tms).tile(x, y, z, tilesize=tilesize, **options)
 
-        return self._mosaic(items, read, pixel_selection, request, index.area, what)
+        return self._mosaic(items, read, pixel_selection, request, index.area, what, window=window)
 
     def _output_size(
         self,
@@ -640,6 +694,8 @@ class MosaicService:
         width, height = self._output_size(
             items[0], bbox, bounds_crs, dst_crs, width, height, max_size, options
         )
+        pixels = check_output_pixels(width, height, None, self.reader_options.get("max_pixels"))
+        window = self._read_window(items, pixels or 1, options, pixel_selection, what)
 
         def read(entry: IndexedItem) -> ImageData:
             src = self._open(entry)
@@ -652,7 +708,7 @@ class MosaicService:
                 **options,
             )
 
-        return self._mosaic(items, read, pixel_selection, request, index.area, what)
+        return self._mosaic(items, read, pixel_selection, request, index.area, what, window=window)
 
     def feature(
         self,
@@ -695,6 +751,8 @@ class MosaicService:
         width, height = self._output_size(
             items[0], bbox, shape_crs, dst_crs, width, height, max_size, options
         )
+        pixels = check_output_pixels(width, height, None, self.reader_options.get("max_pixels"))
+        window = self._read_window(items, pixels or 1, options, pixel_selection, what)
 
         def read(entry: IndexedItem) -> ImageData:
             src = self._open(entry)
@@ -708,7 +766,14 @@ class MosaicService:
             )
 
         return self._mosaic(
-            items, read, pixel_selection, request, index.area, what, (geometry, shape_crs)
+            items,
+            read,
+            pixel_selection,
+            request,
+            index.area,
+            what,
+            (geometry, shape_crs),
+            window=window,
         )
 
     def point(
@@ -733,6 +798,10 @@ class MosaicService:
                 f"point ({lon:g}, {lat:g}) is outside search '{search_id}' (no item there)"
             )
         options = dict(options or {})
+        budget: MemoryBudget | None = self.reader_options.get("budget")
+        if budget is not None:
+            # A point is one pixel, but its counts (assets, bands, outputs) are bounded.
+            budget.check(self._open(items[0]).request_cost(1, **options), "point")
 
         def read(entry: IndexedItem) -> Any:
             src = self._open(entry)

@@ -47,8 +47,9 @@ import shapely
 import shapely.geometry
 
 from app import sentinel2
+from app.budget import HARMONIZED_BYTES, MATH_INPUT_BYTES, MATH_OUTPUT_BYTES, MATH_WORK_BYTES
 from app.catalog.base import SearchQuery
-from app.errors import BadRequestError, NotFoundError
+from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
 from app.stats.chunking import DEFAULT_CHUNK_SIZE, spatial_chunks
 from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
@@ -205,6 +206,25 @@ def _order(scenes: list[Scene], order: str) -> list[Scene]:
     return sorted(scenes, key=lambda s: (-s.when.timestamp(), s.id))
 
 
+def bytes_per_cell(plan: Plan) -> int:
+    """Bytes one grid cell of a geometry holds while its statistics are computed.
+
+    The per-output results kept over the interval's scenes (float32 + a filled flag per
+    band), a scene's assets read as float32 reflectance + mask, and one output's band math
+    at a time (its inputs as float64, its bands as float32, the temporaries): see
+    ``app.budget``.
+    """
+    bands = [len(output.expression.outputs) for output in plan.outputs]
+    inputs = max(len(output.expression.names) for output in plan.outputs)
+    return (
+        sum(bands) * MATH_OUTPUT_BYTES
+        + len(plan.assets) * HARMONIZED_BYTES
+        + inputs * MATH_INPUT_BYTES
+        + max(bands) * MATH_OUTPUT_BYTES
+        + MATH_WORK_BYTES
+    )
+
+
 class _Engine:
     """One run of a plan over geometries: scene search, chunking, mosaics, statistics."""
 
@@ -229,6 +249,8 @@ class _Engine:
             getattr(settings, "scl_mask_classes", sentinel2.DEFAULT_SCL_MASK)
         )
         self.max_pixels = limit(settings, "stats_max_pixels")
+        self.max_bytes = limit(settings, "max_request_bytes")
+        self.bytes_per_cell = bytes_per_cell(plan)
         self.output_assets = (
             tuple(
                 dict.fromkeys(name for output in plan.outputs for name in output.expression.names)
@@ -429,30 +451,47 @@ class _Engine:
 
     # ------------------------------------------------------------------------ pixels
 
+    def _too_large(self, count: float, grid: PixelGrid) -> TerratilerError | None:
+        """The error of a geometry of ``count`` pixels on ``grid`` over a limit, or None."""
+        if np.isinf(count):
+            return BadRequestError(
+                f"input.bounds: the geometry cannot be drawn on the scene's {grid.crs} grid"
+                " (it reaches too far from the area that CRS covers); use a smaller area"
+            )
+        if count > self.max_pixels:
+            return BadRequestError(
+                f"input.bounds: the geometry spans {count:.0f} pixels at "
+                f"{grid.resx:g} x {grid.resy:g} {grid.crs} units, over the limit "
+                f"stats_max_pixels={self.max_pixels}; use a smaller area or larger resx/resy"
+            )
+        needed = math.ceil(count) * self.bytes_per_cell
+        if needed > self.max_bytes:
+            return TooLargeError(
+                f"input.bounds: the geometry's {count:.0f} pixels x {self.bytes_per_cell} bytes "
+                f"per pixel (its outputs' bands and assets) need about {needed} bytes, over "
+                f"the limit max_request_bytes={self.max_bytes}; use a smaller area, larger "
+                "resx/resy or fewer outputs"
+            )
+        return None
+
     def coverages(
         self, geometries: Sequence[shapely.Geometry], grid: PixelGrid
-    ) -> list[Coverage | BadRequestError]:
-        """Each geometry's pixels on a grid, or the error of one over the pixel limit."""
+    ) -> list[Coverage | TerratilerError]:
+        """Each geometry's pixels on a grid, or the error of one over a limit.
+
+        Limits: ``stats_max_pixels`` pixels, and ``max_request_bytes`` for what its pixels
+        hold while computed (``bytes_per_cell``).
+        """
         local = reproject(geometries, self.plan.crs, grid.crs)
         pixels = window_pixels(local, grid)
-        out: list[Coverage | BadRequestError] = []
-        fine = [i for i, n in enumerate(pixels) if n <= self.max_pixels]
+        errors = [self._too_large(count, grid) for count in pixels]
+        fine = [i for i, error in enumerate(errors) if error is None]
         computed = iter(compute_coverages([local[i] for i in fine], grid, self.plan.pixel_rule))
-        for count in pixels:
-            if count <= self.max_pixels:
+        out: list[Coverage | TerratilerError] = []
+        for error in errors:
+            if error is None:
                 out.append(next(computed))
                 continue
-            if np.isinf(count):
-                error = BadRequestError(
-                    f"input.bounds: the geometry cannot be drawn on the scene's {grid.crs} grid"
-                    " (it reaches too far from the area that CRS covers); use a smaller area"
-                )
-            else:
-                error = BadRequestError(
-                    f"input.bounds: the geometry spans {count:.0f} pixels at "
-                    f"{grid.resx:g} x {grid.resy:g} {grid.crs} units, over the limit "
-                    f"stats_max_pixels={self.max_pixels}; use a smaller area or larger resx/resy"
-                )
             if self.strict:
                 raise error
             out.append(error)
@@ -515,7 +554,7 @@ class _Chunk:
         if missing:
             found = self.engine.coverages([self.geometries[p] for p in missing], grid)
             for position, coverage in zip(missing, found, strict=True):
-                if isinstance(coverage, BadRequestError):
+                if isinstance(coverage, TerratilerError):
                     self.results[position]["error"] = bad_request(coverage.message)
                     self.coverages[(position, grid)] = None
                 else:

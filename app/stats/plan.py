@@ -13,7 +13,7 @@ from typing import Any
 
 from app import sentinel2
 from app.catalog.query import format_datetime, parse_rfc3339
-from app.errors import BadRequestError
+from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
@@ -36,6 +36,8 @@ DEFAULT_LIMITS = {
     "stats_max_intervals": 400,
     "stats_max_outputs": 10,
     "stats_max_scenes": 2_000,
+    "max_expression_outputs": 16,
+    "max_request_bytes": 2 * 1024**3,
 }
 
 
@@ -221,6 +223,12 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
     for name, definition in aggregation.outputs.items():
         expression = _band_math(definition.expression, f"aggregation.outputs.{name}.expression")
         count = len(expression.outputs)
+        max_bands = limit(settings, "max_expression_outputs")
+        if count > max_bands:
+            raise TooLargeError(
+                f"aggregation.outputs.{name}.expression: {count} ';'-separated bands, over the "
+                f"limit max_expression_outputs={max_bands}"
+            )
         band_names = definition.bands or [f"B{i}" for i in range(count)]
         if len(band_names) != count or len(set(band_names)) != count:
             raise BadRequestError(
