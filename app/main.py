@@ -31,6 +31,7 @@ from app.middleware import (
     TileScaleMiddleware,
     ZoomRangeMiddleware,
 )
+from app.public_links import HostLinksMiddleware, PublicURLMiddleware
 from app.rendering import configure_rendering
 from app.security import validate_allowed
 from app.settings import Settings
@@ -176,6 +177,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
     app.add_middleware(CRSQueryMiddleware)
+    # Outside CacheControlMiddleware, so that it sees (and may narrow) what that one set.
+    if settings.public_url:
+        app.add_middleware(PublicURLMiddleware, public_url=settings.public_url)
+    else:
+        app.add_middleware(HostLinksMiddleware)
     return app
 
 

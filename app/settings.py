@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
 from app.gdal_env import SKIPPED_DRIVERS
+from app.public_links import check_public_url
 from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     dask_scheduler: str | None = None
+    # Keys that writes (batch jobs, POST /searches/register) require; unset or "": no
+    # authentication. A non-blank value that yields no key (" , ") is a start-up error.
     api_keys: Annotated[list[str], NoDecode] = []
 
     # Upstream STAC API behaviour.
@@ -113,9 +116,14 @@ class Settings(BaseSettings):
     # The Sentinel-2 COG bucket is public: unsigned S3 requests.
     aws_no_sign_request: bool = True
 
+    # Links and caching (app.public_links). The service's URL as its users reach it, e.g.
+    # "https://tiles.example.com/terratiler": every link (TileJSON, STAC, map.html, WMTS)
+    # is built from it. Unset: links follow the request's Host, responses holding them are
+    # Cache-Control: private and every response carries Vary: Host.
+    public_url: str | None = None
+
     @field_validator(
         "allowed_sources",
-        "api_keys",
         "scl_mask_classes",
         "gdal_skip_drivers",
         "batch_outputs",
@@ -124,6 +132,25 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: object) -> object:
+        # " , " or [" "] means someone meant to set keys: silently running without
+        # authentication would be the worst reading of it.
+        given = value.strip() if isinstance(value, str) else value
+        keys = _split_commas(value)
+        if given and isinstance(keys, list) and not any(str(k).strip() for k in keys):
+            raise ValueError(
+                f"api_keys: {value!r} holds no key; give comma-separated keys, or leave "
+                "TERRATILER_API_KEYS unset (or empty) to run without authentication"
+            )
+        return [str(k).strip() for k in keys if str(k).strip()] if isinstance(keys, list) else keys
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return check_public_url(value) if value and value.strip() else None
 
     @property
     def catalog_is_remote(self) -> bool:
