@@ -17,7 +17,7 @@ from starlette import status
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
-from app import __version__, datasets
+from app import __version__, datasets, openapi
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
 from app.db import engine_from_settings
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         searches_router.router, prefix="/searches", tags=["Mosaics of a STAC search"]
     )
     app.include_router(batch_router.router, tags=["Batch statistics"])
+    openapi.install(app)
 
     @app.get("/healthz", tags=["Service"])
     def healthz() -> dict[str, str]:

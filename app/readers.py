@@ -29,7 +29,7 @@ from rio_tiler.models import BandStatistics, ImageData, PointData
 
 from app import reprojection, sentinel2
 from app.datasets import dataset_pool, is_remote, reader_executor
-from app.errors import BadRequestError, UpstreamError
+from app.errors import BadRequestError
 from app.expressions import Expression, parse_expression
 from app.request_checks import (
     check_bbox,
@@ -140,7 +140,8 @@ class GTiffReader(Reader):
             shown = shown_source(self.input, self.allowed_sources)
             what = f"asset '{self.asset}' ({shown})" if self.asset else f"'{shown}'"
             reason = redact_source(str(error), self.input, self.allowed_sources)
-            raise UpstreamError(f"read failed: {what}: {reason}") from None
+            # Still a RasterioIOError (502, "unreadable" to mosaics), with a safe message.
+            raise RasterioIOError(f"read failed: {what}: {reason}") from None
 
     def __exit__(self, exc_type, exc_value, traceback):
         """Close, telling the pool whether the reads failed."""

@@ -19,7 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, settings
 from pydantic import ValidationError
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import status_code_conformance
 
 from app.main import create_app
 from app.settings import EARTH_SEARCH_COGS, Settings
@@ -181,8 +184,12 @@ def test_api_keys_list_of_blanks_is_an_error() -> None:
 
 
 @pytest.fixture(scope="module")
-def keyed_client(demo_settings: Settings) -> Iterator[TestClient]:
-    settings = demo_settings.model_copy(update={"api_keys": ["k-1"]})
+def keyed_client(
+    demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    # Its own data folder: its search store starts empty.
+    data_dir = tmp_path_factory.mktemp("keyed")
+    settings = demo_settings.model_copy(update={"api_keys": ["k-1"], "data_dir": data_dir})
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -301,8 +308,14 @@ def test_links_from_the_host_header_are_not_publicly_cached(client: TestClient, 
 
 
 @pytest.fixture(scope="module")
-def public_client(demo_settings: Settings) -> Iterator[TestClient]:
-    settings = demo_settings.model_copy(update={"public_url": "https://tiles.example.com/tt"})
+def public_client(
+    demo_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    update = {
+        "public_url": "https://tiles.example.com/tt",
+        "data_dir": tmp_path_factory.mktemp("pub"),
+    }
+    settings = demo_settings.model_copy(update=update)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 
@@ -334,3 +347,125 @@ def test_public_url_must_be_an_http_base_url(value: str) -> None:
 def test_public_url_is_normalized() -> None:
     assert Settings(public_url="https://x.example/tt/").public_url == "https://x.example/tt"
     assert Settings(public_url="").public_url is None
+
+
+# ---------------------------------------------------------------- item 12: OpenAPI statuses
+
+# A bounded subset of the API, every kind of source and id: schemathesis in-process.
+# `make fuzz` (tests/harness/fuzz.py) runs the whole document against a real server.
+FUZZED = (
+    r"^/(cog|stac)/(info|point/.*|bbox/.*\.\{format\}|tiles/WebMercatorQuad/.*)$"
+    r"|^/collections/\{collection_id\}/items/\{item_id\}/(info|point/.*)$"
+    r"|^/searches(/register|/\{search_id\}|/\{search_id\}/point/.*)?$"
+    r"|^/catalog/(collections|search)$|^/tileMatrixSets/.*"
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_ids(demo_settings: Settings, item: dict, tmp_path_factory: pytest.TempPathFactory):
+    settings = demo_settings.model_copy(update={"data_dir": tmp_path_factory.mktemp("fuzz")})
+    app = create_app(settings)
+    with TestClient(app) as client:
+        search = client.post("/searches/register", json=SEARCH).json()["id"]
+    item_url = str(settings.data_dir / "item.json")
+    Path(item_url).write_text(json.dumps(item))
+    ids = {
+        "collection_id": COLLECTION,
+        "item_id": item["id"],
+        "search_id": search,
+        "/cog/": item["assets"]["red"]["href"],
+        "/stac/": item_url,
+    }
+    return app, ids
+
+
+@pytest.fixture(scope="module")
+def api_schema(fuzz_ids):
+    import schemathesis
+
+    app, _ = fuzz_ids
+    return schemathesis.openapi.from_asgi("/openapi.json", app).include(path_regex=FUZZED)
+
+
+def test_openapi_declares_every_status_the_service_answers(api_schema, fuzz_ids) -> None:
+    # schemathesis' pytest integration (from_fixture) fails on pytest 9 (`_nodeid`): its
+    # case strategies are driven by hypothesis directly, a few examples per operation.
+    _, ids = fuzz_ids
+    failures: list[str] = []
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    assert len(operations) == 18
+
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=4,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],  # no shrinking: report, move on
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case) -> None:
+            for name in case.path_parameters or {}:
+                if name in ids:
+                    case.path_parameters[name] = ids[name]
+            for prefix in ("/cog/", "/stac/"):
+                if case.path.startswith(prefix):
+                    case.query = {**(case.query or {}), "url": ids[prefix]}
+            case.call_and_validate(checks=[not_a_server_error, status_code_conformance])
+
+        try:
+            check()
+        except Exception as error:  # a FailureGroup naming the check and the response
+            failures.append(f"{operation.label}: {str(error)[:300]}")
+    assert failures == []
+
+
+def test_openapi_lists_the_error_statuses(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    errors = {"400", "403", "404", "413", "422", "502", "504"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert errors <= operation["responses"].keys(), (method, path)
+    register = document["paths"]["/searches/register"]["post"]["responses"]
+    assert {"200", "401"} <= register.keys()
+    assert "201" in document["paths"]["/batch/statistics"]["post"]["responses"]
+    assert "409" in document["paths"]["/batch/statistics/{job_id}/start"]["post"]["responses"]
+    detail = document["components"]["schemas"]["ErrorDetail"]
+    assert detail["required"] == ["detail"]
+
+
+def test_statistical_api_read_failure_names_the_asset_not_the_server_path(
+    demo_dir: Path, demo_settings: Settings, tmp_path: Path
+) -> None:
+    from app.stats import compute_statistics
+
+    paths = sorted((demo_dir / "items").glob("*.json"))
+    items = [json.loads(path.read_text()) for path in paths]
+    for document in items:
+        for asset in document["assets"].values():
+            asset["href"] = str((demo_dir / "items" / asset["href"]).resolve())
+    items[0]["assets"]["red"]["href"] = str(tmp_path / "cogs" / "gone.tif")
+    settings = demo_settings.model_copy(
+        update={"allowed_sources": [str(demo_dir), str(tmp_path)], "data_dir": tmp_path}
+    )
+    day = items[0]["properties"]["datetime"][:10]
+    minx, miny, maxx, maxy = items[0]["bbox"]
+    x, y = (minx + maxx) / 2, (miny + maxy) / 2
+    request = {
+        "input": {
+            "data": [{"type": COLLECTION}],
+            "bounds": {"bbox": [x - 0.002, y - 0.002, x + 0.002, y + 0.002]},  # CRS84
+        },
+        "aggregation": {
+            "timeRange": {"from": "2023-01-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"},
+            "aggregationInterval": {"of": "P1D"},
+            "outputs": {"ndvi": {"expression": "(nir-red)/(nir+red)"}},
+        },
+    }
+    response = compute_statistics(request, items, settings)
+    [entry] = [e for e in response["data"] if e["interval"]["from"][:10] == day]
+    assert entry["error"]["message"] == (
+        f"item '{items[0]['id']}' asset 'red': read failed: "
+        "cogs/gone.tif: No such file or directory"
+    )
