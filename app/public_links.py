@@ -23,7 +23,15 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Content types whose bodies may hold links (images, GeoTIFFs, NumPy arrays do not).
-_TEXTUAL = (b"application/json", b"application/geo+json", b"text/", b"application/xml")
+_TEXTUAL = (
+    b"application/json",
+    b"application/geo+json",
+    b"text/html",
+    b"text/xml",
+    b"application/xml",
+)
+#: Bodies held to look for links at most; bigger or streamed ones are kept private unseen.
+MAX_INSPECTED_BYTES = 1024 * 1024
 #: Cache-Control directives already keeping a response out of shared caches.
 _NOT_SHARED = ("private", "no-store")
 
@@ -91,13 +99,15 @@ class HostLinksMiddleware:
                 headers.add_vary_header("Host")
                 content_type = headers.get("content-type", "").encode("latin-1")
                 if content_type.startswith(_TEXTUAL) and message["status"] < 400:
-                    start = message  # sent with the body, once we know what it holds
-                    if scope["method"] == "HEAD":
-                        # No body to look into: assume the GET's would hold links.
+                    length = headers.get("content-length", "")
+                    small = length.isdigit() and int(length) <= MAX_INSPECTED_BYTES
+                    if scope["method"] == "HEAD" or not small:
+                        # No body to look into (HEAD), or one too big / streamed to hold:
+                        # assume it holds links.
                         _keep_private(headers)
-                        start = None
-                        await send(message)
-                    return
+                    else:
+                        start = message  # sent with the body, once we know what it holds
+                        return
                 await send(message)
             elif message["type"] == "http.response.body" and start is not None:
                 chunks.append(message.get("body", b""))

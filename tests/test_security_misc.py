@@ -299,6 +299,9 @@ def test_links_from_the_host_header_are_not_publicly_cached(client: TestClient, 
         response = client.get(path, params={"assets": "red"}, headers={"Host": EVIL})
         assert response.status_code == 200 and EVIL in response.text
         assert response.headers["cache-control"] == "private", path
+    # HEAD has no body to look into: kept private like the GET.
+    head = client.head(tilejson_path(item), params={"assets": "red"}, headers={"Host": EVIL})
+    assert head.status_code == 200 and head.headers["cache-control"] == "private"
     # No links in the body: still cached publicly, but per Host.
     info = client.get(
         f"/collections/{COLLECTION}/items/{item['id']}/info", params={"assets": "red"}
