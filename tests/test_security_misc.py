@@ -299,15 +299,36 @@ def test_links_from_the_host_header_are_not_publicly_cached(client: TestClient, 
         response = client.get(path, params={"assets": "red"}, headers={"Host": EVIL})
         assert response.status_code == 200 and EVIL in response.text
         assert response.headers["cache-control"] == "private", path
-    # HEAD has no body to look into: kept private like the GET.
-    head = client.head(tilejson_path(item), params={"assets": "red"}, headers={"Host": EVIL})
-    assert head.status_code == 200 and head.headers["cache-control"] == "private"
     # No links in the body: still cached publicly, but per Host.
     info = client.get(
         f"/collections/{COLLECTION}/items/{item['id']}/info", params={"assets": "red"}
     )
     assert info.headers["cache-control"] == "public, max-age=3600"
     assert info.headers["vary"] == "Host"
+
+
+def test_bodies_not_inspected_are_kept_private() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from app.public_links import HostLinksMiddleware
+
+    async def streamed(request):
+        return StreamingResponse(iter([b'{"a": 1}']), media_type="application/json")
+
+    async def small(request):
+        return JSONResponse({"a": 1}, headers={"Cache-Control": "public, max-age=60"})
+
+    routes = [Route("/streamed", streamed), Route("/small", small, methods=["GET", "HEAD"])]
+    with TestClient(HostLinksMiddleware(Starlette(routes=routes))) as app_client:
+        # Streamed (no length) and HEAD (no body): assumed to hold links.
+        assert app_client.get("/streamed").headers["cache-control"] == "private"
+        assert app_client.head("/small").headers["cache-control"] == "private"
+        # A body seen to hold no link keeps its caching.
+        small_get = app_client.get("/small")
+        assert small_get.headers["cache-control"] == "public, max-age=60"
+        assert small_get.headers["vary"] == "Host"
 
 
 @pytest.fixture(scope="module")
