@@ -14,6 +14,7 @@ from morecantile.errors import MorecantileError
 from rasterio.errors import RasterioError, RasterioIOError
 from rio_tiler.errors import InvalidAssetName, RioTilerError
 from starlette import status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
@@ -92,6 +93,34 @@ def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         {"detail": f"internal error: {type(exc).__name__}"},
         status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
     )
+
+
+class _KeepConnectionOnError:
+    """Outermost ASGI layer: an error after the 500 was sent does not reach the server.
+
+    Starlette's ServerErrorMiddleware sends the 500 (``_unexpected_error``, which logs)
+    and then re-raises; uvicorn answers an exception after a response by closing the
+    connection, which keep-alive clients met as a reset on their next request.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; swallow what it raises once its response is complete."""
+        complete = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if not complete:
+                raise
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -178,6 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
     app.add_middleware(CRSQueryMiddleware)
+    # Wraps ServerErrorMiddleware itself, which add_middleware cannot reach.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _KeepConnectionOnError(build_stack())  # type: ignore
     # Outside CacheControlMiddleware, so that it sees (and may narrow) what that one set.
     if settings.public_url:
         app.add_middleware(PublicURLMiddleware, public_url=settings.public_url)

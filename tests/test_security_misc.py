@@ -158,6 +158,22 @@ def test_keep_alive_connection_survives_a_refused_item(demo_settings: Settings, 
         assert len(pool.connections) == 1 and pool.connections[0].is_idle()
 
 
+def test_keep_alive_connection_survives_an_unexpected_error(demo_settings: Settings) -> None:
+    app = create_app(demo_settings)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with live_server(app) as base, httpx.Client(base_url=base) as http:
+        failed = http.get("/boom")
+        assert failed.status_code == 500
+        assert failed.json() == {"detail": "internal error: RuntimeError"}
+        assert http.get("/healthz").status_code == 200
+        pool = http._transport._pool  # type: ignore[attr-defined]
+        assert len(pool.connections) == 1 and pool.connections[0].is_idle()
+
+
 # ---------------------------------------------------------------- item 9: API keys
 
 
