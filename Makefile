@@ -12,7 +12,7 @@ PORT ?= 8000
 PG_MAJOR := $(shell ls /etc/postgresql 2>/dev/null | sort -n | tail -n 1)
 APT_TEST_PACKAGES := $(if $(PG_MAJOR),postgresql-$(PG_MAJOR)-postgis-3) chromium chromium-driver
 
-.PHONY: serve test venv apt-test demo lint format bench clean
+.PHONY: serve test venv apt-test demo lint format bench clean fuzz
 
 $(BIN)/terratiler: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ apt-test:
 
 test: venv apt-test
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# schemathesis over the whole OpenAPI document, against the service on the demo catalog:
+# checks not_a_server_error and status_code_conformance, FUZZ_EXAMPLES per operation and
+# phase, FUZZ_TIME seconds at most (tests/harness/fuzz.py, tests/schemathesis.toml).
+FUZZ_EXAMPLES ?= 5
+FUZZ_TIME ?= 300
+fuzz: venv demo
+	$(BIN)/python -m tests.harness.fuzz --catalog $(DEMO) --max-examples $(FUZZ_EXAMPLES) --max-time $(FUZZ_TIME)
 
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)

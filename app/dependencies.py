@@ -1,12 +1,13 @@
 """FastAPI dependencies shared by the tiler routers: sources, items, layers, readers."""
 
+import hmac
 import json
 import threading
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pystac
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, ValidationError
 from rio_tiler.models import ImageData
 from starlette.datastructures import State
@@ -36,6 +37,29 @@ _mosaics_lock = threading.Lock()
 def get_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     return request.app.state.settings
+
+
+def require_api_key(request: Request) -> None:
+    """Refuse requests without a configured API key (when ``api_keys`` is set).
+
+    Every endpoint that writes state depends on it (batch jobs, ``POST /searches/register``);
+    the key comes as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+    """
+    keys = get_settings(request).api_keys
+    if not keys:
+        return
+    given = request.headers.get("x-api-key", "").strip()
+    authorization = request.headers.get("authorization", "")
+    if not given and authorization[:7].lower() == "bearer ":
+        given = authorization[7:].strip()
+    if not given:
+        raise HTTPException(
+            status_code=401,
+            detail="an API key is required: send it as X-API-Key or Authorization: Bearer",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
+        raise HTTPException(status_code=403, detail="the API key is not valid")
 
 
 def mosaic_service(state: State) -> MosaicService:
@@ -110,14 +134,16 @@ class S2ReaderParams(DefaultDependency):
 
 @dataclass(init=False)
 class COGReaderParams(DefaultDependency):
-    """Limits for the single-COG reader."""
+    """Limits for the single-COG reader; the allow-list hides its folders from messages."""
 
     max_pixels: int
     max_tile_size: int
     budget: MemoryBudget
+    allowed_sources: list[str]
 
     def __init__(self, request: Request):
         settings = get_settings(request)
+        self.allowed_sources = settings.allowed_prefixes
         self.max_pixels = settings.max_output_pixels
         self.max_tile_size = settings.max_tile_size
         self.budget = MemoryBudget.from_settings(settings)

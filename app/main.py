@@ -14,10 +14,11 @@ from morecantile.errors import MorecantileError
 from rasterio.errors import RasterioError, RasterioIOError
 from rio_tiler.errors import InvalidAssetName, RioTilerError
 from starlette import status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
-from app import __version__, datasets, redirects
+from app import __version__, datasets, openapi, redirects
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
 from app.db import engine_from_settings
@@ -31,6 +32,7 @@ from app.middleware import (
     TileScaleMiddleware,
     ZoomRangeMiddleware,
 )
+from app.public_links import HostLinksMiddleware, PublicURLMiddleware
 from app.rendering import configure_rendering
 from app.request_limits import RequestLimitMiddleware, RequestLimits
 from app.security import validate_allowed
@@ -96,6 +98,34 @@ def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class _KeepConnectionOnError:
+    """Outermost ASGI layer: an error after the 500 was sent does not reach the server.
+
+    Starlette's ServerErrorMiddleware sends the 500 (``_unexpected_error``, which logs)
+    and then re-raises; uvicorn answers an exception after a response by closing the
+    connection, which keep-alive clients met as a reset on their next request.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; swallow what it raises once its response is complete."""
+        complete = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            if not complete:
+                raise
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service for ``settings`` (read from the environment when omitted)."""
     settings = settings or Settings()
@@ -148,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         searches_router.router, prefix="/searches", tags=["Mosaics of a STAC search"]
     )
     app.include_router(batch_router.router, tags=["Batch statistics"])
+    openapi.install(app)
 
     # /healthz and /metrics are ``async def`` and do no I/O: they answer on the event loop
     # even when every worker thread is busy (e.g. waiting on a hung upstream STAC API).
@@ -187,6 +218,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
     app.add_middleware(CRSQueryMiddleware)
+    # Wraps ServerErrorMiddleware itself, which add_middleware cannot reach.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: _KeepConnectionOnError(build_stack())  # type: ignore
+    # Outside CacheControlMiddleware, so that it sees (and may narrow) what that one set.
+    if settings.public_url:
+        app.add_middleware(PublicURLMiddleware, public_url=settings.public_url)
+    else:
+        app.add_middleware(HostLinksMiddleware)
     # Added last, so outermost: a request over a size bound is refused before anything
     # else reads it.
     app.add_middleware(RequestLimitMiddleware, limits=RequestLimits.from_settings(settings))

@@ -13,24 +13,24 @@ into nodata, SCL being read nearest-neighbour onto the bands' grid.
 import math
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import attr
 import numpy as np
 import pystac
 from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
-from rio_tiler.io import stac as rio_stac
-from rio_tiler.io.stac import fetch
 from rio_tiler.models import BandStatistics, ImageData, PointData
 
 from app import reprojection, sentinel2
 from app.budget import MemoryBudget, RequestCost, read_cost
 from app.datasets import dataset_pool, is_remote, reader_executor
-from app.errors import BadRequestError, UpstreamError, UpstreamTimeoutError
+from app.errors import BadRequestError
 from app.expressions import Expression, parse_expression
 from app.redirects import resolve_redirects
 from app.request_checks import (
@@ -44,7 +44,8 @@ from app.request_checks import (
     shape_bounds,
     tile_pixels,
 )
-from app.security import check_source
+from app.security import check_source, redact_source, shown_source
+from app.stac_item import fetch_item
 
 # rio-tiler recomputes a dataset's whole reprojected grid for every tile: cache it.
 reprojection.install()
@@ -62,29 +63,6 @@ STATISTICS_MAX_SIZE = 1024
 PREVIEW_MAX_SIZE = 1024
 # Bytes per sample assumed for an asset whose item does not give its data type.
 UNKNOWN_ITEMSIZE = 8
-
-
-def _fetch_item(source: str, options: dict[str, Any]) -> dict[str, Any]:
-    """A STAC item's JSON from a checked source (rio-tiler's cached ``fetch``).
-
-    Over http(s), rio-tiler's ``fetch`` uses httpx, which follows no redirect: a redirect
-    answered now (after ``resolve_redirects`` found none) is an upstream error, not followed.
-
-    Raises:
-        UpstreamError: The item cannot be fetched or is not JSON (504 when not in time).
-
-    """
-    http = rio_stac.httpx  # whichever httpx rio-tiler fetches with (today the httpx2 fork)
-    try:
-        return fetch(source, **options)
-    except http.TimeoutException:
-        raise UpstreamTimeoutError(f"url: {source} did not answer in time") from None
-    except http.HTTPStatusError as error:
-        raise UpstreamError(
-            f"url: {source} answered {error.response.status_code}; no STAC item fetched"
-        ) from None
-    except (http.HTTPError, ValueError) as error:
-        raise UpstreamError(f"url: cannot fetch a STAC item from {source} ({error})") from None
 
 
 def _masked(values: np.ndarray, invalid: np.ndarray) -> np.ma.MaskedArray:
@@ -165,11 +143,29 @@ class GTiffReader(Reader):
     reader closes (closed instead when the ``with`` block raised).
     """
 
+    # Who the dataset is, for "read failed" messages: the item's asset key, and the
+    # allow-list whose folders are hidden from them (no absolute paths of this machine).
+    asset: str | None = attr.ib(default=None, kw_only=True)
+    allowed_sources: Sequence[str] = attr.ib(factory=tuple, kw_only=True)
+
     def __attrs_post_init__(self):
         """Borrow the dataset, then let rio-tiler read its metadata."""
         if not self.dataset:
-            self.dataset = self._ctx_stack.enter_context(dataset_pool().open(self.input))
+            with self._read_errors():
+                self.dataset = self._ctx_stack.enter_context(dataset_pool().open(self.input))
         super().__attrs_post_init__()
+
+    @contextmanager
+    def _read_errors(self) -> Iterator[None]:
+        """GDAL's open/read failures as a 502 naming the asset, its path made relative."""
+        try:
+            yield
+        except RasterioIOError as error:
+            shown = shown_source(self.input, self.allowed_sources)
+            what = f"asset '{self.asset}' ({shown})" if self.asset else f"'{shown}'"
+            reason = redact_source(str(error), self.input, self.allowed_sources)
+            # Still a RasterioIOError (502, "unreadable" to mosaics), with a safe message.
+            raise RasterioIOError(f"read failed: {what}: {reason}") from None
 
     def __exit__(self, exc_type, exc_value, traceback):
         """Close, telling the pool whether the reads failed."""
@@ -180,17 +176,20 @@ class GTiffReader(Reader):
     def part(self, *args: Any, **kwargs: Any) -> ImageData:
         """Read a bbox (rio-tiler's ``Reader.part``)."""
         check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
-        return super().part(*args, **kwargs)
+        with self._read_errors():
+            return super().part(*args, **kwargs)
 
     def read(self, *args: Any, **kwargs: Any) -> ImageData:
         """Read the whole dataset, maybe decimated (rio-tiler's ``Reader.read``)."""
         check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
-        return super().read(*args, **kwargs)
+        with self._read_errors():
+            return super().read(*args, **kwargs)
 
     def point(self, *args: Any, **kwargs: Any) -> PointData:
         """Read a point (rio-tiler's ``Reader.point``)."""
         check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
-        return super().point(*args, **kwargs)
+        with self._read_errors():
+            return super().point(*args, **kwargs)
 
 
 @attr.s
@@ -447,7 +446,7 @@ class S2STACReader(STACReader):
             self.item, self.input = self.input, self.input.get_self_href()
         elif self.item is None:
             source = self._checked(self.input)
-            self.item = pystac.Item.from_dict(_fetch_item(source, self.fetch_options), source)
+            self.item = fetch_item(source, self.input, **self.fetch_options)
         key = (
             self.tms.id,
             self.minzoom,
@@ -464,7 +463,15 @@ class S2STACReader(STACReader):
         )
         derived = _derived_fields(self.item, key)
         if derived is None:
-            super().__attrs_post_init__()
+            try:
+                super().__attrs_post_init__()
+            except (TypeError, ValueError, KeyError, IndexError, ArithmeticError) as error:
+                # rio-tiler derives the grid from proj:* fields as they are: a transform
+                # that is a string, a shape of 0 pixels ...
+                raise BadRequestError(
+                    f"item '{self.item.id}': its proj:* fields cannot be used "
+                    f"({type(error).__name__}: {error})"
+                ) from None
             _keep_derived_fields(self.item, key, self)
         else:
             for name, value in derived.items():
@@ -490,13 +497,25 @@ class S2STACReader(STACReader):
             asset = self.resolve_asset_name(asset)
         elif isinstance(asset, dict) and asset.get("name"):
             asset = {**asset, "name": self.resolve_asset_name(asset["name"])}
-        info = super()._get_asset_info(asset)
+        try:
+            info = super()._get_asset_info(asset)
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            # rio-tiler reads raster:bands / statistics fields as it finds them.
+            raise BadRequestError(
+                f"item '{self.item.id}': asset {asset!r} has fields that cannot be used "
+                f"({type(error).__name__}: {error})"
+            ) from None
         href = self.item.assets[info["name"]].href
         if href.startswith("/") or "://" in href:
             # Already absolute: pystac would join a local path onto an http self link
             # (items of a STAC API whose assets are files on this machine).
             info["url"] = href
         info["url"] = self._checked(info["url"])
+        info["reader_options"] = {
+            **info.get("reader_options", {}),
+            "asset": info["name"],
+            "allowed_sources": self.allowed_sources,
+        }
         return info
 
     def _checked(self, source: str) -> str:

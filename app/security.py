@@ -263,7 +263,60 @@ def validate_allowed(allowed: Sequence[str]) -> None:
 
 
 def _describe(allowed: Sequence[str]) -> str:
-    return ", ".join(prefix for prefix in allowed if prefix.strip()) or "none configured"
+    """The allow-list as a 403 may show it: URL prefixes, and how many local folders.
+
+    The folders are this machine's absolute paths (the data and catalog folders): naming
+    them tells a caller the server's layout, so they are only counted.
+    """
+    urls, folders = _split_allowed(allowed)
+    shown = [url.text for url in urls]
+    if folders:
+        shown.append(f"{len(folders)} local folder{'s' if len(folders) > 1 else ''}")
+    return ", ".join(shown) or "none configured"
+
+
+def _not_allowed(allowed: Sequence[str]) -> str:
+    return f"not in the allowed sources ({_describe(allowed)}), setting allowed_sources"
+
+
+def shown_source(source: str, allowed: Sequence[str]) -> str:
+    """A checked source as messages may show it, without this machine's folders.
+
+    Args:
+        source: A path or URL ``check_source`` accepted.
+        allowed: The allow-list it was checked against.
+
+    Returns:
+        URLs without their query string (signed URLs carry credentials there); local
+        paths relative to the allowed folder holding them (else the file name alone).
+
+    """
+    if _SCHEME.match(source):
+        return source.split("?", 1)[0]
+    path = Path(source)
+    for folder in _split_allowed(allowed)[1]:
+        if path.is_relative_to(folder):
+            return str(path.relative_to(folder))
+    return path.name
+
+
+def redact_source(message: str, source: str, allowed: Sequence[str]) -> str:
+    """``message`` (e.g. GDAL's) with ``source`` and every allowed folder's path hidden.
+
+    Args:
+        message: Text that may name ``source`` or files under the allowed folders.
+        source: The checked path or URL the message is about.
+        allowed: The allow-list.
+
+    Returns:
+        The message with ``source`` as ``shown_source`` shows it and the allowed folders'
+        absolute paths removed (their files appear relative to them).
+
+    """
+    message = message.replace(source, shown_source(source, allowed))
+    for folder in sorted(_split_allowed(allowed)[1], key=lambda f: -len(str(f))):
+        message = message.replace(f"{folder}/", "")
+    return message
 
 
 def check_source(
@@ -337,7 +390,7 @@ def _check_url(text: str, allowed: Sequence[str], allow_private: bool, resolver:
     if not any(
         prefix.origin() == url.origin() and _within(url.path, prefix.path) for prefix in prefixes
     ):
-        raise _forbid(f"not in the allowed sources ({_describe(allowed)})")
+        raise _forbid(_not_allowed(allowed))
     # Checked after the allow-list so that refused URLs cause no DNS lookup at all.
     if url.scheme != "s3" and not allow_private:
         _check_host(url.host, url.port or 0, resolver)
@@ -399,7 +452,7 @@ def _check_path_fully(text: str, allowed: Sequence[str]) -> str:
     resolved = Path(os.path.realpath(text))
     _, folders = _split_allowed(allowed)
     if not any(resolved.is_relative_to(folder) for folder in folders):
-        raise _forbid(f"not in the allowed sources ({_describe(allowed)})")
+        raise _forbid(_not_allowed(allowed))
     if resolved.is_file() and is_vrt_file(resolved):
         raise _forbid("VRT documents are not accepted")
     return str(resolved)

@@ -15,6 +15,7 @@ from app.input_limits import (
     DEFAULT_MAX_SEARCH_LIST_ITEMS,
     DEFAULT_MAX_VERTICES,
 )
+from app.public_links import check_public_url
 from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -43,6 +44,8 @@ class Settings(BaseSettings):
 
     database_url: str | None = None
     dask_scheduler: str | None = None
+    # Keys that writes (batch jobs, POST /searches/register) require; unset or "": no
+    # authentication. A non-blank value that yields no key (" , ") is a start-up error.
     api_keys: Annotated[list[str], NoDecode] = []
 
     # Upstream STAC API behaviour.
@@ -184,9 +187,14 @@ class Settings(BaseSettings):
     max_bands_per_request: int = 32  # bands read by one request (repeats, SCL mask included)
     max_expression_outputs: int = 16  # `;`-separated outputs of one expression
 
+    # Links and caching (app.public_links). The service's URL as its users reach it, e.g.
+    # "https://tiles.example.com/terratiler": every link (TileJSON, STAC, map.html, WMTS)
+    # is built from it. Unset: links follow the request's Host, responses holding them are
+    # Cache-Control: private and every response carries Vary: Host.
+    public_url: str | None = None
+
     @field_validator(
         "allowed_sources",
-        "api_keys",
         "scl_mask_classes",
         "gdal_skip_drivers",
         "batch_outputs",
@@ -207,6 +215,25 @@ class Settings(BaseSettings):
         ):
             self.max_geometry_vertices = self.stats_max_vertices
         return self
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _api_keys(cls, value: object) -> object:
+        # " , " or [" "] means someone meant to set keys: silently running without
+        # authentication would be the worst reading of it.
+        given = value.strip() if isinstance(value, str) else value
+        keys = _split_commas(value)
+        if given and isinstance(keys, list) and not any(str(k).strip() for k in keys):
+            raise ValueError(
+                f"api_keys: {value!r} holds no key; give comma-separated keys, or leave "
+                "TERRATILER_API_KEYS unset (or empty) to run without authentication"
+            )
+        return [str(k).strip() for k in keys if str(k).strip()] if isinstance(keys, list) else keys
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return check_public_url(value) if value and value.strip() else None
 
     @property
     def catalog_is_remote(self) -> bool:

@@ -8,21 +8,20 @@ one, as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
 from __future__ import annotations
 
-import hmac
 import json
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
-from app.dependencies import get_settings
+from app.dependencies import get_settings, require_api_key
 from app.errors import BadRequestError, TooLargeError
 from app.input_limits import check_json_depth
 
@@ -45,25 +44,6 @@ def _service(app: FastAPI) -> BatchService:
             )
             app.state.batch = service
         return service
-
-
-def require_api_key(request: Request) -> None:
-    """Refuse requests without a configured API key (when ``api_keys`` is set)."""
-    keys = list(getattr(request.app.state.settings, "api_keys", []) or [])
-    if not keys:
-        return
-    given = request.headers.get("x-api-key", "").strip()
-    authorization = request.headers.get("authorization", "")
-    if not given and authorization[:7].lower() == "bearer ":
-        given = authorization[7:].strip()
-    if not given:
-        raise HTTPException(
-            status_code=401,
-            detail="an API key is required: send it as X-API-Key or Authorization: Bearer",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    if not any(hmac.compare_digest(given.encode(), key.encode()) for key in keys):
-        raise HTTPException(status_code=403, detail="the API key is not valid")
 
 
 @asynccontextmanager

@@ -46,6 +46,7 @@ from app.dependencies import (
     histogram_params,
     mosaic_service,
     post_process,
+    require_api_key,
     statistics_params,
 )
 from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
@@ -195,8 +196,12 @@ def _search_document(request: Request, record: SearchRecord) -> dict[str, Any]:
 @router.post(
     "/register",
     summary="Register a STAC search as a mosaic",
+    # A persistent write: like the batch endpoints, it needs a key when api_keys is set.
+    dependencies=[Depends(require_api_key)],
     responses={
         200: {"description": "The search id and its links."},
+        401: {"description": "`api_keys` is set and no API key was sent."},
+        403: {"description": "The API key is not one of `api_keys`."},
         400: {"description": "A bad search or metadata; the message names the parameter."},
         413: {"description": "The search matches more than `mosaic_max_search_items` items."},
     },

@@ -29,7 +29,7 @@ from rasterio.windows import Window
 from app import sentinel2
 from app.errors import TerratilerError
 from app.redirects import resolve_redirects
-from app.security import SOURCE_DRIVER, check_source
+from app.security import SOURCE_DRIVER, check_source, redact_source
 from app.stats.grid import PixelGrid
 
 
@@ -154,6 +154,11 @@ class SceneReader:
         except TerratilerError as error:
             raise SceneReadError(f"item '{item.id}' asset '{item_key}': {error.message}") from None
 
+    def _read_failed(self, item: pystac.Item, key: str, source: str, error: Exception) -> str:
+        # GDAL names the file: shown relative to its allowed folder, not as a server path.
+        reason = redact_source(str(error), source, self.allowed)
+        return f"item '{item.id}' asset '{key}': read failed: {reason}"
+
     def asset_georeference(self, item: pystac.Item, key: str) -> tuple[str, Affine]:
         """(CRS, transform) of an asset: from its STAC metadata, else from the file."""
         cached = self._grids.get((item.id, key))
@@ -170,7 +175,7 @@ class SceneReader:
                 crs = crs or dataset.crs.to_string()
                 transform = transform or dataset.transform
             except (RasterioError, OSError) as error:
-                raise SceneReadError(f"item '{item.id}' asset '{item_key}': {error}") from None
+                raise SceneReadError(self._read_failed(item, item_key, source, error)) from None
         self._grids[(item.id, key)] = (crs, transform)
         return crs, transform
 
@@ -224,7 +229,9 @@ class SceneReader:
                 lookup = cells.lookup(dataset.transform, dataset.height, dataset.width)
                 values = lookup.sample(dataset, subset)
             except (RasterioError, OSError) as error:
-                raise SceneReadError(f"item '{scene.id}' asset '{item_key}': {error}") from None
+                raise SceneReadError(
+                    self._read_failed(scene.item, item_key, source, error)
+                ) from None
             scale, offset = sentinel2.scale_offset(scene.item, item_key)
             if (scale, offset) != (1.0, 0.0):
                 values = sentinel2.harmonize(values, scale, offset)
