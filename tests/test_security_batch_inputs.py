@@ -105,8 +105,10 @@ class Recorder:
         return app
 
     def record(self, request: Request) -> None:
+        # A ranged request is the service's redirect check (app.redirects), not a download.
+        ranged = " (range)" if "range" in request.headers else ""
         with self.lock:
-            self.paths.append(request.url.path)
+            self.paths.append(request.url.path + ranged)
 
     def take(self) -> list[str]:
         with self.lock:
@@ -518,17 +520,25 @@ def test_http_features_are_fetched_once_without_redirects(client, recorder) -> N
     good = analysed(client, job_body(f"{recorder.url}/public/fields.geojson"))
     assert good["status"] == "ANALYSIS_DONE", good
     assert good["analysis"]["featureCount"] == len(json.loads(recorder.geojson)["features"])
-    assert recorder.take() == ["/public/fields.geojson"]
+    # The redirect check at creation asks for one byte; the file is downloaded once.
+    assert recorder.take() == ["/public/fields.geojson (range)", "/public/fields.geojson"]
 
-    redirected = analysed(client, job_body(f"{recorder.url}/public/redirect.geojson"))
-    assert redirected["status"] == "FAILED"
-    assert redirected["error"] == (
+    # A redirect out of the allowed prefix is refused when the job is created.
+    response = client.post(
+        "/batch/statistics", json=job_body(f"{recorder.url}/public/redirect.geojson")
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["detail"].startswith(
+        f"input.features: {recorder.url}/public/redirect.geojson redirects to"
+    )
+    assert recorder.take() == ["/public/redirect.geojson (range)"]  # never /secret/...
+    # A redirect met when the file is read (after the check) is not followed either.
+    with pytest.raises(UpstreamError) as raised:
+        read_features(f"{recorder.url}/public/redirect.geojson")
+    assert raised.value.message == (
         f"input.features: '{recorder.url}/public/redirect.geojson' answered with a redirect "
         "(HTTP 302); redirects are not followed: give the final URL"
     )
-    assert recorder.take() == ["/public/redirect.geojson"]  # never /secret/...
-    with pytest.raises(UpstreamError):
-        read_features(f"{recorder.url}/public/redirect.geojson")
     assert recorder.take() == ["/public/redirect.geojson"]
 
 
@@ -558,7 +568,8 @@ def test_bodies_over_the_upload_limit_are_refused_before_they_are_read(small_cli
     assert response.json()["detail"] == (
         f"body: {len(big)} bytes, over the limit batch_max_upload_mb=1"
     )
-    # Within the body allowance but a file over the limit: refused on the file's size.
+    # A file just over the limit: the body carrying it is over it too, refused as it streams
+    # (the router's own check of the file's size backs this up for other callers).
     body = job_body(None)
     del body["input"]["features"]
     file = b"x" * (1024 * 1024 + 1)
@@ -568,8 +579,9 @@ def test_bodies_over_the_upload_limit_are_refused_before_they_are_read(small_cli
         files={"features": ("f.geojson", file)},
     )
     assert response.status_code == 413
+    declared = int(response.request.headers["content-length"])
     assert response.json()["detail"] == (
-        f"features: {len(file)} bytes, over the limit batch_max_upload_mb=1"
+        f"body: {declared} bytes, over the limit batch_max_upload_mb=1"
     )
 
 
