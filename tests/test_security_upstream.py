@@ -370,9 +370,7 @@ def test_a_stac_item_redirecting_only_after_the_check_is_not_followed(
 ) -> None:
     response = redirect_client.get(f"/stac/info?url={origin_a.url}/flip.json&assets=red")
     assert response.status_code == 502, response.text
-    assert response.json()["detail"] == (
-        f"url: '{origin_a.url}/flip.json' answered 302"
-    )
+    assert response.json()["detail"] == f"url: '{origin_a.url}/flip.json' answered 302"
     assert origin_b.count() == 0
 
 
