@@ -561,3 +561,40 @@ def test_statistics_within_the_budget_still_work(client, scene_reads):
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "OK"
     assert scene_reads
+
+
+@pytest.fixture
+def paddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``padding`` of every rio-tiler ``part`` read during a test."""
+    seen: list[int] = []
+    original = rio_tiler.reader.part
+
+    def spying(*args, **kwargs):
+        seen.append(kwargs.get("padding") or 0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rio_tiler.reader, "part", spying)
+    return seen
+
+
+@pytest.mark.parametrize("prefix", ["cog", "item"])
+def test_padding_is_dropped_where_it_would_warp_the_data_at_full_resolution(
+    client, item, cog, tile, paddings, prefix
+):
+    # A padded zoom-0 tile was a WarpedVRT window of the whole world at the band's own
+    # resolution (no overviews): 25-67 s of GDAL for one request. Near the data's
+    # resolution (zoom 14) the padding is kept; at zoom 0 the tile is read without it.
+    base = (
+        f"/cog/tiles/WebMercatorQuad/{{}}.npy?url={cog}&padding=2"
+        if prefix == "cog"
+        else f"{ITEMS}/{item['id']}/tiles/WebMercatorQuad/{{}}.npy?assets=red&padding=2"
+    )
+    near = client.get(base.format(tile))
+    assert near.status_code == 200, near.text
+    assert paddings == [2]
+    paddings.clear()
+    far = client.get(base.format("0/0/0"))
+    assert far.status_code == 200, far.text
+    assert paddings == [0]
+    unpadded = client.get(base.format("0/0/0").replace("&padding=2", ""))
+    assert unpadded.content == far.content
