@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.settings import check_public_url
+
 #: Content types whose bodies may hold links (images, GeoTIFFs, NumPy arrays do not).
 _TEXTUAL = (
     b"application/json",
@@ -34,21 +36,6 @@ _TEXTUAL = (
 MAX_INSPECTED_BYTES = 1024 * 1024
 #: Cache-Control directives already keeping a response out of shared caches.
 _NOT_SHARED = ("private", "no-store")
-
-
-def check_public_url(value: str) -> str:
-    """``value`` as a base URL: ``http(s)://host[:port][/prefix]``, no trailing slash.
-
-    Raises:
-        ValueError: Not an http(s) URL with a host, or with a query, fragment or user.
-
-    """
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"public_url: {value!r} is not an http(s):// URL with a host")
-    if parts.query or parts.fragment or "@" in parts.netloc:
-        raise ValueError(f"public_url: {value!r} must have no query, fragment or user")
-    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 class PublicURLMiddleware:

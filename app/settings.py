@@ -2,6 +2,7 @@
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -15,7 +16,6 @@ from app.input_limits import (
     DEFAULT_MAX_SEARCH_LIST_ITEMS,
     DEFAULT_MAX_VERTICES,
 )
-from app.public_links import check_public_url
 from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
@@ -26,6 +26,21 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def check_public_url(value: str) -> str:
+    """``value`` as a base URL: ``http(s)://host[:port][/prefix]``, no trailing slash.
+
+    Raises:
+        ValueError: Not an http(s) URL with a host, or with a query, fragment or user.
+
+    """
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"public_url: {value!r} is not an http(s):// URL with a host")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(f"public_url: {value!r} must have no query, fragment or user")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
 class Settings(BaseSettings):
