@@ -2,9 +2,12 @@
 
 import logging
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -144,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         connect_timeout=settings.gdal_http_connect_timeout,
     )
     app = FastAPI(
+        lifespan=_lifespan,
         title="terratiler",
         version=__version__,
         description="STAC + COG tiles, crops, band math and statistics for Sentinel-2.",
@@ -230,6 +234,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # else reads it.
     app.add_middleware(RequestLimitMiddleware, limits=RequestLimits.from_settings(settings))
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Sync endpoints run on anyio's worker threads: their number is how many requests read
+    # and compute at once, and so what a worker's memory settles at under load
+    # (bench/soak.py: ~100 MB retained per concurrent Statistical API request).
+    limiter = to_thread.current_default_thread_limiter()
+    limiter.total_tokens = app.state.settings.request_threads
+    yield
 
 
 def _rio_tiler_error(request: Request, exc: Exception) -> JSONResponse:

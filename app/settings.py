@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     dataset_pool_size: int = DEFAULT_MAX_IDLE  # idle open datasets per process (0: none)
     dataset_pool_remote_ttl: float = DEFAULT_REMOTE_TTL  # seconds a remote dataset is reused
     reader_threads: int = DEFAULT_READER_THREADS  # per process and pool (remote assets; items)
+    # Requests computed at once per process (anyio's worker threads; more wait for one).
+    # Memory under load settles near caches + request_threads x a request's working set.
+    request_threads: int = 40
     # zlib level of PNG tiles and crops, 1..9 (app.rendering: level 1 is ~3x faster to
     # encode than 6 for ~10 % more bytes).
     png_zlevel: int = DEFAULT_PNG_ZLEVEL

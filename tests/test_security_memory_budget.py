@@ -598,3 +598,18 @@ def test_padding_is_dropped_where_it_would_warp_the_data_at_full_resolution(
     assert paddings == [0]
     unpadded = client.get(base.format("0/0/0").replace("&padding=2", ""))
     assert unpadded.content == far.content
+
+
+def test_request_threads_bounds_the_requests_computed_at_once(demo_settings):
+    # Memory under load settles near caches + concurrent requests x their working set
+    # (bench/soak.py): request_threads is anyio's worker-thread limit, set at start-up.
+    from anyio import to_thread
+
+    app = create_app(demo_settings.model_copy(update={"request_threads": 3}))
+
+    @app.get("/_threads")
+    async def threads() -> int:
+        return to_thread.current_default_thread_limiter().total_tokens
+
+    with TestClient(app) as test_client:
+        assert test_client.get("/_threads").json() == 3
