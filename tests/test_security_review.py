@@ -1,0 +1,110 @@
+"""An independent attack on the merged security work of issue 12: what the pieces missed.
+
+Each test reproduces a defect found after the merge (a 500 on user input, a Host link kept
+public, a memory bound sidestepped) through the real app, and pins the fixed behaviour.
+"""
+
+import json
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+from rasterio.warp import transform
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP_MESSAGE = "body: nested 100000 levels deep, over the limit max_json_depth=48"
+
+
+@pytest.fixture(scope="module")
+def cog(demo_dir: Path) -> str:
+    """An allowed COG of the demo catalog."""
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    href = next(a["href"] for a in item["assets"].values() if a["href"].endswith(".tif"))
+    return str((demo_dir / "items" / href).resolve())
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "path", ["/cog/feature?url={cog}", "/cog/statistics?url={cog}", "/statistics"]
+)
+def test_a_deep_body_of_a_non_json_content_type_is_a_400(client, cog, path, content_type):
+    # RequestLimitMiddleware checks the nesting of JSON content types only; the geometry
+    # check (GeometryBody) then json.loads'ed any body: RecursionError, a 500.
+    r = client.post(path.format(cog=cog), content=DEEP, headers={"content-type": content_type})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": DEEP_MESSAGE}
+
+
+def test_a_shallow_body_of_a_non_json_content_type_is_still_fastapis_422(client, cog):
+    r = client.post(
+        f"/cog/feature?url={cog}", content=b"[[1]]", headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 422, r.text
+
+
+@pytest.mark.parametrize(
+    "path, location",
+    [
+        ("/searches/", "http://evil.example/searches"),
+        ("/tileMatrixSets/", "http://evil.example/tileMatrixSets"),
+        ("/cog/info/?url=x", "http://evil.example/cog/info?url=x"),
+    ],
+)
+def test_a_redirect_to_the_request_host_is_not_publicly_cached(client, path, location):
+    # redirect_slashes builds Location from the Host header; with Cache-Control public a
+    # shared cache served the forged host's redirect to every user for an hour.
+    r = client.get(path, headers={"host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 307
+    assert r.headers["location"] == location
+    assert r.headers["cache-control"] == "private"
+    assert r.headers["vary"] == "Host"
+
+
+# A WebMercator COG: tiles of WebMercatorQuad read it without a WarpedVRT. Its origin is
+# off the tile grid, so rio-tiler pads (an aligned window is read unpadded).
+MERCATOR_ORIGIN = (1_000_003.3, 6_000_007.7)
+MERCATOR_RES = 9.0
+
+
+@pytest.fixture(scope="module")
+def mercator_cog(demo_settings) -> str:
+    path = Path(demo_settings.data_dir) / "review-mercator.tif"
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint16",
+        "count": 1,
+        "width": 512,
+        "height": 512,
+        "crs": "EPSG:3857",
+        "transform": from_origin(*MERCATOR_ORIGIN, MERCATOR_RES, MERCATOR_RES),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "nodata": 0,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.arange(1, 512 * 512 + 1, dtype="uint32").reshape(1, 512, 512) % 60000 + 1)
+    return str(path)
+
+
+def test_padding_without_a_warp_is_bounded_by_max_output_pixels(
+    client, demo_settings, mercator_cog, paddings
+):
+    # Without a WarpedVRT (the data already in the tile's CRS) rio-tiler reads the padded
+    # tile into one (256 + 2p)^2 array: padding=20000 asked for 1.6 G pixels. Over
+    # max_output_pixels the padding is dropped, as for warped tiles.
+    x = MERCATOR_ORIGIN[0] + 256 * MERCATOR_RES
+    y = MERCATOR_ORIGIN[1] - 256 * MERCATOR_RES
+    (lon,), (lat,) = transform("EPSG:3857", "EPSG:4326", [x], [y])
+    tile = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 14)
+    base = f"/cog/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.npy?url={mercator_cog}"
+    # The largest padding whose padded 256 px tile fits max_output_pixels, and one over.
+    fits = (int(demo_settings.max_output_pixels**0.5) - 256) // 2
+    for padding, expected in ((2, 2), (fits, fits), (fits + 1, 0)):
+        r = client.get(f"{base}&padding={padding}")
+        assert r.status_code == 200, r.text
+        assert paddings == [expected]
+        paddings.clear()
