@@ -4,15 +4,26 @@ Each test reproduces a defect found after the merge (a 500 on user input, a Host
 public, a memory bound sidestepped) through the real app, and pins the fixed behaviour.
 """
 
+import base64
 import json
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import morecantile
 import numpy as np
 import pytest
 import rasterio
+from fastapi.testclient import TestClient
+from harness.stubapi import Recorded, StubResponse, StubServer, landing_page
 from rasterio.transform import from_origin
 from rasterio.warp import transform
+
+from app.catalog import SearchQuery
+from app.catalog.stacapi import StacApiCatalog
+from app.errors import BadRequestError
+from app.main import create_app
+from app.settings import Settings
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_MESSAGE = "body: nested 100000 levels deep, over the limit max_json_depth=48"
@@ -108,3 +119,57 @@ def test_padding_without_a_warp_is_bounded_by_max_output_pixels(
         assert r.status_code == 200, r.text
         assert paddings == [expected]
         paddings.clear()
+
+
+def _deep_item_server(request: Recorded, server: StubServer) -> StubResponse:
+    if request.path == "/deep.json":
+        return StubResponse(200, DEEP, {"Content-Type": "application/json"})
+    if request.path == "/deep-member.json":
+        body = b'{"type": "Feature", "properties": ' + DEEP + b"}"
+        return StubResponse(200, body, {"Content-Type": "application/json"})
+    return StubResponse(404, "no such file")
+
+
+@pytest.fixture(scope="module")
+def deep_items(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, str, Path]]:
+    """A service allowing a loopback server and a folder that both hold deep JSON."""
+    folder = tmp_path_factory.mktemp("deep-items")
+    (folder / "deep.json").write_bytes(DEEP)
+    with StubServer(_deep_item_server) as server:
+        settings = Settings(
+            catalog=str(tmp_path_factory.mktemp("no-catalog")),
+            data_dir=tmp_path_factory.mktemp("data"),
+            allowed_sources=[f"{server.url}/", str(folder)],
+            allow_private_sources=True,
+        )
+        yield TestClient(create_app(settings)), server.url, folder
+
+
+@pytest.mark.parametrize("where", ["{server}/deep.json", "{server}/deep-member.json", "{folder}"])
+@pytest.mark.parametrize("path", ["/stac/assets", "/stac/WebMercatorQuad/tilejson.json"])
+def test_a_stac_item_url_holding_deep_json_is_a_400(deep_items, where, path):
+    # rio-tiler's fetch json-decodes the document whole: RecursionError, a 500.
+    client, server, folder = deep_items
+    url = where.format(server=server, folder=f"{folder}/deep.json")
+    r = client.get(path, params={"url": url})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": f"url: '{url}' is not a STAC item (JSON nested too deep)"}
+
+
+def test_a_page_token_of_deep_json_is_refused_as_a_token():
+    # A STAC API catalog's page token is zlib-compressed JSON: 100 000 "[" fit in a
+    # 200-character token, and decoding it was a RecursionError (a 500 on /catalog/search).
+    token = base64.urlsafe_b64encode(zlib.compress(DEEP)).decode().rstrip("=")
+    assert len(token) < 1000
+
+    def handle(request: Recorded, server: StubServer) -> StubResponse:
+        if request.path in ("", "/"):
+            return StubResponse(200, landing_page(server.url))
+        return StubResponse(404, {"description": "no such thing"})
+
+    with StubServer(handle) as server:
+        catalog = StacApiCatalog(server.url)
+        with pytest.raises(BadRequestError) as refused:
+            catalog.search_page(SearchQuery(token=token))
+        assert refused.value.message == "token: not a valid page token of this catalog"
+        assert server.count(path="/search") == 0
