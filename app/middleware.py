@@ -24,6 +24,7 @@ from rasterio.crs import CRS
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.asgi_paths import route_path
 from app.dependencies import mosaic_service
 from app.errors import NotFoundError, TerratilerError
 from app.expressions import get_preset
@@ -78,7 +79,7 @@ class PresetMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Rewrite the query string of HTTP requests that carry ``preset=``."""
-        if scope["type"] == "http" and scope["path"].startswith(_PRESET_PREFIXES):
+        if scope["type"] == "http" and route_path(scope).startswith(_PRESET_PREFIXES):
             query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
             presets = [v for k, v in query if k == "preset"]
             if presets:
@@ -123,7 +124,7 @@ class SearchDefaultsMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Add the search's defaults to the query string (unknown searches pass as they are)."""
-        if scope["type"] == "http" and (match := _SEARCH_LAYER.match(scope["path"])):
+        if scope["type"] == "http" and (match := _SEARCH_LAYER.match(route_path(scope))):
             service = mosaic_service(scope["app"].state)
             try:
                 record = await to_thread.run_sync(service.get, match["id"])

@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.asgi_paths import route_path
 from app.errors import BadRequestError
 from app.input_limits import check_json_depth
 
@@ -106,7 +107,7 @@ class RequestLimitMiddleware:
             status, detail = refusal
             await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
             return
-        limit, setting = self.limits.body_limit(scope["path"])
+        limit, setting = self.limits.body_limit(route_path(scope))
         if _is_json(scope):
             await self._json(scope, receive, send, limit, setting)
         else:
@@ -126,7 +127,7 @@ class RequestLimitMiddleware:
         detail = self._query_json_error(scope["query_string"])
         if detail is not None:
             return 400, detail
-        limit, setting = limits.body_limit(scope["path"])
+        limit, setting = limits.body_limit(route_path(scope))
         length = (_header(scope, b"content-length") or "").strip()
         if length.isdigit() and int(length) > limit:
             # Refused before reading: the client may stop sending.

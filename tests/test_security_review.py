@@ -10,12 +10,14 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import morecantile
 import numpy as np
 import pytest
 import rasterio
 from fastapi.testclient import TestClient
 from harness.stubapi import Recorded, StubResponse, StubServer, landing_page
+from live_server import live_server
 from rasterio.transform import from_origin
 from rasterio.warp import transform
 
@@ -173,3 +175,68 @@ def test_a_page_token_of_deep_json_is_refused_as_a_token():
             catalog.search_page(SearchQuery(token=token))
         assert refused.value.message == "token: not a valid page token of this catalog"
         assert server.count(path="/search") == 0
+
+
+@pytest.fixture(scope="module")
+def under_root_path(demo_settings) -> Iterator[str]:
+    """The service under ``--root-path /tt`` (a real uvicorn: it puts /tt in the path)."""
+    settings = demo_settings.model_copy(update={"max_body_bytes": 1024})
+    with live_server(create_app(settings), root_path="/tt") as url:
+        yield url
+
+
+def test_under_a_root_path_batch_jobs_are_not_publicly_cached(under_root_path):
+    # CacheControlMiddleware's exclude_path matched /batch/ on the full path, /tt/batch/...:
+    # job documents (API-keyed when api_keys is set) were public, max-age=3600.
+    r = httpx.get(f"{under_root_path}/batch/statistics", trust_env=False, timeout=30)
+    assert r.status_code == 200, r.text
+    assert "cache-control" not in r.headers
+    assert r.headers["vary"] == "Host"
+
+
+def test_under_a_root_path_batch_bodies_have_the_batch_limit(under_root_path):
+    # The body limit chose batch_max_upload_mb by the path's /batch/ prefix: under a root
+    # path every batch upload over max_body_bytes (here 1024) was a 413.
+    body = {"input": {"features": {"type": "FeatureCollection", "features": []}}, "x": "y" * 4096}
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    r = httpx.post(
+        f"{under_root_path}/batch/statistics", content=payload, headers=headers, trust_env=False
+    )
+    assert r.status_code == 422, r.text
+    other = httpx.post(
+        f"{under_root_path}/statistics", content=payload, headers=headers, trust_env=False
+    )
+    assert other.status_code == 413
+    assert other.json()["detail"] == (
+        f"body: {len(payload)} bytes, over the limit max_body_bytes=1024"
+    )
+
+
+def test_under_a_root_path_presets_are_expanded(under_root_path, demo_dir):
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    west, south, east, north = item["bbox"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, 14)
+    path = f"/collections/{item['collection']}/items/{item['id']}/tiles/WebMercatorQuad"
+    r = httpx.get(
+        f"{under_root_path}{path}/14/{tile.x}/{tile.y}.png?preset=ndvi", trust_env=False, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png"
+
+
+def test_under_a_root_path_search_defaults_are_applied(under_root_path, demo_dir):
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    registered = httpx.post(
+        f"{under_root_path}/searches/register",
+        json={"collections": [item["collection"]], "metadata": {"defaults": {"assets": "red"}}},
+        trust_env=False,
+        timeout=60,
+    )
+    assert registered.status_code == 200, registered.text
+    west, south, east, north = item["bbox"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile((west + east) / 2, (south + north) / 2, 14)
+    path = f"/searches/{registered.json()['id']}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.npy"
+    r = httpx.get(f"{under_root_path}{path}", trust_env=False, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/x-binary"
