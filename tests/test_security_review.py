@@ -58,6 +58,35 @@ def test_a_shallow_body_of_a_non_json_content_type_is_still_fastapis_422(client,
     assert r.status_code == 422, r.text
 
 
+# U+0122 is the bytes 22 01 in UTF-16-LE: a byte scan for '"' saw a string close inside it.
+HIDDEN = '["\u0122", ' + "[" * 5000 + "]" * 5000 + ', "\u0122"]'
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32-be"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain"])
+@pytest.mark.parametrize("path", ["/cog/feature?url={cog}", "/statistics", "/catalog/search"])
+def test_a_deep_body_in_utf16_or_utf32_is_a_400(client, cog, path, content_type, encoding):
+    # json.loads(bytes) reads UTF-16 and UTF-32; the nesting was counted on the raw bytes,
+    # where a string's character could end the string early and hide what followed.
+    r = client.post(
+        path.format(cog=cog),
+        content=HIDDEN.encode(encoding),
+        headers={"content-type": content_type},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": "body: nested 5001 levels deep, over the limit max_json_depth=48"}
+
+
+def test_a_shallow_utf16_search_body_is_still_read(client):
+    r = client.post(
+        "/catalog/search",
+        content=json.dumps({"limit": 1}).encode("utf-16"),
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 200, r.text
+    assert len(r.json()["features"]) == 1
+
+
 @pytest.mark.parametrize(
     "path, location",
     [
