@@ -269,3 +269,37 @@ def test_under_a_root_path_search_defaults_are_applied(under_root_path, demo_dir
     r = httpx.get(f"{under_root_path}{path}", trust_env=False, timeout=60)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/x-binary"
+
+
+@pytest.fixture(scope="module")
+def keyed(demo_settings) -> Iterator[TestClient]:
+    """The service with an API key and a 1 KiB body limit (batch uploads: 1 MiB)."""
+    settings = demo_settings.model_copy(
+        update={"api_keys": ["k1"], "max_body_bytes": 1024, "batch_max_upload_mb": 1}
+    )
+    yield TestClient(create_app(settings))
+
+
+@pytest.mark.parametrize("action", ["start", "stop", "analyse", "retry-failed"])
+def test_batch_job_actions_take_the_plain_body_limit(keyed, action):
+    # Every /batch/ path took batch_max_upload_mb; the actions read no body, yet the
+    # middleware held (and scanned) up to that many bytes of one, before any key check.
+    r = keyed.post(
+        f"/batch/statistics/no-such-job/{action}",
+        content=b"[" + b"0," * 2047 + b"0",  # 4096 bytes
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413, r.text
+    assert r.json() == {"detail": "body: 4096 bytes, over the limit max_body_bytes=1024"}
+
+
+def test_a_batch_job_body_is_not_read_before_the_api_key_is_checked(keyed):
+    # The middleware parsed a job's JSON body (its nesting) before the route asked for a
+    # key: a client without one got the body read, here a 400 about its nesting.
+    headers = {"content-type": "application/json"}
+    r = keyed.post("/batch/statistics", content=b"[" * 100 + b"]" * 100, headers=headers)
+    assert r.status_code == 401, r.text
+    keyed_headers = {**headers, "X-API-Key": "k1"}
+    r = keyed.post("/batch/statistics", content=b"[" * 100 + b"]" * 100, headers=keyed_headers)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": "body: nested 100 levels deep, over the limit max_json_depth=48"}
