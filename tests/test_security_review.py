@@ -9,6 +9,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import morecantile
@@ -303,3 +304,84 @@ def test_a_batch_job_body_is_not_read_before_the_api_key_is_checked(keyed):
     r = keyed.post("/batch/statistics", content=b"[" * 100 + b"]" * 100, headers=keyed_headers)
     assert r.status_code == 400, r.text
     assert r.json() == {"detail": "body: nested 100 levels deep, over the limit max_json_depth=48"}
+
+
+CRS_REFUSED = "not an AUTHORITY:CODE, OGC CRS URN or URL, WKT or PROJJSON (no other URLs or files)"
+CRS_FILES = "names a grid, init or parameter file"
+
+
+@pytest.fixture(scope="module")
+def crs_host() -> Iterator[StubServer]:
+    """A loopback server that answers any request with a WKT CRS (and counts requests)."""
+    wkt = 'GEOGCS["x",DATUM["y",SPHEROID["z",6378137,298.257]],PRIMEM["G",0],UNIT["deg",0.01]]'
+    with StubServer(lambda request, server: StubResponse(200, wkt)) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("{host}/crs.wkt", CRS_REFUSED),
+        ("/vsicurl/{host}/crs.wkt", CRS_REFUSED),
+        ("/etc/hostname", CRS_REFUSED),
+        ("+proj=longlat +nadgrids=/etc/hostname", CRS_FILES),
+        ("+init=/etc/hostname:x", CRS_FILES),
+    ],
+)
+@pytest.mark.parametrize("where", ["dst_crs", "coord_crs", "dst%5Fcrs", "statistics"])
+def test_a_crs_naming_a_url_or_file_is_refused_before_gdal_or_proj(
+    client, cog, demo_dir, crs_host, value, reason, where
+):
+    # GDAL's OSRSetFromUserInput fetches URLs and reads files it is given as a CRS:
+    # dst_crs=http://<any host>/ sent 4 requests there (coord_crs 9), past allowed_sources;
+    # +nadgrids=<file> made PROJ open the file (a 500 on /cog/bbox).
+    value = value.format(host=crs_host.url)
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    west, south, east, north = item["bbox"]
+    if where == "statistics":
+        bounds = {"bbox": item["bbox"], "properties": {"crs": value}}
+        r = client.post("/statistics", json=_statistics_request(item, bounds))
+        expected = f"input.bounds.properties.crs: '{value}' refused: {reason}"
+    else:
+        path = f"/cog/point/{west},{south}" if where == "coord_crs" else "/cog/bbox/0,0,1,1.png"
+        query = f"url={cog}&{where}={quote(value)}"
+        r = client.get(f"{path}?{query}")
+        expected = f"{where.replace('%5F', '_')}: {reason}"
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": expected}
+    assert crs_host.requests == []
+
+
+def _statistics_request(item: dict, bounds: dict) -> dict:
+    return {
+        "input": {"data": [{"type": item["collection"]}], "bounds": bounds},
+        "aggregation": {
+            "timeRange": {"from": "2023-01-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"},
+            "aggregationInterval": {"of": "P1D"},
+            "outputs": {"red": {"expression": "red"}},
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "crs", ["EPSG:4326", "http://www.opengis.net/def/crs/EPSG/0/4326", "urn:ogc:def:crs:EPSG::4326"]
+)
+def test_crs_names_and_ogc_uris_are_still_read(client, cog, demo_dir, crs):
+    item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
+    west, south, east, north = item["bbox"]
+    x, y = (west + east) / 2, (south + north) / 2
+    r = client.get(f"/cog/point/{x},{y}?url={cog}&coord_crs={quote(crs)}")
+    assert r.status_code == 200, r.text
+    bounds = {"bbox": item["bbox"], "properties": {"crs": crs}}
+    stats = client.post("/statistics", json=_statistics_request(item, bounds))
+    assert stats.status_code == 200, stats.text
+
+
+@pytest.mark.parametrize("query", ["maxzoo%6D=1000", "maxzoom=%2B1000", "maxzoom=1000.0"])
+def test_zoom_bounds_hold_for_every_spelling_titiler_reads(client, cog, query):
+    # The check matched the raw "zoom=" and digits only; titiler (pydantic) reads a
+    # percent-encoded name, "+1000" and "1000.0" as maxzoom=1000 all the same.
+    r = client.get(f"/cog/WebMercatorQuad/tilejson.json?url={cog}&{query}")
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("maxzoom: ")
+    assert r.json()["detail"].endswith("is not a zoom level of any tile matrix set (-10..28)")
