@@ -25,6 +25,7 @@ from app.catalog import Catalog
 from app.db import engine_from_settings
 from app.errors import BadRequestError
 from app.geometry_limits import check_geometry
+from app.input_limits import check_json_depth
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.redirects import resolve_redirects
 from app.request_checks import check_histogram, check_percentiles
@@ -265,14 +266,17 @@ class GeometryBody:
     path: str = ""
 
     async def __call__(self, request: Request) -> None:
-        """Refuse (413) a body whose geometry is over a limit."""
+        """Refuse (413) a body whose geometry is over a limit, (400) one nested too deep."""
+        settings = request.app.state.settings
+        # RequestLimitMiddleware checks the nesting of JSON content types only; a deep body
+        # sent as text/plain (or any other type) reached json.loads here: RecursionError, 500.
+        check_json_depth(await request.body(), settings.max_json_depth)
         try:
             value: Any = await request.json()
         except ValueError:  # not JSON (UnicodeDecodeError too): FastAPI's 422 says so
             return
         for key in self.path.split(".") if self.path else ():
             value = value.get(key) if isinstance(value, dict) else None
-        settings = request.app.state.settings
         check_geometry(
             value,
             self.path or "body",

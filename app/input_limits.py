@@ -92,6 +92,10 @@ def json_depth(data: bytes | str) -> int:
     """
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
+    elif (encoding := json.detect_encoding(data)).startswith(("utf-16", "utf-32")):
+        # json.loads(bytes) reads UTF-16/32 too: scanned as bytes, a string holding U+0122
+        # (bytes 22 01) closed a string early and hid any nesting after it from the count.
+        data = data.decode(encoding, "replace").encode("utf-8")
     brackets = _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
     depth = deepest = 0
     for start in range(0, len(brackets), _BLOCK):

@@ -22,6 +22,7 @@ from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
 from app import __version__, datasets, openapi, redirects
+from app.asgi_paths import under_any_root
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
 from app.db import engine_from_settings
@@ -214,7 +215,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CacheControlMiddleware,
             cachecontrol=settings.cache_control,
             cachecontrol_max_http_code=400,
-            exclude_path={r"/healthz", r"/metrics", r"/catalog.*", r"/batch/.*"},
+            # Matched on the full path: under uvicorn's --root-path too.
+            exclude_path={
+                under_any_root(path)
+                for path in (r"/healthz", r"/metrics", r"/catalog.*", r"/batch/.*")
+            },
         )
     app.add_middleware(PresetMiddleware)
     # Added after (so runs before) presets: a default preset is then expanded.

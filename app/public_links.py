@@ -84,6 +84,10 @@ class HostLinksMiddleware:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.add_vary_header("Host")
+                if b"://" + host in headers.get("location", "").encode("latin-1"):
+                    # A redirect built from the request (redirect_slashes: /searches/ ->
+                    # http://<Host>/searches) links to the Host in its header, no body.
+                    _keep_private(headers)
                 content_type = headers.get("content-type", "").encode("latin-1")
                 if content_type.startswith(_TEXTUAL) and message["status"] < 400:
                     length = headers.get("content-length", "")

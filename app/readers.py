@@ -194,8 +194,16 @@ class GTiffReader(Reader):
         """
         padding = int(kwargs["padding"])
         dst_crs = kwargs.get("dst_crs") or self.dataset.crs
-        if self.max_pixels is None or dst_crs == self.dataset.crs:
-            return padding  # no VRT: the padded window is read with overviews
+        if self.max_pixels is None:
+            return padding
+        if dst_crs == self.dataset.crs:
+            # No VRT: the padded window is read with overviews, but into one array of the
+            # padded output size: padding=20000 on a 256 px tile was a 1.6 G pixel array.
+            width, height = kwargs.get("width"), kwargs.get("height")
+            if width and height:
+                padded = (int(width) + 2 * padding) * (int(height) + 2 * padding)
+                return padding if padded <= self.max_pixels else 0
+            return padding
         bounds = bbox
         bounds_crs = kwargs.get("bounds_crs")
         if bounds_crs and bounds_crs != dst_crs:

@@ -14,7 +14,9 @@
   ``max_json_depth`` is a 400 naming the parameter.
 - JSON bodies (``application/json``, ``*+json``, or no content type) are read here in
   full (they are bounded by the limit, and every route parses them whole anyway) and
-  their nesting checked (``max_json_depth``, 400) before ``json.loads`` recurses on them.
+  their nesting checked (``max_json_depth``, 400) before ``json.loads`` recurses on them;
+  except a batch job's body (up to ``batch_max_upload_mb``), only counted here: its route
+  checks the API key before it reads the body, then the nesting itself.
 """
 
 import re
@@ -26,12 +28,16 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.asgi_paths import route_path
 from app.errors import BadRequestError
 from app.input_limits import check_json_depth
 
 MIB = 1024 * 1024
-#: Paths whose bodies take the batch upload limit instead of ``max_body_bytes``.
-BATCH_PREFIXES = ("/batch/",)
+#: The path whose bodies take the batch upload limit instead of ``max_body_bytes``: job
+#: creation only. The job actions take no body; under a "/batch/" prefix rule any client
+#: (no API key needed: keys are checked by the route, after this) could make the service
+#: hold batch_max_upload_mb (512 MiB) per request for the nesting check.
+BATCH_UPLOAD_PATH = "/batch/statistics"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # A query string that may carry JSON arrays or objects (raw or percent-encoded).
 _JSON_OPENER = re.compile(rb"[\[{]|%5[bB]|%7[bB]")
@@ -64,7 +70,7 @@ class RequestLimits:
 
     def body_limit(self, path: str) -> tuple[int, str]:
         """The body limit of ``path`` in bytes, and the setting it comes from."""
-        if path.startswith(BATCH_PREFIXES):
+        if path == BATCH_UPLOAD_PATH:
             return self.batch_max_upload_mb * MIB, f"batch_max_upload_mb={self.batch_max_upload_mb}"
         return self.max_body_bytes, f"max_body_bytes={self.max_body_bytes}"
 
@@ -106,8 +112,11 @@ class RequestLimitMiddleware:
             status, detail = refusal
             await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
             return
-        limit, setting = self.limits.body_limit(scope["path"])
-        if _is_json(scope):
+        path = route_path(scope)
+        limit, setting = self.limits.body_limit(path)
+        # A batch job's body is counted, not held here: the route checks the API key first,
+        # then the nesting of what it reads (app.routers.batch).
+        if _is_json(scope) and path != BATCH_UPLOAD_PATH:
             await self._json(scope, receive, send, limit, setting)
         else:
             await self.app(scope, _counting(receive, limit, setting), send)
@@ -126,7 +135,7 @@ class RequestLimitMiddleware:
         detail = self._query_json_error(scope["query_string"])
         if detail is not None:
             return 400, detail
-        limit, setting = limits.body_limit(scope["path"])
+        limit, setting = limits.body_limit(route_path(scope))
         length = (_header(scope, b"content-length") or "").strip()
         if length.isdigit() and int(length) > limit:
             # Refused before reading: the client may stop sending.

@@ -68,6 +68,10 @@ def _document(source: str, shown: str, fetch_options: dict[str, Any]) -> Any:
     except json.JSONDecodeError as error:
         why = f"not JSON: {error}"
         raise BadRequestError(_NOT_AN_ITEM.format(shown=shown, why=why)) from None
+    except RecursionError:
+        # rio-tiler's fetch json-decodes the whole document: nested too deep was a 500.
+        why = "JSON nested too deep"
+        raise BadRequestError(_NOT_AN_ITEM.format(shown=shown, why=why)) from None
     except httpx.TimeoutException:
         raise UpstreamTimeoutError(f"url: '{shown}' did not answer in time") from None
     except httpx.HTTPStatusError as error:

@@ -4,6 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import rio_tiler.reader
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -37,3 +38,17 @@ def client(demo_settings: Settings) -> Iterator[TestClient]:
     """
     with TestClient(create_app(demo_settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def paddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The ``padding`` of every rio-tiler ``part`` read during a test."""
+    seen: list[int] = []
+    original = rio_tiler.reader.part
+
+    def spying(*args, **kwargs):
+        seen.append(kwargs.get("padding") or 0)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(rio_tiler.reader, "part", spying)
+    return seen

@@ -38,12 +38,25 @@ class LiveServer:
         url: the base URL, e.g. ``http://127.0.0.1:54321`` (set by ``start``).
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", log_level: str = "warning"):
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        log_level: str = "warning",
+        root_path: str = "",
+    ):
         self.app = app
         self.host = host
         self.url = ""
+        # root_path: as ``terratiler serve --root-path`` (uvicorn puts it in scope["path"]).
         self._config = uvicorn.Config(
-            app, host=host, port=0, log_level=log_level, lifespan="on", access_log=False
+            app,
+            host=host,
+            port=0,
+            log_level=log_level,
+            lifespan="on",
+            access_log=False,
+            root_path=root_path,
         )
         self._server = uvicorn.Server(self._config)
         self._socket: socket.socket | None = None
@@ -106,7 +119,7 @@ def live_server(app: FastAPI, **kwargs: object) -> Iterator[str]:
 
     Args:
         app: the ASGI app, e.g. ``create_app(settings)``.
-        **kwargs: passed to :class:`LiveServer` (``host``, ``log_level``).
+        **kwargs: passed to :class:`LiveServer` (``host``, ``log_level``, ``root_path``).
 
     Yields:
         The base URL, e.g. ``http://127.0.0.1:54321``.

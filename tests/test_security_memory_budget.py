@@ -563,20 +563,6 @@ def test_statistics_within_the_budget_still_work(client, scene_reads):
     assert scene_reads
 
 
-@pytest.fixture
-def paddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The ``padding`` of every rio-tiler ``part`` read during a test."""
-    seen: list[int] = []
-    original = rio_tiler.reader.part
-
-    def spying(*args, **kwargs):
-        seen.append(kwargs.get("padding") or 0)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(rio_tiler.reader, "part", spying)
-    return seen
-
-
 @pytest.mark.parametrize("prefix", ["cog", "item"])
 def test_padding_is_dropped_where_it_would_warp_the_data_at_full_resolution(
     client, item, cog, tile, paddings, prefix

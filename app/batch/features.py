@@ -37,6 +37,7 @@ from pyproj.exceptions import CRSError
 
 from app.batch.gpkg import read_gpkg
 from app.batch.storage import Storage
+from app.crs_input import AUTHORITY_CODE, FILE_REFERENCES, WKT
 from app.errors import BadRequestError, TooLargeError, UpstreamError, UpstreamTimeoutError
 
 __all__ = ["FORMATS", "FeatureTable", "detect_format", "read_features"]
@@ -105,9 +106,6 @@ def detect_format(name: str | None, head: bytes = b"") -> str:
 
 # CRS text from a file may be AUTHORITY:CODE, WKT or PROJJSON, without what makes PROJ open
 # files: grid names (+nadgrids, +geoidgrids, PARAMETERFILE) and +init files.
-_AUTHORITY_CODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*:{1,2}[A-Za-z0-9_.]+$")
-_WKT = re.compile(r"^\s*[A-Z_]+(CS|CRS)\s*[\[(]", re.IGNORECASE)
-_FILE_REFERENCES = re.compile(r"nadgrids|geoidgrids|parameterfile|init\s*=", re.IGNORECASE)
 
 
 def _crs_name(crs: Any) -> str:
@@ -122,8 +120,8 @@ def _crs_name(crs: Any) -> str:
     text = json.dumps(crs) if isinstance(crs, dict) else crs
     if (
         not isinstance(text, str)
-        or _FILE_REFERENCES.search(text)
-        or not (isinstance(crs, dict) or _AUTHORITY_CODE.match(text) or _WKT.match(text))
+        or FILE_REFERENCES.search(text)
+        or not (isinstance(crs, dict) or AUTHORITY_CODE.match(text) or WKT.match(text))
     ):
         raise BadRequestError(
             "input.features: the CRS must be an AUTHORITY:CODE, WKT or PROJJSON "

@@ -806,7 +806,8 @@ class StacApiCatalog:
             if inflater.unconsumed_tail:
                 raise invalid
             data = json.loads(text)
-        except (binascii.Error, zlib.error, ValueError):
+        except (binascii.Error, zlib.error, ValueError, RecursionError):
+            # RecursionError: "[" x 100 000 compresses into a 200-character token (a 500).
             raise invalid from None
         if not isinstance(data, dict) or data.get("v") != _TOKEN_VERSION:
             raise invalid

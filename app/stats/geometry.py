@@ -14,6 +14,7 @@ import shapely.geometry
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
+from app.crs_input import crs_text_error
 from app.errors import BadRequestError, TooLargeError
 from app.geometry_limits import VERTICES_SETTING, check_geometry
 from app.stats.models import Bounds
@@ -31,6 +32,10 @@ def parse_crs(text: str) -> CRS:
         BadRequestError: Not a CRS pyproj knows.
 
     """
+    refusal = crs_text_error(text) if isinstance(text, str) else None
+    if refusal is not None:
+        # PROJ opens the grid and init files a CRS names (+nadgrids=/any/file).
+        raise BadRequestError(f"input.bounds.properties.crs: '{text}' refused: {refusal}")
     try:
         return CRS.from_user_input(text)
     except (CRSError, TypeError) as error:
