@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # Batch inputs (issue 12: features files are read without GDAL, app.batch.features).
     # Seconds an http(s) features URL has to answer; it is fetched once, redirects refused.
     batch_features_timeout: float = 30.0
+    # GeoJSON (a features file, or a JSON job request with inline features) is parsed whole,
+    # at ~15x its size in memory (10 MB peaked at 154 MB): bounded apart from
+    # batch_max_upload_mb; larger feature sets go as GeoPackage or GeoParquet.
+    batch_max_geojson_mb: int = 64
 
     # Upstream calls: bounded in time and concurrency; redirects checked hop by hop
     # (issue 12 items 6 and 7).

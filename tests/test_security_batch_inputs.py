@@ -39,6 +39,7 @@ from fastapi.testclient import TestClient
 from live_server import live_server
 from test_batch import job_body, wait_for
 
+import app.batch.features as features_module
 from app.batch.features import read_features
 from app.batch.states import JobState
 from app.errors import (
@@ -692,3 +693,62 @@ def test_resume_removes_temporaries_a_killed_consolidation_left(client, demo_dir
     table = pq.read_table(root / "results.parquet")
     assert table.equals(expected)
     assert np.asarray(table["id"]).tolist() == np.asarray(expected["id"]).tolist()
+
+
+@pytest.fixture(scope="module")
+def geojson_client(
+    demo_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """A service taking 8 MB uploads but only 1 MB of GeoJSON (no job runs)."""
+    settings = Settings(
+        catalog=str(demo_dir),
+        data_dir=tmp_path_factory.mktemp("geojson"),
+        batch_max_upload_mb=8,
+        batch_max_geojson_mb=1,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def _big_collection(demo_dir: Path, size: int) -> dict:
+    """The demo's fields, repeated until their GeoJSON is over ``size`` bytes."""
+    fields = json.loads((demo_dir / "fields.geojson").read_text())
+    one = len(json.dumps(fields["features"][0]))
+    fields["features"] = (fields["features"] * (size // one + 1))[: size // one + 1]
+    return fields
+
+
+def test_geojson_is_bounded_apart_from_uploads(geojson_client, demo_dir) -> None:
+    # GeoJSON is parsed whole (~15x its size in memory): 2 MB of it inline in a JSON body
+    # is refused although uploads may be 8 MB (a multipart form field is at most 1 MB).
+    message = "over the limit batch_max_geojson_mb=1 (GeoJSON is parsed whole)"
+    body = job_body(_big_collection(demo_dir, 2 * 1024 * 1024))
+    response = geojson_client.post("/batch/statistics", json=body)
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"].startswith("body: ")
+    assert message in response.json()["detail"]
+    response = geojson_client.post(
+        "/batch/statistics",
+        data={"request": json.dumps(body)},
+        files={"features": ("f.gpkg", (demo_dir / "fields.gpkg").read_bytes())},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"] == "Part exceeded maximum size of 1024KB."
+    # Within the limit, the same request is taken.
+    small = job_body(json.loads((demo_dir / "fields.geojson").read_text()))
+    assert geojson_client.post("/batch/statistics", json=small).status_code == 201
+
+
+def test_geojson_files_are_bounded_before_they_are_parsed(demo_dir, monkeypatch) -> None:
+    data = json.dumps(_big_collection(demo_dir, 2 * 1024 * 1024)).encode()
+    parsed: list[int] = []
+    monkeypatch.setattr(features_module, "_read_geojson", lambda *a, **k: parsed.append(1) or None)
+    with pytest.raises(TooLargeError) as raised:
+        read_features(data, name="f.geojson", max_geojson_bytes=1024 * 1024)
+    assert raised.value.message.startswith(f"input.features: {len(data)} bytes of GeoJSON")
+    assert "batch_max_geojson_mb=1" in raised.value.message
+    assert parsed == []
+    # GeoPackage and GeoParquet are not parsed whole: the GeoJSON bound does not apply.
+    gpkg = (demo_dir / "fields.gpkg").read_bytes()
+    table = read_features(gpkg, name="f.gpkg", max_geojson_bytes=16)
+    assert len(table) > 0

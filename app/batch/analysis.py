@@ -55,6 +55,7 @@ def load_features(source: dict[str, Any], storage: Storage, config: BatchConfig)
         name=source.get("name") or href,
         max_features=config.batch_max_features,
         max_bytes=config.batch_max_upload_mb * 1024 * 1024,
+        max_geojson_bytes=config.batch_max_geojson_mb * 1024 * 1024,
         timeout=config.batch_features_timeout,
     )
 

@@ -41,6 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "s3_endpoint_url": None,
     # Seconds an http(s) features URL has to answer (fetched once, redirects refused).
     "batch_features_timeout": 30.0,
+    # GeoJSON (a features file, or a JSON job request with inline features) is parsed whole,
+    # at about 15x its size in memory: a smaller bound than batch_max_upload_mb.
+    "batch_max_geojson_mb": 64,
 }
 
 
@@ -82,6 +85,7 @@ class BatchConfig:
     batch_seconds_per_feature_interval: float
     s3_endpoint_url: str | None
     batch_features_timeout: float
+    batch_max_geojson_mb: int
     data_dir: Path
     dask_scheduler: str | None
 

@@ -40,7 +40,7 @@ from app.batch.storage import Storage
 from app.crs_input import AUTHORITY_CODE, FILE_REFERENCES, WKT
 from app.errors import BadRequestError, TooLargeError, UpstreamError, UpstreamTimeoutError
 
-__all__ = ["FORMATS", "FeatureTable", "detect_format", "read_features"]
+__all__ = ["FORMATS", "FeatureTable", "detect_format", "geojson_too_large", "read_features"]
 
 IDENTIFIER = "identifier"
 DEFAULT_CRS = "EPSG:4326"
@@ -392,6 +392,7 @@ def read_features(
     name: str | None = None,
     max_features: int = 1_000_000,
     max_bytes: int | None = None,
+    max_geojson_bytes: int | None = None,
     timeout: float = 30.0,
 ) -> FeatureTable:
     """Read a features file (GeoJSON, GeoPackage or GeoParquet; never through GDAL).
@@ -406,6 +407,7 @@ def read_features(
         name: The file's name, to tell its format (default: the source's).
         max_features: Refuse files with more features (``TooLargeError``).
         max_bytes: Refuse files larger than this.
+        max_geojson_bytes: Refuse GeoJSON larger than this (parsed whole, ~15x its size).
         timeout: Seconds an ``http(s)`` source has to answer (``batch_features_timeout``).
 
     Returns:
@@ -413,7 +415,7 @@ def read_features(
 
     Raises:
         BadRequestError: Unreadable, of an unknown format, or without a usable CRS.
-        TooLargeError: Over ``max_features`` or ``max_bytes``.
+        TooLargeError: Over ``max_features``, ``max_bytes`` or ``max_geojson_bytes``.
         UpstreamError: An http(s) source failed or redirected.
 
     """
@@ -439,6 +441,18 @@ def read_features(
             with open(source, "rb") as file:  # type: ignore[arg-type]
                 return _read_parquet(file, max_features)
         return _read_parquet(io.BytesIO(source), max_features)  # type: ignore[arg-type]
+    size = Path(source).stat().st_size if local else len(source)  # type: ignore[arg-type]
+    if max_geojson_bytes is not None and size > max_geojson_bytes:
+        raise TooLargeError(geojson_too_large("input.features", size, max_geojson_bytes))
     if local:
         source = Path(source).read_bytes()  # type: ignore[arg-type]
     return _read_geojson(source, max_features)  # type: ignore[arg-type]
+
+
+def geojson_too_large(what: str, size: int, limit: int) -> str:
+    """The 413 message of GeoJSON over ``batch_max_geojson_mb`` (``limit`` in bytes)."""
+    return (
+        f"{what}: {size} bytes of GeoJSON, over the limit batch_max_geojson_mb="
+        f"{limit // (1024 * 1024)} (GeoJSON is parsed whole); send large feature sets as a "
+        "GeoPackage or GeoParquet file"
+    )

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
+from app.batch.features import geojson_too_large
 from app.dependencies import get_settings, require_api_key
 from app.errors import BadRequestError, TooLargeError
 from app.input_limits import check_json_depth
@@ -162,6 +163,12 @@ def _refuse_declared_size(request: Request, limit_mb: int) -> None:
         )
 
 
+def _check_json_size(what: str, size: int, limit_mb: int) -> None:
+    """413 for a JSON request (inline features) over ``batch_max_geojson_mb``."""
+    if size > limit_mb * 1024 * 1024:
+        raise TooLargeError(geojson_too_large(what, size, limit_mb * 1024 * 1024))
+
+
 def _validated(body: Any) -> BatchStatisticalRequest:
     try:
         return BatchStatisticalRequest.model_validate(body)
@@ -192,6 +199,7 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
             raise BadRequestError("request: send the job request as the form field `request`")
         if file is None or isinstance(file, str):
             raise BadRequestError("features: send the features file as the form field `features`")
+        # A form field is at most 1 MB (Starlette's max_part_size): within every JSON bound.
         check_json_depth(text, get_settings(request).max_json_depth, "request")
         try:
             body = json.loads(text)
@@ -204,12 +212,17 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
             )
         upload, name = await file.read(), file.filename
     else:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit():  # refused before the body is read
+            _check_json_size("body", int(declared), service.config.batch_max_geojson_mb)
         raw = await request.body()
         if len(raw) > limit * 1024 * 1024:
             raise TooLargeError(f"body: over the limit batch_max_upload_mb={limit}")
+        _check_json_size("body", len(raw), service.config.batch_max_geojson_mb)
         check_json_depth(raw, get_settings(request).max_json_depth)
         try:
-            body = json.loads(raw)
+            # Off the event loop: up to batch_max_geojson_mb of JSON takes a while.
+            body = await run_in_threadpool(json.loads, raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise BadRequestError(f"body: not JSON ({error})") from None
     model = _validated(body)
