@@ -23,14 +23,12 @@ from rio_tiler.profiles import PNGProfile, img_profiles
 from titiler.core.resources.enums import ImageType
 from titiler.core.utils import render_image, rescale_array
 
-DEFAULT_PNG_ZLEVEL = 1
-
 # titiler names the media type of ``.jpg`` outputs ``image/jpg``, which is not registered
 # (IANA: image/jpeg); browsers guess, strict clients (and caches keyed on type) do not.
 _MEDIA_TYPES = {"image/jpg": "image/jpeg"}
 
 
-def configure_rendering(png_zlevel: int = DEFAULT_PNG_ZLEVEL) -> None:
+def configure_rendering(png_zlevel: int) -> None:
     """Set the zlib level of rendered PNGs (1 fastest ... 9 smallest).
 
     Args:

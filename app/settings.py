@@ -16,7 +16,6 @@ from app.input_limits import (
     DEFAULT_MAX_SEARCH_LIST_ITEMS,
     DEFAULT_MAX_VERTICES,
 )
-from app.rendering import DEFAULT_PNG_ZLEVEL
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
@@ -128,7 +127,7 @@ class Settings(BaseSettings):
     request_threads: int = 40
     # zlib level of PNG tiles and crops, 1..9 (app.rendering: level 1 is ~3x faster to
     # encode than 6 for ~10 % more bytes).
-    png_zlevel: int = DEFAULT_PNG_ZLEVEL
+    png_zlevel: int = 1
 
     # GDAL (applied once, by app.gdal_env).
     gdal_cachemax_mb: int = 512
