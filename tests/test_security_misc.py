@@ -20,13 +20,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
+from live_server import live_server
 from pydantic import ValidationError
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from app.main import create_app
 from app.settings import EARTH_SEARCH_COGS, Settings
-from tests.live_server import live_server
 
 COLLECTION = "sentinel-2-l2a"
 EVIL = "evil.example"

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from live_server import LiveProcess, live_server_process
 
 from app.input_limits import cql2_json_depth, cql2_text_depth, json_depth, value_depth
-from tests.live_server import LiveProcess, live_server_process
 
 MAX_BODY = 262_144  # the server's max_body_bytes here: small, so tests send little
 BATCH_MB = 1  # its batch_max_upload_mb
