@@ -245,7 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Sync endpoints run on anyio's worker threads: their number is how many requests read
     # and compute at once, and so what a worker's memory settles at under load
-    # (bench/soak.py: ~100 MB retained per concurrent Statistical API request).
+    # (bench/soak.py: REQUEST_THREADS=8 with smaller caches settled at 1 GiB, not 2.8).
     limiter = to_thread.current_default_thread_limiter()
     limiter.total_tokens = app.state.settings.request_threads
     yield

@@ -7,8 +7,9 @@
 - The body: a ``Content-Length`` over the limit is a 413 before a byte is read; otherwise
   bytes are counted as they stream in (chunked requests have no length) and the request
   fails with 413 at the first chunk past the limit, so a 100 MB body costs the service
-  one chunk, not 100 MB. The limit is ``max_body_bytes``, or ``batch_max_upload_mb`` for
-  batch job creation (features files, inline FeatureCollections).
+  one chunk, not 100 MB. The limit is ``max_body_bytes``; for batch job creation it is
+  ``batch_max_upload_mb`` (a features file), or ``batch_max_geojson_mb`` for a JSON body
+  (inline features, parsed whole at ~15x their size).
 - JSON in query parameters (``colormap``, ``algorithm_params``, ``intersects``, ``query``,
   ``filter`` ...; titiler's own dependencies ``json.loads`` some): nested deeper than
   ``max_json_depth`` is a 400 naming the parameter.
@@ -56,6 +57,7 @@ class RequestLimits:
     max_header_bytes: int
     max_json_depth: int
     batch_max_upload_mb: int
+    batch_max_geojson_mb: int
 
     @classmethod
     def from_settings(cls, settings: object) -> "RequestLimits":
@@ -66,12 +68,19 @@ class RequestLimits:
             max_header_bytes=settings.max_header_bytes,  # type: ignore[attr-defined]
             max_json_depth=settings.max_json_depth,  # type: ignore[attr-defined]
             batch_max_upload_mb=settings.batch_max_upload_mb,  # type: ignore[attr-defined]
+            batch_max_geojson_mb=settings.batch_max_geojson_mb,  # type: ignore[attr-defined]
         )
 
-    def body_limit(self, path: str) -> tuple[int, str]:
-        """The body limit of ``path`` in bytes, and the setting it comes from."""
-        if path == BATCH_UPLOAD_PATH:
+    def body_limit(self, path: str, multipart: bool) -> tuple[int, str]:
+        """The body limit of ``path`` (a ``multipart`` body or not) in bytes, and its setting.
+
+        A batch job's features file comes multipart; any other body of it is parsed as JSON.
+        """
+        if path == BATCH_UPLOAD_PATH and multipart:
             return self.batch_max_upload_mb * MIB, f"batch_max_upload_mb={self.batch_max_upload_mb}"
+        if path == BATCH_UPLOAD_PATH:
+            mb = self.batch_max_geojson_mb
+            return mb * MIB, f"batch_max_geojson_mb={mb}"
         return self.max_body_bytes, f"max_body_bytes={self.max_body_bytes}"
 
 
@@ -89,6 +98,11 @@ def _is_json(scope: Scope) -> bool:
         return scope["method"] in _BODY_METHODS
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+def _is_multipart(scope: Scope) -> bool:
+    content_type = _header(scope, b"content-type") or ""
+    return content_type.split(";", 1)[0].strip().lower() == "multipart/form-data"
 
 
 def _too_large(size: int | str, setting: str) -> str:
@@ -113,7 +127,7 @@ class RequestLimitMiddleware:
             await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
             return
         path = route_path(scope)
-        limit, setting = self.limits.body_limit(path)
+        limit, setting = self.limits.body_limit(path, _is_multipart(scope))
         # A batch job's body is counted, not held here: the route checks the API key first,
         # then the nesting of what it reads (app.routers.batch).
         if _is_json(scope) and path != BATCH_UPLOAD_PATH:
@@ -135,7 +149,7 @@ class RequestLimitMiddleware:
         detail = self._query_json_error(scope["query_string"])
         if detail is not None:
             return 400, detail
-        limit, setting = limits.body_limit(route_path(scope))
+        limit, setting = limits.body_limit(route_path(scope), _is_multipart(scope))
         length = (_header(scope, b"content-length") or "").strip()
         if length.isdigit() and int(length) > limit:
             # Refused before reading: the client may stop sending.

@@ -67,12 +67,6 @@ def write_item(folder: Path, name: str, item: dict[str, Any], change) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def client(demo_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(demo_settings)) as test_client:
-        yield test_client
-
-
 # ---------------------------------------------------------------- item 8: /stac?url=
 
 NOT_AN_ITEM = [

@@ -20,7 +20,7 @@ from live_server import LiveProcess, live_server_process
 from app.input_limits import cql2_json_depth, cql2_text_depth, json_depth, value_depth
 
 MAX_BODY = 262_144  # the server's max_body_bytes here: small, so tests send little
-BATCH_MB = 1  # its batch_max_upload_mb
+BATCH_MB = 1  # its batch_max_upload_mb and batch_max_geojson_mb
 
 DEEP_NOT = "NOT (" * 1200 + '"eo:cloud_cover" < 50' + ")" * 1200
 
@@ -35,6 +35,7 @@ def server(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "TERRATILER_DATA_DIR": str(tmp_path_factory.mktemp("parsers-data")),
         "TERRATILER_MAX_BODY_BYTES": str(MAX_BODY),
         "TERRATILER_BATCH_MAX_UPLOAD_MB": str(BATCH_MB),
+        "TERRATILER_BATCH_MAX_GEOJSON_MB": str(BATCH_MB),
     }
     with live_server_process(env) as live:
         yield live
@@ -246,7 +247,7 @@ def test_too_large_content_length_is_413_before_the_body_is_sent(server):
             "application/json",
             "/batch/statistics",
             BATCH_MB * 1024 * 1024,
-            f"batch_max_upload_mb={BATCH_MB}",
+            f"batch_max_geojson_mb={BATCH_MB}",
         ),
     ],
 )
@@ -281,7 +282,7 @@ def test_chunked_body_is_refused_while_streaming(server, content_type, path, lim
 
 
 def test_batch_bodies_take_the_batch_limit(http):
-    # Over max_body_bytes but under batch_max_upload_mb: the batch route reads and
+    # Over max_body_bytes but under batch_max_geojson_mb: the batch route reads and
     # validates it (a 4xx of its own, not the body limit's 413).
     features = {"type": "FeatureCollection", "features": [], "pad": "x" * (2 * MAX_BODY)}
     response = http.post("/batch/statistics", json={"input": {"features": features}})

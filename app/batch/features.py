@@ -40,7 +40,7 @@ from app.batch.storage import Storage
 from app.crs_input import AUTHORITY_CODE, FILE_REFERENCES, WKT
 from app.errors import BadRequestError, TooLargeError, UpstreamError, UpstreamTimeoutError
 
-__all__ = ["FORMATS", "FeatureTable", "detect_format", "geojson_too_large", "read_features"]
+__all__ = ["FORMATS", "FeatureTable", "detect_format", "read_features"]
 
 IDENTIFIER = "identifier"
 DEFAULT_CRS = "EPSG:4326"
@@ -443,16 +443,11 @@ def read_features(
         return _read_parquet(io.BytesIO(source), max_features)  # type: ignore[arg-type]
     size = Path(source).stat().st_size if local else len(source)  # type: ignore[arg-type]
     if max_geojson_bytes is not None and size > max_geojson_bytes:
-        raise TooLargeError(geojson_too_large("input.features", size, max_geojson_bytes))
+        raise TooLargeError(
+            f"input.features: {size} bytes of GeoJSON, over the limit batch_max_geojson_mb="
+            f"{max_geojson_bytes // (1024 * 1024)} (GeoJSON is parsed whole); send large "
+            "feature sets as a GeoPackage or GeoParquet file"
+        )
     if local:
         source = Path(source).read_bytes()  # type: ignore[arg-type]
     return _read_geojson(source, max_features)  # type: ignore[arg-type]
-
-
-def geojson_too_large(what: str, size: int, limit: int) -> str:
-    """The 413 message of GeoJSON over ``batch_max_geojson_mb`` (``limit`` in bytes)."""
-    return (
-        f"{what}: {size} bytes of GeoJSON, over the limit batch_max_geojson_mb="
-        f"{limit // (1024 * 1024)} (GeoJSON is parsed whole); send large feature sets as a "
-        "GeoPackage or GeoParquet file"
-    )

@@ -21,9 +21,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
-from app.batch.features import geojson_too_large
 from app.dependencies import get_settings, require_api_key
-from app.errors import BadRequestError, TooLargeError
+from app.errors import BadRequestError
 from app.input_limits import check_json_depth
 
 _lock = threading.Lock()
@@ -146,29 +145,6 @@ worker, a restarted service or a stop / start loses and duplicates nothing.
 """
 
 
-# Room for the multipart framing and the `request` field beside a features file.
-_FORM_OVERHEAD = 1024 * 1024
-
-
-def _refuse_declared_size(request: Request, limit_mb: int) -> None:
-    """413 for a body whose Content-Length is over ``batch_max_upload_mb``, before reading it.
-
-    Without this the whole body was received (a multipart file spooled to disk, then read
-    into memory) before its size was compared with the limit.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit_mb * 1024 * 1024 + _FORM_OVERHEAD:
-        raise TooLargeError(
-            f"body: {int(declared)} bytes, over the limit batch_max_upload_mb={limit_mb}"
-        )
-
-
-def _check_json_size(what: str, size: int, limit_mb: int) -> None:
-    """413 for a JSON request (inline features) over ``batch_max_geojson_mb``."""
-    if size > limit_mb * 1024 * 1024:
-        raise TooLargeError(geojson_too_large(what, size, limit_mb * 1024 * 1024))
-
-
 def _validated(body: Any) -> BatchStatisticalRequest:
     try:
         return BatchStatisticalRequest.model_validate(body)
@@ -190,8 +166,8 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
     """Create a job from a JSON request, or a multipart request with the features file."""
     content_type = request.headers.get("content-type", "")
     upload = name = None
-    limit = service.config.batch_max_upload_mb
-    _refuse_declared_size(request, limit)
+    # Bodies are bounded by app.request_limits while they stream in: batch_max_upload_mb
+    # for a multipart upload, batch_max_geojson_mb for any other (JSON) body.
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
         text, file = form.get("request"), form.get("features")
@@ -205,20 +181,9 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
             body = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as error:
             raise BadRequestError(f"request: not JSON ({error})") from None
-        if file.size is not None and file.size > limit * 1024 * 1024:
-            # Refused before reading the spooled file into memory.
-            raise TooLargeError(
-                f"features: {file.size} bytes, over the limit batch_max_upload_mb={limit}"
-            )
         upload, name = await file.read(), file.filename
     else:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit():  # refused before the body is read
-            _check_json_size("body", int(declared), service.config.batch_max_geojson_mb)
         raw = await request.body()
-        if len(raw) > limit * 1024 * 1024:
-            raise TooLargeError(f"body: over the limit batch_max_upload_mb={limit}")
-        _check_json_size("body", len(raw), service.config.batch_max_geojson_mb)
         check_json_depth(raw, get_settings(request).max_json_depth)
         try:
             # Off the event loop: up to batch_max_geojson_mb of JSON takes a while.
