@@ -28,9 +28,9 @@ what no size makes reasonable, points included.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from app.errors import TooLargeError
+from app.settings import Settings
 
 MASK_BYTES = 1  # numpy masked arrays hold one bool per sample
 HARMONIZED_BYTES = 4 + MASK_BYTES  # sentinel2.harmonize: float32
@@ -134,7 +134,7 @@ class MemoryBudget:
     max_outputs: int | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "MemoryBudget":
+    def from_settings(cls, settings: Settings) -> "MemoryBudget":
         """The budget of ``settings`` (``max_request_bytes`` and the three counts)."""
         return cls(
             max_request_bytes=settings.max_request_bytes,

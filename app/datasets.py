@@ -30,10 +30,11 @@ import rasterio
 from rasterio.io import DatasetReader
 
 from app.security import SOURCE_DRIVER
+from app.settings import default_settings
 
-DEFAULT_MAX_IDLE = 128
-DEFAULT_REMOTE_TTL = 300.0
-DEFAULT_READER_THREADS = 16
+# Until ``configure`` is called (a process that never runs create_app, such as a Dask
+# worker), the pool and threads have the settings' defaults.
+_DEFAULTS = default_settings()
 
 Stamp = tuple[int, int, int] | float
 
@@ -67,7 +68,11 @@ class DatasetPool:
 
     """
 
-    def __init__(self, max_idle: int = DEFAULT_MAX_IDLE, remote_ttl: float = DEFAULT_REMOTE_TTL):
+    def __init__(
+        self,
+        max_idle: int = _DEFAULTS.dataset_pool_size,
+        remote_ttl: float = _DEFAULTS.dataset_pool_remote_ttl,
+    ):
         self.max_idle = max_idle
         self.remote_ttl = remote_ttl
         self._idle: OrderedDict[int, tuple[str, _Idle]] = OrderedDict()
@@ -165,7 +170,7 @@ class DatasetPool:
 
 _pool = DatasetPool()
 _executors: dict[str, tuple[int, ThreadPoolExecutor]] = {}
-_executor_threads = DEFAULT_READER_THREADS
+_executor_threads = _DEFAULTS.reader_threads
 _executor_lock = threading.Lock()
 
 
@@ -197,11 +202,7 @@ def reader_executor() -> ThreadPoolExecutor:
     return shared_executor("asset-read")
 
 
-def configure(
-    max_idle: int = DEFAULT_MAX_IDLE,
-    remote_ttl: float = DEFAULT_REMOTE_TTL,
-    reader_threads: int = DEFAULT_READER_THREADS,
-) -> None:
+def configure(max_idle: int, remote_ttl: float, reader_threads: int) -> None:
     """Size the process's dataset pool and reading threads (from the settings).
 
     Args:

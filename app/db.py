@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from app.errors import BadRequestError, UpstreamError
+from app.settings import Settings
 
 __all__ = [
     "DEFAULT_DATABASE_NAME",
@@ -55,7 +56,7 @@ _create_lock = threading.Lock()
 _created: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
-def database_url(settings: Any) -> str:
+def database_url(settings: Settings) -> str:
     """The SQLAlchemy URL of the service's database.
 
     Args:
@@ -66,9 +67,9 @@ def database_url(settings: Any) -> str:
         ``sqlite:///<data_dir>/terratiler.db`` (absolute path) when it is unset.
 
     """
-    url = getattr(settings, "database_url", None)
+    url = settings.database_url
     if not url:
-        data_dir = Path(getattr(settings, "data_dir", "data")).resolve()
+        data_dir = Path(settings.data_dir).resolve()
         return f"sqlite:///{data_dir / DEFAULT_DATABASE_NAME}"
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
@@ -102,7 +103,7 @@ def engine_from_url(url: str, **kwargs: Any) -> Engine:
         raise BadRequestError(f"database_url: cannot use {parsed.drivername}: {error}") from None
 
 
-def engine_from_settings(settings: Any, **kwargs: Any) -> Engine:
+def engine_from_settings(settings: Settings, **kwargs: Any) -> Engine:
     """The engine of ``database_url(settings)``; see ``engine_from_url``."""
     return engine_from_url(database_url(settings), **kwargs)
 

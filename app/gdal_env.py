@@ -7,59 +7,8 @@ spawns (they inherit the environment; remote workers call ``configure_gdal`` too
 """
 
 import os
-from typing import Any
 
-# Drivers whose "files" are indirections to other files or URLs (server descriptions,
-# tile indexes, catalogs): a crafted document would make GDAL fetch what it names.
-# Sources are GeoTIFFs (security.SOURCE_DRIVER); these are never needed.
-#
-# VRT is deliberately NOT here although a VRT document is the classic way to read
-# arbitrary files: rasterio builds in-memory VRTs for its own work
-# (warp.calculate_default_transform, which rio-tiler calls for every reprojected tile,
-# and boundless window reads at scene edges), so GDAL_SKIP=VRT breaks tiles, crops and
-# statistics (see tests/test_security.py). VRT documents are refused instead by
-# security.check_source (local files are sniffed) and by opening sources with
-# driver=security.SOURCE_DRIVER (GDAL then never tries the VRT driver on them).
-SKIPPED_DRIVERS: tuple[str, ...] = (
-    "WMS",
-    "WMTS",
-    "WCS",
-    "HTTP",
-    "DAAS",
-    "EEDA",
-    "EEDAI",
-    "PLMOSAIC",
-    "STACIT",
-    "STACTA",
-    "GTI",
-    "KMLSUPEROVERLAY",
-    "DERIVED",
-) + (
-    # OGR (vector) drivers that are indirections too. The service reads no vector data
-    # through GDAL (features files are parsed in Python: app.batch.features), but GDAL is
-    # one process-wide driver manager: skipping them means no library call (pyogrio,
-    # rasterio) can be talked into following an OGR VRT (<SrcDataSource>CSV:/etc/passwd),
-    # reading any text file as CSV, running VirtualOGR from an SQLite file, or querying a
-    # server named in a string. GeoJSON and GPKG stay: the demo writes its fields with them.
-    # (Database drivers the bundled GDAL builds lack are left out: GDAL warns about each.)
-    "OGR_VRT",
-    "CSV",
-    "SQLite",
-    "WFS",
-    "OAPIF",
-    "CSW",
-    "GPSBabel",
-    "Carto",
-    "Elasticsearch",
-    "AmigoCloud",
-    "NGW",
-    "PLSCENES",
-    "MVT",
-    "PMTiles",
-    "OGR_GMT",
-    "XLSX",
-    "ODS",
-)
+from app.settings import Settings, default_settings
 
 # Earth-Search COGs (and the demo's) end in .tif; /vsicurl/ then never probes other
 # names (.aux.xml, .ovr, .msk) with extra requests. GDAL compares case-insensitively and
@@ -70,41 +19,25 @@ ALLOWED_EXTENSIONS = ".tif,.tiff"
 # 10980 px band and its overviews) fit, so opening is one request.
 INGESTED_BYTES_AT_OPEN = 32768
 
-DEFAULTS: dict[str, Any] = {
-    "gdal_cachemax_mb": 512,
-    "vsi_cache_size": 50_000_000,
-    "vsicurl_cache_size": 128_000_000,
-    "gdal_http_max_retry": 3,
-    "gdal_http_retry_delay": 0.5,
-    "gdal_http_timeout": 30,
-    "gdal_http_connect_timeout": 10,
-    "gdal_skip_drivers": list(SKIPPED_DRIVERS),
-    "aws_no_sign_request": True,
-}
-
-
-def _setting(settings: object | None, name: str) -> Any:
-    # getattr with a default: the Settings fields may not exist yet.
-    return getattr(settings, name, DEFAULTS[name]) if settings is not None else DEFAULTS[name]
-
 
 def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(int(value))
 
 
-def gdal_options(settings: object | None = None) -> dict[str, str]:
+def gdal_options(settings: Settings | None = None) -> dict[str, str]:
     """Build the GDAL configuration options of the service.
 
     Args:
         settings: The service Settings (fields ``gdal_cachemax_mb``, ``vsi_cache_size``,
             ``vsicurl_cache_size``, ``gdal_http_max_retry``, ``gdal_http_retry_delay``,
             ``gdal_http_timeout``, ``gdal_http_connect_timeout``, ``gdal_skip_drivers``,
-            ``aws_no_sign_request``); missing fields take the defaults in ``DEFAULTS``.
+            ``aws_no_sign_request``); None: their defaults (``default_settings``).
 
     Returns:
         Option name -> value, every value a string.
 
     """
+    settings = settings if settings is not None else default_settings()
     options = {
         # Never list a COG's "directory" (an S3 prefix with thousands of keys).
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
@@ -112,31 +45,31 @@ def gdal_options(settings: object | None = None) -> dict[str, str]:
         "GDAL_INGESTED_BYTES_AT_OPEN": str(INGESTED_BYTES_AT_OPEN),
         # Per-file cache of what was read (tiles of one COG overlap between requests).
         "VSI_CACHE": "TRUE",
-        "VSI_CACHE_SIZE": str(int(_setting(settings, "vsi_cache_size"))),
+        "VSI_CACHE_SIZE": str(int(settings.vsi_cache_size)),
         # Process-wide cache of /vsicurl/ blocks (headers of recently used COGs).
-        "CPL_VSIL_CURL_CACHE_SIZE": str(int(_setting(settings, "vsicurl_cache_size"))),
+        "CPL_VSIL_CURL_CACHE_SIZE": str(int(settings.vsicurl_cache_size)),
         # Values under 100000 are megabytes.
-        "GDAL_CACHEMAX": str(int(_setting(settings, "gdal_cachemax_mb"))),
+        "GDAL_CACHEMAX": str(int(settings.gdal_cachemax_mb)),
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
         "GDAL_HTTP_MULTIPLEX": "YES",
         # HTTP/2 where TLS negotiates it; plain http stays HTTP/1.1 (no h2c upgrade
         # attempts against local servers).
         "GDAL_HTTP_VERSION": "2TLS",
-        "GDAL_HTTP_MAX_RETRY": _number(_setting(settings, "gdal_http_max_retry")),
-        "GDAL_HTTP_RETRY_DELAY": _number(_setting(settings, "gdal_http_retry_delay")),
-        "GDAL_HTTP_TIMEOUT": _number(_setting(settings, "gdal_http_timeout")),
-        "GDAL_HTTP_CONNECTTIMEOUT": _number(_setting(settings, "gdal_http_connect_timeout")),
+        "GDAL_HTTP_MAX_RETRY": _number(settings.gdal_http_max_retry),
+        "GDAL_HTTP_RETRY_DELAY": _number(settings.gdal_http_retry_delay),
+        "GDAL_HTTP_TIMEOUT": _number(settings.gdal_http_timeout),
+        "GDAL_HTTP_CONNECTTIMEOUT": _number(settings.gdal_http_connect_timeout),
         # Never send credentials from the host's ~/.netrc to user-chosen URLs.
         "GDAL_HTTP_NETRC": "NO",
-        "GDAL_SKIP": " ".join(_setting(settings, "gdal_skip_drivers")),
+        "GDAL_SKIP": " ".join(settings.gdal_skip_drivers),
     }
-    if _setting(settings, "aws_no_sign_request"):
+    if settings.aws_no_sign_request:
         # The Sentinel-2 COG bucket is public: unsigned requests, no credential lookup.
         options["AWS_NO_SIGN_REQUEST"] = "YES"
     return options
 
 
-def configure_gdal(settings: object | None = None) -> None:
+def configure_gdal(settings: Settings | None = None) -> None:
     """Put the service's GDAL options into ``os.environ``.
 
     Call it once at start-up (the ``app`` package import / ``create_app``) and in every
@@ -145,7 +78,7 @@ def configure_gdal(settings: object | None = None) -> None:
     ``rasterio.Env`` / ``rasterio.open``. The other options are read at each use.
 
     Args:
-        settings: The service Settings; see ``gdal_options``.
+        settings: The service Settings (None: the defaults); see ``gdal_options``.
 
     """
     options = gdal_options(settings)

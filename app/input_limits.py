@@ -22,13 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import BadRequestError, TooLargeError
-
-#: Defaults of the ``Settings`` fields of the same names (lower case).
-DEFAULT_MAX_JSON_DEPTH = 48  # a Statistical API request with a MultiPolygon is ~10
-DEFAULT_MAX_FILTER_LENGTH = 65_536  # characters of a CQL2 filter (text or JSON)
-DEFAULT_MAX_FILTER_DEPTH = 16  # nested CQL2 operations (a hand-written filter is ~5)
-DEFAULT_MAX_VERTICES = 100_000  # max_geometry_vertices (was stats_max_vertices)
-DEFAULT_MAX_SEARCH_LIST_ITEMS = 10_000  # ids, collections, sortby entries of one search
+from app.settings import Settings, default_settings
 
 # A JSON string, escapes included; possessive quantifiers so an unterminated string is
 # one linear scan, not a backtracking one.
@@ -55,15 +49,15 @@ _CQL2_OPERATOR_WORDS = frozenset({"not", "like", "between", "in", "is", "div"})
 class InputLimits:
     """The parser bounds of one service (``Settings`` fields of the same names)."""
 
-    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
-    max_filter_length: int = DEFAULT_MAX_FILTER_LENGTH
-    max_filter_depth: int = DEFAULT_MAX_FILTER_DEPTH
-    max_search_list_items: int = DEFAULT_MAX_SEARCH_LIST_ITEMS
+    max_json_depth: int
+    max_filter_length: int
+    max_filter_depth: int
+    max_search_list_items: int
     # Vertices of one geometry (app.geometry_limits); None: no limit.
-    max_geometry_vertices: int | None = DEFAULT_MAX_VERTICES
+    max_geometry_vertices: int | None
 
     @classmethod
-    def from_settings(cls, settings: Any) -> "InputLimits":
+    def from_settings(cls, settings: Settings) -> "InputLimits":
         """The limits of ``settings`` (an ``app.settings.Settings``)."""
         return cls(
             max_json_depth=settings.max_json_depth,
@@ -74,7 +68,8 @@ class InputLimits:
         )
 
 
-DEFAULT_LIMITS = InputLimits()
+#: The limits of the default settings (parsers called without a service's limits).
+DEFAULT_LIMITS = InputLimits.from_settings(default_settings())
 
 
 def json_depth(data: bytes | str) -> int:

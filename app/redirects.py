@@ -34,35 +34,35 @@ from cachetools import TTLCache
 from app import __version__
 from app.errors import ForbiddenError, UpstreamError, UpstreamTimeoutError
 from app.security import check_source
+from app.settings import default_settings
 
 __all__ = ["configure", "resolve_redirects"]
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
-DEFAULT_MAX_REDIRECTS = 3
-DEFAULT_CACHE_SECONDS = 300.0
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_CONNECT_TIMEOUT = 10.0
 _CACHE_SIZE = 4096
+# Until ``configure`` is called (a process that never runs create_app, such as a Dask
+# worker), the limits are the settings' defaults.
+_DEFAULTS = default_settings()
 
 
 class _Config:
-    max_redirects = DEFAULT_MAX_REDIRECTS
-    timeout = DEFAULT_TIMEOUT
-    connect_timeout = DEFAULT_CONNECT_TIMEOUT
+    max_redirects = _DEFAULTS.source_max_redirects
+    timeout: float = _DEFAULTS.gdal_http_timeout
+    connect_timeout: float = _DEFAULTS.gdal_http_connect_timeout
 
 
 _config = _Config()
 _lock = threading.Lock()
-_checked: TTLCache[tuple, str] = TTLCache(_CACHE_SIZE, DEFAULT_CACHE_SECONDS)
+_checked: TTLCache[tuple, str] = TTLCache(_CACHE_SIZE, _DEFAULTS.source_redirect_cache_seconds)
 _client: httpx.Client | None = None
 
 
 def configure(
-    max_redirects: int = DEFAULT_MAX_REDIRECTS,
-    cache_seconds: float = DEFAULT_CACHE_SECONDS,
-    timeout: float = DEFAULT_TIMEOUT,
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_redirects: int = _DEFAULTS.source_max_redirects,
+    cache_seconds: float = _DEFAULTS.source_redirect_cache_seconds,
+    timeout: float = _DEFAULTS.gdal_http_timeout,
+    connect_timeout: float = _DEFAULTS.gdal_http_connect_timeout,
 ) -> None:
     """Set the process's redirect limits (from the settings; GDAL's timeouts apply).
 

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.asgi_paths import route_path
 from app.errors import BadRequestError
 from app.input_limits import check_json_depth
+from app.settings import Settings
 
 MIB = 1024 * 1024
 #: The path whose bodies take the batch upload limit instead of ``max_body_bytes``: job
@@ -60,15 +61,15 @@ class RequestLimits:
     batch_max_geojson_mb: int
 
     @classmethod
-    def from_settings(cls, settings: object) -> "RequestLimits":
-        """The bounds of an ``app.settings.Settings``."""
+    def from_settings(cls, settings: Settings) -> "RequestLimits":
+        """The bounds of ``settings``."""
         return cls(
-            max_body_bytes=settings.max_body_bytes,  # type: ignore[attr-defined]
-            max_query_bytes=settings.max_query_bytes,  # type: ignore[attr-defined]
-            max_header_bytes=settings.max_header_bytes,  # type: ignore[attr-defined]
-            max_json_depth=settings.max_json_depth,  # type: ignore[attr-defined]
-            batch_max_upload_mb=settings.batch_max_upload_mb,  # type: ignore[attr-defined]
-            batch_max_geojson_mb=settings.batch_max_geojson_mb,  # type: ignore[attr-defined]
+            max_body_bytes=settings.max_body_bytes,
+            max_query_bytes=settings.max_query_bytes,
+            max_header_bytes=settings.max_header_bytes,
+            max_json_depth=settings.max_json_depth,
+            batch_max_upload_mb=settings.batch_max_upload_mb,
+            batch_max_geojson_mb=settings.batch_max_geojson_mb,
         )
 
     def body_limit(self, path: str, multipart: bool) -> tuple[int, str]:

@@ -7,18 +7,61 @@ from urllib.parse import urlsplit
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.datasets import DEFAULT_MAX_IDLE, DEFAULT_READER_THREADS, DEFAULT_REMOTE_TTL
-from app.gdal_env import SKIPPED_DRIVERS
-from app.input_limits import (
-    DEFAULT_MAX_FILTER_DEPTH,
-    DEFAULT_MAX_FILTER_LENGTH,
-    DEFAULT_MAX_JSON_DEPTH,
-    DEFAULT_MAX_SEARCH_LIST_ITEMS,
-    DEFAULT_MAX_VERTICES,
-)
-
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
+
+# The default of ``gdal_skip_drivers`` (GDAL_SKIP, applied by app.gdal_env): drivers whose
+# "files" are indirections to other files or URLs (server descriptions, tile indexes,
+# catalogs): a crafted document would make GDAL fetch what it names. Sources are GeoTIFFs
+# (security.SOURCE_DRIVER); these are never needed.
+#
+# VRT is deliberately NOT here although a VRT document is the classic way to read
+# arbitrary files: rasterio builds in-memory VRTs for its own work
+# (warp.calculate_default_transform, which rio-tiler calls for every reprojected tile,
+# and boundless window reads at scene edges), so GDAL_SKIP=VRT breaks tiles, crops and
+# statistics (see tests/test_security.py). VRT documents are refused instead by
+# security.check_source (local files are sniffed) and by opening sources with
+# driver=security.SOURCE_DRIVER (GDAL then never tries the VRT driver on them).
+SKIPPED_DRIVERS: tuple[str, ...] = (
+    "WMS",
+    "WMTS",
+    "WCS",
+    "HTTP",
+    "DAAS",
+    "EEDA",
+    "EEDAI",
+    "PLMOSAIC",
+    "STACIT",
+    "STACTA",
+    "GTI",
+    "KMLSUPEROVERLAY",
+    "DERIVED",
+) + (
+    # OGR (vector) drivers that are indirections too. The service reads no vector data
+    # through GDAL (features files are parsed in Python: app.batch.features), but GDAL is
+    # one process-wide driver manager: skipping them means no library call (pyogrio,
+    # rasterio) can be talked into following an OGR VRT (<SrcDataSource>CSV:/etc/passwd),
+    # reading any text file as CSV, running VirtualOGR from an SQLite file, or querying a
+    # server named in a string. GeoJSON and GPKG stay: the demo writes its fields with them.
+    # (Database drivers the bundled GDAL builds lack are left out: GDAL warns about each.)
+    "OGR_VRT",
+    "CSV",
+    "SQLite",
+    "WFS",
+    "OAPIF",
+    "CSW",
+    "GPSBabel",
+    "Carto",
+    "Elasticsearch",
+    "AmigoCloud",
+    "NGW",
+    "PLSCENES",
+    "MVT",
+    "PMTiles",
+    "OGR_GMT",
+    "XLSX",
+    "ODS",
+)
 
 
 def _split_commas(value: object) -> object:
@@ -96,17 +139,28 @@ class Settings(BaseSettings):
     stats_max_outputs: int = 10
     stats_max_scenes: int = 2_000
 
-    # Batch statistics jobs (app.batch.config documents each).
+    # Batch statistics jobs (app.batch.config.BatchConfig).
+    # Dask: worker processes (and threads each) of the in-process LocalCluster used when
+    # dask_scheduler is unset.
     batch_workers: int = 2
     batch_threads_per_worker: int = 1
+    # Work units: at most this many features, and at least this many units per job
+    # (smaller units on small jobs keep every worker busy).
     batch_unit_features: int = 1024
     batch_min_units: int = 8
+    # A unit whose worker died (or whose task raised) is resubmitted this many times.
     batch_unit_retries: int = 3
+    # Jobs are driven by one service replica at a time: it renews its lease every
+    # lease/3 s; a job whose lease is older is taken over by another replica.
     batch_lease_seconds: float = 30.0
+    # Where jobs may write: folders and s3:// prefixes. Empty: <data_dir>/batch.
     batch_outputs: Annotated[list[str], NoDecode] = []
+    # Input limits.
     batch_max_features: int = 1_000_000
     batch_max_upload_mb: int = 512
+    # Rough cost of one feature x interval (s) for the analysis' run-time estimate.
     batch_seconds_per_feature_interval: float = 0.002
+    # s3:// outputs and inputs: another endpoint than AWS (MinIO, moto ...).
     s3_endpoint_url: str | None = None
 
     # Cache-Control of successful GET responses ("" to send none).
@@ -119,9 +173,9 @@ class Settings(BaseSettings):
     allow_private_sources: bool = False
 
     # Reading (app.datasets): open datasets kept for reuse, threads reading a request's assets.
-    dataset_pool_size: int = DEFAULT_MAX_IDLE  # idle open datasets per process (0: none)
-    dataset_pool_remote_ttl: float = DEFAULT_REMOTE_TTL  # seconds a remote dataset is reused
-    reader_threads: int = DEFAULT_READER_THREADS  # per process and pool (remote assets; items)
+    dataset_pool_size: int = 128  # idle open datasets per process (0: none)
+    dataset_pool_remote_ttl: float = 300.0  # seconds a remote dataset is reused
+    reader_threads: int = 16  # per process and pool (remote assets; items)
     # Requests computed at once per process (anyio's worker threads; more wait for one).
     # Memory under load settles near caches + request_threads x a request's working set.
     request_threads: int = 40
@@ -137,7 +191,7 @@ class Settings(BaseSettings):
     gdal_http_timeout: int = 30
     gdal_http_connect_timeout: int = 10
     vsicurl_cache_size: int = 128_000_000
-    # Drivers that only point at other files or URLs (see app.gdal_env.SKIPPED_DRIVERS).
+    # Drivers that only point at other files or URLs (see SKIPPED_DRIVERS above).
     gdal_skip_drivers: Annotated[list[str], NoDecode] = list(SKIPPED_DRIVERS)
     # The Sentinel-2 COG bucket is public: unsigned S3 requests.
     aws_no_sign_request: bool = True
@@ -178,20 +232,21 @@ class Settings(BaseSettings):
     # Bytes of all request headers (431 past it). uvicorn's default httptools parser has
     # no bound of its own: put a proxy in front, or serve with --http h11, to bound reading.
     max_header_bytes: int = 32_768
-    # Nesting of arrays/objects in JSON bodies and JSON parameters (json.loads recurses).
-    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    # Nesting of arrays/objects in JSON bodies and JSON parameters (json.loads recurses;
+    # a Statistical API request with a MultiPolygon is ~10).
+    max_json_depth: int = 48
     # CQL2 filters: characters (413), and nested operations (cql2 0.6 segfaults near 1000
-    # and its validation costs ~40 ms per level).
-    max_filter_length: int = DEFAULT_MAX_FILTER_LENGTH
-    max_filter_depth: int = DEFAULT_MAX_FILTER_DEPTH
+    # and its validation costs ~40 ms per level; a hand-written filter is ~5).
+    max_filter_length: int = 65_536
+    max_filter_depth: int = 16
     # Entries of a search's ids, collections and sortby lists (413 past it).
-    max_search_list_items: int = DEFAULT_MAX_SEARCH_LIST_ITEMS
+    max_search_list_items: int = 10_000
 
     # Geometries in requests (issue 12, app.geometry_limits): one bound everywhere a
     # geometry comes in (Statistical API, tiler feature/statistics, STAC search intersects
     # and CQL2 filters, registered searches, mosaic statistics, batch features), counted on
     # the raw JSON before shapely or pydantic parse it. Over a bound: a 413 naming it.
-    max_geometry_vertices: int = DEFAULT_MAX_VERTICES  # vertices of one request's geometry
+    max_geometry_vertices: int = 100_000  # vertices of one request's geometry
     max_geometry_features: int = 100  # features of a FeatureCollection body (one read each)
     # Canonical JSON bytes of a registered search: it is stored, listed by GET /searches and
     # re-parsed when its mosaic index is built (a 10^6-vertex search was 43 MB).
@@ -214,6 +269,10 @@ class Settings(BaseSettings):
     # Cache-Control: private and every response carries Vary: Host.
     public_url: str | None = None
 
+    # Canonical JSON bytes of a registered search's metadata (name, bounds, defaults): it is
+    # stored and listed with the search (400 past it).
+    max_search_metadata_bytes: int = 16_384
+
     @field_validator(
         "allowed_sources",
         "scl_mask_classes",
@@ -229,10 +288,11 @@ class Settings(BaseSettings):
     def _vertex_alias(self) -> "Settings":
         # stats_max_vertices set (environment, argument or a subclass default) and
         # max_geometry_vertices left at its default: the old name still sets the bound.
+        default = Settings.model_fields["max_geometry_vertices"].default
         if (
             self.stats_max_vertices is not None
             and "max_geometry_vertices" not in self.model_fields_set
-            and self.max_geometry_vertices == DEFAULT_MAX_VERTICES
+            and self.max_geometry_vertices == default
         ):
             self.max_geometry_vertices = self.stats_max_vertices
         return self
@@ -270,3 +330,13 @@ class Settings(BaseSettings):
         if not self.catalog_is_remote:
             prefixes.insert(0, str(Path(self.catalog).resolve()))
         return prefixes
+
+
+def default_settings() -> Settings:
+    """Every setting at its default, without reading the environment.
+
+    What process-wide state starts with before the service's settings are applied: GDAL's
+    options set when ``app`` is imported, the dataset pool and redirect limits of a process
+    that never runs ``create_app`` (a Dask worker, a script).
+    """
+    return Settings.model_construct()

@@ -22,6 +22,7 @@ from app.batch.units import plan_units, read_unit, stage_features
 from app.batch.worker import outcome
 from app.db import engine_from_url
 from app.errors import BadRequestError, ConflictError, TooLargeError
+from app.settings import Settings, default_settings
 from app.stats.models import StatisticalRequest
 from app.stats.plan import make_plan
 
@@ -77,21 +78,15 @@ def test_request_model_takes_features_and_output_not_bounds():
         BatchStatisticalRequest.model_validate(not_fc)
 
 
-def test_config_falls_back_to_environment_then_defaults(monkeypatch):
-    class Bare:
-        data_dir = Path("/tmp/somewhere")
-
+def test_config_reads_the_environment_then_defaults(monkeypatch):
     monkeypatch.setenv("TERRATILER_BATCH_UNIT_FEATURES", "7")
     monkeypatch.setenv("TERRATILER_BATCH_OUTPUTS", "s3://a/b, /data/out")
-    config = BatchConfig.from_settings(Bare())
+    config = BatchConfig.from_settings(Settings(data_dir=Path("/tmp/somewhere")))
     assert config.batch_unit_features == 7
     assert config.output_prefixes == ["s3://a/b", "/data/out"]
     assert config.batch_workers == 2
     assert config.default_output == "/tmp/somewhere/batch"
-    assert (
-        BatchConfig.from_settings(type("S", (), {"batch_unit_features": 3})).batch_unit_features
-        == 3
-    )
+    assert BatchConfig.from_settings(Settings(batch_unit_features=3)).batch_unit_features == 3
 
 
 # ---------------------------------------------------------------------------- features
@@ -231,7 +226,7 @@ def test_atomic_writes_leave_nothing_half_written(tmp_path):
 
 
 def test_rows_and_documents_of_responses():
-    plan = make_plan(StatisticalRequest.model_validate(REQUEST), None)
+    plan = make_plan(StatisticalRequest.model_validate(REQUEST), default_settings())
     schema = result_schema(plan)
     assert "percentiles_50.0" in schema.names and "histogram_bins" in schema.names
     interval = {"from": "2023-04-02T00:00:00Z", "to": "2023-04-03T00:00:00Z"}

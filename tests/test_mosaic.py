@@ -13,6 +13,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +361,7 @@ def _service(
     service = MosaicService(
         catalog or app.state.catalog,
         SearchStore(engine_from_settings(settings)),
-        MosaicConfig(**config),
+        replace(MosaicConfig.from_settings(settings), **config),
         reader_options_from_settings(settings),
         reader=reader,
     )

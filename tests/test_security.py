@@ -6,7 +6,6 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from rasterio.errors import RasterioIOError
 from app import gdal_env
 from app.errors import ForbiddenError
 from app.security import SOURCE_DRIVER, check_source, is_vrt_file, validate_allowed
+from app.settings import SKIPPED_DRIVERS, Settings
 
 COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
 PUBLIC = {"sentinel-cogs.s3.us-west-2.amazonaws.com": ["52.218.232.90"]}
@@ -498,22 +498,20 @@ def test_gdal_options_defaults() -> None:
         "GDAL_HTTP_TIMEOUT": "30",
         "GDAL_HTTP_CONNECTTIMEOUT": "10",
         "GDAL_HTTP_NETRC": "NO",
-        "GDAL_SKIP": " ".join(gdal_env.SKIPPED_DRIVERS),
+        "GDAL_SKIP": " ".join(SKIPPED_DRIVERS),
         "AWS_NO_SIGN_REQUEST": "YES",
     }
-    assert "VRT" not in gdal_env.SKIPPED_DRIVERS
+    assert "VRT" not in SKIPPED_DRIVERS
 
 
 def test_gdal_options_from_settings() -> None:
-    from app.settings import Settings
-
-    settings = SimpleNamespace(
+    settings = Settings(
         gdal_cachemax_mb=1024,
         vsi_cache_size=1_000_000,
         vsicurl_cache_size=2_000_000,
         gdal_http_max_retry=5,
         gdal_http_retry_delay=1.25,
-        gdal_http_timeout=12.5,
+        gdal_http_timeout=12,
         gdal_http_connect_timeout=3,
         gdal_skip_drivers=["WMS"],
         aws_no_sign_request=False,
@@ -524,11 +522,10 @@ def test_gdal_options_from_settings() -> None:
     assert options["CPL_VSIL_CURL_CACHE_SIZE"] == "2000000"
     assert options["GDAL_HTTP_MAX_RETRY"] == "5"
     assert options["GDAL_HTTP_RETRY_DELAY"] == "1.25"
-    assert options["GDAL_HTTP_TIMEOUT"] == "12.5"
+    assert options["GDAL_HTTP_TIMEOUT"] == "12"
     assert options["GDAL_HTTP_CONNECTTIMEOUT"] == "3"
     assert options["GDAL_SKIP"] == "WMS"
     assert "AWS_NO_SIGN_REQUEST" not in options
-    # Whatever fields Settings has today, the options build from it.
     assert all(isinstance(value, str) for value in gdal_env.gdal_options(Settings()).values())
 
 
@@ -537,13 +534,13 @@ def test_configure_gdal_sets_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     # drivers later tests get.
     environ = {"GDAL_SKIP": "stale", "UNRELATED": "kept"}
     monkeypatch.setattr(gdal_env.os, "environ", environ)
-    gdal_env.configure_gdal(SimpleNamespace(gdal_skip_drivers=[], gdal_cachemax_mb=64))
+    gdal_env.configure_gdal(Settings(gdal_skip_drivers=[], gdal_cachemax_mb=64))
     assert environ["GDAL_CACHEMAX"] == "64"
     assert environ["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
     assert environ["UNRELATED"] == "kept"
     assert "GDAL_SKIP" not in environ
     gdal_env.configure_gdal(None)
-    assert environ["GDAL_SKIP"] == " ".join(gdal_env.SKIPPED_DRIVERS)
+    assert environ["GDAL_SKIP"] == " ".join(SKIPPED_DRIVERS)
 
 
 # Driver registration happens once per process, so each case runs in a fresh one that
@@ -551,11 +548,11 @@ def test_configure_gdal_sets_the_environment(monkeypatch: pytest.MonkeyPatch) ->
 SUBPROCESS = textwrap.dedent(
     """
     import json, sys, warnings
-    from types import SimpleNamespace
     warnings.simplefilter("ignore")
     args = json.loads(sys.argv[1])
     from app.gdal_env import configure_gdal
-    settings = None if args["skip"] is None else SimpleNamespace(gdal_skip_drivers=args["skip"])
+    from app.settings import Settings
+    settings = None if args["skip"] is None else Settings(gdal_skip_drivers=args["skip"])
     configure_gdal(settings)
     import rasterio
     from rio_tiler.io import Reader

@@ -9,6 +9,7 @@ from affine import Affine
 from rasterio.features import geometry_mask
 
 from app.errors import BadRequestError
+from app.settings import default_settings
 from app.stats.coverage import compute_coverage, exact_fractions
 from app.stats.grid import PixelGrid
 from app.stats.intervals import parse_duration, split_time_range
@@ -297,7 +298,7 @@ def _request(**aggregation) -> StatisticalRequest:
 
 
 def test_plan_resolves_band_names_and_defaults():
-    plan = make_plan(_request())
+    plan = make_plan(_request(), default_settings())
     assert plan.outputs[0].expression.names == ("nir", "red")
     assert plan.assets == ("nir", "red", "scl")
     assert plan.outputs[0].bands[0].name == "B0"
@@ -318,6 +319,6 @@ def test_plan_default_calculations_apply_per_band():
             },
         }
     ).calculations
-    bands = make_plan(request).outputs[0].bands
+    bands = make_plan(request, default_settings()).outputs[0].bands
     assert [b.percentiles for b in bands] == [(50.0,)] * 3
     assert [b.histogram is not None for b in bands] == [False, True, False]

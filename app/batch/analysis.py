@@ -20,8 +20,9 @@ from app.batch.storage import JobFiles, Storage
 from app.batch.units import UnitPlan, plan_units, stage_features
 from app.catalog.base import SearchQuery
 from app.errors import BadRequestError, NotFoundError
+from app.settings import Settings
 from app.stats.models import StatisticalRequest
-from app.stats.plan import Plan, limit, make_plan
+from app.stats.plan import Plan, make_plan
 
 __all__ = ["Analysis", "analyse", "load_features", "validate_request"]
 
@@ -39,7 +40,7 @@ class Analysis:
     unit_sizes: list[int]
 
 
-def validate_request(request: BatchStatisticalRequest, settings: Any) -> Plan:
+def validate_request(request: BatchStatisticalRequest, settings: Settings) -> Plan:
     """The statistics part of the request, validated (expressions, intervals, limits)."""
     return make_plan(StatisticalRequest.model_validate(request.statistics_request()), settings)
 
@@ -100,7 +101,7 @@ def analyse(
     files: JobFiles,
     storage: Storage,
     catalog: Any,
-    settings: Any,
+    settings: Settings,
     config: BatchConfig,
     parallelism: int,
 ) -> Analysis:
@@ -119,7 +120,7 @@ def analyse(
         features,
         config.batch_unit_features,
         config.batch_min_units,
-        limit(settings, "max_geometry_vertices"),
+        settings.max_geometry_vertices,
     )
     stage_features(storage, files.features, features, units)
     scenes = intervals_with_scenes = 0

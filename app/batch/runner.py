@@ -42,6 +42,7 @@ from app.batch.storage import JobFiles, Storage
 from app.batch.store import JobStore, UnitRecord
 from app.batch.worker import UnitTask, run_unit
 from app.errors import TerratilerError
+from app.settings import Settings
 
 __all__ = ["Driver", "DriverContext"]
 
@@ -59,7 +60,7 @@ class DriverContext:
 
     store: JobStore
     executor: DaskExecutor
-    settings: Any
+    settings: Settings
     config: BatchConfig
     catalog: Any
     owner: str

@@ -37,6 +37,7 @@ from app.batch.store import JobRecord, JobStore
 from app.errors import BadRequestError, ConflictError, ForbiddenError, TooLargeError
 from app.redirects import resolve_redirects
 from app.security import check_source
+from app.settings import Settings
 
 __all__ = ["RESULT_FORMATS", "BatchService"]
 
@@ -107,7 +108,7 @@ class BatchService:
 
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         catalog: Any = None,
         *,
         engine: Engine | None = None,
@@ -220,7 +221,7 @@ class BatchService:
             href = features.href.strip()
             if self.check_sources:
                 allowed = self.settings.allowed_prefixes
-                private = bool(getattr(self.settings, "allow_private_sources", False))
+                private = self.settings.allow_private_sources
                 try:
                     href = check_source(href, allowed, allow_private=private)
                     href = resolve_redirects(href, allowed, allow_private=private)

@@ -21,9 +21,10 @@ from app.batch.results import feature_document, merge_part, result_schema, rows_
 from app.batch.storage import JobFiles, Storage
 from app.batch.units import UnitFeatures, read_unit, validate_geometry
 from app.errors import BadRequestError
+from app.settings import Settings
 from app.stats import compute_many
 from app.stats.models import StatisticalRequest
-from app.stats.plan import limit, make_plan
+from app.stats.plan import make_plan
 
 __all__ = ["UnitTask", "outcome", "run_unit"]
 
@@ -54,13 +55,13 @@ class UnitTask:
     generation: int
     root: str
     request: dict[str, Any]
-    settings: Any
+    settings: Settings
     storage_options: dict[str, Any] = field(default_factory=dict)
     only: tuple[int, ...] | None = None
     chunk_size: int = 1024
 
 
-def _prepare(settings: Any) -> Any:
+def _prepare(settings: Settings) -> Any:
     """Per worker process: GDAL's environment once, and the catalog (cached a while)."""
     global _configured
     with _lock:
@@ -69,8 +70,8 @@ def _prepare(settings: Any) -> Any:
 
             configure_gdal(settings)
             _configured = True
-        key = (str(settings.catalog), str(getattr(settings, "collection", "")))
-        ttl = float(getattr(settings, "item_cache_ttl", 300.0))
+        key = (settings.catalog, settings.collection)
+        ttl = settings.item_cache_ttl
         cached = _catalogs.get(key)
         if cached is None or time.monotonic() - cached[0] > ttl:
             from app.catalog import catalog_from_settings
@@ -120,7 +121,7 @@ def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, 
 
 def _responses(task: UnitTask, features: UnitFeatures, positions: list[int]) -> list[dict]:
     """Each wanted feature's response: the engine's, or why its geometry cannot be used."""
-    max_vertices = limit(task.settings, "max_geometry_vertices")
+    max_vertices = task.settings.max_geometry_vertices
     responses: dict[int, dict[str, Any]] = {}
     valid: list[int] = []
     geometries = []

@@ -6,6 +6,9 @@ import pystac
 from cachetools import TTLCache
 
 from app.catalog.base import Catalog
+from app.settings import default_settings
+
+_DEFAULTS = default_settings()
 
 
 class ItemCache:
@@ -14,7 +17,13 @@ class ItemCache:
     Returned items are shared: callers must not mutate them.
     """
 
-    def __init__(self, catalog: Catalog, *, ttl: float = 300.0, maxsize: int = 4096):
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        ttl: float = _DEFAULTS.item_cache_ttl,
+        maxsize: int = _DEFAULTS.item_cache_size,
+    ):
         self.catalog = catalog
         self._items: TTLCache[tuple[str, str], pystac.Item] = TTLCache(maxsize, ttl)
         self._lock = threading.Lock()

@@ -44,6 +44,7 @@ from app.input_limits import (
     check_list_length,
     check_value_depth,
 )
+from app.settings import default_settings
 
 __all__ = [
     "CQL2_OPERATORS",
@@ -57,6 +58,9 @@ __all__ = [
     "search_to_body",
     "search_to_get_params",
 ]
+
+# The ``default_search_limit`` / ``max_search_limit`` settings' defaults are the parsers'.
+_DEFAULTS = default_settings()
 
 #: Operators of the STAC API ``query`` extension this service understands.
 QUERY_OPERATORS = (
@@ -546,8 +550,8 @@ def _build(
 def search_from_get(
     params: Mapping[str, str],
     *,
-    default_limit: int = 10,
-    max_limit: int = 1000,
+    default_limit: int = _DEFAULTS.default_search_limit,
+    max_limit: int = _DEFAULTS.max_search_limit,
     limits: InputLimits = DEFAULT_LIMITS,
 ) -> SearchQuery:
     """Read a search from ``GET /search`` query parameters.
@@ -599,8 +603,8 @@ def search_from_get(
 def search_from_body(
     body: Mapping[str, Any],
     *,
-    default_limit: int = 10,
-    max_limit: int = 1000,
+    default_limit: int = _DEFAULTS.default_search_limit,
+    max_limit: int = _DEFAULTS.max_search_limit,
     limits: InputLimits = DEFAULT_LIMITS,
 ) -> SearchQuery:
     """Read a search from a ``POST /search`` JSON body.

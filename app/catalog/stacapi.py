@@ -84,8 +84,12 @@ from app.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from app.settings import default_settings
 
 __all__ = ["StacApiCatalog"]
+
+# The ``stac_*`` settings' defaults are the constructor's.
+_DEFAULTS = default_settings()
 
 #: Answers worth retrying: rate limiting and transient server trouble.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -258,14 +262,14 @@ class StacApiCatalog:
         self,
         url: str,
         *,
-        timeout: float = 30,
-        retries: int = 3,
-        backoff: float = 0.5,
+        timeout: float = _DEFAULTS.stac_timeout,
+        retries: int = _DEFAULTS.stac_retries,
+        backoff: float = _DEFAULTS.stac_backoff,
         headers: dict[str, str] | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         deadline: float | None = None,
-        max_concurrency: int = 16,
-        queue_timeout: float = 1.0,
+        max_concurrency: int = _DEFAULTS.stac_max_concurrency,
+        queue_timeout: float = _DEFAULTS.stac_queue_timeout,
     ):
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")

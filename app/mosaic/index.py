@@ -35,10 +35,13 @@ from shapely.strtree import STRtree
 
 from app.catalog.query import parse_rfc3339
 from app.errors import BadRequestError, UpstreamTimeoutError
+from app.settings import default_settings
 
 __all__ = ["ORDERS", "FootprintIndex", "IndexCache", "IndexedItem"]
 
 logger = logging.getLogger(__name__)
+
+_DEFAULTS = default_settings()
 
 ORDERS = ("mostRecent", "leastRecent", "leastCC", "search")
 
@@ -260,8 +263,8 @@ class IndexCache:
     def __init__(
         self,
         *,
-        ttl: float = 300.0,
-        max_items: int = 20_000,
+        ttl: float = _DEFAULTS.mosaic_index_ttl,
+        max_items: int = _DEFAULTS.mosaic_index_max_items,
         retry_after: float = 30.0,
         wait_timeout: float | None = None,
     ):

@@ -103,8 +103,6 @@ LAYER_PARAMETERS = frozenset(
         "algorithm_params",
     }
 )
-#: Largest metadata document accepted (canonical JSON, bytes).
-MAX_METADATA_BYTES = 16_384
 _MAX_NAME = 200
 
 
@@ -309,7 +307,9 @@ def with_defaults(
     ]
 
 
-def normalize_metadata(metadata: Any, limits: InputLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+def normalize_metadata(
+    metadata: Any, limits: InputLimits = DEFAULT_LIMITS, *, max_bytes: int
+) -> dict[str, Any]:
     """Validate a registration's metadata.
 
     Known keys: ``name`` and ``description`` (strings), ``minzoom``/``maxzoom`` (override
@@ -318,6 +318,11 @@ def normalize_metadata(metadata: Any, limits: InputLimits = DEFAULT_LIMITS) -> d
     ``preset``, ``assets``, ``expression``, ``mask``, ``pixel_selection``, ``order``,
     ``rescale``, ``colormap_name`` ...; applied to requests as ``with_defaults`` says and
     carried by the links this service returns). Other keys are kept as given.
+
+    Args:
+        metadata: The ``metadata`` of a registration (None: none).
+        limits: Bounds on the JSON nesting of ``defaults`` values.
+        max_bytes: The ``max_search_metadata_bytes`` setting: the largest canonical body.
 
     Raises:
         BadRequestError: ``metadata.<key>: ...``.
@@ -365,6 +370,6 @@ def normalize_metadata(metadata: Any, limits: InputLimits = DEFAULT_LIMITS) -> d
                 )
             checked[key] = _default_value(key, value, limits)
         result["defaults"] = checked
-    if len(canonical_json(result)) > MAX_METADATA_BYTES:
-        raise BadRequestError(f"metadata: larger than {MAX_METADATA_BYTES} bytes")
+    if len(canonical_json(result)) > max_bytes:
+        raise BadRequestError(f"metadata: larger than {max_bytes} bytes")
     return result

@@ -44,7 +44,7 @@ from rio_tiler.models import ImageData
 from app.budget import MemoryBudget
 from app.catalog.base import Catalog
 from app.errors import BadRequestError, NotFoundError, TooLargeError, UpstreamTimeoutError
-from app.input_limits import DEFAULT_LIMITS, InputLimits
+from app.input_limits import InputLimits
 from app.mosaic.index import ORDERS, FootprintIndex, IndexCache, IndexedItem
 from app.mosaic.reader import (
     PARTIAL_TIME,
@@ -70,6 +70,7 @@ from app.request_checks import (
     check_tile_size,
     shape_bounds,
 )
+from app.settings import Settings
 
 __all__ = [
     "MosaicConfig",
@@ -99,54 +100,52 @@ class MosaicConfig:
         threads: item reads in flight at most per request.
         default_collection: the collection of a search that names none.
         input_limits: bounds on a registered search's filter and JSON nesting.
-        max_search_bytes: canonical JSON bytes of a registered search.
+        max_search_bytes: canonical JSON bytes of a registered search (None: no limit).
+        max_metadata_bytes: canonical JSON bytes of a registered search's metadata.
     """
 
-    min_zoom: int = 7
-    max_items_per_tile: int = 50
-    max_items_per_point: int = 500
-    time_limit: float = 5.0
-    max_search_items: int = 2000
-    index_ttl: float = 300.0
-    index_max_items: int = 20_000
-    index_wait: float = 30.0
-    threads: int = 4
-    default_collection: str | None = "sentinel-2-l2a"
-    input_limits: InputLimits = DEFAULT_LIMITS
-    max_search_bytes: int | None = 1_000_000
+    min_zoom: int
+    max_items_per_tile: int
+    max_items_per_point: int
+    time_limit: float
+    max_search_items: int
+    index_ttl: float
+    index_max_items: int
+    index_wait: float
+    threads: int
+    default_collection: str | None
+    input_limits: InputLimits
+    max_search_bytes: int | None
+    max_metadata_bytes: int
 
     @classmethod
-    def from_settings(cls, settings: Any) -> MosaicConfig:
-        """The config of ``settings`` (fields missing there take the defaults above)."""
-        defaults = cls()
-
-        def get(name: str, attribute: str) -> Any:
-            return getattr(settings, name, getattr(defaults, attribute))
-
+    def from_settings(cls, settings: Settings) -> MosaicConfig:
+        """The config of ``settings`` (its ``mosaic_*`` fields and search bounds)."""
         return cls(
-            min_zoom=int(get("mosaic_min_zoom", "min_zoom")),
-            max_items_per_tile=int(get("mosaic_max_items_per_tile", "max_items_per_tile")),
-            max_items_per_point=int(get("mosaic_max_items_per_point", "max_items_per_point")),
-            time_limit=float(get("mosaic_time_limit", "time_limit")),
-            max_search_items=int(get("mosaic_max_search_items", "max_search_items")),
-            index_ttl=float(get("mosaic_index_ttl", "index_ttl")),
-            index_max_items=int(get("mosaic_index_max_items", "index_max_items")),
-            index_wait=float(get("mosaic_index_wait", "index_wait")),
-            threads=int(get("mosaic_threads", "threads")),
-            default_collection=get("collection", "default_collection"),
+            min_zoom=settings.mosaic_min_zoom,
+            max_items_per_tile=settings.mosaic_max_items_per_tile,
+            max_items_per_point=settings.mosaic_max_items_per_point,
+            time_limit=settings.mosaic_time_limit,
+            max_search_items=settings.mosaic_max_search_items,
+            index_ttl=settings.mosaic_index_ttl,
+            index_max_items=settings.mosaic_index_max_items,
+            index_wait=settings.mosaic_index_wait,
+            threads=settings.mosaic_threads,
+            default_collection=settings.collection,
             input_limits=InputLimits.from_settings(settings),
-            max_search_bytes=get("max_search_bytes", "max_search_bytes"),
+            max_search_bytes=settings.max_search_bytes,
+            max_metadata_bytes=settings.max_search_metadata_bytes,
         )
 
 
-def reader_options_from_settings(settings: Any) -> dict[str, Any]:
+def reader_options_from_settings(settings: Settings) -> dict[str, Any]:
     """``S2STACReader`` options from the settings (allow-list, SCL classes, limits)."""
     return {
         "allowed_sources": list(settings.allowed_prefixes),
-        "allow_private": bool(getattr(settings, "allow_private_sources", False)),
+        "allow_private": settings.allow_private_sources,
         "scl_mask_classes": list(settings.scl_mask_classes),
-        "max_pixels": getattr(settings, "max_output_pixels", None),
-        "max_tile_size": getattr(settings, "max_tile_size", None),
+        "max_pixels": settings.max_output_pixels,
+        "max_tile_size": settings.max_tile_size,
         "budget": MemoryBudget.from_settings(settings),
     }
 
@@ -266,13 +265,13 @@ class MosaicService:
         self,
         catalog: Catalog,
         store: SearchStore,
-        config: MosaicConfig | None = None,
+        config: MosaicConfig,
         reader_options: dict[str, Any] | None = None,
         reader: type[S2STACReader] = MosaicItemReader,
     ):
         self.catalog = catalog
         self.store = store
-        self.config = config or MosaicConfig()
+        self.config = config
         self.reader_options = reader_options or {}
         self.reader = reader
         self.indexes = IndexCache(
@@ -301,7 +300,9 @@ class MosaicService:
             limits=self.config.input_limits,
             max_bytes=self.config.max_search_bytes,
         )
-        meta = normalize_metadata(metadata, self.config.input_limits)
+        meta = normalize_metadata(
+            metadata, self.config.input_limits, max_bytes=self.config.max_metadata_bytes
+        )
         matched = self._count(query)
         if matched is not None and matched > self.config.max_search_items:
             raise TooLargeError(

@@ -50,6 +50,7 @@ from app import sentinel2
 from app.budget import HARMONIZED_BYTES, MATH_INPUT_BYTES, MATH_OUTPUT_BYTES, MATH_WORK_BYTES
 from app.catalog.base import SearchQuery
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
+from app.settings import Settings
 from app.stats.chunking import DEFAULT_CHUNK_SIZE, spatial_chunks
 from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
@@ -69,7 +70,6 @@ from app.stats.plan import (
     SCL_ASSET,
     Plan,
     format_interval,
-    limit,
     make_plan,
 )
 from app.stats.reading import Scene, SceneReader, SceneReadError
@@ -94,7 +94,7 @@ __all__ = ["compute_many", "compute_statistics"]
 def compute_statistics(
     request: StatisticalRequest | Mapping[str, Any],
     catalog: Any,
-    settings: Any = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Compute the Statistical API response for the request's own geometry.
 
@@ -116,7 +116,7 @@ def compute_statistics(
     model = _model(request)
     if model.input.bounds is None:
         raise BadRequestError("input.bounds: give a geometry or a bbox")
-    geometry = bounds_geometry(model.input.bounds, limit(settings, "max_geometry_vertices"))
+    geometry = bounds_geometry(model.input.bounds, settings.max_geometry_vertices)
     plan = make_plan(model, settings)
     engine = _Engine(plan, catalog, settings, strict=True)
     return engine.run([geometry])[0]
@@ -126,7 +126,7 @@ def compute_many(
     features: Sequence[Mapping[str, Any]],
     request: StatisticalRequest | Mapping[str, Any],
     catalog: Any,
-    settings: Any = None,
+    settings: Settings | None = None,
     *,
     crs: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -158,7 +158,7 @@ def compute_many(
         plan = _with_crs(plan, crs)
     elif model.input.bounds is None:
         plan = _with_crs(plan, WGS84)
-    max_vertices = limit(settings, "max_geometry_vertices")
+    max_vertices = settings.max_geometry_vertices
     geometries: list[shapely.Geometry | BadRequestError] = []
     for position, feature in enumerate(features):
         value = feature.get("geometry", feature) if isinstance(feature, Mapping) else feature
@@ -177,12 +177,8 @@ def compute_many(
 # ----------------------------------------------------------------------------- helpers
 
 
-def _settings(settings: Any) -> Any:
-    if settings is None:
-        from app.settings import Settings
-
-        return Settings()
-    return settings
+def _settings(settings: Settings | None) -> Settings:
+    return Settings() if settings is None else settings
 
 
 def _model(request: StatisticalRequest | Mapping[str, Any]) -> StatisticalRequest:
@@ -232,7 +228,7 @@ class _Engine:
         self,
         plan: Plan,
         catalog: Any,
-        settings: Any,
+        settings: Settings,
         *,
         strict: bool,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -242,14 +238,10 @@ class _Engine:
         self.settings = settings
         self.strict = strict
         self.chunk_size = max(int(chunk_size), 1)
-        self.reader = SceneReader(
-            list(settings.allowed_prefixes), bool(getattr(settings, "allow_private_sources", False))
-        )
-        self.scl_classes = frozenset(
-            getattr(settings, "scl_mask_classes", sentinel2.DEFAULT_SCL_MASK)
-        )
-        self.max_pixels = limit(settings, "stats_max_pixels")
-        self.max_bytes = limit(settings, "max_request_bytes")
+        self.reader = SceneReader(list(settings.allowed_prefixes), settings.allow_private_sources)
+        self.scl_classes = frozenset(settings.scl_mask_classes)
+        self.max_pixels = settings.stats_max_pixels
+        self.max_bytes = settings.max_request_bytes
         self.bytes_per_cell = bytes_per_cell(plan)
         self.output_assets = (
             tuple(
@@ -286,7 +278,7 @@ class _Engine:
         whose footprint intersects ``intersects`` when given.
         """
         plan = self.plan
-        max_scenes = limit(self.settings, "stats_max_scenes")
+        max_scenes = self.settings.stats_max_scenes
         start, end = plan.time_range
         if hasattr(self.catalog, "search"):
             query = SearchQuery(

@@ -15,6 +15,7 @@ from app import sentinel2
 from app.catalog.query import format_datetime, parse_rfc3339
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
+from app.settings import Settings
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
 from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
@@ -28,22 +29,6 @@ SCL_ASSET = "scl"
 BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {"scl", "aot", "wvp"}
 # Sentinel Hub's collection ids for Sentinel-2 L2A.
 COLLECTION_ALIASES = {"S2L2A": "sentinel-2-l2a", "sentinel-2-l2a": "sentinel-2-l2a"}
-
-DEFAULT_LIMITS = {
-    "max_histogram_bins": 1000,
-    "stats_max_pixels": 25_000_000,
-    "max_geometry_vertices": 100_000,
-    "stats_max_intervals": 400,
-    "stats_max_outputs": 10,
-    "stats_max_scenes": 2_000,
-    "max_expression_outputs": 16,
-    "max_request_bytes": 2 * 1024**3,
-}
-
-
-def limit(settings: object | None, name: str) -> int:
-    """Return a limit from the settings, or its default while the settings lack the field."""
-    return int(getattr(settings, name, DEFAULT_LIMITS[name]))
 
 
 @dataclass(frozen=True)
@@ -168,12 +153,13 @@ def _bands(
     return tuple(bands)
 
 
-def make_plan(request: StatisticalRequest, settings: object | None = None) -> Plan:
+def make_plan(request: StatisticalRequest, settings: Settings) -> Plan:
     """Validate a request into a Plan.
 
     Args:
         request: The parsed request.
-        settings: Service settings (limits); defaults apply to missing fields.
+        settings: Service settings (the ``stats_max_*``, ``max_expression_outputs`` and
+            ``max_histogram_bins`` limits).
 
     Returns:
         The plan.
@@ -196,7 +182,7 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
         raise BadRequestError("input.data: exactly one data collection is supported")
     data = request.input.data[0]
 
-    max_outputs = limit(settings, "stats_max_outputs")
+    max_outputs = settings.stats_max_outputs
     if not aggregation.outputs:
         raise BadRequestError("aggregation.outputs: give at least one output")
     if len(aggregation.outputs) > max_outputs:
@@ -215,7 +201,7 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
         end,
         duration,
         aggregation.aggregationInterval.lastIntervalBehavior,
-        max_intervals=limit(settings, "stats_max_intervals"),
+        max_intervals=settings.stats_max_intervals,
     )
 
     outputs = []
@@ -223,7 +209,7 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
     for name, definition in aggregation.outputs.items():
         expression = _band_math(definition.expression, f"aggregation.outputs.{name}.expression")
         count = len(expression.outputs)
-        max_bands = limit(settings, "max_expression_outputs")
+        max_bands = settings.max_expression_outputs
         if count > max_bands:
             raise TooLargeError(
                 f"aggregation.outputs.{name}.expression: {count} ';'-separated bands, over the "
@@ -235,9 +221,7 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
                 f"aggregation.outputs.{name}.bands: {count} distinct band name(s) needed, "
                 f"one per ';'-separated expression"
             )
-        bands = _bands(
-            name, list(band_names), request.calculations, limit(settings, "max_histogram_bins")
-        )
+        bands = _bands(name, list(band_names), request.calculations, settings.max_histogram_bins)
         outputs.append(OutputPlan(name, expression, bands))
         assets.extend(expression.names)
     _check_keys(request.calculations, list(aggregation.outputs), "calculations", "output")
