@@ -50,6 +50,7 @@ from app import sentinel2
 from app.budget import HARMONIZED_BYTES, MATH_INPUT_BYTES, MATH_OUTPUT_BYTES, MATH_WORK_BYTES
 from app.catalog.base import SearchQuery
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
+from app.ordering import MosaickingOrder, order_key
 from app.stats.chunking import DEFAULT_CHUNK_SIZE, spatial_chunks
 from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
@@ -195,15 +196,12 @@ def _with_crs(plan: Plan, crs: str) -> Plan:
     return replace(plan, crs=crs)
 
 
-def _order(scenes: list[Scene], order: str) -> list[Scene]:
-    if order == "leastRecent":
-        return sorted(scenes, key=lambda s: (s.when, s.id))
-    if order == "leastCC":
-        return sorted(
-            scenes,
-            key=lambda s: (100.0 if s.cloud is None else s.cloud, -s.when.timestamp(), s.id),
-        )
-    return sorted(scenes, key=lambda s: (-s.when.timestamp(), s.id))
+def _order(scenes: list[Scene], order: MosaickingOrder) -> list[Scene]:
+    # Ties go by item id; an unknown cloud cover counts as 100 % (Sentinel Hub's reading).
+    return sorted(
+        scenes,
+        key=lambda s: (*order_key(order, s.when, 100.0 if s.cloud is None else s.cloud), s.id),
+    )
 
 
 def bytes_per_cell(plan: Plan) -> int:

@@ -14,12 +14,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.ordering import DEFAULT_ORDER, MosaickingOrder
 from app.stats.coverage import PixelRule
 from app.stats.intervals import LastIntervalBehavior
 
 WGS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-
-MosaickingOrder = Literal["mostRecent", "leastRecent", "leastCC"]
 
 
 class _Model(BaseModel):
@@ -69,7 +68,7 @@ class DataFilter(_Model):
         default=100.0, ge=0, le=100, description="Largest `eo:cloud_cover` (percent) accepted."
     )
     mosaickingOrder: MosaickingOrder = Field(
-        default="mostRecent",
+        default=DEFAULT_ORDER,
         description="Order in which an interval's scenes are mosaicked: each pixel takes the "
         "first valid value (after the mask). `leastCC`: least cloudy first, then most recent.",
     )

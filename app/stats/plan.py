@@ -15,6 +15,7 @@ from app import sentinel2
 from app.catalog.query import format_datetime, parse_rfc3339
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
+from app.ordering import MosaickingOrder
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
 from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
@@ -87,7 +88,7 @@ class Plan:
     outputs: tuple[OutputPlan, ...]
     mask: str | Expression
     pixel_rule: PixelRule
-    mosaicking_order: str
+    mosaicking_order: MosaickingOrder
     max_cloud_coverage: float | None
     resolution: tuple[float, float] | None
     crs: str
