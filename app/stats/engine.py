@@ -49,12 +49,12 @@ import shapely.geometry
 from app import sentinel2
 from app.budget import HARMONIZED_BYTES, MATH_INPUT_BYTES, MATH_OUTPUT_BYTES, MATH_WORK_BYTES
 from app.catalog.base import SearchQuery
+from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
 from app.ordering import MosaickingOrder, order_key
 from app.stats.chunking import DEFAULT_CHUNK_SIZE, spatial_chunks
 from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
-    WGS84,
     bounds_geometry,
     non_finite,
     pixel_size_in,
@@ -158,7 +158,7 @@ def compute_many(
     if crs is not None:
         plan = _with_crs(plan, crs)
     elif model.input.bounds is None:
-        plan = _with_crs(plan, WGS84)
+        plan = _with_crs(plan, EPSG_4326)
     max_vertices = limit(settings, "max_geometry_vertices")
     geometries: list[shapely.Geometry | BadRequestError] = []
     for position, feature in enumerate(features):
@@ -362,7 +362,7 @@ class _Engine:
                 responses[position] = failed(geometry.message)
             else:
                 usable.append(position)
-        projected = reproject([geometries[p] for p in usable], plan.crs, WGS84)
+        projected = reproject([geometries[p] for p in usable], plan.crs, EPSG_4326)
         outside = non_finite(projected)
         if outside.any():
             error = BadRequestError(

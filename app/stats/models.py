@@ -14,11 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.crs_input import OGC_CRS84
 from app.ordering import DEFAULT_ORDER, MosaickingOrder
 from app.stats.coverage import PixelRule
 from app.stats.intervals import LastIntervalBehavior
-
-WGS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 
 
 class _Model(BaseModel):
@@ -29,7 +28,7 @@ class BoundsProperties(_Model):
     """CRS of ``bounds``: an EPSG code, OGC URL or URN."""
 
     crs: str = Field(
-        default=WGS84,
+        default=OGC_CRS84,
         description="CRS of the geometry / bbox, e.g. `http://www.opengis.net/def/crs/EPSG/0/32633`"
         ", `EPSG:32633` or `urn:ogc:def:crs:EPSG::4326`. Default: WGS84 (lon, lat).",
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from app import sentinel2
 from app.catalog.query import format_datetime, parse_rfc3339
+from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
 from app.ordering import MosaickingOrder
@@ -257,7 +258,7 @@ def make_plan(request: StatisticalRequest, settings: object | None = None) -> Pl
 
     cloud = data.dataFilter.maxCloudCoverage
     bounds = request.input.bounds
-    crs = bounds.properties.crs if bounds is not None else "EPSG:4326"
+    crs = bounds.properties.crs if bounds is not None else EPSG_4326
     resolution = None
     if aggregation.resx is not None and aggregation.resy is not None:
         resolution = (aggregation.resx, aggregation.resy)
