@@ -47,14 +47,12 @@ from app.request_checks import (
     tile_pixels,
 )
 from app.security import check_source, redact_source, shown_source
+from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stac_item import fetch_item
 
 # rio-tiler recomputes a dataset's whole reprojected grid for every tile: cache it.
 reprojection.install()
 
-SCL_ASSET = "scl"
-MASK_SCL_CLEAR = "scl-clear"
-MASK_NONE = "none"
 
 Layer = ImageData | PointData
 

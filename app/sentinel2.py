@@ -6,7 +6,7 @@ Scene Classification Layer (SCL) used for cloud and validity masks.
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pystac
@@ -71,6 +71,14 @@ SCL_CLASSES: dict[int, str] = {
     10: "thin_cirrus",
     11: "snow",
 }
+# The SCL asset (Earth-Search v1 key) and the named values of the ``mask`` parameter: with
+# ``scl-clear`` the pixels of the configured SCL classes become nodata; ``none`` masks nothing
+# (a band-math expression over assets is the third kind of mask).
+SCL_ASSET = "scl"
+MASK_SCL_CLEAR = "scl-clear"
+MASK_NONE = "none"
+MaskName = Literal["scl-clear", "none"]
+
 # Classes that make a pixel unusable for statistics: nodata, saturated, cloud shadow,
 # clouds (medium, high), cirrus and snow.
 DEFAULT_SCL_MASK: frozenset[int] = frozenset({0, 1, 3, 8, 9, 10, 11})

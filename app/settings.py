@@ -16,6 +16,7 @@ from app.input_limits import (
     DEFAULT_MAX_SEARCH_LIST_ITEMS,
     DEFAULT_MAX_VERTICES,
 )
+from app.sentinel2 import DEFAULT_SCL_MASK
 
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
@@ -113,7 +114,7 @@ class Settings(BaseSettings):
     cache_control: str = "public, max-age=3600"
 
     # Sentinel-2: SCL classes that mask=scl-clear turns into nodata.
-    scl_mask_classes: Annotated[list[int], NoDecode] = [0, 1, 3, 8, 9, 10, 11]
+    scl_mask_classes: Annotated[list[int], NoDecode] = sorted(DEFAULT_SCL_MASK)
 
     # Sources: private/loopback hosts are refused unless the operator opts in.
     allow_private_sources: bool = False

@@ -52,6 +52,7 @@ from app.catalog.base import SearchQuery
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
 from app.ordering import MosaickingOrder, order_key
+from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stats.chunking import DEFAULT_CHUNK_SIZE, spatial_chunks
 from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
@@ -65,9 +66,6 @@ from app.stats.grid import PixelGrid
 from app.stats.layout import Layout
 from app.stats.models import StatisticalRequest
 from app.stats.plan import (
-    MASK_NONE,
-    MASK_SCL_CLEAR,
-    SCL_ASSET,
     Plan,
     format_interval,
     limit,

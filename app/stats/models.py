@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.crs_input import OGC_CRS84
 from app.ordering import DEFAULT_ORDER, MosaickingOrder
+from app.sentinel2 import MASK_SCL_CLEAR
 from app.stats.coverage import PixelRule
 from app.stats.intervals import LastIntervalBehavior
 
@@ -136,7 +137,7 @@ class Aggregation(_Model):
         description="Output name -> band math. Takes the place of Sentinel Hub's evalscript."
     )
     mask: str = Field(
-        default="scl-clear",
+        default=MASK_SCL_CLEAR,
         description="`scl-clear` (SCL classes nodata, saturated, cloud shadow, clouds, cirrus, "
         "snow are no data), `none`, or a boolean expression over assets (true = valid), "
         "e.g. `(scl == 4) | (scl == 5)`.",

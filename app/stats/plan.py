@@ -17,17 +17,15 @@ from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
 from app.ordering import MosaickingOrder
+from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
 from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
 from app.stats.summary import HistogramSpec
 
-MASK_SCL_CLEAR = "scl-clear"
-MASK_NONE = "none"
-SCL_ASSET = "scl"
 # The single-band assets band math may name (Earth-Search v1 keys; ESA band names resolve
 # to them). ``visual`` is a 3-band RGB image, not a measurement.
-BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {"scl", "aot", "wvp"}
+BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {SCL_ASSET, "aot", "wvp"}
 # Sentinel Hub's collection ids for Sentinel-2 L2A.
 COLLECTION_ALIASES = {"S2L2A": "sentinel-2-l2a", "sentinel-2-l2a": "sentinel-2-l2a"}
 
