@@ -28,7 +28,6 @@ import shapely
 import shapely.geometry
 from shapely.strtree import STRtree
 
-from app.catalog.query import parse_rfc3339
 from app.errors import BadRequestError, UpstreamTimeoutError
 from app.ordering import (
     DEFAULT_ORDER,
@@ -38,6 +37,7 @@ from app.ordering import (
     check_item_order,
     order_key,
 )
+from app.stac_fields import item_datetime
 
 __all__ = ["FootprintIndex", "IndexCache", "IndexedItem"]
 
@@ -72,18 +72,6 @@ def _rank(order: np.ndarray) -> np.ndarray:
     rank = np.empty(len(order), dtype="int64")
     rank[order] = np.arange(len(order))
     return rank
-
-
-def _item_datetime(item: pystac.Item) -> datetime | None:
-    if item.datetime is not None:
-        return item.datetime
-    start = item.properties.get("start_datetime")
-    if isinstance(start, str):
-        try:
-            return parse_rfc3339(start)
-        except ValueError:
-            return None
-    return None
 
 
 def _footprint(item: pystac.Item) -> shapely.Geometry:
@@ -138,7 +126,7 @@ class FootprintIndex:
                 item=item,
                 position=position,
                 geometry=_footprint(item),
-                datetime=_item_datetime(item),
+                datetime=item_datetime(item),
                 cloud_cover=_cloud_cover(item),
             )
             for position, item in enumerate(items)
