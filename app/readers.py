@@ -53,7 +53,6 @@ from app.stac_item import fetch_item
 # rio-tiler recomputes a dataset's whole reprojected grid for every tile: cache it.
 reprojection.install()
 
-
 Layer = ImageData | PointData
 
 # rio-tiler's default decimation of statistics (``Reader.statistics(max_size=1024)``).

@@ -195,7 +195,7 @@ def _with_crs(plan: Plan, crs: str) -> Plan:
 
 
 def _order(scenes: list[Scene], order: MosaickingOrder) -> list[Scene]:
-    # Ties go by item id; an unknown cloud cover counts as 100 % (Sentinel Hub's reading).
+    # Ties go by item id; a scene without a cloud cover ranks as 100 % cloudy in leastCC.
     return sorted(
         scenes,
         key=lambda s: (*order_key(order, s.when, 100.0 if s.cloud is None else s.cloud), s.id),
