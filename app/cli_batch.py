@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.ordering import MOSAICKING_ORDERS
+
 __all__ = ["add_batch_commands", "build_request"]
 
 BUSY = {"CREATED", "ANALYSING", "ANALYSIS_DONE", "PROCESSING"}
@@ -51,9 +53,7 @@ def add_batch_commands(subparsers: Any) -> None:
     stats.add_argument("--collection", default="sentinel-2-l2a")
     stats.add_argument("--mask", default="scl-clear", help="scl-clear, none or an expression")
     stats.add_argument("--max-cloud", type=float, default=100.0, help="percent")
-    stats.add_argument(
-        "--mosaicking-order", choices=["mostRecent", "leastRecent", "leastCC"], default=None
-    )
+    stats.add_argument("--mosaicking-order", choices=MOSAICKING_ORDERS, default=None)
     stats.add_argument("--pixel-rule", choices=["exact", "center", "all_touched"], default=None)
     stats.add_argument("--percentiles", help="comma-separated, e.g. 10,50,90")
     stats.add_argument("--layer", help="layer of a multi-layer GeoPackage")

@@ -30,6 +30,7 @@ from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_
 from app.redirects import resolve_redirects
 from app.request_checks import check_histogram, check_percentiles
 from app.security import check_source
+from app.sentinel2 import MaskName
 from app.settings import Settings
 
 _mosaics_lock = threading.Lock()
@@ -172,7 +173,7 @@ class S2LayerParams(DefaultDependency):
         bool | None, Query(description="Treat each asset as a one-band dataset.")
     ] = None
     mask: Annotated[
-        Literal["scl-clear", "none"] | None,
+        MaskName | None,
         Query(
             description="`scl-clear`: cloud, shadow, cirrus, snow, saturated and nodata "
             "pixels (the configured SCL classes) become nodata.",

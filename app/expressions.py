@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import BadRequestError
-from app.sentinel2 import SCL_COLORMAP
+from app.sentinel2 import SCL_ASSET, SCL_COLORMAP
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -479,7 +479,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="scl",
-            assets=("scl",),
+            assets=(SCL_ASSET,),
             expression=None,
             rescale=None,
             colormap_name=None,

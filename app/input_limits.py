@@ -145,25 +145,6 @@ def check_value_depth(value: Any, limit: int, what: str) -> None:
         raise _too_deep(what, depth, "max_json_depth", limit, "levels")
 
 
-def load_json(data: bytes | str, limit: int, what: str) -> Any:
-    """``json.loads`` of user text, its nesting checked first.
-
-    Args:
-        data: JSON text.
-        limit: the ``max_json_depth`` setting.
-        what: the input named in error messages (``body``, ``intersects`` ...).
-
-    Raises:
-        BadRequestError: too deep, or not JSON.
-
-    """
-    check_json_depth(data, limit, what)
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise BadRequestError(f"{what}: not valid JSON ({error})") from None
-
-
 def cql2_text_depth(text: str) -> int:
     """An upper bound of the depth of the expression tree of a cql2-text filter.
 

@@ -23,6 +23,7 @@ import pystac
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 from rasterio.warp import transform_bounds
+from rio_tiler.constants import WGS84_CRS as WGS84
 from rio_tiler.errors import InvalidAssetName
 from rio_tiler.io import Reader, STACReader
 from rio_tiler.models import BandStatistics, ImageData, PointData
@@ -46,18 +47,14 @@ from app.request_checks import (
     tile_pixels,
 )
 from app.security import check_source, redact_source, shown_source
+from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stac_item import fetch_item
 
 # rio-tiler recomputes a dataset's whole reprojected grid for every tile: cache it.
 reprojection.install()
 
-SCL_ASSET = "scl"
-MASK_SCL_CLEAR = "scl-clear"
-MASK_NONE = "none"
-
 Layer = ImageData | PointData
 
-WGS84 = CRS.from_epsg(4326)
 # rio-tiler's default decimation of statistics (``Reader.statistics(max_size=1024)``).
 STATISTICS_MAX_SIZE = 1024
 # rio-tiler's default size of previews (``Reader.preview(max_size=1024)``).

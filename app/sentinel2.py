@@ -6,7 +6,7 @@ Scene Classification Layer (SCL) used for cloud and validity masks.
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pystac
@@ -57,39 +57,33 @@ REFLECTANCE_SCALE = 0.0001
 BOA_ADD_OFFSET = -0.1
 BOA_OFFSET_BASELINE = (4, 0)
 
-SCL_CLASSES: dict[int, str] = {
-    0: "no_data",
-    1: "saturated_or_defective",
-    2: "dark_area_pixels",  # cast shadows and topographic shadows
-    3: "cloud_shadows",
-    4: "vegetation",
-    5: "not_vegetated",
-    6: "water",
-    7: "unclassified",
-    8: "cloud_medium_probability",
-    9: "cloud_high_probability",
-    10: "thin_cirrus",
-    11: "snow",
-}
+# The SCL asset (Earth-Search v1 key) and the named values of the ``mask`` parameter: with
+# ``scl-clear`` the pixels of the configured SCL classes become nodata; ``none`` masks nothing
+# (a band-math expression over assets is the third kind of mask).
+SCL_ASSET = "scl"
+MASK_SCL_CLEAR = "scl-clear"
+MASK_NONE = "none"
+MaskName = Literal["scl-clear", "none"]
+
 # Classes that make a pixel unusable for statistics: nodata, saturated, cloud shadow,
 # clouds (medium, high), cirrus and snow.
 DEFAULT_SCL_MASK: frozenset[int] = frozenset({0, 1, 3, 8, 9, 10, 11})
 
-# ESA's standard SCL legend colours (as in SNAP and the Sentinel Hub SCL script), as a
-# rio-tiler colormap; no_data is transparent so mosaics show what lies below.
+# The SCL classes with ESA's standard legend colours (as in SNAP and the Sentinel Hub SCL
+# script), as a rio-tiler colormap; no data is transparent so mosaics show what lies below.
 SCL_COLORMAP: dict[int, tuple[int, int, int, int]] = {
-    0: (0, 0, 0, 0),
-    1: (255, 0, 0, 255),
-    2: (47, 47, 47, 255),
-    3: (100, 50, 0, 255),
-    4: (0, 160, 0, 255),
-    5: (255, 230, 90, 255),
-    6: (0, 0, 255, 255),
-    7: (128, 128, 128, 255),
-    8: (192, 192, 192, 255),
-    9: (255, 255, 255, 255),
-    10: (100, 200, 255, 255),
-    11: (255, 150, 255, 255),
+    0: (0, 0, 0, 0),  # no data
+    1: (255, 0, 0, 255),  # saturated or defective
+    2: (47, 47, 47, 255),  # dark area pixels (cast and topographic shadows)
+    3: (100, 50, 0, 255),  # cloud shadows
+    4: (0, 160, 0, 255),  # vegetation
+    5: (255, 230, 90, 255),  # not vegetated
+    6: (0, 0, 255, 255),  # water
+    7: (128, 128, 128, 255),  # unclassified
+    8: (192, 192, 192, 255),  # cloud, medium probability
+    9: (255, 255, 255, 255),  # cloud, high probability
+    10: (100, 200, 255, 255),  # thin cirrus
+    11: (255, 150, 255, 255),  # snow
 }
 
 _SHORT_BAND = re.compile(r"^B(\d)$")
@@ -280,28 +274,3 @@ def scl_invalid(scl: np.ndarray, classes: Iterable[int] = DEFAULT_SCL_MASK) -> n
     """
     invalid = np.isin(np.ma.getdata(scl), np.fromiter(classes, dtype=np.int64))
     return invalid | np.ma.getmaskarray(scl)
-
-
-def is_sentinel2_l2a(item: pystac.Item | Mapping[str, Any]) -> bool:
-    """Whether an item is a Sentinel-2 Level-2A scene.
-
-    Args:
-        item: A pystac Item or a raw STAC item dict.
-
-    Returns:
-        True for ``s2:product_type`` S2MSI2A, or a ``sentinel-2*`` constellation or
-        collection whose id says ``l2a``.
-
-    """
-    if isinstance(item, pystac.Item):
-        collection = item.collection_id or ""
-        properties = item.properties
-    else:
-        collection = str(item.get("collection") or "")
-        properties = item.get("properties") or {}
-    if properties.get("s2:product_type") == "S2MSI2A":
-        return True
-    sentinel2 = str(properties.get("constellation", "")).lower() == "sentinel-2" or (
-        collection.lower().startswith("sentinel-2")
-    )
-    return sentinel2 and "l2a" in collection.lower()

@@ -598,16 +598,16 @@ def test_missing_folder(tmp_path: Path):
         LocalCatalog(tmp_path / "nowhere")
 
 
-def test_reload_sees_new_items(tmp_path: Path):
+def test_catalog_is_a_snapshot_of_the_folder(tmp_path: Path):
     write_catalog(tmp_path, ITEMS[:3])
     catalog = LocalCatalog(tmp_path)
     assert len(catalog) == 3
     (tmp_path / "items" / "new.json").write_text(json.dumps({**ITEMS[5], "id": "new"}))
     with pytest.raises(NotFoundError):
         catalog.get_item(COLLECTION, "new")
-    catalog.reload()
-    assert len(catalog) == 4
-    assert catalog.get_item(COLLECTION, "new").id == "new"
+    reopened = LocalCatalog(tmp_path)
+    assert len(reopened) == 4
+    assert reopened.get_item(COLLECTION, "new").id == "new"
 
 
 def test_broken_item_file_names_the_file(tmp_path: Path):

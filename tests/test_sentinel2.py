@@ -11,10 +11,8 @@ from app.errors import BadRequestError
 from app.sentinel2 import (
     BAND_ALIASES,
     DEFAULT_SCL_MASK,
-    SCL_CLASSES,
     SCL_COLORMAP,
     harmonize,
-    is_sentinel2_l2a,
     resolve_asset,
     scale_offset,
     scl_invalid,
@@ -210,10 +208,7 @@ def test_ndvi_needs_harmonized_reflectance() -> None:
 # --- SCL ---------------------------------------------------------------------------
 
 
-def test_scl_classes_and_default_mask() -> None:
-    assert sorted(SCL_CLASSES) == list(range(12))
-    assert SCL_CLASSES[3] == "cloud_shadows"
-    assert SCL_CLASSES[9] == "cloud_high_probability"
+def test_default_scl_mask() -> None:
     assert DEFAULT_SCL_MASK == {0, 1, 3, 8, 9, 10, 11}
 
 
@@ -234,7 +229,7 @@ def test_scl_invalid_custom_classes_and_masked_input() -> None:
 
 
 def test_scl_colormap_is_a_rio_tiler_colormap_of_every_class() -> None:
-    assert set(SCL_COLORMAP) == set(SCL_CLASSES)
+    assert set(SCL_COLORMAP) == set(range(12))  # every SCL class
     for value, rgba in SCL_COLORMAP.items():
         assert len(rgba) == 4 and all(0 <= channel <= 255 for channel in rgba), value
     assert SCL_COLORMAP[0][3] == 0  # no data is transparent
@@ -249,19 +244,6 @@ def test_scl_colormap_renders_with_rio_tiler() -> None:
     data, alpha = apply_cmap(np.array([[[0, 4, 6, 9]]], dtype=np.uint8), SCL_COLORMAP)
     assert data[:, 0, 1].tolist() == [0, 160, 0]
     assert alpha[0].tolist() == [0, 255, 255, 255]
-
-
-# --- item kind -----------------------------------------------------------------------
-
-
-def test_is_sentinel2_l2a() -> None:
-    assert is_sentinel2_l2a(ITEM)
-    assert is_sentinel2_l2a(pystac.Item.from_dict(copy.deepcopy(ITEM)))
-    search = json.loads((FIXTURES / "earth-search-v1-search-response.json").read_text())
-    kinds = {feature["id"]: is_sentinel2_l2a(feature) for feature in search["features"]}
-    assert kinds == {"S2A_13TDE_20231008_0_L2A": True, "LC08_L2SP_033032_20231008_02_T1": False}
-    assert not is_sentinel2_l2a({"collection": "sentinel-2-l1c", "properties": {}})
-    assert is_sentinel2_l2a({"collection": "sentinel-2-c1-l2a", "properties": {}})
 
 
 def test_reflectance_assets() -> None:

@@ -10,7 +10,7 @@ from rasterio.features import geometry_mask
 
 from app.errors import BadRequestError
 from app.settings import default_settings
-from app.stats.coverage import compute_coverage, exact_fractions
+from app.stats.coverage import compute_coverages
 from app.stats.grid import PixelGrid
 from app.stats.intervals import parse_duration, split_time_range
 from app.stats.models import StatisticalRequest
@@ -119,7 +119,7 @@ GRID = PixelGrid.aligned("EPSG:32633", 10.0, 10.0, 500000.0, 5200000.0)
 
 
 def _fractions(geometry: shapely.Geometry, grid: PixelGrid = GRID) -> dict[tuple[int, int], float]:
-    coverage = compute_coverage(geometry, grid, "exact")
+    (coverage,) = compute_coverages([geometry], grid, "exact")
     return {
         (int(r), int(c)): float(w)
         for r, c, w in zip(coverage.rows, coverage.cols, coverage.weights, strict=True)
@@ -185,13 +185,13 @@ def test_exact_fractions_non_square_pixels():
 
 
 def test_exact_fractions_whole_pixel_square():
-    # A 2 x 3 pixel rectangle exactly on pixel edges covers 6 full pixels.
-    u = np.array([1.0, 4.0, 4.0, 1.0, 1.0])
-    v = np.array([1.0, 1.0, 3.0, 3.0, 1.0])
-    fractions = np.abs(exact_fractions(u, v, (4, 5)))
-    expected = np.zeros((4, 5))
-    expected[1:3, 1:4] = 1
-    np.testing.assert_allclose(fractions, expected, atol=1e-12)
+    # A 2 x 3 pixel rectangle exactly on pixel edges covers 6 full pixels, and no other.
+    rectangle = shapely.box(500010.0, 5199970.0, 500040.0, 5199990.0)
+    fractions = _fractions(rectangle)
+    # Global grid rows/columns of the pixel whose corner is (500000, 5200000).
+    row0, col0, _, _ = GRID.window((500000.0, 5199999.0, 500001.0, 5200000.0))
+    assert sorted(fractions) == [(row0 + r, col0 + c) for r in (1, 2) for c in (1, 2, 3)]
+    np.testing.assert_allclose(list(fractions.values()), 1.0, atol=1e-12)
 
 
 def test_center_and_all_touched_match_rasterio():
@@ -201,7 +201,7 @@ def test_center_and_all_touched_match_rasterio():
     transform = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5200000.0)
     for rule, touched in (("center", False), ("all_touched", True)):
         expected = geometry_mask([polygon], (20, 30), transform, all_touched=touched, invert=True)
-        coverage = compute_coverage(polygon, GRID, rule)
+        (coverage,) = compute_coverages([polygon], GRID, rule)
         # Global grid rows/columns -> positions in the 20 x 30 raster at (500000, 5200000).
         row0, col0, _, _ = GRID.window((500000.0, 5199999.0, 500001.0, 5200000.0))
         got = np.zeros((20, 30), dtype=bool)

@@ -37,13 +37,13 @@ from pyproj.exceptions import CRSError
 
 from app.batch.gpkg import read_gpkg
 from app.batch.storage import Storage
-from app.crs_input import AUTHORITY_CODE, FILE_REFERENCES, WKT
+from app.crs_input import AUTHORITY_CODE, EPSG_4326, FILE_REFERENCES, WKT
 from app.errors import BadRequestError, TooLargeError, UpstreamError, UpstreamTimeoutError
 
 __all__ = ["FORMATS", "FeatureTable", "detect_format", "read_features"]
 
 IDENTIFIER = "identifier"
-DEFAULT_CRS = "EPSG:4326"
+DEFAULT_CRS = EPSG_4326
 
 #: Format -> file extension used when an upload is kept.
 FORMATS = {"gpkg": ".gpkg", "geojson": ".geojson", "parquet": ".parquet"}

@@ -31,7 +31,8 @@ import shapely
 import shapely.geometry
 
 from app.batch.storage import JobFiles, Storage
-from app.stats.geometry import WGS84, reproject
+from app.crs_input import EPSG_4326
+from app.stats.geometry import reproject
 from app.stats.plan import Plan
 
 __all__ = [
@@ -223,7 +224,7 @@ def geojson_chunks(storage: Storage, files: JobFiles) -> Iterator[bytes]:
     """
     with storage.open(files.features) as file:
         staged = pq.read_table(file)
-    crs = (staged.schema.metadata or {}).get(b"terratiler:crs", b"EPSG:4326").decode()
+    crs = (staged.schema.metadata or {}).get(b"terratiler:crs", EPSG_4326.encode()).decode()
     wkb = dict(zip(staged["id"].to_pylist(), staged["geometry"].to_pylist(), strict=True))
     geometries: dict[int, Any] = {}
     yield b'{"type": "FeatureCollection", "features": ['
@@ -236,7 +237,7 @@ def geojson_chunks(storage: Storage, files: JobFiles) -> Iterator[bytes]:
                 raw = wkb.get(feature_id)
                 shape = shapely.from_wkb(raw) if raw is not None else None
                 geometries[feature_id] = (
-                    shapely.geometry.mapping(reproject([shape], crs, WGS84)[0])
+                    shapely.geometry.mapping(reproject([shape], crs, EPSG_4326)[0])
                     if shape is not None and not shape.is_empty
                     else None
                 )

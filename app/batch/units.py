@@ -23,9 +23,10 @@ from pyproj import CRS
 
 from app.batch.features import FeatureTable
 from app.batch.storage import Storage
+from app.crs_input import EPSG_4326
 from app.errors import BadRequestError
 from app.stats.chunking import spatial_chunks
-from app.stats.geometry import WGS84, non_finite, polygonal, reproject
+from app.stats.geometry import non_finite, polygonal, reproject
 
 __all__ = [
     "UnitFeatures",
@@ -113,7 +114,7 @@ def plan_units(
         else:
             valid.append(position)
             geometries.append(checked)
-    lonlat = np.array(reproject(geometries, features.crs, WGS84), dtype=object)
+    lonlat = np.array(reproject(geometries, features.crs, EPSG_4326), dtype=object)
     outside = non_finite(lonlat)
     for position in np.asarray(valid, dtype=np.int64)[outside].tolist():
         invalid[position] = (
@@ -188,7 +189,7 @@ def read_unit(storage: Storage, url: str, unit: int) -> UnitFeatures:
     """Read one unit's features from the staged file."""
     with storage.open(url) as file:
         parquet = pq.ParquetFile(file)
-        crs = (parquet.schema_arrow.metadata or {}).get(b"terratiler:crs", b"EPSG:4326")
+        crs = (parquet.schema_arrow.metadata or {}).get(b"terratiler:crs", EPSG_4326.encode())
         table = parquet.read_row_group(unit)
     return UnitFeatures(
         ids=[int(v) for v in table["id"].to_pylist()],

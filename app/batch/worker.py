@@ -25,6 +25,7 @@ from app.settings import Settings
 from app.stats import compute_many
 from app.stats.models import StatisticalRequest
 from app.stats.plan import make_plan
+from app.stats.results import BAD_REQUEST, EXECUTION_ERROR, failed
 
 __all__ = ["UnitTask", "outcome", "run_unit"]
 
@@ -85,7 +86,7 @@ def outcome(response: dict[str, Any]) -> str:
     """``done``, ``failed`` (reads failed: retry may help) or ``invalid`` (it cannot)."""
     error = response.get("error")
     if error is not None and not response.get("data"):
-        return "invalid" if error.get("type") == "BAD_REQUEST" else "failed"
+        return "invalid" if error.get("type") == BAD_REQUEST else "failed"
     return "done" if response.get("status") == "OK" else "failed"
 
 
@@ -100,10 +101,6 @@ def _error_message(response: dict[str, Any]) -> str:
     return "; ".join(errors)
 
 
-def _failure(message: str, kind: str = "EXECUTION_ERROR") -> dict[str, Any]:
-    return {"data": [], "status": "FAILED", "error": {"type": kind, "message": message}}
-
-
 def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, Any]]:
     """The engine's responses; a unit-wide failure becomes every feature's error."""
     if not geometries:
@@ -114,9 +111,9 @@ def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, 
             geometries, task.request, catalog, task.settings, crs=crs, chunk_size=task.chunk_size
         )
     except BadRequestError as error:  # the request, not a read: retrying cannot help
-        return [_failure(error.message, "BAD_REQUEST")] * len(geometries)
+        return [failed(error.message, BAD_REQUEST)] * len(geometries)
     except Exception as error:  # anything the engine did not expect: keep it per feature
-        return [_failure(f"{type(error).__name__}: {error}")] * len(geometries)
+        return [failed(f"{type(error).__name__}: {error}", EXECUTION_ERROR)] * len(geometries)
 
 
 def _responses(task: UnitTask, features: UnitFeatures, positions: list[int]) -> list[dict]:
@@ -130,7 +127,7 @@ def _responses(task: UnitTask, features: UnitFeatures, positions: list[int]) -> 
             features.wkb[position], features.ids[position], max_vertices, features.crs
         )
         if isinstance(checked, BadRequestError):
-            responses[position] = _failure(checked.message, "BAD_REQUEST")
+            responses[position] = failed(checked.message, BAD_REQUEST)
         else:
             valid.append(position)
             geometries.append(checked)

@@ -1,6 +1,6 @@
 """LocalCatalog: STAC items from a folder, held in memory with a spatial index.
 
-No server, no database: the folder is read once (``reload()`` reads it again) into an
+No server, no database: the folder is read once, when the catalog is built, into an
 in-memory index, and every search is answered from it.
 """
 
@@ -96,7 +96,7 @@ class _CollectionRecord:
 
 @dataclass
 class _Index:
-    """An immutable snapshot of the folder; ``reload`` swaps in a new one whole."""
+    """An immutable snapshot of the folder."""
 
     records: list[_Record]
     collections: dict[str, _CollectionRecord]
@@ -163,7 +163,7 @@ class LocalCatalog:
       order: ``datetime`` (else ``start_datetime``) newest first, then id, then collection.
     - Pages: ``limit`` items from the offset the opaque ``token`` carries; a token is
       tied to its search's parameters (not to ``limit``), another search's token is
-      refused. A ``reload()`` between two pages may shift them.
+      refused.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -180,10 +180,6 @@ class LocalCatalog:
 
     def __len__(self) -> int:
         return len(self._index.records)
-
-    def reload(self) -> None:
-        """Read the folder again; searches running meanwhile finish on the old snapshot."""
-        self._index = _load(self._root)
 
     # ------------------------------------------------------------------ protocol
 

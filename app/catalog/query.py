@@ -33,6 +33,7 @@ import shapely.geometry
 from shapely.errors import GEOSException
 
 from app.catalog.base import SearchQuery, SortField
+from app.crs_input import OGC_CRS84
 from app.errors import BadRequestError
 from app.geometry_limits import check_geometry, check_wkt
 from app.input_limits import (
@@ -95,8 +96,7 @@ CQL2_OPERATORS = frozenset(
 )  # fmt: skip
 
 FILTER_LANGS = ("cql2-text", "cql2-json")
-CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-_CRS84_ALIASES = {CRS84, "https://www.opengis.net/def/crs/OGC/1.3/CRS84", "OGC:CRS84"}
+_CRS84_ALIASES = {OGC_CRS84, "https://www.opengis.net/def/crs/OGC/1.3/CRS84", "OGC:CRS84"}
 
 GEOMETRY_TYPES = (
     "Point",
@@ -388,7 +388,7 @@ def _filter(
             f"filter-lang: must be one of {', '.join(FILTER_LANGS)}, got '{lang}'"
         )
     if crs is not None and (not isinstance(crs, str) or crs not in _CRS84_ALIASES):
-        raise BadRequestError(f"filter-crs: only {CRS84} is supported, got '{crs}'")
+        raise BadRequestError(f"filter-crs: only {OGC_CRS84} is supported, got '{crs}'")
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str) and lang == "cql2-json":

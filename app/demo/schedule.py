@@ -6,6 +6,7 @@ tests can rely on it: ``plan_scenes(6)`` tells which item has which property.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 # Sentinel-2A and -2B each pass every 10 days on relative orbit 79, 5 days apart.
 _FIRST_PASS = datetime(2023, 4, 2, 9, 57, 21, tzinfo=UTC)
@@ -14,8 +15,8 @@ _ABSOLUTE_ORBIT = {"sentinel-2a": (40610, 143), "sentinel-2b": (31805, 143)}
 
 #: Sky over each scene: ``clear`` no cloud, ``few`` small cumulus (a few %),
 #: ``partly`` 20-40 % cloud with thin cirrus, ``mostly`` 70-85 % cloud with cirrus.
-SKIES = ("clear", "few", "partly", "mostly")
-_SKY_CYCLE = ("clear", "partly", "clear", "few", "clear", "partly", "few", "clear")
+Sky = Literal["clear", "few", "partly", "mostly"]
+_SKY_CYCLE: tuple[Sky, ...] = ("clear", "partly", "clear", "few", "clear", "partly", "few", "clear")
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class SceneSpec:
         index: position in the time series (0-based).
         datetime: sensing time (UTC).
         platform: ``sentinel-2a`` or ``sentinel-2b`` (alternating).
-        sky: one of ``SKIES``.
+        sky: one of ``Sky``.
         cirrus: whether a band of thin cirrus crosses the scene.
         nodata_edge: whether the swath edge cuts the scene (west of a diagonal line is 0).
         boa_offset_applied: the ``earthsearch:boa_offset_applied`` flag, with Element84's
@@ -42,7 +43,7 @@ class SceneSpec:
     index: int
     datetime: datetime
     platform: str
-    sky: str
+    sky: Sky
     cirrus: bool
     nodata_edge: bool
     boa_offset_applied: bool

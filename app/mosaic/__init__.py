@@ -7,7 +7,7 @@
 - ``service``: ``MosaicService``, what the router calls.
 """
 
-from app.mosaic.index import ORDERS, FootprintIndex, IndexCache
+from app.mosaic.index import FootprintIndex, IndexCache
 from app.mosaic.reader import PIXEL_SELECTIONS, MosaicRead, read_mosaic
 from app.mosaic.search import (
     SearchRecord,
@@ -26,7 +26,6 @@ from app.mosaic.service import (
 from app.mosaic.store import SearchStore
 
 __all__ = [
-    "ORDERS",
     "PIXEL_SELECTIONS",
     "FootprintIndex",
     "IndexCache",

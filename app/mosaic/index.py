@@ -6,14 +6,9 @@ catalog (a STAC API, or the local folder) is asked once per search and again onl
 background, requests keep being served from it (stale-while-revalidate); if the rebuild
 fails (upstream down), the old index keeps serving and the rebuild is retried later.
 
-Orders of the items of a request (``order=``):
-
-- ``mostRecent``: newest first (Sentinel Hub's default mosaicking order);
-- ``leastRecent``: oldest first;
-- ``leastCC``: lowest ``eo:cloud_cover`` first, then newest;
-- ``search``: the order the catalog returned them (the search's ``sortby``).
-
-Ties keep the catalog's order, so every order is deterministic.
+The items of a request come in its ``order=`` (``app.ordering``: mostRecent, leastRecent,
+leastCC, or search, the catalog's own order). Ties keep the catalog's order, so every
+order is deterministic.
 """
 
 from __future__ import annotations
@@ -33,17 +28,23 @@ import shapely
 import shapely.geometry
 from shapely.strtree import STRtree
 
-from app.catalog.query import parse_rfc3339
 from app.errors import BadRequestError, UpstreamTimeoutError
+from app.ordering import (
+    DEFAULT_ORDER,
+    MOSAICKING_ORDERS,
+    SEARCH_ORDER,
+    ItemOrder,
+    check_item_order,
+    order_key,
+)
 from app.settings import default_settings
+from app.stac_fields import item_datetime
 
-__all__ = ["ORDERS", "FootprintIndex", "IndexCache", "IndexedItem"]
+__all__ = ["FootprintIndex", "IndexCache", "IndexedItem"]
 
 logger = logging.getLogger(__name__)
 
 _DEFAULTS = default_settings()
-
-ORDERS = ("mostRecent", "leastRecent", "leastCC", "search")
 
 
 @dataclass(frozen=True)
@@ -69,16 +70,11 @@ class IndexedItem:
         return self.item.collection_id
 
 
-def _item_datetime(item: pystac.Item) -> datetime | None:
-    if item.datetime is not None:
-        return item.datetime
-    start = item.properties.get("start_datetime")
-    if isinstance(start, str):
-        try:
-            return parse_rfc3339(start)
-        except ValueError:
-            return None
-    return None
+def _rank(order: np.ndarray) -> np.ndarray:
+    """The rank of each item, given the items in order."""
+    rank = np.empty(len(order), dtype="int64")
+    rank[order] = np.arange(len(order))
+    return rank
 
 
 def _footprint(item: pystac.Item) -> shapely.Geometry:
@@ -133,7 +129,7 @@ class FootprintIndex:
                 item=item,
                 position=position,
                 geometry=_footprint(item),
-                datetime=_item_datetime(item),
+                datetime=item_datetime(item),
                 cloud_cover=_cloud_cover(item),
             )
             for position, item in enumerate(items)
@@ -167,29 +163,14 @@ class FootprintIndex:
 
     def _order_ranks(self) -> dict[str, np.ndarray]:
         count = len(self.items)
-        stamps = np.array(
-            [e.datetime.timestamp() if e.datetime is not None else np.nan for e in self.items],
-            dtype="float64",
-        )
-        # Items without a datetime go last in both time orders.
-        newest_first = np.where(np.isnan(stamps), np.inf, -stamps)
-        oldest_first = np.where(np.isnan(stamps), np.inf, stamps)
-        clouds = np.array(
-            [e.cloud_cover if e.cloud_cover is not None else np.inf for e in self.items],
-            dtype="float64",
-        )
         positions = np.arange(count)
         ranks: dict[str, np.ndarray] = {}
-        for name, keys in (
-            ("mostRecent", (positions, newest_first)),
-            ("leastRecent", (positions, oldest_first)),
-            ("leastCC", (positions, newest_first, clouds)),
-            ("search", (positions,)),
-        ):
-            order = np.lexsort(keys) if count else positions
-            rank = np.empty(count, dtype="int64")
-            rank[order] = positions
-            ranks[name] = rank
+        for name in MOSAICKING_ORDERS:
+            keys = [order_key(name, e.datetime, e.cloud_cover) for e in self.items]
+            # np.lexsort sorts by its last key first: the order's keys, then catalog order.
+            columns = list(zip(*keys, strict=True))[::-1]
+            ranks[name] = _rank(np.lexsort((positions, *columns))) if count else positions
+        ranks[SEARCH_ORDER] = positions
         return ranks
 
     def covers(self, geometry: shapely.Geometry) -> bool:
@@ -197,28 +178,25 @@ class FootprintIndex:
         return self.area is None or self.area.intersects(geometry)
 
     def intersecting(
-        self, geometry: shapely.Geometry, order: str = "mostRecent"
+        self, geometry: shapely.Geometry, order: ItemOrder = DEFAULT_ORDER
     ) -> list[IndexedItem]:
         """The items whose footprint intersects ``geometry`` (lon/lat), in ``order``.
 
         Nothing when ``geometry`` lies outside the search's own area.
         """
-        if order not in self._ranks:
-            raise BadRequestError(f"order: must be one of {', '.join(ORDERS)}, got '{order}'")
+        rank = self._ranks[check_item_order(order)]
         if not self.items or not self.covers(geometry):
             return []
         hits = self._tree.query(geometry, predicate="intersects")
         if len(hits) == 0:
             return []
-        rank = self._ranks[order]
         hits = hits[np.argsort(rank[hits], kind="stable")]
         return [self.items[i] for i in hits]
 
-    def ordered(self, order: str = "mostRecent") -> list[IndexedItem]:
+    def ordered(self, order: ItemOrder = DEFAULT_ORDER) -> list[IndexedItem]:
         """Every item, in ``order``."""
-        if order not in self._ranks:
-            raise BadRequestError(f"order: must be one of {', '.join(ORDERS)}, got '{order}'")
-        return [self.items[i] for i in np.argsort(self._ranks[order], kind="stable")]
+        rank = self._ranks[check_item_order(order)]
+        return [self.items[i] for i in np.argsort(rank, kind="stable")]
 
     def zoom_range(self, key: str, compute: Callable[[], tuple[int, int]]) -> tuple[int, int]:
         """A memoized per-TileMatrixSet zoom range."""

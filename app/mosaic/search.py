@@ -40,8 +40,8 @@ from app.input_limits import (
     check_json_depth,
     check_value_depth,
 )
-from app.mosaic.index import ORDERS
 from app.mosaic.reader import PIXEL_SELECTIONS
+from app.ordering import ITEM_ORDERS
 
 __all__ = [
     "LAYER_PARAMETERS",
@@ -239,7 +239,7 @@ def _zoom(name: str, value: Any) -> int | None:
 #: Defaults with a fixed set of values, checked at registration rather than on every tile.
 _DEFAULT_CHOICES: dict[str, tuple[str, ...]] = {
     "pixel_selection": PIXEL_SELECTIONS,
-    "order": ORDERS,
+    "order": ITEM_ORDERS,
 }
 
 

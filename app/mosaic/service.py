@@ -45,7 +45,7 @@ from app.budget import MemoryBudget
 from app.catalog.base import Catalog
 from app.errors import BadRequestError, NotFoundError, TooLargeError, UpstreamTimeoutError
 from app.input_limits import InputLimits
-from app.mosaic.index import ORDERS, FootprintIndex, IndexCache, IndexedItem
+from app.mosaic.index import FootprintIndex, IndexCache, IndexedItem
 from app.mosaic.reader import (
     PARTIAL_TIME,
     PIXEL_SELECTIONS,
@@ -62,6 +62,7 @@ from app.mosaic.search import (
     search_hash,
 )
 from app.mosaic.store import SearchStore
+from app.ordering import DEFAULT_ORDER, SEARCH_ORDER, check_item_order
 from app.readers import S2STACReader, tile_output_pixels
 from app.request_checks import (
     check_bbox,
@@ -369,14 +370,12 @@ class MosaicService:
 
     def default_order(self, record: SearchRecord) -> str:
         """``search`` (catalog order) when the search has a sortby, else ``mostRecent``."""
-        return "search" if record.search.get("sortby") else "mostRecent"
+        return SEARCH_ORDER if record.search.get("sortby") else DEFAULT_ORDER
 
     def _order(self, record: SearchRecord, order: str | None) -> str:
         if order is None:
             return self.default_order(record)
-        if order not in ORDERS:
-            raise BadRequestError(f"order: must be one of {', '.join(ORDERS)}, got '{order}'")
-        return order
+        return check_item_order(order)
 
     # ------------------------------------------------------------------ zooms / extent
 

@@ -29,6 +29,7 @@ from app.catalog.query import (
     search_to_body,
     search_to_get_params,
 )
+from app.crs_input import OGC_CRS84
 from app.dependencies import get_catalog, get_settings
 from app.errors import BadRequestError
 from app.input_limits import InputLimits, check_json_depth
@@ -140,7 +141,7 @@ _SEARCH_BODY_SCHEMA: dict[str, Any] = {
         "filter-lang": {"type": "string", "enum": ["cql2-json", "cql2-text"]},
         "filter-crs": {
             "type": "string",
-            "enum": ["http://www.opengis.net/def/crs/OGC/1.3/CRS84"],
+            "enum": [OGC_CRS84],
         },
         "sortby": {
             "type": "array",

@@ -52,11 +52,11 @@ from app.dependencies import (
 from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 from app.mosaic.search import canonical_json
+from app.ordering import ItemOrder
 
 router = APIRouter()
 
 PixelSelection = Literal["first", "highest", "lowest", "mean", "median", "stdev", "count"]
-Order = Literal["mostRecent", "leastRecent", "leastCC", "search"]
 TMS_IDS = tuple(morecantile.tms.list())
 DEFAULT_TMS = "WebMercatorQuad"
 #: Items listed by /info at most (mostRecent first).
@@ -105,7 +105,7 @@ def mosaic_params(
         ),
     ] = "first",
     order: Annotated[
-        Order | None,
+        ItemOrder | None,
         Query(
             description="Item order: `mostRecent` (default), `leastRecent`, `leastCC` "
             "(lowest eo:cloud_cover first) or `search` (the search's own sortby; the "

@@ -29,7 +29,6 @@ from rasterio.features import rasterize
 from app.stats.grid import PixelGrid
 
 PixelRule = Literal["exact", "center", "all_touched"]
-PIXEL_RULES: tuple[str, ...] = ("exact", "center", "all_touched")
 
 # Fractions below this are round-off of the accumulation (sums of pixel-sized numbers carry
 # errors of ~1e-13), not area: a real sliver this thin would be 1e-7 m^2 of a 10 m pixel.
@@ -132,19 +131,6 @@ def window_fractions(
     run_start = np.cumsum(run_length) - run_length
     before = np.where(run_start > 0, running[np.maximum(run_start - 1, 0)], 0.0)
     return inside + running - below - np.repeat(before, run_length)
-
-
-def exact_fractions(u: np.ndarray, v: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Signed area fractions of one window's pixels inside rings (see ``window_fractions``).
-
-    Returns:
-        A (rows, cols) float64 array.
-
-    """
-    fractions = window_fractions(
-        u, v, np.zeros(len(u), dtype=np.int64), np.array([shape], dtype=np.int64)
-    )
-    return fractions.reshape(shape[1], shape[0]).T
 
 
 def _window_floats(geometries: np.ndarray, grid: PixelGrid) -> np.ndarray:
@@ -254,8 +240,3 @@ def compute_coverages(
         out.extend(_exact_batch(array[start:stop], grid, windows[start:stop]))
         start = stop
     return out
-
-
-def compute_coverage(geometry: shapely.Geometry, grid: PixelGrid, rule: PixelRule) -> Coverage:
-    """Find the pixels of ``grid`` one (multi)polygon covers (see ``compute_coverages``)."""
-    return compute_coverages([geometry], grid, rule)[0]

@@ -49,12 +49,14 @@ import shapely.geometry
 from app import sentinel2
 from app.budget import HARMONIZED_BYTES, MATH_INPUT_BYTES, MATH_OUTPUT_BYTES, MATH_WORK_BYTES
 from app.catalog.base import SearchQuery
+from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
+from app.ordering import MosaickingOrder, order_key
+from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.settings import Settings
 from app.stats.chunking import DEFAULT_CHUNK_SIZE, spatial_chunks
 from app.stats.coverage import Coverage, compute_coverages, window_pixels
 from app.stats.geometry import (
-    WGS84,
     bounds_geometry,
     non_finite,
     pixel_size_in,
@@ -65,9 +67,6 @@ from app.stats.grid import PixelGrid
 from app.stats.layout import Layout
 from app.stats.models import StatisticalRequest
 from app.stats.plan import (
-    MASK_NONE,
-    MASK_SCL_CLEAR,
-    SCL_ASSET,
     Plan,
     format_interval,
     make_plan,
@@ -157,7 +156,7 @@ def compute_many(
     if crs is not None:
         plan = _with_crs(plan, crs)
     elif model.input.bounds is None:
-        plan = _with_crs(plan, WGS84)
+        plan = _with_crs(plan, EPSG_4326)
     max_vertices = settings.max_geometry_vertices
     geometries: list[shapely.Geometry | BadRequestError] = []
     for position, feature in enumerate(features):
@@ -191,15 +190,12 @@ def _with_crs(plan: Plan, crs: str) -> Plan:
     return replace(plan, crs=crs)
 
 
-def _order(scenes: list[Scene], order: str) -> list[Scene]:
-    if order == "leastRecent":
-        return sorted(scenes, key=lambda s: (s.when, s.id))
-    if order == "leastCC":
-        return sorted(
-            scenes,
-            key=lambda s: (100.0 if s.cloud is None else s.cloud, -s.when.timestamp(), s.id),
-        )
-    return sorted(scenes, key=lambda s: (-s.when.timestamp(), s.id))
+def _order(scenes: list[Scene], order: MosaickingOrder) -> list[Scene]:
+    # Ties go by item id; a scene without a cloud cover ranks as 100 % cloudy in leastCC.
+    return sorted(
+        scenes,
+        key=lambda s: (*order_key(order, s.when, 100.0 if s.cloud is None else s.cloud), s.id),
+    )
 
 
 def bytes_per_cell(plan: Plan) -> int:
@@ -356,7 +352,7 @@ class _Engine:
                 responses[position] = failed(geometry.message)
             else:
                 usable.append(position)
-        projected = reproject([geometries[p] for p in usable], plan.crs, WGS84)
+        projected = reproject([geometries[p] for p in usable], plan.crs, EPSG_4326)
         outside = non_finite(projected)
         if outside.any():
             error = BadRequestError(

@@ -19,7 +19,6 @@ from app.errors import BadRequestError, TooLargeError
 from app.geometry_limits import VERTICES_SETTING, check_geometry
 from app.stats.models import Bounds
 
-WGS84 = "EPSG:4326"
 # Edges in degrees are split below this length before reprojection (see ``reproject``).
 _MAX_DEGREE_SEGMENT = 0.01
 

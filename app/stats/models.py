@@ -14,12 +14,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.crs_input import OGC_CRS84
+from app.ordering import DEFAULT_ORDER, MosaickingOrder
+from app.sentinel2 import MASK_SCL_CLEAR
 from app.stats.coverage import PixelRule
 from app.stats.intervals import LastIntervalBehavior
-
-WGS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
-
-MosaickingOrder = Literal["mostRecent", "leastRecent", "leastCC"]
 
 
 class _Model(BaseModel):
@@ -30,7 +29,7 @@ class BoundsProperties(_Model):
     """CRS of ``bounds``: an EPSG code, OGC URL or URN."""
 
     crs: str = Field(
-        default=WGS84,
+        default=OGC_CRS84,
         description="CRS of the geometry / bbox, e.g. `http://www.opengis.net/def/crs/EPSG/0/32633`"
         ", `EPSG:32633` or `urn:ogc:def:crs:EPSG::4326`. Default: WGS84 (lon, lat).",
     )
@@ -69,7 +68,7 @@ class DataFilter(_Model):
         default=100.0, ge=0, le=100, description="Largest `eo:cloud_cover` (percent) accepted."
     )
     mosaickingOrder: MosaickingOrder = Field(
-        default="mostRecent",
+        default=DEFAULT_ORDER,
         description="Order in which an interval's scenes are mosaicked: each pixel takes the "
         "first valid value (after the mask). `leastCC`: least cloudy first, then most recent.",
     )
@@ -138,7 +137,7 @@ class Aggregation(_Model):
         description="Output name -> band math. Takes the place of Sentinel Hub's evalscript."
     )
     mask: str = Field(
-        default="scl-clear",
+        default=MASK_SCL_CLEAR,
         description="`scl-clear` (SCL classes nodata, saturated, cloud shadow, clouds, cirrus, "
         "snow are no data), `none`, or a boolean expression over assets (true = valid), "
         "e.g. `(scl == 4) | (scl == 5)`.",

@@ -13,20 +13,20 @@ from typing import Any
 
 from app import sentinel2
 from app.catalog.query import format_datetime, parse_rfc3339
+from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
+from app.ordering import MosaickingOrder
+from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.settings import Settings
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
 from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
 from app.stats.summary import HistogramSpec
 
-MASK_SCL_CLEAR = "scl-clear"
-MASK_NONE = "none"
-SCL_ASSET = "scl"
 # The single-band assets band math may name (Earth-Search v1 keys; ESA band names resolve
 # to them). ``visual`` is a 3-band RGB image, not a measurement.
-BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {"scl", "aot", "wvp"}
+BAND_MATH_ASSETS: frozenset[str] = sentinel2.REFLECTANCE_ASSETS | {SCL_ASSET, "aot", "wvp"}
 # Sentinel Hub's collection ids for Sentinel-2 L2A.
 COLLECTION_ALIASES = {"S2L2A": "sentinel-2-l2a", "sentinel-2-l2a": "sentinel-2-l2a"}
 
@@ -72,7 +72,7 @@ class Plan:
     outputs: tuple[OutputPlan, ...]
     mask: str | Expression
     pixel_rule: PixelRule
-    mosaicking_order: str
+    mosaicking_order: MosaickingOrder
     max_cloud_coverage: float | None
     resolution: tuple[float, float] | None
     crs: str
@@ -240,7 +240,7 @@ def make_plan(request: StatisticalRequest, settings: Settings) -> Plan:
 
     cloud = data.dataFilter.maxCloudCoverage
     bounds = request.input.bounds
-    crs = bounds.properties.crs if bounds is not None else "EPSG:4326"
+    crs = bounds.properties.crs if bounds is not None else EPSG_4326
     resolution = None
     if aggregation.resx is not None and aggregation.resy is not None:
         resolution = (aggregation.resx, aggregation.resy)

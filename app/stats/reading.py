@@ -30,6 +30,7 @@ from app import sentinel2
 from app.errors import TerratilerError
 from app.redirects import resolve_redirects
 from app.security import SOURCE_DRIVER, check_source, redact_source
+from app.stac_fields import asset_crs, asset_transform, item_datetime
 from app.stats.grid import PixelGrid
 
 
@@ -64,35 +65,12 @@ class Scene:
         """Wrap a pystac Item (or a STAC item dict)."""
         if not isinstance(item, pystac.Item):
             item = pystac.Item.from_dict(dict(item), preserve_dict=True, migrate=False)
-        when = item.datetime or pystac.utils.str_to_datetime(item.properties["start_datetime"])
+        when = item_datetime(item)
+        if when is None:
+            raise ValueError(f"item '{item.id}': no datetime, nor an RFC 3339 start_datetime")
         cloud = item.properties.get("eo:cloud_cover")
         footprint = shapely.geometry.shape(item.geometry) if item.geometry else None
         return cls(item, when, None if cloud is None else float(cloud), footprint)
-
-
-def _epsg_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    return text if ":" in text else f"EPSG:{text}"
-
-
-def item_crs(item: pystac.Item, key: str) -> str | None:
-    """The CRS of an asset from the projection extension (asset, then item), if recorded."""
-    for fields in (item.assets[key].extra_fields, item.properties):
-        name = _epsg_name(fields.get("proj:code") or fields.get("proj:epsg"))
-        if name:
-            return name
-    return None
-
-
-def asset_transform(item: pystac.Item, key: str) -> Affine | None:
-    """The affine transform of an asset from ``proj:transform`` (asset, then item)."""
-    for fields in (item.assets[key].extra_fields, item.properties):
-        coefficients = fields.get("proj:transform")
-        if coefficients and len(coefficients) >= 6:
-            return Affine(*coefficients[:6])
-    return None
 
 
 class SceneReader:
@@ -167,7 +145,7 @@ class SceneReader:
         item_key = sentinel2.resolve_asset(key, item.assets)
         if item_key is None:
             raise SceneReadError(f"item '{item.id}' has no asset '{key}'")
-        crs, transform = item_crs(item, item_key), asset_transform(item, item_key)
+        crs, transform = asset_crs(item, item_key), asset_transform(item, item_key)
         if crs is None or transform is None:
             _, source = self._source(item, key)
             try:

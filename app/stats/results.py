@@ -14,6 +14,9 @@ from app.stats.plan import Plan, format_interval
 from app.stats.summary import basic_statistics, histogram, percentiles
 
 NAN = "NaN"
+#: Sentinel Hub's error types: the request cannot use a geometry; its scenes could not be read.
+BAD_REQUEST = "BAD_REQUEST"
+EXECUTION_ERROR = "EXECUTION_ERROR"
 
 
 def number(value: float) -> float | str:
@@ -94,18 +97,30 @@ def interval_error(plan: Plan, k: int, message: str) -> dict:
     """An interval whose scenes could not be read (Sentinel Hub's ``EXECUTION_ERROR``)."""
     return {
         "interval": format_interval(plan.intervals[k]),
-        "error": {"type": "EXECUTION_ERROR", "message": message},
+        "error": error_object(EXECUTION_ERROR, message),
     }
+
+
+def error_object(kind: str, message: str) -> dict:
+    """An ``error`` object: ``BAD_REQUEST`` or ``EXECUTION_ERROR`` and why."""
+    return {"type": kind, "message": message}
 
 
 def bad_request(message: str) -> dict:
     """The ``error`` object of a geometry the request cannot use."""
-    return {"type": "BAD_REQUEST", "message": message}
+    return error_object(BAD_REQUEST, message)
 
 
-def failed(message: str) -> dict:
-    """The response of a geometry the request cannot use."""
-    return {"data": [], "status": "FAILED", "error": bad_request(message)}
+def failed(message: str, kind: str = BAD_REQUEST) -> dict:
+    """The response of a geometry without any interval.
+
+    Args:
+        message: Why.
+        kind: ``BAD_REQUEST`` (the request cannot use the geometry: retrying cannot help)
+            or ``EXECUTION_ERROR`` (it could not be computed).
+
+    """
+    return {"data": [], "status": "FAILED", "error": error_object(kind, message)}
 
 
 def response(plan: Plan, intervals: dict) -> dict:
