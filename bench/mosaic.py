@@ -97,24 +97,6 @@ def terratiler_app():
     app = create_app()
     if not any(getattr(r, "path", "") == "/searches/register" for r in app.routes):
         app.include_router(searches.router, prefix="/searches", tags=["Mosaics"])
-    limit = os.environ.get("BENCH_MOSAIC_TIME_LIMIT")
-    if limit and not hasattr(app.state.settings, "mosaic_time_limit"):
-        # Until Settings has the mosaic_* fields: the same config, a longer time limit, so
-        # that no tile of the benchmark is cut short (partial tiles would be less work).
-        from dataclasses import replace
-
-        from app.db import engine_from_settings
-        from app.mosaic import MosaicConfig, MosaicService, SearchStore
-        from app.mosaic import reader_options_from_settings as options
-
-        settings = app.state.settings
-        app.state.db_engine = engine_from_settings(settings)
-        app.state.mosaics = MosaicService(
-            app.state.catalog,
-            SearchStore(app.state.db_engine),
-            replace(MosaicConfig.from_settings(settings), time_limit=float(limit)),
-            options(settings),
-        )
     return app
 
 
@@ -489,7 +471,6 @@ def main(argv: list[str] | None = None) -> int:
                 "TERRATILER_DATA_DIR": str(workdir / "data"),
                 "TERRATILER_CACHE_CONTROL": "",
                 "TERRATILER_MOSAIC_TIME_LIMIT": str(args.time_limit),
-                "BENCH_MOSAIC_TIME_LIMIT": str(args.time_limit),
             },
             log=workdir / "terratiler.log",
         )

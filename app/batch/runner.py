@@ -41,6 +41,7 @@ from app.batch.states import JobState
 from app.batch.storage import JobFiles, Storage
 from app.batch.store import JobStore, UnitRecord
 from app.batch.worker import UnitTask, run_unit
+from app.catalog import Catalog
 from app.errors import TerratilerError
 
 __all__ = ["Driver", "DriverContext"]
@@ -62,6 +63,7 @@ class DriverContext:
     settings: Any
     config: BatchConfig
     catalog: Any
+    open_catalog: Callable[[], Catalog]
     owner: str
 
 
@@ -248,6 +250,7 @@ class Driver:
             root=root,
             request=request,
             settings=self.context.settings,
+            open_catalog=self.context.open_catalog,
             storage_options=config.storage_options if root.startswith("s3://") else {},
             only=unit.retry_ids(),
             chunk_size=config.batch_unit_features,
