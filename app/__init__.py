@@ -1,9 +1,8 @@
-"""terratiler: a self-hosted STAC + COG tiling and statistics service."""
+"""terratiler: a self-hosted STAC + COG tiling and statistics service.
 
-from app.gdal_env import configure_gdal
+Importing the package (or any module of it) changes no process-wide state: GDAL's
+environment and the libraries' registries are set by whoever starts the process
+(``app.services.configure_process``, called by ``create_app``).
+"""
 
 __version__ = "0.1.0"
-
-# GDAL_SKIP only counts if set before GDAL registers its drivers (the first dataset the
-# process opens), so the defaults go in at import; create_app applies the settings.
-configure_gdal()

@@ -258,13 +258,16 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _run_here(args: argparse.Namespace, body: dict[str, Any], show: bool) -> int:
     from app.batch import BatchService, BatchStatisticalRequest
+    from app.services import catalog_factory, configure_process
     from app.settings import Settings
 
     settings = Settings()
     if args.workers:
         settings = settings.model_copy(update={"batch_workers": args.workers})
+    # Before the LocalCluster starts: its workers inherit GDAL's environment.
+    configure_process(settings)
     # The operator runs this: their files and folders need no allow-list.
-    service = BatchService(settings, check_sources=False, takeover=False)
+    service = BatchService(settings, catalog_factory(settings), check_sources=False, takeover=False)
     try:
         job = service.create(BatchStatisticalRequest.model_validate(body))
         print(f"job {job['id']}: output {job['output']}", file=sys.stderr)
@@ -287,9 +290,11 @@ def _monitor(args: argparse.Namespace) -> int:
         remote = _Remote(args.server, args.api_key)
         return _report(_follow(lambda: remote.call("GET", f"/{args.job_id}"), show, running))
     from app.batch import BatchService
+    from app.services import catalog_factory
     from app.settings import Settings
 
-    service = BatchService(Settings(), takeover=False)
+    settings = Settings()
+    service = BatchService(settings, catalog_factory(settings), takeover=False)
     try:
         return _report(_follow(lambda: service.get(args.job_id), show, running))
     finally:

@@ -1,8 +1,13 @@
-"""FastAPI dependencies shared by the tiler routers: sources, items, layers, readers."""
+"""FastAPI dependencies shared by the routers: services, sources, items, layers, readers.
+
+Every router reaches the settings and the app's services (``app.services.Services``,
+built by the lifespan of ``create_app``) through the typed dependencies here, never
+``app.state``: ``app.dependency_overrides[get_catalog]`` (or ``get_settings``,
+``get_item_cache``, ``get_mosaics``, ``get_batch``) then reaches every use.
+"""
 
 import hmac
 import json
-import threading
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -10,7 +15,7 @@ import pystac
 from fastapi import Depends, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, ValidationError
 from rio_tiler.models import ImageData
-from starlette.datastructures import State
+from starlette.applications import Starlette
 from titiler.core.algorithm import BaseAlgorithm
 from titiler.core.algorithm import algorithms as available_algorithms
 from titiler.core.dependencies import (
@@ -20,20 +25,20 @@ from titiler.core.dependencies import (
     _parse_asset,
 )
 
+from app.batch import BatchService
 from app.budget import MemoryBudget
 from app.catalog import Catalog
-from app.db import engine_from_settings
+from app.catalog.cache import ItemCache
 from app.errors import BadRequestError
 from app.geometry_limits import check_geometry
 from app.input_limits import check_json_depth
-from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
+from app.mosaic import MosaicService
 from app.redirects import resolve_redirects
 from app.request_checks import check_histogram, check_percentiles
 from app.security import check_source
 from app.sentinel2 import MaskName
+from app.services import Services
 from app.settings import Settings
-
-_mosaics_lock = threading.Lock()
 
 
 def get_settings(request: Request) -> Settings:
@@ -41,13 +46,62 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def require_api_key(request: Request) -> None:
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def app_services(app: Starlette) -> Services:
+    """The services of ``app``, as its lifespan built them (ASGI middlewares call this).
+
+    Raises:
+        RuntimeError: The lifespan has not run (a ``TestClient`` used without ``with``)
+            or has ended.
+
+    """
+    services = getattr(app.state, "services", None)
+    if services is None:
+        raise RuntimeError(
+            "the app's services are built by its lifespan: serve it, or use "
+            "`with TestClient(app) as client`"
+        )
+    return services
+
+
+def get_catalog(request: Request) -> Catalog:
+    """The configured catalog backend (swap it with ``app.dependency_overrides``)."""
+    return app_services(request.app).catalog
+
+
+def get_item_cache(
+    request: Request, catalog: Annotated[Catalog, Depends(get_catalog)]
+) -> ItemCache:
+    """The item cache over ``get_catalog``'s catalog.
+
+    An overridden ``get_catalog`` gets a cache of its own for the request: items never
+    come from the configured catalog once another one is swapped in.
+    """
+    cache = app_services(request.app).item_cache
+    if cache.catalog is catalog:
+        return cache
+    return ItemCache(catalog)
+
+
+def get_mosaics(request: Request) -> MosaicService:
+    """The app's ``MosaicService`` (registered searches and their mosaics)."""
+    return app_services(request.app).mosaics
+
+
+def get_batch(request: Request) -> BatchService:
+    """The app's ``BatchService`` (its Dask cluster starts with the first job)."""
+    return app_services(request.app).batch
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
     """Refuse requests without a configured API key (when ``api_keys`` is set).
 
     Every endpoint that writes state depends on it (batch jobs, ``POST /searches/register``);
     the key comes as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
     """
-    keys = get_settings(request).api_keys
+    keys = settings.api_keys
     if not keys:
         return
     given = request.headers.get("x-api-key", "").strip()
@@ -64,33 +118,8 @@ def require_api_key(request: Request) -> None:
         raise HTTPException(status_code=403, detail="the API key is not valid")
 
 
-def mosaic_service(state: State) -> MosaicService:
-    """The app's ``MosaicService`` (``app.state.mosaics``), built on first use."""
-    service = getattr(state, "mosaics", None)
-    if service is None:
-        with _mosaics_lock:
-            service = getattr(state, "mosaics", None)
-            if service is None:
-                settings = state.settings
-                engine = getattr(state, "db_engine", None)
-                if engine is None:
-                    engine = state.db_engine = engine_from_settings(settings)
-                service = state.mosaics = MosaicService(
-                    state.catalog,
-                    SearchStore(engine),
-                    MosaicConfig.from_settings(settings),
-                    reader_options_from_settings(settings),
-                )
-    return service
-
-
-def get_catalog(request: Request) -> Catalog:
-    """The configured catalog backend (swap it with ``app.dependency_overrides``)."""
-    return request.app.state.catalog
-
-
 def allowed_url(
-    request: Request,
+    settings: SettingsDep,
     url: Annotated[str, Query(description="COG or STAC item URL / path (allow-listed)")],
 ) -> str:
     """The ``url=`` parameter, checked against the allow-list before anything opens it.
@@ -98,19 +127,18 @@ def allowed_url(
     A remote URL's redirects are followed here, each hop checked (``app.redirects``): the
     reader is given the URL that answers, never one outside the allow-list.
     """
-    settings = get_settings(request)
     allowed, private = settings.allowed_prefixes, settings.allow_private_sources
     checked = check_source(url, allowed, allow_private=private)
     return resolve_redirects(checked, allowed, allow_private=private)
 
 
 def catalog_item(
-    request: Request,
+    items: Annotated[ItemCache, Depends(get_item_cache)],
     collection_id: Annotated[str, Path(description="STAC collection id")],
     item_id: Annotated[str, Path(description="STAC item id")],
 ) -> pystac.Item:
     """The item, resolved through the configured catalog (cached by the item cache)."""
-    return request.app.state.item_cache.get(collection_id, item_id)
+    return items.get(collection_id, item_id)
 
 
 @dataclass(init=False)
@@ -124,8 +152,7 @@ class S2ReaderParams(DefaultDependency):
     max_tile_size: int
     budget: MemoryBudget
 
-    def __init__(self, request: Request):
-        settings = get_settings(request)
+    def __init__(self, settings: SettingsDep):
         self.allowed_sources = settings.allowed_prefixes
         self.allow_private = settings.allow_private_sources
         self.scl_mask_classes = list(settings.scl_mask_classes)
@@ -143,8 +170,7 @@ class COGReaderParams(DefaultDependency):
     budget: MemoryBudget
     allowed_sources: list[str]
 
-    def __init__(self, request: Request):
-        settings = get_settings(request)
+    def __init__(self, settings: SettingsDep):
         self.allowed_sources = settings.allowed_prefixes
         self.max_pixels = settings.max_output_pixels
         self.max_tile_size = settings.max_tile_size
@@ -237,10 +263,10 @@ def post_process(
 
 
 def histogram_params(
-    request: Request, params: Annotated[HistogramParams, Depends(HistogramParams)]
+    settings: SettingsDep, params: Annotated[HistogramParams, Depends(HistogramParams)]
 ) -> HistogramParams:
     """The ``histogram_bins`` / ``histogram_range`` of titiler, checked (400) and bounded."""
-    check_histogram(params.bins, params.range, get_settings(request).max_histogram_bins)
+    check_histogram(params.bins, params.range, settings.max_histogram_bins)
     return params
 
 
@@ -266,9 +292,8 @@ class GeometryBody:
 
     path: str = ""
 
-    async def __call__(self, request: Request) -> None:
+    async def __call__(self, request: Request, settings: SettingsDep) -> None:
         """Refuse (413) a body whose geometry is over a limit, (400) one nested too deep."""
-        settings = request.app.state.settings
         # RequestLimitMiddleware checks the nesting of JSON content types only; a deep body
         # sent as text/plain (or any other type) reached json.loads here: RecursionError, 500.
         check_json_depth(await request.body(), settings.max_json_depth)

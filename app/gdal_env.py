@@ -72,10 +72,11 @@ def gdal_options(settings: Settings | None = None) -> dict[str, str]:
 def configure_gdal(settings: Settings | None = None) -> None:
     """Put the service's GDAL options into ``os.environ``.
 
-    Call it once at start-up (the ``app`` package import / ``create_app``) and in every
-    Dask worker, before the first dataset is opened: ``GDAL_SKIP`` only counts when GDAL
-    registers its drivers, which rasterio does once per process at the first
-    ``rasterio.Env`` / ``rasterio.open``. The other options are read at each use.
+    Call it once at start-up (``app.services.configure_process``, from ``create_app`` and
+    the batch CLI) and in every Dask worker (``app.batch.worker``), before the first
+    dataset is opened: ``GDAL_SKIP`` only counts when GDAL registers its drivers, which
+    rasterio does once per process at the first ``rasterio.Env`` / ``rasterio.open`` and
+    pyogrio at its import. The other options are read at each use.
 
     Args:
         settings: The service Settings (None: the defaults); see ``gdal_options``.

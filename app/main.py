@@ -21,13 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
-from app import __version__, datasets, openapi, redirects
+from app import __version__, openapi
 from app.asgi_paths import under_any_root
-from app.catalog import catalog_from_settings
-from app.catalog.cache import ItemCache
-from app.db import engine_from_settings
 from app.errors import TerratilerError
-from app.gdal_env import configure_gdal
 from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import (
     CRSQueryMiddleware,
@@ -37,9 +33,9 @@ from app.middleware import (
     ZoomRangeMiddleware,
 )
 from app.public_links import HostLinksMiddleware, PublicURLMiddleware
-from app.rendering import configure_rendering
 from app.request_limits import RequestLimitMiddleware, RequestLimits
 from app.security import validate_allowed
+from app.services import Services, configure_process
 from app.settings import Settings
 
 logger = logging.getLogger("terratiler")
@@ -131,34 +127,24 @@ class _KeepConnectionOnError:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the service for ``settings`` (read from the environment when omitted)."""
+    """Build the service for ``settings`` (read from the environment when omitted).
+
+    The process-wide configuration (GDAL, dataset pool, PNG encoding) is set here, before
+    anything opens a dataset; the app's services (``app.services.Services``) are built
+    when the app starts (its lifespan) and closed when it stops.
+    """
     settings = settings or Settings()
     validate_allowed(settings.allowed_prefixes)
-    configure_gdal(settings)
-    datasets.configure(
-        max_idle=settings.dataset_pool_size,
-        remote_ttl=settings.dataset_pool_remote_ttl,
-        reader_threads=settings.reader_threads,
-    )
-    configure_rendering(settings.png_zlevel)
-    redirects.configure(
-        max_redirects=settings.source_max_redirects,
-        cache_seconds=settings.source_redirect_cache_seconds,
-        timeout=settings.gdal_http_timeout,
-        connect_timeout=settings.gdal_http_connect_timeout,
-    )
+    configure_process(settings)
     app = FastAPI(
         lifespan=_lifespan,
         title="terratiler",
         version=__version__,
         description="STAC + COG tiles, crops, band math and statistics for Sentinel-2.",
     )
+    # The middlewares are configured from the settings now; the services need a start.
     app.state.settings = settings
-    app.state.catalog = catalog_from_settings(settings)
-    app.state.db_engine = engine_from_settings(settings)
-    app.state.item_cache = ItemCache(
-        app.state.catalog, ttl=settings.item_cache_ttl, maxsize=settings.item_cache_size
-    )
+    app.state.services = None
 
     add_exception_handlers(app, STATUS_CODES)
     app.add_exception_handler(RioTilerError, _rio_tiler_error)
@@ -243,12 +229,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the app's services at startup and close them at shutdown (the one place)."""
+    settings: Settings = app.state.settings
     # Sync endpoints run on anyio's worker threads: their number is how many requests read
     # and compute at once, and so what a worker's memory settles at under load
     # (bench/soak.py: REQUEST_THREADS=8 with smaller caches settled at 1 GiB, not 2.8).
     limiter = to_thread.current_default_thread_limiter()
-    limiter.total_tokens = app.state.settings.request_threads
-    yield
+    limiter.total_tokens = settings.request_threads
+    # Off the event loop: a local catalog reads its folder.
+    services = await to_thread.run_sync(Services.build, settings)
+    services.start()
+    app.state.services = services
+    try:
+        yield
+    finally:
+        app.state.services = None
+        # The batch service waits for its drivers to leave their jobs.
+        await to_thread.run_sync(services.close)
 
 
 def _rio_tiler_error(request: Request, exc: Exception) -> JSONResponse:

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.asgi_paths import route_path
 from app.crs_input import crs_text_error
-from app.dependencies import mosaic_service
+from app.dependencies import app_services
 from app.errors import NotFoundError, TerratilerError
 from app.expressions import get_preset
 from app.mosaic import with_defaults
@@ -126,7 +126,7 @@ class SearchDefaultsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Add the search's defaults to the query string (unknown searches pass as they are)."""
         if scope["type"] == "http" and (match := _SEARCH_LAYER.match(route_path(scope))):
-            service = mosaic_service(scope["app"].state)
+            service = app_services(scope["app"]).mosaics
             try:
                 record = await to_thread.run_sync(service.get, match["id"])
             except NotFoundError:

@@ -221,11 +221,12 @@ def process_cpu(pid: int) -> float:
 def batch_run(label: str, demo: Path, features: Path, cluster: DaskProcesses, work: Path) -> Run:
     """One job, timed from start to DONE; CPU of the workers and of everything else."""
     from app.batch import BatchService, BatchStatisticalRequest
+    from app.services import catalog_factory
     from app.settings import Settings
 
     settings = Settings(catalog=str(demo), data_dir=work, dask_scheduler=cluster.address)
     client = cluster.client
-    service = BatchService(settings, check_sources=False, takeover=False)
+    service = BatchService(settings, catalog_factory(settings), check_sources=False, takeover=False)
     try:
         body = {**REQUEST, "input": {**REQUEST["input"], "features": str(features)}}
         body["output"] = str(work / "out")

@@ -7,10 +7,16 @@ import pytest
 import rio_tiler.reader
 from fastapi.testclient import TestClient
 
+from app.gdal_env import configure_gdal
 from app.main import create_app
 from app.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# The test process is a service process: GDAL's options are set at its start, as the
+# service sets them (create_app), before the session's demo catalog opens a dataset and
+# GDAL registers its drivers (GDAL_SKIP counts then only). Importing `app` sets nothing.
+configure_gdal(Settings())
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from live_server import live_server
 from app.batch import BatchService, BatchStatisticalRequest
 from app.batch.results import rows_of
 from app.main import create_app
+from app.services import catalog_factory
 from app.settings import Settings
 
 pytestmark = pytest.mark.timeout(300)
@@ -319,7 +320,8 @@ def test_illegal_actions_answer_409_with_the_state(make_settings, batch_demo):
 
 def test_killed_worker_loses_and_duplicates_nothing(make_settings, batch_demo, cluster, tmp_path):
     features, count = replicated_fields(batch_demo, tmp_path, 2)
-    service = BatchService(make_settings(batch_unit_features=4))
+    settings = make_settings(batch_unit_features=4)
+    service = BatchService(settings, catalog_factory(settings))
     try:
         job = service.create(BatchStatisticalRequest.model_validate(job_body(str(features))))
         service.start(job["id"])
@@ -538,7 +540,8 @@ def test_broken_asset_gives_partial_then_retry_failed_gives_done(
 def test_postgresql_job_store(make_settings, postgres_url, batch_demo):
     from sqlalchemy import create_engine, text
 
-    service = BatchService(make_settings(database_url=postgres_url))
+    settings = make_settings(database_url=postgres_url)
+    service = BatchService(settings, catalog_factory(settings))
     try:
         body = job_body(str(batch_demo / "fields.gpkg"))
         job = service.create(BatchStatisticalRequest.model_validate(body))

@@ -859,7 +859,6 @@ def test_remote_backend_declares_only_the_conformance_it_shares(demo_settings):
     from app.dependencies import get_catalog
 
     app = create_app(demo_settings)
-    local = app.state.catalog
 
     class Upstream:
         conformance = [
@@ -868,7 +867,7 @@ def test_remote_backend_declares_only_the_conformance_it_shares(demo_settings):
         ]
 
         def __getattr__(self, name):
-            return getattr(local, name)
+            return getattr(app.state.services.catalog, name)
 
     app.dependency_overrides[get_catalog] = Upstream
     with TestClient(app) as client:

@@ -23,6 +23,7 @@ import rasterio
 from fastapi.testclient import TestClient
 from pyproj import Transformer
 
+from app.dependencies import get_mosaics
 from app.main import create_app
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.mosaic.service import MosaicItemReader
@@ -356,16 +357,15 @@ class CountingCatalog:
 def _service(
     app, settings: Settings, catalog=None, reader=MosaicItemReader, **config
 ) -> MosaicService:
-    from app.db import engine_from_settings
-
+    services = app.state.services  # the app's, as its lifespan built them
     service = MosaicService(
-        catalog or app.state.catalog,
-        SearchStore(engine_from_settings(settings)),
+        catalog or services.catalog,
+        SearchStore(services.db_engine),
         replace(MosaicConfig.from_settings(settings), **config),
         reader_options_from_settings(settings),
         reader=reader,
     )
-    app.state.mosaics = service
+    app.dependency_overrides[get_mosaics] = lambda: service
     return service
 
 
@@ -381,7 +381,7 @@ def test_the_catalog_is_searched_once_per_search_not_per_tile(settings, demo_ite
 
     app = make_app(settings)
     with TestClient(app) as client:
-        catalog = CountingCatalog(app.state.catalog)
+        catalog = CountingCatalog(app.state.services.catalog)
         service = _service(app, settings, catalog=catalog, index_ttl=3600)
         search_id = _register(client, {"collections": ["sentinel-2-l2a"]})
         item = next(iter(demo_items.values()))

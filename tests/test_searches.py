@@ -515,7 +515,7 @@ def _survives_restart(settings: Settings, demo_dir: Path) -> None:
         doc = _register(client, {"collections": ["sentinel-2-l2a"], "metadata": {"name": "kept"}})
         before = client.get(f"/searches/{doc['id']}/{path}", params={"preset": "ndvi"})
         assert before.status_code == 200
-    app.state.db_engine.dispose()
+    # Leaving the `with` stopped the app: its services closed, its database pool too.
     app = make_app(settings)  # a new process, as far as the service can tell
     with TestClient(app) as client:
         got = client.get(f"/searches/{doc['id']}")
@@ -525,7 +525,6 @@ def _survives_restart(settings: Settings, demo_dir: Path) -> None:
         after = client.get(f"/searches/{doc['id']}/{path}", params={"preset": "ndvi"})
         assert after.status_code == 200 and after.content == before.content
         assert client.get("/searches").json()["numberMatched"] == 1
-    app.state.db_engine.dispose()
 
 
 def test_searches_survive_a_restart_with_sqlite(demo_dir, tmp_path):

@@ -619,19 +619,24 @@ def test_gdal_skips_ogr_indirection_drivers(tmp_path: Path, secret_file: Path) -
     document = tmp_path / "fields.geojson"
     document.write_bytes(vrt(f"CSV:{secret_file}"))
     script = (
-        "import json, sys, app, pyogrio\n"
+        "import json, sys\n"
+        "from app.main import create_app\n"
+        "from app.settings import Settings\n"
+        "create_app(Settings(catalog=sys.argv[1], data_dir=sys.argv[2]))\n"
+        "import pyogrio\n"
         "results = {}\n"
-        "for path in sys.argv[1:]:\n"
+        "for path in sys.argv[3:]:\n"
         "    try:\n"
         "        pyogrio.read_info(path); results[path] = 'read'\n"
         "    except Exception as error:\n"
         "        results[path] = type(error).__name__\n"
         "print(json.dumps(results))\n"
     )
-    # A fresh process without this one's GDAL options: `import app` must set them itself.
+    # A fresh process without this one's GDAL options: creating the app must set them.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GDAL_", "CPL_", "VSI_"))}
+    service = [str(tmp_path), str(tmp_path / "data")]
     completed = subprocess.run(
-        [sys.executable, "-c", script, str(document), str(secret_file)],
+        [sys.executable, "-c", script, *service, str(document), str(secret_file)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -674,7 +679,7 @@ def test_resume_removes_temporaries_a_killed_consolidation_left(client, demo_dir
         path.write_bytes(b"PAR1 half written")
     kept = root / "notes.tmp-mine"  # not a name Storage writes: left alone
     kept.write_text("x")
-    service = client.app.state.batch
+    service = client.app.state.services.batch
     # The job as the killed replica left it: PROCESSING, its lease silent.
     assert service.store.set_state(
         job_id,

@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 
 from app.batch.units import validate_geometry
 from app.catalog.local import LocalCatalog
-from app.dependencies import mosaic_service
 from app.errors import BadRequestError, TooLargeError
 from app.geometry_limits import check_geometry, check_wkt
 from app.main import create_app
@@ -402,7 +401,7 @@ def test_searches_stored_over_the_limit_are_refused_not_parsed(limited, center, 
     # Stored before the bound existed (or under a higher one): refused when first used.
     search = {"collections": ["sentinel-2-l2a"], "intersects": _polygon(center, LIMIT + 1)}
     search_id = search_hash(search)
-    mosaic_service(limited.app.state).store.save(search_id, search, {})
+    limited.app.state.services.mosaics.store.save(search_id, search, {})
     tile = morecantile.tms.get("WebMercatorQuad").tile(*center, 14)
     response = limited.get(
         f"/searches/{search_id}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png",

@@ -278,7 +278,8 @@ def keyed(demo_settings) -> Iterator[TestClient]:
     settings = demo_settings.model_copy(
         update={"api_keys": ["k1"], "max_body_bytes": 1024, "batch_max_upload_mb": 1}
     )
-    yield TestClient(create_app(settings))
+    with TestClient(create_app(settings)) as test_client:  # the batch service starts with it
+        yield test_client
 
 
 @pytest.mark.parametrize("action", ["start", "stop", "analyse", "retry-failed"])

@@ -194,7 +194,7 @@ def _hung_service(tmp_path: Path, upstream: str, **limits: Any) -> Iterator[tupl
     app = create_app(settings)
     server = LiveServer(app)
     try:
-        yield server.start(), app.state.catalog
+        yield server.start(), app.state.services.catalog
     finally:
         server.stop()
 
@@ -330,7 +330,8 @@ def redirect_client(
         allow_private_sources=True,
         cache_control="",
     )
-    yield TestClient(create_app(settings))
+    with TestClient(create_app(settings)) as test_client:  # batch jobs too: a started app
+        yield test_client
 
 
 @pytest.mark.parametrize(

@@ -316,9 +316,10 @@ def custom_client(
 
 def test_item_cache_fetches_an_item_once(custom_client, demo_dir):
     first, second = (item["id"] for item in demo.items(demo_dir)[:2])
-    cache = custom_client.app.state.item_cache
+    services = custom_client.app.state.services
+    cache = services.item_cache
     catalog = cache.catalog
-    assert catalog is custom_client.app.state.catalog
+    assert catalog is services.catalog
     calls: list[str] = []
     get_item = catalog.get_item
 

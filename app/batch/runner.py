@@ -41,6 +41,7 @@ from app.batch.states import JobState
 from app.batch.storage import JobFiles, Storage
 from app.batch.store import JobStore, UnitRecord
 from app.batch.worker import UnitTask, run_unit
+from app.catalog import Catalog
 from app.errors import TerratilerError
 from app.settings import Settings
 
@@ -63,6 +64,7 @@ class DriverContext:
     settings: Settings
     config: BatchConfig
     catalog: Any
+    open_catalog: Callable[[], Catalog]
     owner: str
 
 
@@ -249,6 +251,7 @@ class Driver:
             root=root,
             request=request,
             settings=self.context.settings,
+            open_catalog=self.context.open_catalog,
             storage_options=config.storage_options if root.startswith("s3://") else {},
             only=unit.retry_ids(),
             chunk_size=config.batch_unit_features,

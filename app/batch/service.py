@@ -34,6 +34,7 @@ from app.batch.runner import Driver, DriverContext
 from app.batch.states import FINAL, RUNNING, Action, JobState, conflict
 from app.batch.storage import JobFiles, Storage, join
 from app.batch.store import JobRecord, JobStore
+from app.catalog import Catalog
 from app.errors import BadRequestError, ConflictError, ForbiddenError, TooLargeError
 from app.redirects import resolve_redirects
 from app.security import check_source
@@ -96,7 +97,10 @@ class BatchService:
 
     Args:
         settings: The service settings.
-        catalog: The catalog (default: ``catalog_from_settings``).
+        open_catalog: Builds the catalog (``app.services.catalog_factory``): picklable,
+            every Dask worker calls it to build its own.
+        catalog: The catalog this process counts scenes in (default: ``open_catalog()``,
+            on first use); the app passes the one its endpoints share.
         engine: The database engine (default: ``app.db.engine_from_settings``).
         executor: Where units run (default: from ``dask_scheduler`` and the batch options).
         check_sources: Check feature paths/URLs and outputs against the allow-lists (the
@@ -109,8 +113,9 @@ class BatchService:
     def __init__(
         self,
         settings: Settings,
-        catalog: Any = None,
+        open_catalog: Callable[[], Catalog],
         *,
+        catalog: Catalog | None = None,
         engine: Engine | None = None,
         executor: DaskExecutor | None = None,
         check_sources: bool = True,
@@ -120,6 +125,7 @@ class BatchService:
 
         self.settings = settings
         self.config = BatchConfig.from_settings(settings)
+        self.open_catalog = open_catalog
         self._catalog = catalog
         self.store = JobStore(engine or engine_from_settings(settings))
         self.executor = executor or DaskExecutor(
@@ -137,12 +143,10 @@ class BatchService:
         self._supervisor: threading.Thread | None = None
 
     @property
-    def catalog(self) -> Any:
-        """The catalog scenes are counted in (workers build their own from the settings)."""
+    def catalog(self) -> Catalog:
+        """The catalog scenes are counted in (workers build their own: ``open_catalog``)."""
         if self._catalog is None:
-            from app.catalog import catalog_from_settings
-
-            self._catalog = catalog_from_settings(self.settings)
+            self._catalog = self.open_catalog()
         return self._catalog
 
     # ------------------------------------------------------------------------ create
@@ -465,6 +469,7 @@ class BatchService:
             settings=self.settings,
             config=self.config,
             catalog=self.catalog,
+            open_catalog=self.open_catalog,
             owner=self.owner,
         )
 

@@ -4,6 +4,9 @@
 atomically, and writes the unit's marker last, so a unit interrupted anywhere (worker
 killed, service restarted, job stopped) is simply run again, and a unit whose marker
 exists is finished. Only plain data crosses the wire: the task and the returned marker.
+
+Importing this module changes nothing in the process: a worker sets GDAL's environment
+from the task's settings when it runs its first unit, before it opens any dataset.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +24,9 @@ import pyarrow.parquet as pq
 from app.batch.results import feature_document, merge_part, result_schema, rows_of
 from app.batch.storage import JobFiles, Storage
 from app.batch.units import UnitFeatures, read_unit, validate_geometry
+from app.catalog import Catalog
 from app.errors import BadRequestError
+from app.gdal_env import configure_gdal
 from app.settings import Settings
 from app.stats import compute_many
 from app.stats.models import StatisticalRequest
@@ -45,6 +51,7 @@ class UnitTask:
         root: The job's output folder (``<output>/<job_id>``).
         request: The statistics request (without features and output), as JSON.
         settings: The service settings (catalog, allow-list, limits, GDAL options).
+        open_catalog: Builds the catalog (picklable: ``app.services.catalog_factory``).
         storage_options: fsspec options of ``root``.
         only: Retry exactly these feature ids of the unit (None: every feature).
         chunk_size: Most geometries the engine reads together.
@@ -57,27 +64,34 @@ class UnitTask:
     root: str
     request: dict[str, Any]
     settings: Settings
+    open_catalog: Callable[[], Catalog]
     storage_options: dict[str, Any] = field(default_factory=dict)
     only: tuple[int, ...] | None = None
     chunk_size: int = 1024
 
 
-def _prepare(settings: Settings) -> Any:
-    """Per worker process: GDAL's environment once, and the catalog (cached a while)."""
+def _configure(settings: Settings) -> None:
+    """Per worker process, once, before its first dataset: GDAL's environment.
+
+    A LocalCluster's workers inherit the service's environment; a remote ``dask worker``
+    has only what this sets (``GDAL_SKIP`` included: no dataset is open yet).
+    """
     global _configured
     with _lock:
         if not _configured:
-            from app.gdal_env import configure_gdal
-
             configure_gdal(settings)
             _configured = True
-        key = (settings.catalog, settings.collection)
-        ttl = settings.item_cache_ttl
+
+
+def _catalog(task: UnitTask) -> Catalog:
+    """The worker's catalog for the task's settings (built by the task, cached a while)."""
+    settings = task.settings
+    key = (settings.catalog, settings.collection)
+    ttl = settings.item_cache_ttl
+    with _lock:
         cached = _catalogs.get(key)
         if cached is None or time.monotonic() - cached[0] > ttl:
-            from app.catalog import catalog_from_settings
-
-            cached = (time.monotonic(), catalog_from_settings(settings))
+            cached = (time.monotonic(), task.open_catalog())
             _catalogs[key] = cached
         return cached[1]
 
@@ -106,7 +120,7 @@ def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, 
     if not geometries:
         return []
     try:
-        catalog = _prepare(task.settings)
+        catalog = _catalog(task)
         return compute_many(
             geometries, task.request, catalog, task.settings, crs=crs, chunk_size=task.chunk_size
         )
@@ -161,6 +175,7 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
 
     """
     started = time.perf_counter()
+    _configure(task.settings)
     storage = Storage.for_url(task.root, task.storage_options)
     files = JobFiles(task.root)
     features = read_unit(storage, files.features, task.unit)

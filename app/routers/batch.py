@@ -1,66 +1,31 @@
 """``/batch/statistics``: batch statistics jobs (thin: parse, call ``BatchService``, shape).
 
-The service (``app.state.batch``) starts with the app: its supervisor resumes jobs a
-previous run (or a replica that died) left ANALYSING / PROCESSING, and on shutdown this
-replica leaves its jobs for the next one. When ``api_keys`` is set every endpoint needs
-one, as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
+The service (``get_batch``) starts with the app (``app.services.Services``): its
+supervisor resumes jobs a previous run (or a replica that died) left ANALYSING /
+PROCESSING, and on shutdown this replica leaves its jobs for the next one; its Dask
+cluster starts with the first job. When ``api_keys`` is set every endpoint needs one, as
+``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
-from app.dependencies import get_settings, require_api_key
+from app.dependencies import SettingsDep, get_batch, require_api_key
 from app.errors import BadRequestError
 from app.input_limits import check_json_depth
 
-_lock = threading.Lock()
+router = APIRouter(dependencies=[Depends(require_api_key)])
 
-
-def batch_service(request: Request) -> BatchService:
-    """The app's batch service (created on first use when the lifespan did not run)."""
-    return _service(request.app)
-
-
-def _service(app: FastAPI) -> BatchService:
-    with _lock:
-        service = getattr(app.state, "batch", None)
-        if service is None:
-            service = BatchService(
-                app.state.settings,
-                app.state.catalog,
-                engine=getattr(app.state, "db_engine", None),  # the app's shared engine
-            )
-            app.state.batch = service
-        return service
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Start the batch service with the app (resuming orphaned jobs); close it after."""
-    service = _service(app)
-    service.start_supervisor()
-    try:
-        yield
-    finally:
-        await run_in_threadpool(service.close)
-        app.state.batch = None
-
-
-router = APIRouter(dependencies=[Depends(require_api_key)], lifespan=lifespan)
-
-Service = Annotated[BatchService, Depends(batch_service)]
+Service = Annotated[BatchService, Depends(get_batch)]
 JobId = Annotated[str, Path(description="The job id.")]
 
 
@@ -162,7 +127,7 @@ def _validated(body: Any) -> BatchStatisticalRequest:
     description=CREATE_DESCRIPTION,
     openapi_extra=CREATE_BODY,
 )
-async def create_job(request: Request, service: Service) -> JSONResponse:
+async def create_job(request: Request, service: Service, settings: SettingsDep) -> JSONResponse:
     """Create a job from a JSON request, or a multipart request with the features file."""
     content_type = request.headers.get("content-type", "")
     upload = name = None
@@ -176,7 +141,7 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
         if file is None or isinstance(file, str):
             raise BadRequestError("features: send the features file as the form field `features`")
         # A form field is at most 1 MB (Starlette's max_part_size): within every JSON bound.
-        check_json_depth(text, get_settings(request).max_json_depth, "request")
+        check_json_depth(text, settings.max_json_depth, "request")
         try:
             body = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as error:
@@ -184,7 +149,7 @@ async def create_job(request: Request, service: Service) -> JSONResponse:
         upload, name = await file.read(), file.filename
     else:
         raw = await request.body()
-        check_json_depth(raw, get_settings(request).max_json_depth)
+        check_json_depth(raw, settings.max_json_depth)
         try:
             # Off the event loop: up to batch_max_geojson_mb of JSON takes a while.
             body = await run_in_threadpool(json.loads, raw)

@@ -30,7 +30,7 @@ from app.catalog.query import (
     search_to_get_params,
 )
 from app.crs_input import OGC_CRS84
-from app.dependencies import get_catalog, get_settings
+from app.dependencies import SettingsDep, get_catalog
 from app.errors import BadRequestError
 from app.input_limits import InputLimits, check_json_depth
 from app.settings import Settings
@@ -182,8 +182,9 @@ router = APIRouter()
 
 
 # --- dependencies -------------------------------------------------------------------------
-# The catalog and the settings come from app.dependencies (shared with the tiler routers):
-# ``app.dependency_overrides[get_catalog]`` swaps the catalog of the whole service.
+# The catalog and the settings come from app.dependencies (shared with the other routers):
+# ``app.dependency_overrides[get_catalog]`` swaps the catalog of /catalog, the item
+# endpoints and /statistics (mosaics and batch jobs: override get_mosaics / get_batch).
 
 
 def stac_root(request: Request) -> str:
@@ -195,7 +196,7 @@ def stac_root(request: Request) -> str:
     return str(request.url_for("stac_landing_page")).rstrip("/")
 
 
-async def search_body(request: Request) -> dict[str, Any]:
+async def search_body(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Read the JSON object of a POST /search request; an empty body is an empty search.
 
     Raises:
@@ -205,7 +206,7 @@ async def search_body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         return {}
-    check_json_depth(raw, get_settings(request).max_json_depth)
+    check_json_depth(raw, settings.max_json_depth)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -216,7 +217,6 @@ async def search_body(request: Request) -> dict[str, Any]:
 
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 RootDep = Annotated[str, Depends(stac_root)]
 CollectionId = Annotated[str, Path(description="A collection id.")]
 ItemId = Annotated[str, Path(description="An item id.")]

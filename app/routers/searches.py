@@ -43,8 +43,9 @@ from app import rendering
 from app.dependencies import (
     GeometryBody,
     S2LayerParams,
+    get_mosaics,
+    get_settings,
     histogram_params,
-    mosaic_service,
     post_process,
     require_api_key,
     statistics_params,
@@ -87,11 +88,6 @@ img_responses: dict[int | str, dict[str, Any]] = {
 
 
 # ---------------------------------------------------------------------- dependencies
-
-
-def get_mosaics(request: Request) -> MosaicService:
-    """The app's ``MosaicService`` (built on first use: ``app.dependencies.mosaic_service``)."""
-    return mosaic_service(request.app.state)
 
 
 def mosaic_params(
@@ -267,7 +263,7 @@ def list_searches(
     shorter than `limit`; its `next` link continues where it stopped.
     """
     records, total = mosaics.list(limit=limit, offset=offset)
-    records = _within_bytes(records, request.app.state.settings.max_search_bytes)
+    records = _within_bytes(records, get_settings(request).max_search_bytes)
     base = str(request.base_url).rstrip("/") + "/searches"
     links = [{"rel": "self", "href": f"{base}?{urlencode({'limit': limit, 'offset': offset})}"}]
     if offset + len(records) < total:

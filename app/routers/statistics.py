@@ -1,9 +1,12 @@
 """``POST /statistics``: the Statistical API, in Sentinel Hub's request and response shape."""
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from app.dependencies import GeometryBody
+from app.catalog import Catalog
+from app.dependencies import GeometryBody, SettingsDep, get_catalog
 from app.stats import StatisticalRequest, StatisticalResponse, compute_statistics
 
 router = APIRouter()
@@ -71,8 +74,12 @@ that does not fit the schema.
     description=DESCRIPTION,
     dependencies=[Depends(GeometryBody("input.bounds.geometry"))],
 )
-def statistics(request: Request, body: StatisticalRequest) -> JSONResponse:
+def statistics(
+    body: StatisticalRequest,
+    catalog: Annotated[Catalog, Depends(get_catalog)],
+    settings: SettingsDep,
+) -> JSONResponse:
     """Compute the statistics of ``body`` over the configured catalog."""
     # The engine returns JSON-ready data ("NaN" strings included): sent as is.
-    content = compute_statistics(body, request.app.state.catalog, request.app.state.settings)
+    content = compute_statistics(body, catalog, settings)
     return JSONResponse(content)

@@ -1,0 +1,164 @@
+"""Application wiring: the service's parts, built from ``Settings`` in one place.
+
+Two kinds of state, each set up in one place:
+
+- **process-wide** (``configure_process``): GDAL's environment, the dataset pool, PNG
+  encoding, redirect handling. Module-level state of the libraries, set explicitly by
+  whoever starts the process (``create_app``; the batch CLI; a Dask worker sets GDAL's
+  own in ``app.batch.worker``), never by importing a module.
+- **per app** (``Services``): catalog, item cache, database engine, mosaic service, batch
+  service. ``create_app``'s lifespan builds them at startup and closes them at shutdown;
+  routers get them through ``app.dependencies`` (``get_catalog``, ``get_item_cache``,
+  ``get_mosaics``, ``get_batch``), so ``app.dependency_overrides`` reaches every use.
+
+The engine packages (``catalog``, ``stats``, ``batch``, ``mosaic``) never import this
+module: they are handed what they need, e.g. the batch service gets ``catalog_factory``'s
+picklable builder for its Dask workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from sqlalchemy import Engine
+
+from app import datasets, redirects
+from app.batch import BatchService
+from app.catalog import Catalog
+from app.catalog.cache import ItemCache
+from app.db import engine_from_settings
+from app.gdal_env import configure_gdal
+from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
+from app.rendering import configure_rendering
+from app.settings import Settings
+
+__all__ = ["Services", "catalog_factory", "catalog_from_settings", "configure_process"]
+
+
+def catalog_factory(settings: Settings) -> Callable[[], Catalog]:
+    """How to build the catalog ``settings.catalog`` names: a STAC API URL or a folder.
+
+    Args:
+        settings: The service settings (``catalog`` and the ``stac_*`` options).
+
+    Returns:
+        A function of no arguments that builds the catalog: a ``functools.partial`` of
+        the backend class, so it pickles by reference to an engine module and a Dask
+        worker can build its own catalog without importing the application.
+
+    """
+    if settings.catalog_is_remote:
+        from app.catalog.stacapi import StacApiCatalog
+
+        return partial(
+            StacApiCatalog,
+            settings.catalog,
+            timeout=settings.stac_timeout,
+            retries=settings.stac_retries,
+            backoff=settings.stac_backoff,
+            deadline=settings.stac_request_deadline,
+            max_concurrency=settings.stac_max_concurrency,
+            queue_timeout=settings.stac_queue_timeout,
+        )
+    from app.catalog.local import LocalCatalog
+
+    return partial(LocalCatalog, settings.catalog)
+
+
+def catalog_from_settings(settings: Settings) -> Catalog:
+    """The catalog backend ``settings.catalog`` names (see ``catalog_factory``)."""
+    return catalog_factory(settings)()
+
+
+def configure_process(settings: Settings) -> None:
+    """Set the process-wide state of the libraries the service reads and renders with.
+
+    Call it before the process opens its first dataset: ``GDAL_SKIP`` only counts when
+    GDAL registers its drivers (rasterio's first ``Env``; pyogrio's import). Each call
+    replaces the last one's values (a test process creates several apps; the newest
+    app's settings hold).
+
+    Args:
+        settings: The service settings.
+
+    """
+    configure_gdal(settings)
+    datasets.configure(
+        max_idle=settings.dataset_pool_size,
+        remote_ttl=settings.dataset_pool_remote_ttl,
+        reader_threads=settings.reader_threads,
+    )
+    # rio-tiler's per-format GDAL creation options are one process-wide registry.
+    configure_rendering(settings.png_zlevel)
+    redirects.configure(
+        max_redirects=settings.source_max_redirects,
+        cache_seconds=settings.source_redirect_cache_seconds,
+        timeout=settings.gdal_http_timeout,
+        connect_timeout=settings.gdal_http_connect_timeout,
+    )
+
+
+@dataclass
+class Services:
+    """What one app holds from startup to shutdown.
+
+    Building opens nothing remote and starts no thread or process: the database is
+    connected, its tables created, on first use; the batch service's Dask cluster starts
+    with its first job (a LocalCluster at startup would cost every start seconds).
+    ``start`` starts the batch supervisor; ``close`` undoes everything.
+
+    Attributes:
+        settings: The settings the services were built from.
+        catalog: Where items come from (``/catalog``, items, ``/statistics``, mosaics).
+        item_cache: Items by id, for the item endpoints.
+        db_engine: The service database (searches, batch jobs).
+        mosaics: Registered searches and their mosaics.
+        batch: Batch statistics jobs.
+
+    """
+
+    settings: Settings = field(repr=False)
+    catalog: Catalog
+    item_cache: ItemCache
+    db_engine: Engine
+    mosaics: MosaicService
+    batch: BatchService
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Build every service from ``settings``, sharing one catalog and one engine.
+
+        Raises:
+            FileNotFoundError: A local catalog folder that does not exist.
+            BadRequestError: A ``database_url`` that cannot be used.
+
+        """
+        open_catalog = catalog_factory(settings)
+        catalog = open_catalog()
+        engine = engine_from_settings(settings)
+        return cls(
+            settings=settings,
+            catalog=catalog,
+            item_cache=ItemCache(
+                catalog, ttl=settings.item_cache_ttl, maxsize=settings.item_cache_size
+            ),
+            db_engine=engine,
+            mosaics=MosaicService(
+                catalog,
+                SearchStore(engine),
+                MosaicConfig.from_settings(settings),
+                reader_options_from_settings(settings),
+            ),
+            batch=BatchService(settings, open_catalog, catalog=catalog, engine=engine),
+        )
+
+    def start(self) -> None:
+        """Start background work: the batch supervisor (it resumes orphaned jobs)."""
+        self.batch.start_supervisor()
+
+    def close(self) -> None:
+        """Leave this replica's batch jobs to the next, stop Dask, close the database pool."""
+        self.batch.close()
+        self.db_engine.dispose()
