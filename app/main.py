@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from titiler.core.errors import DEFAULT_STATUS_CODES, add_exception_handlers
 from titiler.core.middleware import CacheControlMiddleware
 
-from app import __version__, datasets, openapi, redirects
+from app import __version__, datasets, openapi, redirects, reprojection
 from app.asgi_paths import under_any_root
 from app.catalog import catalog_from_settings
 from app.catalog.cache import ItemCache
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reader_threads=settings.reader_threads,
     )
     configure_rendering(settings.png_zlevel)
+    reprojection.install()
     redirects.configure(
         max_redirects=settings.source_max_redirects,
         cache_seconds=settings.source_redirect_cache_seconds,
