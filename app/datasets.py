@@ -1,11 +1,13 @@
 """Open GeoTIFF datasets kept for reuse, and the process's asset-reading threads.
 
 Opening a COG costs a GDAL open, a header (IFD) parse and, remotely, a range request; a map
-tile reads a few blocks. ``DatasetPool`` lends already-open datasets: a dataset is used by
-one thread at a time (GDAL datasets are not thread-safe), goes back to the pool after a
-clean read and is closed after a failed one. A local file is reopened when its stat
-(inode, size, mtime) changes, so a replaced or moved file is never read through a stale
-handle; a remote dataset is reopened after ``remote_ttl`` seconds.
+tile reads a few blocks. ``DatasetPool`` lends already-open datasets, to the tile readers
+(``app.readers.gtiff``) and the statistics engine (``app.stats.reading``) alike: one cache
+of open datasets per process. A dataset is used by one thread at a time (GDAL datasets are
+not thread-safe), goes back to the pool after a clean read and is closed after a failed
+one. A local file is reopened when its stat (inode, size, mtime) changes, so a replaced or
+moved file is never read through a stale handle; a remote dataset is reopened after
+``remote_ttl`` seconds.
 
 ``shared_executor`` gives long-lived thread pools for the reads of a request's assets and
 a mosaic's items: a thread pool made per request (what rio-tiler does) pays thread

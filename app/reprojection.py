@@ -6,6 +6,16 @@ edges, 0.6-0.8 ms) once or twice for every asset of every tile, only to learn th
 dataset's native resolution in that CRS. The answer depends on nothing but the source and
 destination CRS, the dataset's size and its bounds, so it is kept here (least recently
 used first out) and rio-tiler's tile path is given the cached function.
+
+Not a workaround for an upstream bug: rio-tiler's answer is right, only recomputed. Its
+``get_vrt_transform`` (every ``part``, so every tile) and ``get_overview_level`` call
+``calculate_default_transform`` through the ``rio_tiler.utils`` module, e.g. rio-tiler
+9.4.2 https://github.com/cogeotiff/rio-tiler/blob/9.4.2/rio_tiler/utils.py#L399 and
+https://github.com/cogeotiff/rio-tiler/blob/9.4.2/rio_tiler/utils.py#L298 , and offers
+no hook to pass the grid in; no upstream issue asks to cache it (cogeotiff/rio-tiler
+searched for one when this was written). ``install`` replaces that module attribute, once
+per process, from ``create_app``; readers used without the app read the same pixels,
+uncached (``tests/test_reprojection.py`` checks both).
 """
 
 from __future__ import annotations
@@ -43,5 +53,8 @@ def default_transform(
 
 
 def install() -> None:
-    """Give rio-tiler's tile path (``rio_tiler.utils``) the cached function."""
+    """Give rio-tiler's tile path (``rio_tiler.utils``) the cached function.
+
+    Process-wide and idempotent: called at startup (``create_app``).
+    """
     rio_tiler.utils.calculate_default_transform = default_transform

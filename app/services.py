@@ -24,7 +24,7 @@ from functools import partial
 
 from sqlalchemy import Engine
 
-from app import datasets, redirects
+from app import datasets, redirects, reprojection
 from app.batch import BatchService
 from app.catalog import Catalog
 from app.catalog.cache import ItemCache
@@ -92,6 +92,7 @@ def configure_process(settings: Settings) -> None:
     )
     # rio-tiler's per-format GDAL creation options are one process-wide registry.
     configure_rendering(settings.png_zlevel)
+    reprojection.install()
     redirects.configure(
         max_redirects=settings.source_max_redirects,
         cache_seconds=settings.source_redirect_cache_seconds,

@@ -10,7 +10,6 @@ from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rio_tiler.io import Reader
 
-import app.readers  # noqa: F401  (installs the cached function)
 from app import reprojection
 
 
@@ -20,7 +19,8 @@ def _red_href(demo_dir):
     return str((path.parent / item["assets"]["red"]["href"]).resolve())
 
 
-def test_rio_tiler_is_given_the_cached_function():
+def test_the_app_gives_rio_tiler_the_cached_function(client):
+    # Installed by create_app (the session's client built one), not by importing a reader.
     assert rio_tiler.utils.calculate_default_transform is reprojection.default_transform
 
 
@@ -44,6 +44,10 @@ def test_calls_with_options_are_not_cached(demo_dir):
 
 
 def test_tiles_are_the_same_with_and_without_the_cache(demo_dir, monkeypatch):
+    # What reprojection.install() does at startup, undone after the test.
+    monkeypatch.setattr(
+        rio_tiler.utils, "calculate_default_transform", reprojection.default_transform
+    )
     href = _red_href(demo_dir)
     with Reader(href) as cog:
         tiles = [(x, y, cog.minzoom + 2) for x, y in _tiles_over(cog, cog.minzoom + 2)]

@@ -16,11 +16,10 @@ import pytest
 import rio_tiler.reader
 from fastapi.testclient import TestClient
 
-from app import readers
 from app.budget import MemoryBudget
 from app.errors import TerratilerError
 from app.main import create_app
-from app.readers import S2STACReader
+from app.readers import S2STACReader, stac
 from app.sentinel2 import REFLECTANCE_BANDS
 from app.settings import Settings
 
@@ -60,7 +59,7 @@ def no_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args, **kwargs):
         raise ReadReached("the read was reached")
 
-    monkeypatch.setattr(readers, "_read_assets", refuse)
+    monkeypatch.setattr(stac, "_read_assets", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -790,16 +790,18 @@ def test_compute_many_equals_single_requests(catalog, demo_settings, fields_utm,
 def test_compute_many_reads_each_asset_once_per_scene(
     catalog, demo_settings, fields_utm, monkeypatch
 ):
-    import app.stats.reading as reading
+    import app.datasets as datasets
 
     opened = []
-    real_open = reading.rasterio.open
+    real_open = datasets.rasterio.open
 
     def counting_open(path, *args, **kwargs):
         opened.append(str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(reading.rasterio, "open", counting_open)
+    # Scenes are opened by the process's dataset pool: emptied, so that this run opens all.
+    datasets.dataset_pool().clear()
+    monkeypatch.setattr(datasets.rasterio, "open", counting_open)
     _, geometries = fields_utm
     responses = compute_many(_features(geometries), _request(), catalog, demo_settings, crs=UTM)
     assert len(responses) == len(geometries)

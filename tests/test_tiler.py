@@ -336,7 +336,8 @@ def test_local_assets_are_read_in_the_calling_thread_remote_ones_in_parallel(dem
     import pystac
     from rio_tiler.models import ImageData
 
-    from app.readers import S2STACReader, _read_assets
+    from app.readers import S2STACReader
+    from app.readers.stac import _read_assets
 
     path = next((demo_dir / "items").glob("*.json"))
     local = pystac.Item.from_file(str(path))

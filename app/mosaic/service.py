@@ -646,7 +646,7 @@ class MosaicService:
         if width and height:
             return int(width), int(height)
         src = self._open(entry)
-        native_w, native_h = src._native_size(
+        native_w, native_h = src.native_size(
             tuple(bbox), bounds_crs, dst_crs, options.get("assets"), options.get("expression")
         )
         if width:

@@ -338,12 +338,6 @@ class _Engine:
 
     def run(self, geometries: Sequence[shapely.Geometry | BadRequestError]) -> list[dict]:
         """Compute every geometry's response (errors stay per geometry unless strict)."""
-        try:
-            return self._run(geometries)
-        finally:
-            self.reader.close()
-
-    def _run(self, geometries: Sequence[shapely.Geometry | BadRequestError]) -> list[dict]:
         plan = self.plan
         responses: list[dict | None] = [None] * len(geometries)
         usable: list[int] = []

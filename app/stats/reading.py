@@ -9,10 +9,12 @@ harmonized to reflectance with ``sentinel2.scale_offset`` (DN * scale + offset);
 pixels and cells outside the raster are masked.
 
 Every asset href is checked against the allow-list (``security.check_source``) before GDAL
-sees it, and opened with the GeoTIFF driver only.
+sees it, and opened with the GeoTIFF driver only, by the process's dataset pool
+(``app.datasets``), the one cache of open datasets that the tile readers use too.
 """
 
-from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,9 +29,10 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from app import sentinel2
+from app.datasets import dataset_pool
 from app.errors import TerratilerError
 from app.redirects import resolve_redirects
-from app.security import SOURCE_DRIVER, check_source, redact_source
+from app.security import check_source, redact_source
 from app.stac_fields import asset_crs, asset_transform, item_datetime
 from app.stats.grid import PixelGrid
 
@@ -76,47 +79,33 @@ class Scene:
 class SceneReader:
     """Reads assets of scenes onto grid cells, inside the allow-list.
 
-    Datasets stay open (up to ``max_open``) until ``close()``: GDAL keeps decoded blocks per
-    open dataset, so chunks of geometries sharing a COG block decode it once. Use it as a
-    context manager, from one thread.
+    Each read borrows its dataset from the process's pool (``app.datasets.dataset_pool``)
+    and gives it back: GDAL keeps decoded blocks per open dataset, so the chunks of
+    geometries of a run, and the next requests and batch tasks, that share a COG block
+    decode it once. Holds no dataset between reads; the georeference of the assets it
+    looked at is kept.
 
     Args:
         allowed: Allowed source prefixes (``settings.allowed_prefixes``).
         allow_private: Let URLs reach private addresses (``settings.allow_private_sources``).
-        max_open: Most datasets kept open at once.
 
     """
 
-    def __init__(self, allowed: list[str], allow_private: bool = False, max_open: int = 64):
+    def __init__(self, allowed: list[str], allow_private: bool = False):
         self.allowed = allowed
         self.allow_private = allow_private
-        self.max_open = max_open
         self._grids: dict[tuple[str, str], tuple[str, Affine]] = {}
-        self._open: OrderedDict[str, rasterio.DatasetReader] = OrderedDict()
 
-    def __enter__(self) -> "SceneReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close every dataset kept open."""
-        while self._open:
-            _, dataset = self._open.popitem()
-            dataset.close()
-
-    def _dataset(self, source: str) -> rasterio.DatasetReader:
-        dataset = self._open.get(source)
-        if dataset is not None:
-            self._open.move_to_end(source)
-            return dataset
-        dataset = rasterio.open(source, driver=SOURCE_DRIVER)
-        self._open[source] = dataset
-        while len(self._open) > self.max_open:
-            _, oldest = self._open.popitem(last=False)
-            oldest.close()
-        return dataset
+    @contextmanager
+    def _dataset(
+        self, item: pystac.Item, key: str, source: str
+    ) -> Iterator[rasterio.DatasetReader]:
+        """The pool's dataset of ``source``; GDAL's failures as a ``SceneReadError``."""
+        try:
+            with dataset_pool().open(source) as dataset:
+                yield dataset
+        except (RasterioError, OSError) as error:
+            raise SceneReadError(self._read_failed(item, key, source, error)) from None
 
     def _source(self, item: pystac.Item, key: str) -> tuple[str, str]:
         """(item asset key, checked source path or URL) of an asset key."""
@@ -148,12 +137,9 @@ class SceneReader:
         crs, transform = asset_crs(item, item_key), asset_transform(item, item_key)
         if crs is None or transform is None:
             _, source = self._source(item, key)
-            try:
-                dataset = self._dataset(source)
+            with self._dataset(item, item_key, source) as dataset:
                 crs = crs or dataset.crs.to_string()
                 transform = transform or dataset.transform
-            except (RasterioError, OSError) as error:
-                raise SceneReadError(self._read_failed(item, item_key, source, error)) from None
         self._grids[(item.id, key)] = (crs, transform)
         return crs, transform
 
@@ -202,14 +188,9 @@ class SceneReader:
         out = {}
         for key in keys:
             item_key, source = self._source(scene.item, key)
-            try:
-                dataset = self._dataset(source)
+            with self._dataset(scene.item, item_key, source) as dataset:
                 lookup = cells.lookup(dataset.transform, dataset.height, dataset.width)
                 values = lookup.sample(dataset, subset)
-            except (RasterioError, OSError) as error:
-                raise SceneReadError(
-                    self._read_failed(scene.item, item_key, source, error)
-                ) from None
             scale, offset = sentinel2.scale_offset(scene.item, item_key)
             if (scale, offset) != (1.0, 0.0):
                 values = sentinel2.harmonize(values, scale, offset)
