@@ -24,18 +24,13 @@ from app.readers.layers import Layer
 from app.readers.sizing import (
     PREVIEW_MAX_SIZE,
     STATISTICS_MAX_SIZE,
-    WGS84,
     tile_output_pixels,
 )
-from app.readers.stac import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET, ReadPlan, S2STACReader
+from app.readers.stac import ReadPlan, S2STACReader
 
 __all__ = [
-    "MASK_NONE",
-    "MASK_SCL_CLEAR",
     "PREVIEW_MAX_SIZE",
-    "SCL_ASSET",
     "STATISTICS_MAX_SIZE",
-    "WGS84",
     "GTiffReader",
     "Layer",
     "ReadPlan",

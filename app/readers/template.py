@@ -29,10 +29,11 @@ from typing import Any, ClassVar
 
 from morecantile import TileMatrixSet
 from rasterio.crs import CRS
+from rio_tiler.constants import WGS84_CRS
 from rio_tiler.models import ImageData, PointData
 
 from app.readers.layers import Layer
-from app.readers.sizing import PREVIEW_MAX_SIZE, WGS84, Bounds, bbox_aspect, tile_output_pixels
+from app.readers.sizing import PREVIEW_MAX_SIZE, Bounds, bbox_aspect, tile_output_pixels
 from app.request_checks import (
     check_bbox,
     check_output_pixels,
@@ -97,7 +98,7 @@ class SizedReads:
 
     def part(self, bbox: Bounds, **options: Any) -> ImageData:
         """Read a bbox (rio-tiler's ``part``). Without a size, at native resolution."""
-        bounds_crs = options.get("bounds_crs") or WGS84
+        bounds_crs = options.get("bounds_crs") or WGS84_CRS
         check_bbox(bbox, bounds_crs)
         dst_crs = options.get("dst_crs") or bounds_crs  # rio-tiler's default
         if self.explicit_grid:
@@ -120,7 +121,7 @@ class SizedReads:
 
     def point(self, lon: float, lat: float, **options: Any) -> PointData:
         """Read the values at a point (rio-tiler's ``point``)."""
-        check_point(lon, lat, options.get("coord_crs") or WGS84)
+        check_point(lon, lat, options.get("coord_crs") or WGS84_CRS)
         read = partial(super().point, lon, lat)
         return self._read_layer(read, 1, sized=False, **options)
 
@@ -133,7 +134,7 @@ class SizedReads:
         size, the read is at native resolution over the feature's bounds: that is what is
         checked against the output limit.
         """
-        shape_crs = options.get("shape_crs") or WGS84
+        shape_crs = options.get("shape_crs") or WGS84_CRS
         bounds = shape_bounds(shape, shape_crs)
         dst_crs = options["dst_crs"] = options.get("dst_crs") or self.crs or shape_crs
         width, height, max_size = (options.get(name) for name in SIZE_OPTIONS)
