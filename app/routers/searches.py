@@ -7,7 +7,8 @@
   ``POST /searches/{id}/statistics``.
 
 Every endpoint takes the single-item layer parameters (``assets`` / ``expression`` /
-``preset``, ``mask=scl-clear``, ``harmonize``), plus ``pixel_selection`` and ``order``.
+``preset``, ``mask=scl-clear``, ``harmonize``), plus ``pixel_selection`` and ``order``;
+the search's ``metadata.defaults`` give those a request does not (``app.layers``).
 A tile of the search's area that no item covers is a 404; a tile whose items are all
 masked is a transparent image. Partial results carry ``X-Mosaic-Partial``
 (``items-limit``, ``time-limit``, ``read-errors``); every mosaic response carries
