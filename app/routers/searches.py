@@ -7,7 +7,8 @@
   ``POST /searches/{id}/statistics``.
 
 Every endpoint takes the single-item layer parameters (``assets`` / ``expression`` /
-``preset``, ``mask=scl-clear``, ``harmonize``), plus ``pixel_selection`` and ``order``.
+``preset``, ``mask=scl-clear``, ``harmonize``), plus ``pixel_selection`` and ``order``;
+the search's ``metadata.defaults`` give those a request does not (``app.layers``).
 A tile of the search's area that no item covers is a 404; a tile whose items are all
 masked is a transparent image. Partial results carry ``X-Mosaic-Partial``
 (``items-limit``, ``time-limit``, ``read-errors``); every mosaic response carries
@@ -27,14 +28,10 @@ from geojson_pydantic import Feature, FeatureCollection
 from pydantic import Field
 from rio_tiler.constants import WGS84_CRS
 from titiler.core.dependencies import (
-    ColorMapParams,
     CoordCRSParams,
     CoverScaleParams,
-    DatasetParams,
     DstCRSParams,
-    ImageRenderingParams,
     PartFeatureParams,
-    TileParams,
 )
 from titiler.core.factory import DEFAULT_TEMPLATES
 from titiler.core.resources.enums import ImageType
@@ -42,14 +39,13 @@ from titiler.core.resources.enums import ImageType
 from app import rendering
 from app.dependencies import (
     GeometryBody,
-    S2LayerParams,
     get_mosaics,
     get_settings,
     histogram_params,
-    post_process,
     require_api_key,
     statistics_params,
 )
+from app.layers import SEARCH_LAYER, LayerQuery
 from app.mosaic import MosaicRead, MosaicService, SearchRecord, query_pairs
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 from app.mosaic.search import canonical_json
@@ -111,6 +107,18 @@ def mosaic_params(
 ) -> dict[str, Any]:
     """``pixel_selection`` and ``order``."""
     return {"pixel_selection": pixel_selection, "order": order}
+
+
+def map_tilesize(
+    tilesize: Annotated[int, Query(gt=0, description="Tile size in pixels.")] = 256,
+) -> int:
+    """The tile size a map asks for."""
+    return tilesize
+
+
+# The layer of a search: the request's parameters, the search's defaults, a preset.
+SearchLayerQuery = Annotated[LayerQuery, Depends(SEARCH_LAYER.query)]
+search_mosaic_params = SEARCH_LAYER.resolved(mosaic_params)
 
 
 SearchId = Annotated[str, Path(description="Search id, from `POST /searches/register`.")]
@@ -348,14 +356,14 @@ def tile(
         ImageType | None,
         Field(description="Output format; default PNG when masked, else JPEG."),
     ] = None,
-    tilesize: Annotated[int | None, Query(gt=0, description="Tile size in pixels.")] = None,
-    layer=Depends(S2LayerParams),
-    dataset=Depends(DatasetParams),
-    tile_params=Depends(TileParams),
-    mosaic=Depends(mosaic_params),
-    post_process=Depends(post_process),
-    colormap=Depends(ColorMapParams),
-    render=Depends(ImageRenderingParams),
+    tilesize=Depends(SEARCH_LAYER.tilesize),
+    layer=Depends(SEARCH_LAYER.layer),
+    dataset=Depends(SEARCH_LAYER.dataset),
+    tile_params=Depends(SEARCH_LAYER.tile),
+    mosaic=Depends(search_mosaic_params),
+    post_process=Depends(SEARCH_LAYER.post_process),
+    colormap=Depends(SEARCH_LAYER.colormap),
+    render=Depends(SEARCH_LAYER.render),
 ) -> Response:
     """One tile of the mosaic (404 outside the search's items, 400 below the min zoom)."""
     tms = morecantile.tms.get(tileMatrixSetId)
@@ -389,17 +397,18 @@ def tilejson(
     search_id: SearchId,
     tileMatrixSetId: TmsId,
     mosaics: Annotated[MosaicService, Depends(get_mosaics)],
+    layer_query: SearchLayerQuery,
     tile_format: Annotated[ImageType | None, Query(description="Tile format.")] = None,
-    tilesize: Annotated[int | None, Query(gt=0, description="Tile size in pixels.")] = None,
+    tilesize=Depends(SEARCH_LAYER.tilesize),
     minzoom: Annotated[int | None, Query(description="Override the minzoom.")] = None,
     maxzoom: Annotated[int | None, Query(description="Override the maxzoom.")] = None,
-    layer=Depends(S2LayerParams),
-    dataset=Depends(DatasetParams),
-    tile_params=Depends(TileParams),
-    mosaic=Depends(mosaic_params),
-    post_process=Depends(post_process),
-    colormap=Depends(ColorMapParams),
-    render=Depends(ImageRenderingParams),
+    layer=Depends(SEARCH_LAYER.layer),
+    dataset=Depends(SEARCH_LAYER.dataset),
+    tile_params=Depends(SEARCH_LAYER.tile),
+    mosaic=Depends(search_mosaic_params),
+    post_process=Depends(SEARCH_LAYER.post_process),
+    colormap=Depends(SEARCH_LAYER.colormap),
+    render=Depends(SEARCH_LAYER.render),
 ) -> JSONResponse:
     """TileJSON 3.0: bounds and zooms from the search's items (not the world)."""
     tms = morecantile.tms.get(tileMatrixSetId)
@@ -408,7 +417,8 @@ def tilejson(
     if tile_format:
         path += f".{tile_format.value}"
     drop = {"tile_format", "minzoom", "maxzoom"}
-    qs = [(k, v) for k, v in request.query_params.multi_items() if k not in drop]
+    # The tiles carry the layer as resolved (the search's defaults, the preset expanded).
+    qs = [(k, v) for k, v in layer_query.params.multi_items() if k not in drop]
     url = str(request.base_url).rstrip("/") + path + (f"?{urlencode(qs)}" if qs else "")
     minzoom = info["minzoom"] if minzoom is None else max(minzoom, info["minzoom"])
     maxzoom = info["maxzoom"] if maxzoom is None else maxzoom
@@ -438,17 +448,20 @@ def map_viewer(
     search_id: SearchId,
     tileMatrixSetId: TmsId,
     mosaics: Annotated[MosaicService, Depends(get_mosaics)],
-    tilesize: Annotated[int, Query(gt=0, description="Tile size in pixels.")] = 256,
+    layer_query: SearchLayerQuery,
+    tilesize: Annotated[int, Depends(SEARCH_LAYER.resolved(map_tilesize))],
 ) -> HTMLResponse:
     """A Leaflet map of the mosaic (right-click: the point's value and time series)."""
     mosaics.get(search_id)  # 404 for an unknown search
     base = str(request.base_url).rstrip("/") + f"/searches/{search_id}"
-    qs = list(request.query_params.multi_items())
-    if "tilesize" not in request.query_params:
+    # The links carry the layer as resolved (the search's defaults, the preset expanded).
+    query = layer_query.params
+    qs = list(query.multi_items())
+    if "tilesize" not in query:
         qs.append(("tilesize", str(tilesize)))
     tilejson_url = f"{base}/{tileMatrixSetId}/tilejson.json?{urlencode(qs)}"
     skip = {"tilesize", "tile_format", "minzoom", "maxzoom", "colormap", "colormap_name"}
-    point_qs = [(k, v) for k, v in request.query_params.multi_items() if k not in skip]
+    point_qs = [(k, v) for k, v in query.multi_items() if k not in skip]
     point_url = f"{base}/point/{{lon}},{{lat}}" + (f"?{urlencode(point_qs)}" if point_qs else "")
     tms = morecantile.tms.get(tileMatrixSetId)
     return DEFAULT_TEMPLATES.TemplateResponse(
@@ -494,12 +507,12 @@ def bbox_image(
     ] = None,
     coord_crs=Depends(CoordCRSParams),
     dst_crs=Depends(DstCRSParams),
-    layer=Depends(S2LayerParams),
-    dataset=Depends(DatasetParams),
-    mosaic=Depends(mosaic_params),
-    post_process=Depends(post_process),
-    colormap=Depends(ColorMapParams),
-    render=Depends(ImageRenderingParams),
+    layer=Depends(SEARCH_LAYER.layer),
+    dataset=Depends(SEARCH_LAYER.dataset),
+    mosaic=Depends(search_mosaic_params),
+    post_process=Depends(SEARCH_LAYER.post_process),
+    colormap=Depends(SEARCH_LAYER.colormap),
+    render=Depends(SEARCH_LAYER.render),
 ) -> Response:
     """A crop; without a size, at the finest native resolution of what is read."""
     result = mosaics.part(
@@ -532,9 +545,9 @@ def point(
     lat: Annotated[float, Path(description="Latitude (or Y in coord_crs)")],
     mosaics: Annotated[MosaicService, Depends(get_mosaics)],
     coord_crs=Depends(CoordCRSParams),
-    layer=Depends(S2LayerParams),
-    dataset=Depends(DatasetParams),
-    mosaic=Depends(mosaic_params),
+    layer=Depends(SEARCH_LAYER.layer),
+    dataset=Depends(SEARCH_LAYER.dataset),
+    mosaic=Depends(search_mosaic_params),
 ) -> JSONResponse:
     """The value of every item at the point (oldest first), and the mosaic's value there.
 
@@ -578,11 +591,11 @@ def statistics(
     mosaics: Annotated[MosaicService, Depends(get_mosaics)],
     coord_crs=Depends(CoordCRSParams),
     dst_crs=Depends(DstCRSParams),
-    layer=Depends(S2LayerParams),
-    dataset=Depends(DatasetParams),
+    layer=Depends(SEARCH_LAYER.layer),
+    dataset=Depends(SEARCH_LAYER.dataset),
     image_params=Depends(PartFeatureParams),
-    mosaic=Depends(mosaic_params),
-    post_process=Depends(post_process),
+    mosaic=Depends(search_mosaic_params),
+    post_process=Depends(SEARCH_LAYER.post_process),
     cover_scale=Depends(CoverScaleParams),
     stats_params=Depends(statistics_params),
     histogram_params=Depends(histogram_params),
