@@ -42,7 +42,7 @@ from titiler.core.dependencies import (
 from app.dependencies import S2LayerParams, get_mosaics, post_process
 from app.errors import NotFoundError
 from app.expressions import PRESETS, Preset, get_preset
-from app.mosaic import with_defaults
+from app.mosaic import MosaicService, with_defaults
 
 T = TypeVar("T")
 #: A search's ``metadata.defaults``: query parameter -> value (a list repeats the key).
@@ -122,15 +122,15 @@ async def no_defaults() -> Defaults:
 
 
 def search_defaults(
-    request: Request,
     search_id: Annotated[str, Path(description="Search id, from `POST /searches/register`.")],
+    mosaics: Annotated[MosaicService, Depends(get_mosaics)],
 ) -> Defaults:
     """The ``metadata.defaults`` of the search ``search_id`` (an unknown search has none).
 
     An unknown search is left to the route, which answers its own 404.
     """
     try:
-        record = get_mosaics(request).get(search_id)
+        record = mosaics.get(search_id)
     except NotFoundError:
         return {}
     return record.metadata.get("defaults") or {}
