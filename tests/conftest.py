@@ -1,14 +1,22 @@
-"""Shared fixtures: small demo catalogs in tmp dirs, apps over them."""
+"""Shared fixtures: small demo catalogs in tmp dirs, apps over them, a PostgreSQL database."""
 
+import os
+import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import rio_tiler.reader
 from fastapi.testclient import TestClient
+from harness.postgres import HarnessError, PostgresCluster
+from sqlalchemy import Engine
 
+from app.db import engine_from_settings, ensure_tables
 from app.gdal_env import configure_gdal
 from app.main import create_app
+from app.mosaic.store import searches_table
 from app.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -46,6 +54,45 @@ def client(demo_settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+@pytest.fixture(scope="module")
+def settings(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings over the demo catalog with a data folder, so a database, of the module's own."""
+    return Settings(catalog=str(demo_dir), data_dir=tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def module_client(settings: Settings) -> Iterator[TestClient]:
+    """A TestClient of the service over ``settings``, shared by the tests of one module.
+
+    A new app costs seconds (creating it, and FastAPI building each route's dependency graph
+    on its first requests): one per module, not one per test.
+    """
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def searches_engine(settings: Settings) -> Iterator[Engine]:
+    """An engine on the database of ``settings`` (the one ``module_client``'s app uses)."""
+    engine = engine_from_settings(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def searches_client(module_client: TestClient, searches_engine: Engine) -> TestClient:
+    """``module_client`` with no search registered: each test starts from an empty database.
+
+    As with an app of its own: registered searches live in the database; what the app keeps
+    in memory (records, footprint indexes) is keyed by search id, and registering a search
+    refreshes it.
+    """
+    ensure_tables(searches_engine, [searches_table])
+    with searches_engine.begin() as conn:
+        conn.execute(searches_table.delete())
+    return module_client
+
+
 @pytest.fixture
 def paddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The ``padding`` of every rio-tiler ``part`` read during a test."""
@@ -58,3 +105,90 @@ def paddings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(rio_tiler.reader, "part", spying)
     return seen
+
+
+class Listener:
+    """A loopback TCP socket that must never see a connection (requests refused before any)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(8)
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return self.socket.getsockname()[1]
+
+    def assert_no_connection(self, within: float = 0.3) -> None:
+        """Fail when a connection arrived or arrives ``within`` seconds (a late one)."""
+        self.socket.settimeout(within)
+        with pytest.raises(TimeoutError):
+            connection, _ = self.socket.accept()
+            connection.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    """A loopback socket that must never see a connection."""
+    server = Listener()
+    try:
+        yield server
+    finally:
+        server.socket.close()
+
+
+# The machine's PostgreSQL, when it runs (CI's service, a developer's server): trusted
+# loopback connections as ``postgres``.
+LOOPBACK_POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+# Set to 1 to use a private cluster even when the server above answers (tests the fallback).
+PRIVATE_POSTGRES_ENV = "TERRATILER_TEST_PRIVATE_PG"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=5):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server the tests may create databases on, as a URL without a database.
+
+    The one on 127.0.0.1:5432 when it lets ``postgres`` in; else (or when
+    ``TERRATILER_TEST_PRIVATE_PG=1``) a private cluster started for the session, as the
+    pgstac peer starts its own (``harness.postgres``), so that ``make test`` passes on a
+    machine with no database running. A cluster that cannot start FAILS the tests that need
+    it, with the reason: ``make test`` installs what it needs, so that is a bug, not a skip.
+    """
+    if os.environ.get(PRIVATE_POSTGRES_ENV) != "1" and _answers(f"{LOOPBACK_POSTGRES}/postgres"):
+        yield LOOPBACK_POSTGRES
+        return
+    cluster = PostgresCluster(workdir=tmp_path_factory.mktemp("postgres"))
+    failure: str | None = None
+    try:
+        cluster.start()
+    except HarnessError as error:
+        failure = str(error)
+    if failure is not None:
+        cluster.stop()
+        pytest.fail(f"no PostgreSQL on 127.0.0.1:5432 and no private cluster: {failure}")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A throwaway PostgreSQL database (a SQLAlchemy psycopg URL), dropped afterwards."""
+    name = f"terratiler_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{postgres_server.replace('postgresql://', 'postgresql+psycopg://')}/{name}"
+    finally:
+        with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,9 +17,20 @@ def items(demo_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((demo_dir / "items").glob("*.json"))]
 
 
+def items_by_id(demo_dir: Path) -> dict[str, dict]:
+    """The demo's item JSON documents by id, in file-name order."""
+    return {item["id"]: item for item in items(demo_dir)}
+
+
 def href(demo_dir: Path, item: dict, asset: str) -> Path:
     """The local file of an item's asset."""
     return (demo_dir / "items" / item["assets"][asset]["href"]).resolve()
+
+
+def read(demo_dir: Path, item: dict, asset: str) -> np.ndarray:
+    """Band 1 of an item's asset as stored (DN, 0 is nodata)."""
+    with rasterio.open(href(demo_dir, item, asset)) as src:
+        return src.read(1)
 
 
 def scale_offset(item: dict, asset: str) -> tuple[float, float]:
@@ -28,6 +39,26 @@ def scale_offset(item: dict, asset: str) -> tuple[float, float]:
     band = item["assets"][asset]["raster:bands"][0]
     applied = item["properties"]["earthsearch:boa_offset_applied"]
     return band["scale"], 0.0 if applied else band["offset"]
+
+
+def reflectance(demo_dir: Path, item: dict, asset: str) -> np.ma.MaskedArray:
+    """Harmonized reflectance of a whole band, float64: DN * scale + offset, DN 0 masked."""
+    scale, offset = scale_offset(item, asset)
+    dn = read(demo_dir, item, asset)
+    return np.ma.MaskedArray(dn.astype("float64") * scale + offset, mask=dn == 0)
+
+
+def scl_on_10m(demo_dir: Path, item: dict, shape: tuple[int, int]) -> np.ndarray:
+    """The item's 20 m SCL band, nearest-neighbour onto the 10 m grid of ``shape``."""
+    scl = read(demo_dir, item, "scl")
+    return np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)[: shape[0], : shape[1]]
+
+
+def scl_invalid(
+    demo_dir: Path, item: dict, classes: list[int], shape: tuple[int, int]
+) -> np.ndarray:
+    """Where the SCL, on the 10 m grid of ``shape``, holds one of ``classes`` (to mask)."""
+    return np.isin(scl_on_10m(demo_dir, item, shape), classes)
 
 
 def swath_edge_item(demo_dir: Path) -> dict:

@@ -11,9 +11,9 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pyarrow.parquet as pq
 import pytest
 import shapely
 import shapely.geometry
+from batch_jobs import REQUEST, WAIT, job_body, wait_for
 from distributed import Client, LocalCluster
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from live_server import live_server
+from live_server import live_server, live_server_process
+from polling import wait_until
 
 from app.batch import BatchService, BatchStatisticalRequest
 from app.batch.results import rows_of
@@ -39,38 +39,10 @@ from app.settings import Settings
 
 pytestmark = pytest.mark.timeout(300)
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PARTIAL_SCENE = "S2A_33TWM_20230611_0_L2A"  # the demo date cut by the swath edge
-WAIT = 120.0
-
-REQUEST = {
-    "input": {"data": [{"type": "sentinel-2-l2a"}]},
-    "aggregation": {
-        "timeRange": {"from": "2023-04-01T00:00:00Z", "to": "2023-10-01T00:00:00Z"},
-        "aggregationInterval": {"of": "P1D"},
-        "outputs": {
-            "ndvi": {"expression": "(nir-red)/(nir+red)"},
-            "vis": {"expression": "red;green", "bands": ["red", "green"]},
-        },
-    },
-    "calculations": {
-        "ndvi": {
-            "statistics": {"default": {"percentiles": {"k": [10, 50, 90]}}},
-            "histograms": {"default": {"nBins": 4, "lowEdge": -1, "highEdge": 1}},
-        }
-    },
-}
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def job_body(features: Any, output: str | None = None) -> dict[str, Any]:
-    body = json.loads(json.dumps(REQUEST))
-    body["input"]["features"] = features
-    if output is not None:
-        body["output"] = output
-    return body
 
 
 def statistics_body(geometry: dict, crs: str | None = None) -> dict[str, Any]:
@@ -79,22 +51,6 @@ def statistics_body(geometry: dict, crs: str | None = None) -> dict[str, Any]:
     if crs:
         body["input"]["bounds"]["properties"] = {"crs": crs}
     return body
-
-
-def make_app(settings: Settings) -> FastAPI:
-    """The service, batch and statistics routers included."""
-    return create_app(settings)
-
-
-def wait_for(fetch: Callable[[], dict], states: set[str], timeout: float = WAIT) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        view = fetch()
-        if view["status"] in states:
-            return view
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {view['status']} after {timeout} s: {view}")
-        time.sleep(0.1)
 
 
 def approx_equal(a: Any, b: Any, path: str = "") -> None:
@@ -142,6 +98,19 @@ def replicated_fields(demo: Path, folder: Path, copies: int) -> tuple[Path, int]
 
 def marker_times(root: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in (root / "_batch" / "units").glob("*.json")}
+
+
+def workers_idle(dask: Client) -> bool:
+    """Whether no worker runs a task, cancelled ones included: a unit that was running when
+    its job was stopped or its service died has finished and written its marker."""
+    running = dask.run(lambda dask_worker: len(dask_worker.state.all_running_tasks))
+    return not any(running.values())
+
+
+def driver_running(job_id: str) -> bool:
+    """Whether this process still runs the job's driver (thread ``batch-<id>``,
+    ``app.batch.runner``): it may record a unit until it leaves."""
+    return any(thread.name == f"batch-{job_id}" for thread in threading.enumerate())
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -197,19 +166,6 @@ def make_settings(
     return build
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database on loopback, dropped afterwards."""
-    name = f"terratiler_batch_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 # ------------------------------------------------------------------------------- tests
 
 
@@ -217,7 +173,7 @@ def test_job_over_the_demo_fields_equals_post_statistics(make_settings, batch_de
     settings = make_settings()
     out = tmp_path / "data" / "batch"
     collection = json.loads((batch_demo / "fields.geojson").read_text())
-    with TestClient(make_app(settings)) as client:
+    with TestClient(create_app(settings)) as client:
         created = client.post(
             "/batch/statistics", json=job_body(str(batch_demo / "fields.geojson"))
         )
@@ -280,7 +236,7 @@ def test_job_over_the_demo_fields_equals_post_statistics(make_settings, batch_de
 
 
 def test_illegal_actions_answer_409_with_the_state(make_settings, batch_demo):
-    with TestClient(make_app(make_settings())) as client:
+    with TestClient(create_app(make_settings())) as client:
         job = client.post(
             "/batch/statistics", json=job_body(str(batch_demo / "fields.geojson"))
         ).json()
@@ -347,33 +303,6 @@ def _units_done(service: BatchService, job_id: str, at_least: int) -> dict:
     return view
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-SERVER = """
-import sys, uvicorn
-from app.main import create_app
-app = create_app()
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-"""
-
-
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError("the service did not start")
-
-
 def test_restarted_service_resumes_the_job(batch_demo, cluster, tmp_path):
     features, count = replicated_fields(batch_demo, tmp_path, 2)
     env = {
@@ -385,35 +314,29 @@ def test_restarted_service_resumes_the_job(batch_demo, cluster, tmp_path):
         "TERRATILER_BATCH_UNIT_FEATURES": "4",
         "TERRATILER_BATCH_LEASE_SECONDS": "3",
     }
-    port = _free_port()
-    first = _serve(env, port)
-    base = f"http://127.0.0.1:{port}/batch/statistics"
-    try:
+    with live_server_process(env) as first:
+        base = f"{first.url}/batch/statistics"
         job = httpx.post(base, json=job_body(str(features)), timeout=30).json()
         httpx.post(f"{base}/{job['id']}/start", timeout=30)
-        url = f"{base}/{job['id']}"
 
         def fetch() -> dict:
-            view = httpx.get(url, timeout=30).json()
+            view = httpx.get(f"{base}/{job['id']}", timeout=30).json()
             if view["status"] == "PROCESSING" and view["progress"]["units"]["done"] < 4:
                 return {**view, "status": "WAITING"}
             return view
 
         at_kill = wait_for(fetch, {"PROCESSING"})
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        first.process.send_signal(signal.SIGKILL)  # no shutdown: its lease is left held
+        first.process.wait()
     assert at_kill["progress"]["units"]["done"] < at_kill["progress"]["units"]["total"]
     root = Path(at_kill["output"])
-    time.sleep(0.5)
+    with Client(cluster.scheduler_address, set_as_default=False) as dask:
+        wait_until(lambda: workers_idle(dask), "the units left running to finish", WAIT)
     written = marker_times(root)
 
-    second = _serve(env, port)
-    try:
+    with live_server_process(env) as second:
+        url = f"{second.url}/batch/statistics/{job['id']}"
         done = wait_for(lambda: httpx.get(url, timeout=30).json(), {"DONE", "PARTIAL", "FAILED"})
-    finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(timeout=60)
     assert done["status"] == "DONE", done
     assert done["progress"]["features"]["done"] == count
     assert_exactly_once(root, set(range(count)))
@@ -422,9 +345,9 @@ def test_restarted_service_resumes_the_job(batch_demo, cluster, tmp_path):
     assert all(after[name] == mtime for name, mtime in written.items())
 
 
-def test_stop_then_start_resumes_without_redoing(make_settings, batch_demo, tmp_path):
+def test_stop_then_start_resumes_without_redoing(make_settings, batch_demo, cluster, tmp_path):
     features, count = replicated_fields(batch_demo, tmp_path, 2)
-    with TestClient(make_app(make_settings(batch_unit_features=4))) as client:
+    with TestClient(create_app(make_settings(batch_unit_features=4))) as client:
         job = client.post("/batch/statistics", json=job_body(str(features))).json()
         url = f"/batch/statistics/{job['id']}"
         client.post(f"{url}/start")
@@ -438,12 +361,21 @@ def test_stop_then_start_resumes_without_redoing(make_settings, batch_demo, tmp_
         wait_for(fetch, {"PROCESSING"})
         stopped = client.post(f"{url}/stop")
         assert stopped.status_code == 200 and stopped.json()["status"] == "STOPPED"
-        time.sleep(2.0)  # units that were running finish and write their markers
+        # The driver leaves at its next poll (recording what finished meanwhile); the units
+        # that were running finish and write their markers.
+        with Client(cluster.scheduler_address, set_as_default=False) as dask:
+            wait_until(
+                lambda: not driver_running(job["id"]) and workers_idle(dask),
+                "the driver to leave and the running units to finish",
+                WAIT,
+            )
         frozen = client.get(url).json()
         assert frozen["status"] == "STOPPED"
         assert frozen["progress"]["units"]["done"] < frozen["progress"]["units"]["total"]
         root = Path(frozen["output"])
         written = marker_times(root)
+        # What is tested: a second later nothing moved. A fixed wait, as nothing signals
+        # "nothing happened".
         time.sleep(1.0)
         assert client.get(url).json()["progress"] == frozen["progress"]
         assert client.post(f"{url}/stop").status_code == 409
@@ -462,7 +394,7 @@ def test_a_request_error_found_reading_is_invalid_not_retried(make_settings, bat
     body = job_body(str(batch_demo / "fields.geojson"))
     body["calculations"] = {"ndvi": {"histograms": {"default": {"binWidth": 1e-6}}}}
     count = len(json.loads((batch_demo / "fields.geojson").read_text())["features"])
-    with TestClient(make_app(make_settings())) as client:
+    with TestClient(create_app(make_settings())) as client:
         created = client.post("/batch/statistics", json=body)
         assert created.status_code == 201, created.text
         url = f"/batch/statistics/{created.json()['id']}"
@@ -498,7 +430,7 @@ def test_broken_asset_gives_partial_then_retry_failed_gives_done(
     assert 0 < len(touching) < len(collection["features"])
     red = batch_demo / "cogs" / PARTIAL_SCENE / "B04.tif"
     moved = red.with_suffix(".moved")
-    with TestClient(make_app(make_settings())) as client:
+    with TestClient(create_app(make_settings())) as client:
         job = client.post(
             "/batch/statistics", json=job_body(str(batch_demo / "fields.geojson"))
         ).json()
@@ -576,7 +508,7 @@ def test_s3_input_and_output_on_a_local_s3_server(make_settings, batch_demo, aws
         settings = settings.model_copy(
             update={"allowed_sources": [*settings.allowed_sources, "s3://fields/in/"]}
         )
-        with TestClient(make_app(settings)) as client:
+        with TestClient(create_app(settings)) as client:
             body = job_body({"s3": {"url": "s3://fields/in/fields.gpkg"}}, "s3://fields/out")
             created = client.post("/batch/statistics", json=body)
             assert created.status_code == 201, created.text
@@ -609,7 +541,7 @@ def test_s3_input_and_output_on_a_local_s3_server(make_settings, batch_demo, aws
 
 def test_uploads_any_crs_and_invalid_geometries(make_settings, batch_demo):
     collection = json.loads((batch_demo / "fields.geojson").read_text())
-    with TestClient(make_app(make_settings())) as client:
+    with TestClient(create_app(make_settings())) as client:
         # A GeoPackage in UTM, uploaded (multipart); ids are its FIDs.
         request = job_body(None)
         del request["input"]["features"]
@@ -685,7 +617,7 @@ def test_uploads_any_crs_and_invalid_geometries(make_settings, batch_demo):
 
 def test_api_keys_guard_the_batch_endpoints(make_settings):
     settings = make_settings().model_copy(update={"api_keys": ["k-123", "k-456"]})
-    with TestClient(make_app(settings)) as client:
+    with TestClient(create_app(settings)) as client:
         missing = client.get("/batch/statistics")
         assert missing.status_code == 401 and "API key" in missing.json()["detail"]
         assert client.get("/batch/statistics", headers={"X-API-Key": "nope"}).status_code == 403
@@ -759,7 +691,7 @@ def test_cli_runs_here_on_a_local_cluster_and_monitors(batch_demo, tmp_path):
 
 def test_cli_submits_to_a_running_service(make_settings, batch_demo, tmp_path):
     settings = make_settings().model_copy(update={"api_keys": ["secret"]})
-    with live_server(make_app(settings)) as url:
+    with live_server(create_app(settings)) as url:
         env = dict(os.environ, TERRATILER_API_KEY="secret")
         run = _cli(
             [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from rasterio.errors import RasterioIOError
-from test_security import write_tif, write_vrt
+from rasters import write_tif, write_vrt
 
 from app.datasets import DatasetPool, reader_executor
 

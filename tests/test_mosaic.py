@@ -9,10 +9,8 @@ harmonization happens per item, and that mean/median/count/... are numpy over th
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,12 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+from demo_reads import href as _href
+from demo_reads import items_by_id as _items
+from demo_reads import read as _read
+from demo_reads import reflectance as _reflectance
+from demo_reads import scale_offset as _scale_offset
+from demo_reads import scl_invalid as _invalid
 from fastapi.testclient import TestClient
 from pyproj import Transformer
 
@@ -27,7 +31,6 @@ from app.dependencies import get_mosaics
 from app.main import create_app
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.mosaic.service import MosaicItemReader
-from app.routers import searches
 from app.settings import Settings
 
 NDVI = "(nir-red)/(nir+red)"
@@ -38,52 +41,8 @@ NATIVE = {"coord_crs": "epsg:32633", "dst_crs": "epsg:32633"}
 # ---------------------------------------------------------------------------- helpers
 
 
-def make_app(settings: Settings):
-    """The service, with the /searches router mounted if app.main does not mount it yet."""
-    app = create_app(settings)
-    if not any(getattr(route, "path", "") == "/searches/register" for route in app.routes):
-        app.include_router(searches.router, prefix="/searches", tags=["Mosaics"])
-    return app
-
-
-def _items(demo_dir: Path) -> dict[str, dict]:
-    items = [json.loads(p.read_text()) for p in sorted((demo_dir / "items").glob("*.json"))]
-    return {item["id"]: item for item in items}
-
-
 def _newest_first(items: list[dict]) -> list[dict]:
     return sorted(items, key=lambda i: i["properties"]["datetime"], reverse=True)
-
-
-def _href(demo_dir: Path, item: dict, asset: str) -> Path:
-    return (demo_dir / "items" / item["assets"][asset]["href"]).resolve()
-
-
-def _read(demo_dir: Path, item: dict, asset: str) -> np.ndarray:
-    with rasterio.open(_href(demo_dir, item, asset)) as src:
-        return src.read(1)
-
-
-def _scale_offset(item: dict, asset: str) -> tuple[float, float]:
-    """Earth-Search's rule, written out: raster:bands, but no offset once it is applied."""
-    band = item["assets"][asset]["raster:bands"][0]
-    if item["properties"].get("earthsearch:boa_offset_applied"):
-        return band["scale"], 0.0
-    return band["scale"], band.get("offset", 0.0)
-
-
-def _reflectance(demo_dir: Path, item: dict, asset: str) -> np.ma.MaskedArray:
-    """Harmonized reflectance (DN 0 is nodata), float64."""
-    scale, offset = _scale_offset(item, asset)
-    dn = _read(demo_dir, item, asset)
-    return np.ma.MaskedArray(dn.astype("float64") * scale + offset, mask=dn == 0)
-
-
-def _invalid(demo_dir: Path, item: dict, classes: list[int], shape: tuple[int, int]) -> np.ndarray:
-    """SCL classes to mask, nearest-neighbour onto the 10 m grid."""
-    scl = _read(demo_dir, item, "scl")
-    scl10 = np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)[: shape[0], : shape[1]]
-    return np.isin(scl10, classes)
 
 
 def _extent(item: dict) -> tuple[float, float, float, float]:
@@ -109,15 +68,9 @@ def _bbox_path(search_id: str, bounds) -> str:
 
 
 @pytest.fixture
-def settings(demo_dir: Path, tmp_path: Path) -> Settings:
-    """Settings over the session demo, with a fresh SQLite database per test."""
-    return Settings(catalog=str(demo_dir), data_dir=tmp_path / "data")
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(make_app(settings)) as test_client:
-        yield test_client
+def client(searches_client: TestClient) -> TestClient:
+    """The module's client (its app over ``settings``), with no search registered yet."""
+    return searches_client
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +332,7 @@ def _center_tile(item: dict, z: int):
 def test_the_catalog_is_searched_once_per_search_not_per_tile(settings, demo_items):
     import morecantile
 
-    app = make_app(settings)
+    app = create_app(settings)
     with TestClient(app) as client:
         catalog = CountingCatalog(app.state.services.catalog)
         service = _service(app, settings, catalog=catalog, index_ttl=3600)
@@ -414,7 +367,7 @@ def test_the_catalog_is_searched_once_per_search_not_per_tile(settings, demo_ite
 
 
 def test_items_limit_and_time_limit_make_partial_tiles(settings, demo_items):
-    app = make_app(settings)
+    app = create_app(settings)
     item = next(iter(demo_items.values()))
     tile = _center_tile(item, 14)
     path = f"tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png"

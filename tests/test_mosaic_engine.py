@@ -105,7 +105,7 @@ def test_index_cache_builds_once_under_concurrency_and_refreshes_in_background()
 
     def build():
         calls.append(1)
-        time.sleep(0.2)
+        time.sleep(0.2)  # a slow build, so that the 8 callers below arrive while it runs
         return _index()
 
     results = []

@@ -6,33 +6,27 @@ from __future__ import annotations
 import io
 import json
 import math
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import morecantile
 import numpy as np
 import psycopg
 import pytest
+from demo_reads import items_by_id, reflectance, scl_invalid
 from fastapi.testclient import TestClient
 from pgstac_fixtures import pgstac_api, pgstac_peer  # noqa: F401
 from PIL import Image
-from test_mosaic import NDVI, _invalid, _items, _reflectance, make_app
 
+from app.main import create_app
 from app.settings import Settings
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+NDVI = "(nir-red)/(nir+red)"
 
 
 @pytest.fixture
-def settings(demo_dir: Path, tmp_path: Path) -> Settings:
-    return Settings(catalog=str(demo_dir), data_dir=tmp_path / "data")
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(make_app(settings)) as test_client:
-        yield test_client
+def client(searches_client: TestClient) -> TestClient:
+    """The module's client (its app over ``settings``), with no search registered yet."""
+    return searches_client
 
 
 def _register(client: TestClient, body: dict) -> dict:
@@ -45,7 +39,7 @@ def _register(client: TestClient, body: dict) -> dict:
 
 
 def test_registering_twice_gives_one_id(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     first = _register(
         client,
         {
@@ -117,7 +111,7 @@ def test_register_links_and_defaults(client):
 
 
 def test_defaults_apply_to_requests_that_do_not_give_them(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     item = next(iter(items.values()))
     defaults = {"preset": "ndvi", "mask": "scl-clear"}
     with_defaults = _register(client, {"ids": list(items), "metadata": {"defaults": defaults}})[
@@ -211,11 +205,8 @@ def test_not_json_is_422(client):
 
 
 def test_search_over_the_item_limit_is_413(settings):
-    from test_mosaic import _service
-
-    app = make_app(settings)
-    with TestClient(app) as client:
-        _service(app, settings, max_search_items=2)
+    limited = settings.model_copy(update={"mosaic_max_search_items": 2})
+    with TestClient(create_app(limited)) as client:
         r = client.post("/searches/register", json={"collections": ["sentinel-2-l2a"]})
         assert r.status_code == 413
         assert "mosaic_max_search_items=2" in r.json()["detail"]
@@ -237,7 +228,7 @@ def test_unknown_search_is_404(client):
 
 
 def test_tilejson_bounds_and_zooms_come_from_the_items(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
     tj = client.get(
         f"/searches/{search_id}/WebMercatorQuad/tilejson.json", params={"preset": "ndvi"}
@@ -259,7 +250,7 @@ def test_tilejson_bounds_and_zooms_come_from_the_items(client, demo_dir):
 
 
 def test_tiles_formats_outside_and_below_min_zoom(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     item = next(iter(items.values()))
     search_id = _register(client, {"collections": ["sentinel-2-l2a"], "bbox": item["bbox"]})["id"]
     tms = morecantile.tms.get("WebMercatorQuad")
@@ -339,7 +330,7 @@ def test_bad_statistics_geometries_are_400(client, geometry, message):
 
 
 def test_tiles_and_crops_are_clipped_to_the_search_area(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     item = next(iter(items.values()))
     minx, miny, maxx, maxy = item["bbox"]
     tms = morecantile.tms.get("WebMercatorQuad")
@@ -403,7 +394,7 @@ def test_tiles_and_crops_are_clipped_to_the_search_area(client, demo_dir):
 
 
 def test_fully_masked_tile_is_transparent(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     cloudy = max(items.values(), key=lambda i: i["properties"]["eo:cloud_cover"])
     search_id = _register(client, {"ids": [cloudy["id"]]})["id"]
     # The SCL of the cloudiest scene: find a tile-sized fully cloudy block, else skip.
@@ -423,7 +414,7 @@ def test_fully_masked_tile_is_transparent(client, demo_dir):
 
 
 def test_bbox_and_statistics_match_numpy(client, demo_dir, settings):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     newest = sorted(items.values(), key=lambda i: i["properties"]["datetime"])[-2:]
     search_id = _register(client, {"ids": [i["id"] for i in newest]})["id"]
     newest = sorted(newest, key=lambda i: i["properties"]["datetime"], reverse=True)
@@ -433,10 +424,10 @@ def test_bbox_and_statistics_match_numpy(client, demo_dir, settings):
     bounds = (x0, y0 + 60 * t[4], x0 + 100 * t[0], y0)
     composite = None
     for item in newest:
-        red = _reflectance(demo_dir, item, "red")
-        nir = _reflectance(demo_dir, item, "nir")
+        red = reflectance(demo_dir, item, "red")
+        nir = reflectance(demo_dir, item, "nir")
         ndvi = (nir - red) / (nir + red)
-        mask = np.ma.getmaskarray(ndvi) | _invalid(
+        mask = np.ma.getmaskarray(ndvi) | scl_invalid(
             demo_dir, item, settings.scl_mask_classes, ndvi.shape
         )
         ndvi = np.ma.MaskedArray(ndvi, mask=mask)[40:100, 40:140]
@@ -506,17 +497,17 @@ def test_bbox_and_statistics_match_numpy(client, demo_dir, settings):
 
 
 def _survives_restart(settings: Settings, demo_dir: Path) -> None:
-    item = next(iter(_items(demo_dir).values()))
+    item = next(iter(items_by_id(demo_dir).values()))
     minx, miny, maxx, maxy = item["bbox"]
     tile = morecantile.tms.get("WebMercatorQuad").tile((minx + maxx) / 2, (miny + maxy) / 2, 14)
     path = f"tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png"
-    app = make_app(settings)
+    app = create_app(settings)
     with TestClient(app) as client:
         doc = _register(client, {"collections": ["sentinel-2-l2a"], "metadata": {"name": "kept"}})
         before = client.get(f"/searches/{doc['id']}/{path}", params={"preset": "ndvi"})
         assert before.status_code == 200
     # Leaving the `with` stopped the app: its services closed, its database pool too.
-    app = make_app(settings)  # a new process, as far as the service can tell
+    app = create_app(settings)  # a new process, as far as the service can tell
     with TestClient(app) as client:
         got = client.get(f"/searches/{doc['id']}")
         assert got.status_code == 200, got.text
@@ -542,22 +533,6 @@ def test_default_database_is_sqlite_in_the_data_folder(demo_dir, tmp_path):
     assert (tmp_path / "data" / "terratiler.db").exists()
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
-    name = f"terratiler_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as error:
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed for this test: {error}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def test_searches_survive_a_restart_with_postgresql(demo_dir, tmp_path, postgres_url):
     settings = Settings(
         catalog=str(demo_dir), data_dir=tmp_path / "data", database_url=postgres_url
@@ -576,7 +551,7 @@ def test_stac_api_catalog_gives_the_same_tiles_as_the_local_catalog(
     tmp_path,
     pgstac_api,  # noqa: F811
 ):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     local = Settings(catalog=str(demo_dir), data_dir=tmp_path / "local")
     remote = Settings(
         catalog=pgstac_api,
@@ -599,7 +574,7 @@ def test_stac_api_catalog_gives_the_same_tiles_as_the_local_catalog(
     ]
     outputs = []
     for settings in (local, remote):
-        with TestClient(make_app(settings)) as client:
+        with TestClient(create_app(settings)) as client:
             doc = _register(client, search)
             assert doc["numberMatched"] in (None, len(items))
             got = [doc["id"]]
@@ -631,8 +606,8 @@ def test_href_outside_the_allow_list_is_refused(demo_dir, tmp_path):
     settings = Settings(
         catalog=str(demo_dir), data_dir=tmp_path / "data", allowed_sources=[str(tmp_path)]
     )
-    item = next(iter(_items(demo_dir).values()))
-    with TestClient(make_app(settings)) as client:
+    item = next(iter(items_by_id(demo_dir).values()))
+    with TestClient(create_app(settings)) as client:
         search_id = _register(client, {"ids": [item["id"]]})["id"]
         minx, miny, maxx, maxy = item["bbox"]
         tile = morecantile.tms.get("WebMercatorQuad").tile((minx + maxx) / 2, (miny + maxy) / 2, 14)
@@ -644,7 +619,7 @@ def test_href_outside_the_allow_list_is_refused(demo_dir, tmp_path):
 
 
 def test_info_lists_the_items_and_extent(client, demo_dir):
-    items = _items(demo_dir)
+    items = items_by_id(demo_dir)
     search_id = _register(client, {"collections": ["sentinel-2-l2a"]})["id"]
     info = client.get(f"/searches/{search_id}/info").json()
     assert info["numberOfItems"] == len(items)

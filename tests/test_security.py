@@ -7,11 +7,10 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
-from affine import Affine
 from rasterio.errors import RasterioIOError
+from rasters import write_tif, write_vrt
 
 from app import gdal_env
 from app.errors import ForbiddenError
@@ -34,42 +33,6 @@ class FakeResolver:
         if host not in self.table:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return self.table[host]
-
-
-def write_tif(path: Path, size: int = 64, value: int | None = None) -> Path:
-    """A tiled one-band uint16 GeoTIFF: values 1..5000 in a ramp, or all ``value``."""
-    profile = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": 1,
-        "dtype": "uint16",
-        "crs": "EPSG:32613",
-        "transform": Affine(10, 0, 400000, 0, -10, 4900000),
-        "nodata": 0,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(path, "w", **profile) as dst:
-        if value is None:
-            data = (np.arange(size * size, dtype=np.uint16).reshape(1, size, size) % 5000) + 1
-        else:
-            data = np.full((1, size, size), value, dtype=np.uint16)
-        dst.write(data)
-    return path
-
-
-def write_vrt(path: Path, target: Path) -> Path:
-    """A VRT document (under any name) that reads `target`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        '<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="UInt16" band="1">'
-        f'<SimpleSource><SourceFilename relativeToVRT="0">{target}</SourceFilename>'
-        "<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>\n"
-    )
-    return path
 
 
 @pytest.fixture
@@ -261,24 +224,8 @@ def test_s3_urls_are_not_resolved() -> None:
     assert resolver.calls == []
 
 
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    server.settimeout(0.5)
-    yield server
-    server.close()
-
-
-def assert_nothing_connected(server: socket.socket) -> None:
-    with pytest.raises(TimeoutError):
-        connection, _ = server.accept()
-        connection.close()
-
-
-def test_loopback_listener_receives_no_connection(listener: socket.socket) -> None:
-    port = listener.getsockname()[1]
+def test_loopback_listener_receives_no_connection(listener) -> None:
+    port = listener.port
     for host in ("127.0.0.1", "localhost", "2130706433"):
         url = f"http://{host}:{port}/x.tif"
         # The real system resolver: localhost comes from /etc/hosts.
@@ -288,7 +235,7 @@ def test_loopback_listener_receives_no_connection(listener: socket.socket) -> No
             check_source(url, [COGS])
     assert check_source(f"http://127.0.0.1:{port}/x.tif", [f"http://127.0.0.1:{port}/"],
                         allow_private=True) == f"http://127.0.0.1:{port}/x.tif"  # fmt: skip
-    assert_nothing_connected(listener)
+    listener.assert_no_connection(within=0.5)
 
 
 def test_url_prefix_without_trailing_slash_is_a_segment_boundary() -> None:

@@ -32,12 +32,12 @@ import pyarrow.parquet as pq
 import pyogrio.raw
 import pytest
 import shapely
+from batch_jobs import job_body, wait_for
 from distributed import LocalCluster
 from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from fastapi.testclient import TestClient
 from live_server import live_server
-from test_batch import job_body, wait_for
 
 import app.batch.features as features_module
 from app.batch.features import read_features

@@ -11,7 +11,6 @@ import json
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from harness.stubapi import Recorded, SilentServer, StubResponse, StubServer, landing_page
 from live_server import LiveServer
+from polling import wait_until
 
 from app import redirects
 from app.batch.features import read_features
@@ -39,14 +39,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 # anyio's default limit on threads running sync endpoints (Starlette's threadpool).
 THREADPOOL_SIZE = 40
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +137,7 @@ def test_a_hung_search_holds_nothing_another_call_needs() -> None:
         catalog = StacApiCatalog(server.url, timeout=30, retries=0)
         with ThreadPoolExecutor(1) as pool:
             search = pool.submit(catalog.search_page, SearchQuery())
-            _wait_for(lambda: server.count("POST", "/search") == 1, "the search to hang")
+            wait_until(lambda: server.count("POST", "/search") == 1, "the search to hang")
             try:
                 assert catalog.collections() == []
                 assert not search.done()  # answered while the search still hangs
@@ -219,7 +211,7 @@ def test_a_saturated_upstream_is_a_fast_503_naming_the_limits(
     limits = {"stac_max_concurrency": 2, "stac_queue_timeout": 0.2}
     with _hung_service(tmp_path, silent.url, **limits) as (url, catalog):
         results, threads = _hung_searches(url, 2)
-        _wait_for(lambda: catalog.in_flight == 2, "both slots taken by hung searches")
+        wait_until(lambda: catalog.in_flight == 2, "both slots taken by hung searches")
         with httpx.Client(trust_env=False, timeout=60) as client:
             busy = client.get(f"{url}/catalog/search")
             health = client.get(f"{url}/healthz")
@@ -243,7 +235,7 @@ def test_healthz_and_metrics_answer_while_every_thread_waits_on_the_upstream(
     limits = {"stac_max_concurrency": THREADPOOL_SIZE + 20, "stac_queue_timeout": 30.0}
     with _hung_service(tmp_path, silent.url, **limits) as (url, catalog):
         results, threads = _hung_searches(url, THREADPOOL_SIZE + 5)
-        _wait_for(lambda: catalog.in_flight == THREADPOOL_SIZE, "every worker thread hung")
+        wait_until(lambda: catalog.in_flight == THREADPOOL_SIZE, "every worker thread hung")
         with httpx.Client(trust_env=False, timeout=60) as client:
             health = client.get(f"{url}/healthz")
             metrics = client.get(f"{url}/metrics")
@@ -457,7 +449,7 @@ def test_waiting_for_another_requests_index_build_is_bounded() -> None:
     cache = IndexCache(wait_timeout=0.2)
     with ThreadPoolExecutor(2) as pool:
         owner = pool.submit(cache.get, "a" * 16, slow_build)
-        _wait_for(lambda: cache.builds == 1, "the first build to start")
+        wait_until(lambda: cache.builds == 1, "the first build to start")
         waiter = pool.submit(cache.get, "a" * 16, slow_build)
         try:
             error = waiter.exception(timeout=20)

@@ -12,6 +12,7 @@ import pickle
 from datetime import datetime
 from pathlib import Path
 
+import demo_reads as demo
 import numpy as np
 import pandas as pd
 import pyogrio.raw
@@ -46,10 +47,6 @@ def _items(demo_dir: Path) -> list[dict]:
     return sorted(items, key=lambda item: item["properties"]["datetime"])
 
 
-def _asset_path(demo_dir: Path, item: dict, key: str) -> Path:
-    return (demo_dir / "items" / item["assets"][key]["href"]).resolve()
-
-
 def _reflectance(demo_dir: Path, item: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
     """(reflectance float32, DN) of a band: DN * scale + offset.
 
@@ -59,15 +56,9 @@ def _reflectance(demo_dir: Path, item: dict, key: str) -> tuple[np.ndarray, np.n
     band = item["assets"][key]["raster:bands"][0]
     applied = item["properties"].get("earthsearch:boa_offset_applied") is True
     offset = 0.0 if applied else band["offset"]
-    with rasterio.open(_asset_path(demo_dir, item, key)) as src:
+    with rasterio.open(demo.href(demo_dir, item, key)) as src:
         dn = src.read(1)
     return dn.astype(np.float32) * np.float32(band["scale"]) + np.float32(offset), dn
-
-
-def _scl_on_10m(demo_dir: Path, item: dict, shape: tuple[int, int]) -> np.ndarray:
-    with rasterio.open(_asset_path(demo_dir, item, "scl")) as src:
-        scl = src.read(1)
-    return np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)[: shape[0], : shape[1]]
 
 
 def reference_ndvi(demo_dir: Path, item: dict, scl_clear: bool) -> np.ndarray:
@@ -78,7 +69,7 @@ def reference_ndvi(demo_dir: Path, item: dict, scl_clear: bool) -> np.ndarray:
         ndvi = ((nir.astype(np.float64) - red) / (nir.astype(np.float64) + red)).astype(np.float32)
     invalid = (red_dn == 0) | (nir_dn == 0) | ~np.isfinite(ndvi)
     if scl_clear:
-        invalid |= np.isin(_scl_on_10m(demo_dir, item, ndvi.shape), list(DEFAULT_SCL_MASK))
+        invalid |= np.isin(demo.scl_on_10m(demo_dir, item, ndvi.shape), list(DEFAULT_SCL_MASK))
     return np.where(invalid, np.float32(NODATA), ndvi)
 
 
@@ -89,7 +80,7 @@ def items(demo_dir):
 
 @pytest.fixture(scope="module")
 def profile(demo_dir, items):
-    with rasterio.open(_asset_path(demo_dir, items[0], "red")) as src:
+    with rasterio.open(demo.href(demo_dir, items[0], "red")) as src:
         return {"transform": src.transform, "crs": src.crs, "shape": (src.height, src.width)}
 
 
@@ -594,7 +585,7 @@ def test_bbox_equals_its_polygon(api, fields_utm):
 def test_scl_clouds_are_nodata_with_scl_clear_only(api, demo_dir, items, fields_utm, profile):
     _, geometries = fields_utm
     cloudy = next(item for item in items if item["properties"]["eo:cloud_cover"] > 20)
-    with rasterio.open(_asset_path(demo_dir, cloudy, "scl")) as src:
+    with rasterio.open(demo.href(demo_dir, cloudy, "scl")) as src:
         scl = src.read(1)
     scl10 = np.repeat(np.repeat(scl, 2, axis=0), 2, axis=1)
     partly = []

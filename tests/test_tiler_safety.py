@@ -2,7 +2,6 @@
 
 import json
 import math
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -13,22 +12,6 @@ from app.main import create_app
 from app.settings import Settings
 
 ITEMS = "/collections/sentinel-2-l2a/items"
-
-
-@pytest.fixture
-def listener():
-    """A loopback socket that must never see a connection."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(8)
-    sock.settimeout(0.3)
-    yield sock
-    sock.close()
-
-
-def _assert_no_connection(sock: socket.socket) -> None:
-    with pytest.raises(TimeoutError):
-        sock.accept()
 
 
 def _item_id(demo_dir: Path) -> str:
@@ -49,11 +32,11 @@ def _item_id(demo_dir: Path) -> str:
     "endpoint", ["/stac/info", "/cog/info", "/cog/tiles/WebMercatorQuad/1/1/1"]
 )
 def test_ssrf_is_refused_before_any_connection(client, listener, url, endpoint):
-    port = listener.getsockname()[1]
+    port = listener.port
     r = client.get(endpoint, params={"url": url.format(port=port)})
     assert r.status_code == 403, r.text
     assert "url" in r.json()["detail"]
-    _assert_no_connection(listener)
+    listener.assert_no_connection()
 
 
 @pytest.mark.parametrize(
@@ -98,14 +81,14 @@ def test_item_whose_asset_points_outside_is_refused(demo_dir, tmp_path, listener
     (folder / "items").mkdir(parents=True)
     (folder / "collection.json").write_text((demo_dir / "collection.json").read_text())
     item = json.loads(next((demo_dir / "items").glob("*.json")).read_text())
-    port = listener.getsockname()[1]
+    port = listener.port
     item["assets"]["red"]["href"] = f"http://127.0.0.1:{port}/B04.tif"
     (folder / "items" / f"{item['id']}.json").write_text(json.dumps(item))
     app = create_app(Settings(catalog=str(folder), data_dir=tmp_path / "data"))
     with TestClient(app) as client:
         r = client.get(f"{ITEMS}/{item['id']}/preview.png", params={"assets": "red"})
     assert r.status_code == 403, r.text
-    _assert_no_connection(listener)
+    listener.assert_no_connection()
 
 
 @pytest.mark.parametrize(
@@ -245,7 +228,7 @@ def test_sources_open_as_geotiff_only(tmp_path):
 def test_an_allow_listed_private_address_is_still_refused(demo_settings, listener):
     """Even when an operator allow-lists a loopback URL, the private-address rule refuses
     it (unless ``allow_private_sources``): the listening socket receives nothing."""
-    port = listener.getsockname()[1]
+    port = listener.port
     prefix = f"http://127.0.0.1:{port}/"
     settings = demo_settings.model_copy(update={"allowed_sources": [prefix]})
     with TestClient(create_app(settings)) as client:
@@ -253,7 +236,7 @@ def test_an_allow_listed_private_address_is_still_refused(demo_settings, listene
             r = client.get(endpoint, params={"url": prefix + "item.json"})
             assert r.status_code == 403, r.text
             assert "private" in r.json()["detail"] or "loopback" in r.json()["detail"]
-    _assert_no_connection(listener)
+    listener.assert_no_connection()
 
 
 # Inputs a property-based sweep of the OpenAPI (schemathesis, not_a_server_error) found

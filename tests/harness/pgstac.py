@@ -14,8 +14,7 @@ port, trust auth, fsync off), migrates pgstac into it, registers the numeric que
 and serves it with ``uvicorn stac_fastapi.pgstac.app:create_app --factory`` on another free
 loopback port. Background processes write to log files, never to the caller's stdout.
 
-PostgreSQL refuses to run as root: as root, the cluster belongs to the ``postgres`` OS user
-(created when missing) and lives in a folder under the system temp dir that user can reach.
+The cluster is a ``harness.postgres.PostgresCluster`` (which says how it runs as root).
 
 Command line, from the repository root::
 
@@ -37,10 +36,7 @@ import fcntl
 import hashlib
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,18 +44,26 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from .postgres import (
+    PG_PASSWORD,
+    PG_SUPERUSER,
+    HarnessError,
+    PostgresCluster,
+    free_port,
+    pg_major,
+    port_open,
+    tail,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = Path(__file__).with_name("requirements-pgstac.txt")
 DEFAULT_VENV = ROOT / ".venv-pgstac"
 DEFAULT_STATE = ROOT / "data" / "pgstac-peer"
-PG_SUPERUSER = "postgres"
-# stac-fastapi-pgstac requires PGPASSWORD even though the cluster trusts loopback.
-PG_PASSWORD = "postgres"
 PG_DATABASE = "pgstac"
 # Properties registered as pgstac queryables with a wrapper, so that sortby and comparisons
 # treat them as numbers (unregistered properties compare as JSON / text).
@@ -75,42 +79,8 @@ NUMERIC_QUERYABLES: dict[str, dict[str, Any]] = {
 STRUCTURAL_RELS = {"self", "root", "parent", "collection", "items", "item", "child"}
 
 
-class HarnessError(RuntimeError):
-    """The peer could not be installed, started or loaded; the message says why."""
-
-
 # --------------------------------------------------------------------------------------
 # Installation: PostGIS from Debian, the peer virtualenv from PyPI.
-
-
-def pg_major() -> str:
-    """The PostgreSQL major version to use: ``$PG_MAJOR``, else the newest Debian runs.
-
-    Raises:
-        HarnessError: no PostgreSQL server binaries are installed.
-    """
-    if os.environ.get("PG_MAJOR"):
-        return os.environ["PG_MAJOR"]
-    installed = [
-        path.parent.parent.name
-        for path in Path("/usr/lib/postgresql").glob("*/bin/initdb")
-        if path.parent.parent.name.isdigit()
-    ]
-    # The version Debian runs (/etc/postgresql/<major>, as the Makefile's apt-test reads
-    # it), else any installed server.
-    running = [p.name for p in Path("/etc/postgresql").glob("*") if p.name in installed]
-    majors = running or installed
-    if not majors:
-        raise HarnessError(
-            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
-            "install Debian's `postgresql` package (apt-get install postgresql)"
-        )
-    return max(majors, key=int)
-
-
-def pg_bin(major: str, name: str) -> str:
-    """The path of one PostgreSQL program of ``major``."""
-    return str(Path("/usr/lib/postgresql") / major / "bin" / name)
 
 
 def postgis_installed(major: str) -> bool:
@@ -141,7 +111,7 @@ def ensure_postgis(major: str, log: Path) -> None:
             result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env)
             if result.returncode != 0:
                 raise HarnessError(
-                    f"`{' '.join(command)}` failed ({result.returncode}); see {log}\n{_tail(log)}"
+                    f"`{' '.join(command)}` failed ({result.returncode}); see {log}\n{tail(log)}"
                 )
     if not postgis_installed(major):
         raise HarnessError(f"{package} installed but postgis.control is still missing")
@@ -190,7 +160,7 @@ def ensure_venv(venv: Path, log: Path) -> None:
                 if result.returncode != 0:
                     raise HarnessError(
                         f"creating the pgstac peer virtualenv failed: `{' '.join(command)}` "
-                        f"exited {result.returncode}; see {log}\n{_tail(log)}"
+                        f"exited {result.returncode}; see {log}\n{tail(log)}"
                     )
         (venv / "terratiler-requirements.sha256").write_text(_requirements_digest() + "\n")
 
@@ -208,26 +178,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -255,20 +205,6 @@ def _pid_is_peer_api(pid: int | None) -> bool:
     except OSError:
         return True
     return b"stac_fastapi.pgstac" in cmdline
-
-
-def _pg_owner() -> pwd.struct_passwd | None:
-    """The OS user PostgreSQL runs as: ``postgres`` when we are root, else ourselves (None)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam("postgres")
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", "postgres"],
-            check=True,
-        )
-        return pwd.getpwnam("postgres")
 
 
 def _absolute_href(href: str, base_dir: Path) -> str:
@@ -342,8 +278,8 @@ class PgstacPeer:
     Attributes:
         workdir: the folder for logs, load files, state and the API's clean cwd.
         venv: the peer virtualenv.
-        cluster_dir: the PostgreSQL cluster's folder (chosen on first start).
-        pg_port: PostgreSQL's loopback port.
+        postgres: its PostgreSQL cluster (``cluster_dir`` and ``pg_port`` of a saved state
+            are those of a cluster started before).
         api_port: the STAC API's loopback port.
         api_pid: the uvicorn process id.
         timings: seconds spent per start/load step, for reports.
@@ -351,12 +287,16 @@ class PgstacPeer:
 
     workdir: Path
     venv: Path = DEFAULT_VENV
-    cluster_dir: Path | None = None
-    pg_port: int | None = None
+    postgres: PostgresCluster = field(init=False)
+    cluster_dir: InitVar[Path | None] = None
+    pg_port: InitVar[int | None] = None
     api_port: int | None = None
     api_pid: int | None = None
     timings: dict[str, float] = field(default_factory=dict)
     _api_process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self, cluster_dir: Path | None, pg_port: int | None) -> None:
+        self.postgres = PostgresCluster(self.workdir, cluster_dir=cluster_dir, port=pg_port)
 
     # -- state -----------------------------------------------------------------------
 
@@ -370,7 +310,8 @@ class PgstacPeer:
     @property
     def dsn(self) -> str:
         """A libpq DSN of the pgstac database."""
-        return f"postgresql://{PG_SUPERUSER}:{PG_PASSWORD}@127.0.0.1:{self.pg_port}/{PG_DATABASE}"
+        port = self.postgres.port
+        return f"postgresql://{PG_SUPERUSER}:{PG_PASSWORD}@127.0.0.1:{port}/{PG_DATABASE}"
 
     @property
     def state_file(self) -> Path:
@@ -382,8 +323,8 @@ class PgstacPeer:
         state = {
             "workdir": str(self.workdir),
             "venv": str(self.venv),
-            "cluster_dir": str(self.cluster_dir) if self.cluster_dir else None,
-            "pg_port": self.pg_port,
+            "cluster_dir": str(self.postgres.cluster_dir) if self.postgres.cluster_dir else None,
+            "pg_port": self.postgres.port,
             "api_port": self.api_port,
             "api_pid": self.api_pid,
             "timings": self.timings,
@@ -425,7 +366,7 @@ class PgstacPeer:
         major = pg_major()
         self._timed("install_postgis", lambda: ensure_postgis(major, self._log("apt")))
         self._timed("install_venv", lambda: ensure_venv(self.venv, self._log("pip")))
-        self._timed("postgres", lambda: self._start_postgres(major))
+        self._timed("postgres", self._start_postgres)
         self._timed("migrate", self._migrate)
         self._timed("api", self._start_api)
         self.timings["start_total"] = round(time.monotonic() - started, 2)
@@ -435,22 +376,13 @@ class PgstacPeer:
     def stop(self, remove: bool = True) -> None:
         """Stop the API and PostgreSQL; remove the cluster folder unless ``remove`` is False."""
         self._stop_api()
-        if self.cluster_dir and (self.cluster_dir / "data" / "PG_VERSION").exists():
-            self._pg(
-                [pg_bin(pg_major(), "pg_ctl"), "-D", str(self.cluster_dir / "data")]
-                + ["-m", "fast", "-w", "-t", "60", "stop"],
-                check=False,
-            )
-        if remove and self.cluster_dir:
-            shutil.rmtree(self.cluster_dir, ignore_errors=True)
-            self.cluster_dir = None
-            self.pg_port = None
+        self.postgres.stop(remove=remove)
         if self.workdir.exists():
             self.save()
 
     def is_running(self) -> bool:
         """Whether the API answers its landing page."""
-        if not self.api_port or not _port_open(self.api_port):
+        if not self.api_port or not port_open(self.api_port):
             return False
         try:
             with urllib.request.urlopen(self.url + "/", timeout=5) as response:
@@ -504,46 +436,8 @@ class PgstacPeer:
     def _log(self, name: str) -> Path:
         return self.workdir / "logs" / f"{name}.log"
 
-    def _pg(self, command: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-        """Run a PostgreSQL server program as the cluster's OS user."""
-        owner = _pg_owner()
-        assert self.cluster_dir is not None
-        kwargs: dict[str, Any] = {}
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LC_ALL": "C",
-            "LANG": "C",
-            "HOME": str(self.cluster_dir),
-        }
-        if owner is not None:
-            kwargs = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-        result = subprocess.run(
-            command,
-            cwd=self.cluster_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            **kwargs,
-        )
-        if check and result.returncode != 0:
-            raise HarnessError(
-                f"`{' '.join(command)}` exited {result.returncode}:\n{result.stdout}"
-                f"{result.stderr}\n{_tail(self.cluster_dir / 'postgres.log')}"
-            )
-        return result
-
     def _psql(self, sql: str, database: str = PG_DATABASE) -> str:
-        command = [pg_bin(pg_major(), "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
-        command += ["-h", "127.0.0.1", "-p", str(self.pg_port), "-U", PG_SUPERUSER, "-d"]
-        command += [database, "-c", sql]
-        env = {**os.environ, "PGPASSWORD": PG_PASSWORD, "PGCONNECT_TIMEOUT": "10"}
-        result = subprocess.run(
-            command, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
-        )
-        if result.returncode != 0:
-            raise HarnessError(f"psql failed on {sql!r}:\n{result.stderr}")
-        return result.stdout.strip()
+        return self.postgres.psql(sql, database)
 
     def _run_logged(self, command: list[str], log: Path, what: str) -> None:
         with log.open("ab") as out:
@@ -558,7 +452,7 @@ class PgstacPeer:
                 env=self._clean_env(),
             )
         if result.returncode != 0:
-            raise HarnessError(f"{what} failed ({result.returncode}); see {log}\n{_tail(log)}")
+            raise HarnessError(f"{what} failed ({result.returncode}); see {log}\n{tail(log)}")
 
     def _clean_env(self) -> dict[str, str]:
         """The peer's environment: nothing of ours (TERRATILER_*, a caller's PG*) leaks in."""
@@ -569,53 +463,16 @@ class PgstacPeer:
                 "PGUSER": PG_SUPERUSER,
                 "PGPASSWORD": PG_PASSWORD,
                 "PGHOST": "127.0.0.1",
-                "PGPORT": str(self.pg_port),
+                "PGPORT": str(self.postgres.port),
                 "PGDATABASE": PG_DATABASE,
             }
         )
         return env
 
-    def _start_postgres(self, major: str) -> None:
-        owner = _pg_owner()
-        if self.cluster_dir is None or not (self.cluster_dir / "data" / "PG_VERSION").exists():
-            if owner is not None:
-                # Under the system temp dir so the postgres user can reach it (pytest's and
-                # our work folders are often private to root).
-                self.cluster_dir = Path(tempfile.mkdtemp(prefix="terratiler-pgstac-"))
-                os.chown(self.cluster_dir, owner.pw_uid, owner.pw_gid)
-            else:
-                self.cluster_dir = self.workdir / "cluster"
-                self.cluster_dir.mkdir(parents=True, exist_ok=True)
-            self._pg(
-                [pg_bin(major, "initdb"), "-D", str(self.cluster_dir / "data")]
-                + ["-U", PG_SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "-N"]
-            )
-            conf = self.cluster_dir / "data" / "postgresql.conf"
-            with conf.open("a") as handle:
-                handle.write(
-                    "\n# terratiler pgstac peer: a throwaway test cluster\n"
-                    "listen_addresses = '127.0.0.1'\n"
-                    f"unix_socket_directories = '{self.cluster_dir}'\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
-                    "max_connections = 100\nshared_buffers = 128MB\n"
-                )
-        data = str(self.cluster_dir / "data")
-        status = self._pg([pg_bin(major, "pg_ctl"), "-D", data, "status"], check=False)
-        if status.returncode == 0 and self.pg_port and _port_open(self.pg_port):
-            return
-        if status.returncode == 0:  # running on a port we lost track of: restart cleanly
-            self._pg([pg_bin(major, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"])
-        self.pg_port = free_port()
-        self._pg(
-            [pg_bin(major, "pg_ctl"), "-D", data, "-l", str(self.cluster_dir / "postgres.log")]
-            + ["-o", f"-p {self.pg_port}", "-w", "-t", "60", "start"]
-        )
+    def _start_postgres(self) -> None:
+        self.postgres.start()
         self.save()
-        exists = self._psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'", database="postgres"
-        )
-        if exists != "1":
-            self._psql(f"CREATE DATABASE {PG_DATABASE}", database="postgres")
+        self.postgres.ensure_database(PG_DATABASE)
 
     def _migrate(self) -> None:
         self._psql("CREATE EXTENSION IF NOT EXISTS postgis")
@@ -668,7 +525,7 @@ class PgstacPeer:
             if self._api_process.poll() is not None:
                 raise HarnessError(
                     f"stac-fastapi-pgstac exited {self._api_process.returncode} on start; "
-                    f"see {log}\n{_tail(log)}"
+                    f"see {log}\n{tail(log)}"
                 )
             if self._api_ready():
                 return
@@ -678,7 +535,7 @@ class PgstacPeer:
 
     def _api_ready(self) -> bool:
         """Whether the API answers and reaches the database (``/collections`` is a 200)."""
-        if not self.api_port or not _port_open(self.api_port):
+        if not self.api_port or not port_open(self.api_port):
             return False
         try:
             with urllib.request.urlopen(self.url + "/collections", timeout=5) as response:
