@@ -31,8 +31,6 @@ from app.gdal_env import configure_gdal
 from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import (
     CRSQueryMiddleware,
-    PresetMiddleware,
-    SearchDefaultsMiddleware,
     TileScaleMiddleware,
     ZoomRangeMiddleware,
 )
@@ -221,9 +219,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 for path in (r"/healthz", r"/metrics", r"/catalog.*", r"/batch/.*")
             },
         )
-    app.add_middleware(PresetMiddleware)
-    # Added after (so runs before) presets: a default preset is then expanded.
-    app.add_middleware(SearchDefaultsMiddleware)
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
     app.add_middleware(CRSQueryMiddleware)

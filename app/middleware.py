@@ -1,43 +1,30 @@
-"""ASGI middlewares that rewrite tiler requests before FastAPI parses them.
+"""ASGI middlewares that rewrite or refuse tiler requests before FastAPI parses them.
 
-- ``PresetMiddleware``: ``preset=ndvi`` expands into the query parameters it stands for
-  (assets or expression, rescale, colormap, harmonize); parameters the caller gave win.
 - ``TileScaleMiddleware``: ``.../tiles/{tms}/{z}/{x}/{y}@2x.png`` (the TiTiler 0.x / Leaflet
   retina form) becomes ``.../tiles/{tms}/{z}/{x}/{y}.png?tilesize=512``.
 - ``ZoomRangeMiddleware``: ``minzoom`` / ``maxzoom`` outside every tile matrix set's zoom
   levels are a 400 before a route loops over them (titiler builds one tile matrix per
   level: ``maxzoom=1000`` was seconds of CPU, then an overflow).
-- ``SearchDefaultsMiddleware``: a request for a registered search's tiles, TileJSON, map,
-  crops, points or statistics gets the search's ``metadata.defaults`` for the parameters
-  it does not give (``app.mosaic.with_defaults``), before presets are expanded.
+- ``CRSQueryMiddleware``: CRS query values rasterio fails on other than by ValueError
+  are a 400, on every route.
 
-They work on the raw scope so that titiler's factories, and their OpenAPI, stay as they are.
+They apply to every route alike (the retina URL form is a path no route declares; titiler
+2.4 registers no ``@{scale}x`` tile routes). Presets and search defaults are not here: the
+factories' layer dependencies resolve them (``app.layers``).
 """
 
-import json
 import re
 from urllib.parse import parse_qsl, urlencode
 
 import morecantile
-from anyio import to_thread
 from rasterio.crs import CRS
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.asgi_paths import route_path
 from app.crs_input import crs_text_error
-from app.dependencies import mosaic_service
-from app.errors import NotFoundError, TerratilerError
-from app.expressions import get_preset
-from app.mosaic import with_defaults
 
 _TILE_SCALE = re.compile(r"^(?P<head>.*/tiles/[^/]+/\d+/\d+/\d+)@(?P<scale>[1-4])x(?P<ext>\.\w+)?$")
-_PRESET_PREFIXES = ("/stac/", "/collections/", "/searches/")
 TILE_SIZE = 256
-# The /searches/{id}/... endpoints that read the search's layer.
-_SEARCH_LAYER = re.compile(
-    r"^/searches/(?P<id>[^/]+)/(tiles/|bbox/|point/|statistics$|[^/]+/(tilejson\.json|map\.html)$)"
-)
 
 
 # The zoom levels of the tile matrix sets the service knows (morecantile's: -10..28).
@@ -48,52 +35,6 @@ ZOOM_LEVELS = range(
 _ZOOM_PARAMETERS = ("minzoom", "maxzoom")
 # titiler's CRS query parameters (titiler.core.dependencies, all read by validate_crs).
 _CRS_PARAMETERS = frozenset({"crs", "coord_crs", "dst_crs"})
-
-
-def _preset_params(name: str, given: set[str]) -> list[tuple[str, str]]:
-    """The query parameters a preset adds to a request that already has ``given``."""
-    preset = get_preset(name)
-    params: list[tuple[str, str]] = []
-    if not given & {"assets", "expression"}:
-        if preset.expression:
-            params.append(("expression", preset.expression))
-        for asset in preset.assets or ():
-            params.append(("assets", asset))
-    if "rescale" not in given and preset.rescale:
-        params.extend(("rescale", f"{lo},{hi}") for lo, hi in preset.rescale)
-    if not given & {"colormap", "colormap_name"}:
-        if preset.colormap_name:
-            params.append(("colormap_name", preset.colormap_name))
-        elif preset.colormap:
-            colormap = {str(k): list(v) for k, v in preset.colormap.items()}
-            params.append(("colormap", json.dumps(colormap)))
-    if "harmonize" not in given:
-        params.append(("harmonize", "true" if preset.harmonize else "false"))
-    return params
-
-
-class PresetMiddleware:
-    """Expand ``preset=`` on tiler paths into the parameters it stands for."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Rewrite the query string of HTTP requests that carry ``preset=``."""
-        if scope["type"] == "http" and route_path(scope).startswith(_PRESET_PREFIXES):
-            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            presets = [v for k, v in query if k == "preset"]
-            if presets:
-                rest = [(k, v) for k, v in query if k != "preset"]
-                try:
-                    added = _preset_params(presets[-1], {k for k, _ in rest})
-                except TerratilerError as exc:
-                    response = JSONResponse({"detail": exc.message}, status_code=exc.status_code)
-                    await response(scope, receive, send)
-                    return
-                scope = dict(scope)
-                scope["query_string"] = urlencode(rest + added).encode("latin-1")
-        await self.app(scope, receive, send)
 
 
 class TileScaleMiddleware:
@@ -114,28 +55,6 @@ class TileScaleMiddleware:
                 scope["path"] = match["head"] + (match["ext"] or "")
                 scope["raw_path"] = scope["path"].encode()
                 scope["query_string"] = urlencode(query).encode("latin-1")
-        await self.app(scope, receive, send)
-
-
-class SearchDefaultsMiddleware:
-    """Complete requests for a registered search's layer with its ``metadata.defaults``."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Add the search's defaults to the query string (unknown searches pass as they are)."""
-        if scope["type"] == "http" and (match := _SEARCH_LAYER.match(route_path(scope))):
-            service = mosaic_service(scope["app"].state)
-            try:
-                record = await to_thread.run_sync(service.get, match["id"])
-            except NotFoundError:
-                record = None
-            defaults = record.metadata.get("defaults") if record is not None else None
-            if defaults:
-                query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-                scope = dict(scope)
-                scope["query_string"] = urlencode(with_defaults(query, defaults)).encode("latin-1")
         await self.app(scope, receive, send)
 
 

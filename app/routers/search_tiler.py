@@ -49,10 +49,17 @@ from titiler.core.resources.enums import ImageType
 
 from app import rendering
 from app.dependencies import S2LayerParams, histogram_params, post_process, statistics_params
+from app.layers import tilesize_params
 from app.mosaic import ORDERS, PIXEL_SELECTIONS, MosaicRead, MosaicService
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 
-__all__ = ["MosaicParams", "SearchTilerFactory", "img_responses", "search_path"]
+__all__ = [
+    "MosaicParams",
+    "SearchTilerFactory",
+    "img_responses",
+    "map_tilesize",
+    "search_path",
+]
 
 TMS_IDS = tuple(morecantile.tms.list())
 
@@ -113,6 +120,13 @@ class MosaicParams(DefaultDependency):
     ] = None
 
 
+def map_tilesize(
+    tilesize: Annotated[int, Query(gt=0, description="Tile size in pixels.")] = 256,
+) -> int:
+    """The tile size a map asks for."""
+    return tilesize
+
+
 def request_query(request: Request) -> QueryParams:
     """The request's query: what the links a response returns carry over."""
     return request.query_params
@@ -152,6 +166,8 @@ class SearchTilerFactory(BaseFactory):
         layer_dependency: what each item reads (assets or expression, mask, harmonize).
         dataset_dependency: nodata, unscale, resampling of each item read.
         tile_dependency: buffer and padding of tiles.
+        tilesize_dependency: the size of tiles (and of TileJSON's tiles).
+        map_tilesize_dependency: the size of a map's tiles.
         img_part_dependency: width, height, max_size of crops over features.
         mosaic_dependency: ``pixel_selection`` and ``order``.
         process_dependency: post-processing (``algorithm``).
@@ -170,6 +186,8 @@ class SearchTilerFactory(BaseFactory):
     layer_dependency: Callable[..., DefaultDependency] = S2LayerParams
     dataset_dependency: Callable[..., DefaultDependency] = DatasetParams
     tile_dependency: Callable[..., DefaultDependency] = TileParams
+    tilesize_dependency: Callable[..., int | None] = tilesize_params
+    map_tilesize_dependency: Callable[..., int] = map_tilesize
     img_part_dependency: Callable[..., DefaultDependency] = PartFeatureParams
     mosaic_dependency: Callable[..., DefaultDependency] = MosaicParams
 
@@ -269,7 +287,7 @@ class SearchTilerFactory(BaseFactory):
                 ImageType | None,
                 Field(description="Output format; default PNG when masked, else JPEG."),
             ] = None,
-            tilesize: Annotated[int | None, Query(gt=0, description="Tile size in pixels.")] = None,
+            tilesize=Depends(self.tilesize_dependency),
             reads=Depends(self.reads()),
             tile_params=Depends(self.tile_dependency),
             mosaic=Depends(self.mosaic_dependency),
@@ -303,7 +321,7 @@ class SearchTilerFactory(BaseFactory):
             mosaics: Annotated[MosaicService, Depends(self.mosaics_dependency)],
             link_query: Annotated[QueryParams, Depends(self.link_query_dependency)],
             tile_format: Annotated[ImageType | None, Query(description="Tile format.")] = None,
-            tilesize: Annotated[int | None, Query(gt=0, description="Tile size in pixels.")] = None,
+            tilesize=Depends(self.tilesize_dependency),
             minzoom: Annotated[int | None, Query(description="Override the minzoom.")] = None,
             maxzoom: Annotated[int | None, Query(description="Override the maxzoom.")] = None,
             # Parsed (and checked) as a tile parses them: the tiles' URLs carry them.
@@ -353,7 +371,7 @@ class SearchTilerFactory(BaseFactory):
             tileMatrixSetId: TmsId,
             mosaics: Annotated[MosaicService, Depends(self.mosaics_dependency)],
             link_query: Annotated[QueryParams, Depends(self.link_query_dependency)],
-            tilesize: Annotated[int, Query(gt=0, description="Tile size in pixels.")] = 256,
+            tilesize: Annotated[int, Depends(self.map_tilesize_dependency)],
         ) -> HTMLResponse:
             """A Leaflet map of the mosaic (right-click: the point's value and time series)."""
             mosaics.get(search_id)  # 404 for an unknown search (its items are not needed)

@@ -23,11 +23,13 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from starlette.datastructures import QueryParams
 
 from app.dependencies import mosaic_service, require_api_key
+from app.layers import SEARCH_LAYER, LayerQuery
 from app.mosaic import MosaicService, SearchRecord, query_pairs
 from app.mosaic.search import canonical_json
-from app.routers.search_tiler import SearchId, SearchTilerFactory
+from app.routers.search_tiler import MosaicParams, SearchId, SearchTilerFactory, map_tilesize
 from app.routers.tiler import SHARED_OPTIONS
 
 router = APIRouter()
@@ -224,10 +226,30 @@ def search_info(
     return JSONResponse(document, headers={"Cache-Control": "no-cache"})
 
 
-# Registered after the registry's routes: ``/{search_id}/info`` is the registry's.
+def search_link_query(
+    layer: Annotated[LayerQuery, Depends(SEARCH_LAYER.query)],
+) -> QueryParams:
+    """What a TileJSON's or map's links carry: the layer as resolved (defaults, preset)."""
+    return layer.params
+
+
+# The layer of a search: the request's parameters, then the search's defaults, then a
+# preset (``app.layers``). Registered after the registry's routes.
 tiles = SearchTilerFactory(
-    mosaics_dependency=get_mosaics,
-    router_prefix="/searches/{search_id}",
-    **SHARED_OPTIONS,
+    **SHARED_OPTIONS
+    | {
+        "mosaics_dependency": get_mosaics,
+        "layer_dependency": SEARCH_LAYER.layer,
+        "dataset_dependency": SEARCH_LAYER.dataset,
+        "tile_dependency": SEARCH_LAYER.tile,
+        "tilesize_dependency": SEARCH_LAYER.tilesize,
+        "map_tilesize_dependency": SEARCH_LAYER.resolved(map_tilesize),
+        "mosaic_dependency": SEARCH_LAYER.resolved(MosaicParams),
+        "process_dependency": SEARCH_LAYER.post_process,
+        "colormap_dependency": SEARCH_LAYER.colormap,
+        "render_dependency": SEARCH_LAYER.render,
+        "link_query_dependency": search_link_query,
+        "router_prefix": "/searches/{search_id}",
+    },
 )
 router.include_router(tiles.router, prefix="/{search_id}")

@@ -4,15 +4,19 @@
 - ``/stac``: one STAC item by ``url=`` (allow-listed), Sentinel-2 aware.
 - ``/collections/{collection_id}/items/{item_id}``: the same, the item resolved through the
   configured catalog (no URL from the user).
+
+The item and ``/stac`` factories take ``preset=`` through their layer dependencies
+(``app.layers``); ``/cog`` has no presets.
 """
 
-from fastapi import Depends
+from typing import Any
+
+from fastapi import APIRouter, Depends
 from titiler.core.factory import MultiBaseTilerFactory, TilerFactory, TMSFactory
 
 from app.dependencies import (
     COGReaderParams,
     GeometryBody,
-    S2LayerParams,
     S2ReaderParams,
     allowed_url,
     catalog_item,
@@ -20,6 +24,7 @@ from app.dependencies import (
     post_process,
     statistics_params,
 )
+from app.layers import ITEM_LAYER, LayerDependencies
 from app.readers import S2STACReader, SafeCOGReader
 from app.rendering import render
 
@@ -42,6 +47,38 @@ SHARED_OPTIONS = {
     "route_dependencies": [(GEOJSON_ROUTES, [Depends(GeometryBody())])],
 }
 
+# The routes whose links copy the request's query (TileJSON, map.html, tilesets).
+LINK_ROUTES = [
+    {"path": path, "method": "GET"}
+    for path in (
+        "/WebMercatorQuad/tilejson.json",
+        "/WebMercatorQuad/map.html",
+        "/tiles",
+        "/tiles/WebMercatorQuad",
+    )
+]
+
+
+def layer_options(layer: LayerDependencies) -> dict[str, Any]:
+    """The options of a factory whose layer takes presets (and ``layer``'s defaults).
+
+    What a preset sets (assets or expression, rescale, colormap, harmonize) is read by the
+    layer, assets, colormap and rendering dependencies; the layer is resolved before any
+    other dependency (an unknown preset is a 400 before the source is looked up), and the
+    routes that build links hand them the completed query.
+    """
+    return {
+        "router": APIRouter(dependencies=[Depends(layer.query)]),
+        "layer_dependency": layer.layer,
+        "assets_dependency": layer.assets,
+        "colormap_dependency": layer.colormap,
+        "render_dependency": layer.render,
+        "route_dependencies": [
+            *SHARED_OPTIONS["route_dependencies"],
+            (LINK_ROUTES, [Depends(layer.links)]),
+        ],
+    }
+
 
 def cog_factory() -> TilerFactory:
     """The single-COG tiler mounted at ``/cog``."""
@@ -60,8 +97,7 @@ def stac_factory() -> MultiBaseTilerFactory:
         reader=S2STACReader,
         path_dependency=allowed_url,
         reader_dependency=S2ReaderParams,
-        layer_dependency=S2LayerParams,
-        **SHARED_OPTIONS,
+        **(SHARED_OPTIONS | layer_options(ITEM_LAYER)),
         router_prefix="/stac",
     )
 
@@ -72,8 +108,7 @@ def item_factory() -> MultiBaseTilerFactory:
         reader=S2STACReader,
         path_dependency=catalog_item,
         reader_dependency=S2ReaderParams,
-        layer_dependency=S2LayerParams,
-        **SHARED_OPTIONS,
+        **(SHARED_OPTIONS | layer_options(ITEM_LAYER)),
         router_prefix=ITEM_PREFIX,
     )
 
