@@ -10,7 +10,7 @@ Each layer parameter (``assets``, ``expression``, ``mask``, ``rescale``, ``color
 4. else the parameter's own default.
 
 ``complete_query`` writes that rule once, as the request's query completed with what the
-defaults and the preset add (``LayerQuery``). ``layer_dependencies(defaults)`` builds, for
+defaults and the preset add (``LayerQuery``). ``LayerDependencies(defaults)`` builds, for
 one source of defaults (``no_defaults`` for items and ``/stac``, ``search_defaults`` for
 ``/searches/{search_id}``), the dependencies a factory plugs in: titiler's own (and
 terratiler's layer), each parsed from the completed query, so their parameters, checks and
@@ -51,7 +51,7 @@ Defaults = Mapping[str, Any]
 _PRESET_DESCRIPTION = (
     "A named layer (case-insensitive); it sets `assets` or `expression`, `rescale`, the "
     "colormap and `harmonize`, each unless the request or the search's defaults give it. "
-    + "; ".join(f"`{name}`: {preset.description}" for name, preset in PRESETS.items())
+    + " ".join(f"`{name}`: {preset.description}" for name, preset in PRESETS.items())
 )
 
 
@@ -116,7 +116,7 @@ class LayerQuery:
 # ---------------------------------------------------------------------- sources of defaults
 
 
-def no_defaults() -> Defaults:
+async def no_defaults() -> Defaults:
     """No defaults: items and ``/stac`` (their layer is the caller's and its preset)."""
     return {}
 
@@ -168,7 +168,10 @@ class LayerDependencies:
 
     """
 
-    def __init__(self, defaults: Callable[..., Defaults] = no_defaults):
+    # The dependencies but ``defaults`` are ``async``: a little CPU, no I/O, so they run on
+    # the event loop rather than costing a worker thread hop each (a sync dependency does).
+
+    def __init__(self, defaults: Callable[..., Any] = no_defaults):
         self.defaults = defaults
         self.query = self._query()
         self.links = self._links()
@@ -182,7 +185,7 @@ class LayerDependencies:
         self.tilesize = self.resolved(tilesize_params)
 
     def _query(self) -> Callable[..., LayerQuery]:
-        def layer_query(
+        async def layer_query(
             request: Request,
             defaults: Annotated[Defaults, Depends(self.defaults)],
             preset: Annotated[str | None, Query(description=_PRESET_DESCRIPTION)] = None,
@@ -196,7 +199,7 @@ class LayerDependencies:
         return layer_query
 
     def _links(self) -> Callable[..., None]:
-        def layer_links(
+        async def layer_links(
             request: Request, layer: Annotated[LayerQuery, Depends(self.query)]
         ) -> None:
             """The links this route builds carry the completed query.
@@ -226,7 +229,7 @@ class LayerDependencies:
         params = dependant.query_params
         caller_params, required = _caller_params(dependency)
 
-        def resolve(
+        async def resolve(
             caller: Annotated[dict[str, Any], Depends(caller_params)],
             layer: Annotated[LayerQuery, Depends(self.query)],
         ) -> T:
@@ -253,7 +256,7 @@ def _caller_params(dependency: Callable[..., Any]) -> tuple[Callable[..., dict],
         name for name, param in signature.parameters.items() if param.default is param.empty
     )
 
-    def caller_params(**values: Any) -> dict[str, Any]:
+    async def caller_params(**values: Any) -> dict[str, Any]:
         return values
 
     caller_params.__signature__ = signature.replace(  # type: ignore[attr-defined]

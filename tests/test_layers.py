@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.errors import BadRequestError
+from app.layers import complete_query
 from app.main import create_app
 from app.settings import Settings
 
@@ -358,3 +360,61 @@ def test_an_unknown_search_is_a_404(client):
         params={"preset": "ndvi"},
     )
     assert r.status_code == 404, r.text
+
+
+# ---------------------------------------------------------------------- the rule, the docs
+
+
+@pytest.mark.parametrize(
+    "query,defaults,expected",
+    [
+        pytest.param([("assets", "red")], None, [("assets", "red")], id="nothing-to-add"),
+        pytest.param(
+            [("preset", "ndvi"), ("rescale", "0,1")],
+            None,
+            [
+                ("rescale", "0,1"),
+                *parse_qsl(EXPRESSION),
+                ("colormap_name", "rdylgn"),
+                ("harmonize", "true"),
+            ],
+            id="preset-dropped-caller-first",
+        ),
+        pytest.param(
+            [("rescale", "0,1")],
+            {"preset": "ndvi", "mask": "scl-clear"},
+            [("rescale", "0,1"), ("mask", "scl-clear")],
+            id="own-layer",
+        ),
+    ],
+)
+def test_complete_query(query, defaults, expected):
+    assert complete_query(query, defaults) == expected
+
+
+def test_an_unknown_preset_is_the_callers_error():
+    with pytest.raises(BadRequestError, match=re.escape(UNKNOWN)):
+        complete_query([("preset", "sepia")])
+
+
+def test_preset_is_a_documented_parameter_where_it_applies(client):
+    paths = client.get("/openapi.json").json()["paths"]
+
+    def names(path: str, method: str = "get") -> set[str]:
+        return {p["name"] for p in paths[path][method]["parameters"]}
+
+    item = "/collections/{collection_id}/items/{item_id}"
+    tile = "tiles/{tileMatrixSetId}/{z}/{x}/{y}.{format}"
+    for path, method in [
+        (f"{item}/{tile}", "get"),
+        (f"{item}/{{tileMatrixSetId}}/tilejson.json", "get"),
+        (f"{item}/info", "get"),
+        (f"/stac/{tile}", "get"),
+        ("/stac/feature", "post"),
+        (f"/searches/{{search_id}}/{tile}", "get"),
+        ("/searches/{search_id}/{tileMatrixSetId}/map.html", "get"),
+        ("/searches/{search_id}/point/{lon},{lat}", "get"),
+        ("/searches/{search_id}/statistics", "post"),
+    ]:
+        assert "preset" in names(path, method), path
+    assert "preset" not in names(f"/cog/{tile}")

@@ -92,7 +92,7 @@ img_responses: dict[int | str, dict[str, Any]] = {
 }
 
 
-def search_path(search_id: SearchId) -> str:
+async def search_path(search_id: SearchId) -> str:
     """The search of the path: its id (looked up when its mosaic is first read)."""
     return search_id
 
@@ -123,11 +123,11 @@ class MosaicParams(DefaultDependency):
 def map_tilesize(
     tilesize: Annotated[int, Query(gt=0, description="Tile size in pixels.")] = 256,
 ) -> int:
-    """The tile size a map asks for."""
+    """The tile size a map asks for (sync: ``LayerDependencies.resolved`` calls it)."""
     return tilesize
 
 
-def request_query(request: Request) -> QueryParams:
+async def request_query(request: Request) -> QueryParams:
     """The request's query: what the links a response returns carry over."""
     return request.query_params
 
@@ -158,7 +158,9 @@ class SearchTilerFactory(BaseFactory):
 
     Endpoints take the dependencies below; ``reads`` (layer + dataset: what each item
     read takes) and ``output`` (post-process, colormap, render: what becomes of the
-    image) compose them, in the order their query parameters are documented.
+    image) compose them, in the order their query parameters are documented. The
+    dependencies written here are ``async``: no I/O, so they run on the event loop
+    rather than costing a worker thread hop each (as a sync dependency does).
 
     Attributes:
         mosaics_dependency: the app's ``MosaicService`` (opens a search's mosaic).
@@ -214,7 +216,7 @@ class SearchTilerFactory(BaseFactory):
     def reads(self) -> Callable[..., dict[str, Any]]:
         """A dependency: the options of each item read (layer, then dataset)."""
 
-        def reads(
+        async def reads(
             layer=Depends(self.layer_dependency),
             dataset=Depends(self.dataset_dependency),
         ) -> dict[str, Any]:
@@ -225,7 +227,7 @@ class SearchTilerFactory(BaseFactory):
     def output(self) -> Callable[..., ImageOutput]:
         """A dependency: what becomes of the image (post-process, colormap, render)."""
 
-        def output(
+        async def output(
             post_process=Depends(self.process_dependency),
             colormap=Depends(self.colormap_dependency),
             render=Depends(self.render_dependency),

@@ -8,7 +8,8 @@
   mounted here at ``/{search_id}``.
 
 Every read endpoint takes the single-item layer parameters (``assets`` / ``expression`` /
-``preset``, ``mask=scl-clear``, ``harmonize``), plus ``pixel_selection`` and ``order``.
+``preset``, ``mask=scl-clear``, ``harmonize``), plus ``pixel_selection`` and ``order``;
+the search's ``metadata.defaults`` give those a request does not (``app.layers``).
 A tile of the search's area that no item covers is a 404; a tile whose items are all
 masked is a transparent image. Partial results carry ``X-Mosaic-Partial``
 (``items-limit``, ``time-limit``, ``read-errors``); every mosaic response carries
@@ -226,7 +227,7 @@ def search_info(
     return JSONResponse(document, headers={"Cache-Control": "no-cache"})
 
 
-def search_link_query(
+async def search_link_query(
     layer: Annotated[LayerQuery, Depends(SEARCH_LAYER.query)],
 ) -> QueryParams:
     """What a TileJSON's or map's links carry: the layer as resolved (defaults, preset)."""
