@@ -30,7 +30,7 @@ from pyproj import Transformer
 from app.dependencies import get_mosaics
 from app.main import create_app
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
-from app.mosaic.service import MosaicItemReader
+from app.readers import S2STACReader
 from app.settings import Settings
 
 NDVI = "(nir-red)/(nir+red)"
@@ -253,6 +253,15 @@ def test_point_time_series_equals_rasterio(client, demo_dir, settings, demo_item
     next_newest = next(i for i in _newest_first(oldest_first) if i["id"] != newest["id"])
     assert body["values"] == [pytest.approx(by_id[next_newest["id"]], abs=0)]
 
+    # Bilinear resampling: SCL (a class map) is read on its own, nearest-neighbour, and a
+    # point's SCL comes back as one value like its bands: the same series.
+    r = client.get(
+        f"/searches/{search_id}/point/{lon},{lat}",
+        params={"expression": NDVI, "mask": "scl-clear", "resampling": "bilinear"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["series"] == body["series"]
+
 
 @pytest.mark.parametrize(
     "order,pick",
@@ -307,9 +316,7 @@ class CountingCatalog:
         return getattr(self.inner, name)
 
 
-def _service(
-    app, settings: Settings, catalog=None, reader=MosaicItemReader, **config
-) -> MosaicService:
+def _service(app, settings: Settings, catalog=None, reader=S2STACReader, **config) -> MosaicService:
     services = app.state.services  # the app's, as its lifespan built them
     service = MosaicService(
         catalog or services.catalog,
@@ -388,7 +395,7 @@ def test_items_limit_and_time_limit_make_partial_tiles(settings, demo_items):
         release = threading.Event()
         finished: list[str] = []
 
-        class SlowReader(MosaicItemReader):
+        class SlowReader(S2STACReader):
             def tile(self, *args, **kwargs):
                 if self.item.id != newest:
                     release.wait(60)

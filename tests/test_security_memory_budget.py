@@ -409,7 +409,7 @@ def test_a_big_mosaic_read_is_read_one_item_at_a_time(client, search_id, bbox, m
         windows.append(max_window)
         raise ReadReached("the read was reached")
 
-    monkeypatch.setattr("app.mosaic.service.read_mosaic", read_mosaic)
+    monkeypatch.setattr("app.mosaic.backend.read_mosaic", read_mosaic)
     r = client.get(
         f"/searches/{search_id}/bbox/{bbox}/{SIDE}x{SIDE}.npy",
         params={"expression": "red;green;blue"},

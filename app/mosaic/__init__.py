@@ -4,9 +4,12 @@
 - ``store``: persist registered searches in the service database (``app.db``);
 - ``index``: per-search in-memory footprint index (STRtree), refreshed after a TTL;
 - ``reader``: pixel selection over items read in order, with item/time bounds;
-- ``service``: ``MosaicService``, what the router calls.
+- ``backend``: ``SearchBackend``, a search's mosaic as a rio-tiler ``BaseBackend`` (items
+  from the index, read by that policy);
+- ``service``: ``MosaicService``, what the routers call: registry, index cache, backends.
 """
 
+from app.mosaic.backend import FeatureStatistics, PointSeries, SearchBackend
 from app.mosaic.index import FootprintIndex, IndexCache
 from app.mosaic.reader import PIXEL_SELECTIONS, MosaicRead, read_mosaic
 from app.mosaic.search import (
@@ -20,19 +23,20 @@ from app.mosaic.search import (
 from app.mosaic.service import (
     MosaicConfig,
     MosaicService,
-    PointSeries,
     reader_options_from_settings,
 )
 from app.mosaic.store import SearchStore
 
 __all__ = [
     "PIXEL_SELECTIONS",
+    "FeatureStatistics",
     "FootprintIndex",
     "IndexCache",
     "MosaicConfig",
     "MosaicRead",
     "MosaicService",
     "PointSeries",
+    "SearchBackend",
     "SearchRecord",
     "SearchStore",
     "normalize_metadata",
