@@ -153,15 +153,16 @@ def make_settings(
     """Settings of a service on the test cluster, a fresh data folder and batch options."""
 
     def build(database_url: str | None = None, **batch: Any) -> Settings:
-        settings = Settings(
+        # A short lease, so that a job whose driver died is taken over within the test.
+        options = {"batch_lease_seconds": 3.0, **batch}
+        return Settings(
             catalog=str(batch_demo),
             data_dir=tmp_path / "data",
             dask_scheduler=cluster.scheduler_address,
             allowed_sources=[str(batch_demo), str(tmp_path)],
             database_url=database_url,
+            **options,
         )
-        # Batch options the settings may not declare yet (read with defaults otherwise).
-        return settings.model_copy(update={"batch_lease_seconds": 3.0, **batch})
 
     return build
 
