@@ -26,6 +26,7 @@ from rio_cogeo.cogeo import cog_validate
 from app.batch.processing.cog import check_cog_parameters, write_cog
 from app.batch.processing.engine import (
     TileReadError,
+    check_resampling,
     estimate_tile_bytes,
     finish,
     process_tile,
@@ -514,3 +515,37 @@ def test_cog_parameters_defaults_round_trip():
     }
     assert check_cog_parameters(checked) == checked
     assert check_cog_parameters(None)["blockxsize"] == 512
+
+
+def test_write_cog_to_s3_on_a_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+        storage = Storage.for_url("s3://tiles/job", options)
+        storage.fs.mkdir("tiles")
+        tile = GridTile("1", "t", "EPSG:32633", Affine(10, 0, 5e5, 0, -10, 5.1e6), 600, 600, 10)
+        raster = OutputRaster(np.full((1, 600, 600), 7, np.uint16), 0, ["x"])
+
+        write_cog(storage, "s3://tiles/job/t/x.tif", raster, tile, "uint16")
+
+        assert storage.names("s3://tiles/job/t") == {"x.tif"}
+        (tmp_path / "x.tif").write_bytes(storage.read("s3://tiles/job/t/x.tif"))
+    finally:
+        server.stop()
+    assert cog_validate(str(tmp_path / "x.tif"))[0]
+    with rasterio.open(tmp_path / "x.tif") as src:
+        assert (src.read() == 7).all() and src.overviews(1) == [2]
+
+
+def test_resampling_names():
+    assert check_resampling("BICUBIC") == "cubic" and check_resampling("NEAREST") == "nearest"
+    with pytest.raises(BadRequestError) as caught:
+        check_resampling("sinc")
+    assert caught.value.message.startswith("processRequest.resampling:")

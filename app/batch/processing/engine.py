@@ -58,7 +58,15 @@ from app.stats.reading import Scene, SceneReader, SceneReadError
 
 from .spec import GridTile, OutputRaster, OutputSpec, TileRecipe
 
-__all__ = ["DATA_RANGES", "TileReadError", "estimate_tile_bytes", "process_tile"]
+__all__ = [
+    "DATA_RANGES",
+    "RESAMPLINGS",
+    "TileReadError",
+    "check_resampling",
+    "estimate_tile_bytes",
+    "finish",
+    "process_tile",
+]
 
 #: The values of each integer data type; float32 outputs rescale onto (0, 1).
 DATA_RANGES: dict[str, tuple[float, float]] = {
@@ -73,6 +81,28 @@ DEFAULT_INTEGER_NODATA = 0
 _WARP_MARGIN = 3
 # Relative tolerance of "the same pixel size" and "on the same grid".
 _ALIGN_TOLERANCE = 1e-6
+
+
+#: Resampling of assets onto tile grids (rasterio's names; Sentinel Hub's upper-case
+#: NEAREST / BILINEAR / BICUBIC are accepted too).
+RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+_RESAMPLING_ALIASES = {"bicubic": "cubic", "cubicspline": "cubic_spline"}
+
+
+def check_resampling(name: str) -> str:
+    """The rasterio resampling name of ``name`` (case-insensitive; ``BICUBIC`` is ``cubic``).
+
+    Raises:
+        BadRequestError: Naming ``processRequest.resampling`` and the accepted names.
+
+    """
+    key = str(name).strip().lower()
+    key = _RESAMPLING_ALIASES.get(key, key)
+    if key not in RESAMPLINGS:
+        raise BadRequestError(
+            f"processRequest.resampling: one of {', '.join(RESAMPLINGS)}, got '{name}'"
+        )
+    return key
 
 
 class TileReadError(Exception):
@@ -203,10 +233,7 @@ class _TileReader:
     def __init__(self, tile: GridTile, resampling: str, settings: Settings):
         self.tile = tile
         self.crs = CRS.from_user_input(tile.crs)
-        try:
-            self.resampling = Resampling[resampling]
-        except KeyError:
-            raise ValueError(f"unknown resampling '{resampling}'") from None
+        self.resampling = Resampling[check_resampling(resampling)]
         self.scenes = SceneReader(list(settings.allowed_prefixes), settings.allow_private_sources)
         self._lookups: dict[tuple, _Lookup] = {}
 
