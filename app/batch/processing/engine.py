@@ -136,7 +136,8 @@ def process_tile(
 
     Raises:
         TileReadError: An asset is missing, outside the allow-list, or unreadable.
-        BadRequestError: An output expression does not parse, or has several bands.
+        BadRequestError: An output expression does not parse or has several bands, an
+            unknown composite or resampling.
 
     """
     scenes = [Scene.from_item(item) for item in items]
