@@ -482,3 +482,36 @@ def test_zarr_and_collection_on_s3(moto_s3, tmp_path):
     assert read.assets["nd"].href == f"{root}/32633_1_0/nd.tif"
     assert catalog.get_collection("s3-results").title == "On S3"
     engine.dispose()
+
+
+def test_workers_catalog_factory_sees_result_collections(demo_dir, tmp_path):
+    """What a Dask worker builds from the pickled factory reads the same registry."""
+    import pickle
+
+    from app.db import engine_from_settings
+    from app.services import catalog_factory
+
+    settings = Settings(
+        catalog=str(demo_dir), data_dir=tmp_path / "data", result_collections_refresh_seconds=0
+    )
+    root = tmp_path / "data" / "batch" / "job"
+    tiles = [big_tile(0)]
+    hrefs = write_cogs(root, tiles)
+    write_collection(
+        Storage.for_url(str(root)),
+        str(root),
+        "worker-results",
+        None,
+        (VAL,),
+        [TileRecord(tiles[0], hrefs[tiles[0].name])],
+        ("2023-06-01", "2023-06-30"),
+    )
+    engine = engine_from_settings(settings)
+    register_collection(engine, "worker-results", str(root))
+    catalog = pickle.loads(pickle.dumps(catalog_factory(settings)))()
+    assert isinstance(catalog, LayeredCatalog)
+    found = list(catalog.search(SearchQuery(collections=["worker-results"])))
+    assert [item.id for item in found] == ["T33_0"]
+    assert catalog.get_item("sentinel-2-l2a", next(catalog.base.search(SearchQuery())).id)
+    catalog.engine.dispose()
+    engine.dispose()
