@@ -273,6 +273,12 @@ class Settings(BaseSettings):
     # stored and listed with the search (400 past it).
     max_search_metadata_bytes: int = 16_384
 
+    # Result collections of batch processing jobs (createCollection, app.catalog.layered):
+    # seconds between reads of their registry in the service database, so a collection
+    # registered by another process or replica is served within this time (the process
+    # that registers it serves it at once). 0 reads it on every catalog call.
+    result_collections_refresh_seconds: float = 2.0
+
     @field_validator(
         "allowed_sources",
         "scl_mask_classes",
