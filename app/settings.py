@@ -273,6 +273,11 @@ class Settings(BaseSettings):
     # stored and listed with the search (400 past it).
     max_search_metadata_bytes: int = 16_384
 
+    # Result collections of batch processing jobs (createCollection, app.catalog.layered):
+    # seconds between reads of their registry in the service database, so a collection
+    # registered by another process or replica is served within this time (the process
+    # that registers it serves it at once). 0 reads it on every catalog call.
+    result_collections_refresh_seconds: float = 2.0
     # Batch processing jobs (issue 14, app.batch.processing). Most tiles one job may have
     # (counted from the grid before any tile is listed: a 413 naming it).
     batch_max_tiles: int = 50_000
