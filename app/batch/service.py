@@ -212,31 +212,16 @@ class BatchService:
         job_id = str(uuid.uuid4())
         root = job_root(template, job_id)
         if request.createCollection is not False:
-            self._check_readable(folder)
+            from app.catalog.layered import check_collection_id, check_readable_output
+
+            check_readable_output(folder, self.settings)
+            if isinstance(request.createCollection, str):
+                check_collection_id(self.catalog, request.createCollection, self.store.engine, root)
         body = request.model_dump(by_alias=True, exclude_none=True)
         source = {"kind": "process", "template": template}
         if target.type == "zarr":
             source["zarr"] = zarr_url(root)
         return self.view(self.store.create(job_id, "process", body, source, root))
-
-    def _check_readable(self, folder: str) -> None:
-        """``createCollection``: the service itself must be allowed to read the outputs."""
-        try:
-            from app.catalog.layered import check_readable_output
-        except ImportError:  # before the layered catalog exists: the allow-list directly
-            try:
-                check_source(
-                    folder.rstrip("/") + "/",
-                    self.settings.allowed_prefixes,
-                    allow_private=True,
-                )
-            except ForbiddenError:
-                raise BadRequestError(
-                    f"createCollection: the service cannot read '{folder}' (outside "
-                    "allowed_sources): the collection could not be served"
-                ) from None
-            return
-        check_readable_output(folder, self.settings)
 
     def _output(self, output: str | None) -> str:
         text = (output or self.config.default_output).strip()
