@@ -422,7 +422,8 @@ def test_tiling_grids(api: TestClient) -> None:
     grids = api.get("/batch/process/tiling-grids")
     assert grids.status_code == 200
     data = grids.json()["data"]
-    assert [grid["id"] for grid in data] == ["0", "1", "2", "3"]
+    assert [grid["id"] for grid in data] == [0, 1, 2, 3]
+    assert data[1]["name"] == "UTM 10km grid" and data[1]["properties"]["unit"] == "METRE"
     one = api.get("/batch/process/tiling-grids/1").json()
     assert one == data[1]
     assert one["properties"]["tileWidth"] == one["properties"]["tileHeight"] == 10000

@@ -122,9 +122,14 @@ nothing.
 """
 
 GRID_EXAMPLE = {
-    "id": "1",
+    "id": 1,
     "name": "UTM 10km grid",
-    "properties": {"tileWidth": 10000, "tileHeight": 10000, "resolutions": [10, 20], "unit": "m"},
+    "properties": {
+        "tileWidth": 10000,
+        "tileHeight": 10000,
+        "resolutions": [10.0, 20.0],
+        "unit": "METRE",
+    },
 }
 
 TILES_EXAMPLE = {
@@ -132,9 +137,9 @@ TILES_EXAMPLE = {
     "features": [
         {
             "type": "Feature",
-            "id": "1-10-33N-0580000-5170000",
+            "id": "33N_058_0516",
             "geometry": {"type": "Polygon", "coordinates": [[[16.04, 46.66], "..."]]},
-            "properties": {"name": "1-10-33N-0580000-5170000", "status": "DONE", "error": None},
+            "properties": {"name": "33N_058_0516", "status": "DONE", "error": None},
         }
     ],
     "numberMatched": 4,
