@@ -308,7 +308,7 @@ def test_create_analyse_start_done_and_tiles(api: TestClient, aoi: list[float]) 
     root = Path(done["output"])
     for feature in tiles["features"]:
         properties = feature["properties"]
-        assert properties["status"] == "DONE" and properties["error"] is None
+        assert properties["status"] == "PROCESSED" and properties["error"] is None
         assert set(properties["outputs"]) == {"ndvi", "red"}
         ndvi = root / properties["name"] / "ndvi.tif"
         assert properties["outputs"]["ndvi"].endswith(f"{properties['name']}/ndvi.tif")
@@ -324,7 +324,7 @@ def test_create_analyse_start_done_and_tiles(api: TestClient, aoi: list[float]) 
     page = _tiles(api, job["id"], limit=1, offset=len(names) - 1)
     assert [f["properties"]["name"] for f in page["features"]] == names[-1:]
     assert _tiles(api, job["id"], status="FAILED")["features"] == []
-    assert len(_tiles(api, job["id"], status="DONE")["features"]) == len(names)
+    assert len(_tiles(api, job["id"], status="PROCESSED")["features"]) == len(names)
 
     listed = api.get("/batch/process", params={"status": "DONE"}).json()
     assert job["id"] in [entry["id"] for entry in listed["data"]]
@@ -381,7 +381,7 @@ def test_stop_then_start_finishes_every_tile_once(api: TestClient, aoi: list[flo
     done = wait_for(lambda: _job(api, job["id"]), FINAL)
     assert done["status"] == "DONE"
     tiles = _tiles(api, job["id"])["features"]
-    assert {f["properties"]["status"] for f in tiles} == {"DONE"}
+    assert {f["properties"]["status"] for f in tiles} == {"PROCESSED"}
     assert done["progress"]["tiles"]["done"] == len(tiles)
 
 

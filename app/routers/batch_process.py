@@ -139,7 +139,7 @@ TILES_EXAMPLE = {
             "type": "Feature",
             "id": "33N_058_0516",
             "geometry": {"type": "Polygon", "coordinates": [[[16.04, 46.66], "..."]]},
-            "properties": {"name": "33N_058_0516", "status": "DONE", "error": None},
+            "properties": {"name": "33N_058_0516", "status": "PROCESSED", "error": None},
         }
     ],
     "numberMatched": 4,
@@ -270,7 +270,7 @@ def job_tiles(
     offset: Annotated[int, Query(ge=0, description="Tiles to skip.")] = 0,
     status: Annotated[
         str | None,
-        Query(description="Only tiles in this status (e.g. `DONE`, `FAILED`, `PENDING`)."),
+        Query(description="Only tiles in this status: `PENDING`, `PROCESSED` or `FAILED`."),
     ] = None,
 ) -> JSONResponse:
     """The tiles listed by the analysis (409 before it): a FeatureCollection in WGS84.
