@@ -440,7 +440,10 @@ def test_openapi_documents_the_process_routes(api: TestClient) -> None:
     create = paths["/batch/process"]["post"]
     assert create["summary"] and "201" in create["responses"] and "401" in create["responses"]
     body = create["requestBody"]["content"]["application/json"]
-    assert "processRequest" in body["schema"]["properties"] and body["example"]["processRequest"]
+    assert "processRequest" in body["schema"]["properties"]
+    example = api.post("/batch/process", json=body["example"])  # the documented example works
+    assert example.status_code == 201, example.text
+    assert api.delete(f"/batch/process/{example.json()['id']}").status_code == 204
     for path, method in [
         ("/batch/process/{job_id}/start", "post"),
         ("/batch/process/{job_id}/retry-failed", "post"),
