@@ -25,6 +25,7 @@ from distributed import LocalCluster
 from fastapi.testclient import TestClient
 from live_server import live_server
 from pyproj import Transformer
+from rio_cogeo.cogeo import cog_validate
 
 from app.cli import build_parser
 from app.cli_batch import build_process_request
@@ -311,6 +312,8 @@ def test_create_analyse_start_done_and_tiles(api: TestClient, aoi: list[float]) 
         assert properties["status"] == "PROCESSED" and properties["error"] is None
         assert set(properties["outputs"]) == {"ndvi", "red"}
         ndvi = root / properties["name"] / "ndvi.tif"
+        valid, errors, _ = cog_validate(str(ndvi), quiet=True)
+        assert valid, errors
         assert properties["outputs"]["ndvi"].endswith(f"{properties['name']}/ndvi.tif")
         with rasterio.open(ndvi) as src:
             assert src.crs.to_epsg() == 32633 and src.shape == (500, 500)
@@ -512,6 +515,7 @@ def test_cli_runs_here_and_writes_cogs(
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "DONE" in run.stdout and " tiles" in run.stdout
+    assert "tile/s" in run.stderr or "tile]" in run.stderr  # the progress bar counts tiles
     job_id = _job_id(run.stdout)
     cogs = sorted((out / job_id).glob("*/ndvi.tif"))
     assert cogs, list((out / job_id).rglob("*"))
