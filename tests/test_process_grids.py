@@ -270,3 +270,107 @@ def test_footprint() -> None:
     back = shapely.transform(footprint, lambda xy: np.column_stack(to_utm.transform(*xy.T)))
     assert back.area == pytest.approx(1e8, rel=1e-6)
     assert back.bounds == pytest.approx((580_000, 5_160_000, 590_000, 5_170_000), abs=1e-3)
+
+
+# --- the demo's cross-zone scenes ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cross_zone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny demo with the cross-zone pair, written through the CLI flag."""
+    from app.cli import main
+
+    path = tmp_path_factory.mktemp("cross-zone")
+    assert main(["demo", str(path), "--scenes", "3", "--size", "64", "--cross-zone"]) == 0
+    return path
+
+
+def _items(path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((path / "items").glob("*.json"))]
+
+
+def _asset(path: Path, item: dict, key: str) -> Path:
+    return (path / "items" / item["assets"][key]["href"]).resolve()
+
+
+def test_cross_zone_demo_items(cross_zone_dir: Path, tmp_path: Path) -> None:
+    from rio_cogeo.cogeo import cog_validate
+
+    from app.demo import generate_demo
+
+    items = _items(cross_zone_dir)
+    by_code: dict[str, list[dict]] = {}
+    for item in items:
+        by_code.setdefault(item["properties"]["proj:code"], []).append(item)
+    assert sorted(by_code) == ["EPSG:32633", "EPSG:32634"]
+    main_dates = sorted(i["properties"]["datetime"] for i in items if "_33TWM_" in i["id"])
+    pair = [i for i in items if "_33TWM_" not in i["id"]]
+    assert len(main_dates) == 3 and len(pair) == 4
+    assert sorted({i["properties"]["datetime"] for i in pair}) == main_dates[:2]
+    west = [i for i in pair if i["properties"]["proj:code"] == "EPSG:32633"]
+    east = [i for i in pair if i["properties"]["proj:code"] == "EPSG:32634"]
+    assert len(west) == len(east) == 2
+    assert all(i["bbox"][2] < 18.0 < i["bbox"][0] + 0.05 for i in west)
+    assert all(i["bbox"][0] > 18.0 > i["bbox"][2] - 0.05 for i in east)
+    for item in pair:
+        epsg = item["properties"]["proj:epsg"]
+        assert item["assets"].keys() == items[0]["assets"].keys()
+        for key in ("red", "nir", "scl", "visual"):
+            href = _asset(cross_zone_dir, item, key)
+            assert cog_validate(str(href))[0], href
+            with rasterio.open(href) as src:
+                assert src.crs.to_epsg() == epsg
+                assert list(src.transform)[:6] == item["assets"][key]["proj:transform"]
+                assert src.read(1).any()
+                transform = src.transform
+            assert transform.c % 60 == 0 and transform.f % 60 == 0
+    # Without the flag: exactly the files of a plain run (the SQLite gpkg stamps its own
+    # write times; the collection links the extra items).
+    plain = generate_demo(tmp_path / "plain", scenes=3, size=64)
+    plain_files = {p.relative_to(plain) for p in plain.rglob("*") if p.is_file()}
+    for rel in plain_files - {Path("fields.gpkg"), Path("collection.json")}:
+        assert (plain / rel).read_bytes() == (cross_zone_dir / rel).read_bytes(), rel
+    extra = {p.relative_to(cross_zone_dir) for p in cross_zone_dir.rglob("*") if p.is_file()}
+    assert {p.parts[1] for p in extra - plain_files if p.parts[0] == "items"} == {
+        f"{i['id']}.json" for i in pair
+    }
+
+
+def test_cross_zone_demo_on_grid1(cross_zone_dir: Path) -> None:
+    pair = [i for i in _items(cross_zone_dir) if "_33TWM_" not in i["id"]]
+    area = shapely.union_all([box(*i["bbox"]) for i in pair]).envelope
+    tiles = tiles_for(area, "1", 10)
+    assert {t.crs for t in tiles} == {"EPSG:32633", "EPSG:32634"}
+    for item in pair:
+        with rasterio.open(_asset(cross_zone_dir, item, "red")) as src:
+            transform, bounds, crs = src.transform, src.bounds, f"EPSG:{src.crs.to_epsg()}"
+        own = [t for t in tiles if t.crs == crs]
+        holding = [t for t in own if box(*t.bounds).intersects(box(*bounds))]
+        assert holding
+        for tile in holding:
+            # The scene's 10 m pixels are the tile's pixels (whole-pixel offsets).
+            assert ((tile.transform.c - transform.c) / 10).is_integer()
+            assert ((tile.transform.f - transform.f) / 10).is_integer()
+
+
+def test_cross_zone_demo_is_served(cross_zone_dir: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    pair = [i for i in _items(cross_zone_dir) if "_33TWM_" not in i["id"]]
+    settings = Settings(catalog=str(cross_zone_dir), data_dir=tmp_path)
+    with TestClient(create_app(settings)) as client:
+        for item in pair[:2] + pair[-2:]:
+            minx, miny, maxx, maxy = item["bbox"]
+            lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+            r = client.get(
+                f"/collections/sentinel-2-l2a/items/{item['id']}/point/{lon},{lat}",
+                params={"assets": "red"},
+            )
+            assert r.status_code == 200, r.text
+            with rasterio.open(_asset(cross_zone_dir, item, "red")) as src:
+                xy = Transformer.from_crs("EPSG:4326", src.crs, always_xy=True).transform(lon, lat)
+                (expected,) = next(src.sample([xy]))
+            assert r.json()["values"] == [float(expected)]
