@@ -21,6 +21,7 @@ import shapely.geometry
 from batch_jobs import WAIT
 from demo_reads import read, scale_offset
 from distributed import Client, LocalCluster
+from polling import wait_until
 
 from app.batch import BatchService
 from app.batch.processing.models import BatchProcessRequest
@@ -249,6 +250,7 @@ def test_tiles_equal_rasterio_and_numpy(raster_job, service, demo):
 
 
 def test_zarr_output_equals_the_cogs(raster_job, service):
+    import rioxarray  # noqa: F401 (the .rio accessor)
     import xarray as xr
 
     outputs = {"first": OUTPUTS["first"], "median": OUTPUTS["median"]}
@@ -362,6 +364,12 @@ def test_killed_worker_and_restarted_service_lose_and_duplicate_nothing(
     try:
         job = first.create_process(BatchProcessRequest.model_validate(body()))
         first.start(job["id"], kind="process")
+        wait_until(
+            lambda: first.get(job["id"])["status"] == "PROCESSING",
+            "the tiles to run",
+            WAIT,
+            interval=0.05,
+        )
         # Kill a worker while the tiles run: its tile is submitted again.
         with Client(cluster.scheduler_address, set_as_default=False) as client:
             pids = client.run(os.getpid)
