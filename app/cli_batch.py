@@ -403,7 +403,12 @@ def _follow(
             if total and bar.total != total:
                 bar.total = total
             bar.n = processed
-            bar.set_postfix(status=view["status"], failed=counts.get("failed", 0), refresh=False)
+            postfix: dict[str, Any] = {"status": view["status"], "failed": counts.get("failed", 0)}
+            remaining = view.get("estimatedSecondsRemaining")
+            if remaining is not None and view["status"] in busy:
+                # The service's estimate (this run's pace, or the analysis' before any tile).
+                postfix["eta"] = f"{float(remaining):.0f}s"
+            bar.set_postfix(postfix, refresh=False)
             bar.refresh()
             if view["status"] not in busy:
                 return view
