@@ -1,9 +1,11 @@
-"""``terratiler batch stats | monitor``: batch statistics from the command line.
+"""``terratiler batch stats | process | monitor``: batch jobs from the command line.
 
-``stats`` submits a job to a running service (``--server URL``; a local features file is
-uploaded) or runs it here (the local database and a Dask LocalCluster, or the scheduler
-of ``TERRATILER_DASK_SCHEDULER``), and follows it with a progress bar. ``monitor`` follows
-a job already submitted. Exit status: 0 DONE, 3 PARTIAL, 1 FAILED / STOPPED / errors.
+``stats`` (batch statistics) and ``process`` (batch processing along a tiling grid) submit
+a job to a running service (``--service URL``, alias ``--server``; a local features file is
+uploaded) or run it here (the local database and a Dask LocalCluster, or the scheduler of
+``TERRATILER_DASK_SCHEDULER``), and follow it with a progress bar (features, or tiles).
+``monitor`` follows a job of either kind already submitted. Exit status: 0 DONE,
+3 PARTIAL, 1 FAILED / STOPPED / errors.
 """
 
 from __future__ import annotations
@@ -19,16 +21,23 @@ from typing import Any
 
 from app.ordering import MOSAICKING_ORDERS
 
-__all__ = ["add_batch_commands", "build_request"]
+__all__ = ["add_batch_commands", "build_process_request", "build_request"]
 
 BUSY = {"CREATED", "ANALYSING", "ANALYSIS_DONE", "PROCESSING"}
 EXIT_CODES = {"DONE": 0, "PARTIAL": 3}
 POLL_SECONDS = 0.5
+# Kept here, not imported: ``terratiler --help`` must not import the engine.
+COMPOSITES = ("first", "median", "mean", "max", "min", "stack")
+DATA_TYPES = ("uint8", "uint16", "float32")
+#: The REST prefix of each job kind, as the service mounts them.
+PREFIXES = {"statistics": "/batch/statistics", "process": "/batch/process"}
 
 
 def add_batch_commands(subparsers: Any) -> None:
-    """Add ``batch stats`` and ``batch monitor`` to the ``terratiler`` command's subparsers."""
-    batch = subparsers.add_parser("batch", help="batch statistics jobs (run or submit, follow)")
+    """Add ``batch stats | process | monitor`` to the ``terratiler`` command's subparsers."""
+    batch = subparsers.add_parser(
+        "batch", help="batch statistics and processing jobs (run or submit, follow)"
+    )
     commands = batch.add_subparsers(dest="batch_command", required=True)
 
     stats = commands.add_parser(
@@ -62,10 +71,66 @@ def add_batch_commands(subparsers: Any) -> None:
     stats.add_argument("--detach", action="store_true", help="submit, print the job id and return")
     stats.set_defaults(func=_guarded(_stats))
 
-    monitor = commands.add_parser("monitor", help="follow a batch job until it ends")
+    _add_process(commands)
+
+    monitor = commands.add_parser(
+        "monitor", help="follow a batch job (statistics or processing) until it ends"
+    )
     monitor.add_argument("job_id")
     _common(monitor)
     monitor.set_defaults(func=_guarded(_monitor))
+
+
+def _add_process(commands: Any) -> None:
+    process = commands.add_parser(
+        "process",
+        help="process an area along a tiling grid into one COG per tile and output",
+        description="Batch processing (Sentinel Hub's Batch Processing API): cut AOI along "
+        "a tiling grid, composite the scenes of the time range per tile and write "
+        "OUT/<job_id>/<tile>/<output>.tif (or one Zarr group). Grids: terratiler serve's "
+        "GET /batch/process/tiling-grids (0: UTM 20 km, 1: UTM 10 km, 2: UTM 100 km, "
+        "3: WGS84 1 degree).",
+    )
+    process.add_argument(
+        "aoi",
+        help="the area: a GeoJSON file (geometry, Feature or FeatureCollection, any CRS "
+        "named in its `crs`), or a WGS84 bbox MINX,MINY,MAXX,MAXY",
+    )
+    process.add_argument("--grid", required=True, help="tiling grid id (0, 1, 2, 3)")
+    process.add_argument(
+        "--resolution", required=True, type=float, help="pixel size in the grid's unit"
+    )
+    process.add_argument("--time", required=True, help="FROM/TO, e.g. 2023-06-01/2023-08-31")
+    process.add_argument(
+        "--output",
+        "-o",
+        action="append",
+        required=True,
+        dest="outputs",
+        metavar="ID=PRESET|EXPR",
+        help="an output: ID=PRESET (ndvi, ndwi, ndmi) or ID=EXPR ((nir-red)/(nir+red)), or "
+        "a bare preset name; repeatable",
+    )
+    process.add_argument("--composite", choices=COMPOSITES, default=None, help="default first")
+    process.add_argument("--mask", default=None, help="scl-clear or none (default: none)")
+    process.add_argument("--max-cloud", type=float, default=None, help="percent")
+    process.add_argument("--order", choices=MOSAICKING_ORDERS, default=None, help="scene order")
+    process.add_argument("--data-type", choices=DATA_TYPES, default=None, help="of every output")
+    process.add_argument("--format", choices=["raster", "zarr"], default="raster")
+    process.add_argument(
+        "--create-collection",
+        action="store_true",
+        help="also serve the results as a collection of the service's catalog",
+    )
+    process.add_argument("--collection", default="sentinel-2-l2a", help="input collection")
+    process.add_argument("--out", help="output folder or s3:// prefix (default: the batch folder)")
+    process.add_argument("--description", help="a note kept with the job")
+    process.add_argument("--workers", type=int, help="local run: Dask worker processes")
+    _common(process)
+    process.add_argument(
+        "--detach", action="store_true", help="submit, print the job id and return"
+    )
+    process.set_defaults(func=_guarded(_process))
 
 
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -89,7 +154,9 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--service",
         "--server",
+        dest="server",
         default=os.environ.get("TERRATILER_SERVER"),
         help="URL of a running terratiler service (default: run / read the job here)",
     )
@@ -116,11 +183,20 @@ def _output(text: str, index: int) -> tuple[str, str]:
     return ("value" if index == 0 else f"value{index}"), text.strip()
 
 
+def _time_range(text: str, example: str) -> tuple[str, str]:
+    start, sep, end = text.partition("/")
+    if not sep or not start.strip() or not end.strip():
+        raise SystemExit(f"--time: give FROM/TO, e.g. {example}")
+    return start.strip(), end.strip()
+
+
+def _out(text: str) -> str:
+    return text if "://" in text else str(Path(text).resolve())
+
+
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     """The job request of ``batch stats`` arguments (features and output included)."""
-    start, sep, end = args.time.partition("/")
-    if not sep or not start or not end:
-        raise SystemExit("--time: give FROM/TO, e.g. 2023-04-01/2023-10-01")
+    start, end = _time_range(args.time, "2023-04-01/2023-10-01")
     outputs = dict(_output(text, i) for i, text in enumerate(args.expression))
     data_filter: dict[str, Any] = {"maxCloudCoverage": args.max_cloud}
     if args.mosaicking_order:
@@ -147,11 +223,162 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         ks = [float(k) for k in args.percentiles.split(",") if k.strip()]
         body["calculations"] = {"default": {"statistics": {"default": {"percentiles": {"k": ks}}}}}
     if args.out:
-        body["output"] = args.out if "://" in args.out else str(Path(args.out).resolve())
+        body["output"] = _out(args.out)
+    return body
+
+
+def _process_output(text: str, index: int) -> tuple[str, dict[str, str]]:
+    """``ID=PRESET``, ``ID=EXPR`` or a bare preset / expression -> (id, output body)."""
+    from app.expressions import PRESETS
+
+    name, sep, value = text.partition("=")
+    if sep and name.strip().isidentifier():
+        output_id, value = name.strip(), value.strip()
+    else:
+        # No id: a preset names its output, an expression is ``value``, ``value1`` ...
+        value = text.strip()
+        output_id = value.lower() if value.lower() in PRESETS else None
+        output_id = output_id or ("value" if index == 0 else f"value{index}")
+    if not value:
+        raise SystemExit(f"--output {text!r}: give ID=PRESET or ID=EXPRESSION")
+    if value.lower() in PRESETS:
+        return output_id, {"preset": value.lower()}
+    return output_id, {"expression": value}
+
+
+def _bbox(text: str) -> list[float] | None:
+    parts = text.split(",")
+    if len(parts) != 4:
+        return None
+    try:
+        return [float(part) for part in parts]
+    except ValueError:
+        return None
+
+
+def read_aoi(text: str) -> dict[str, Any]:
+    """``processRequest.input.bounds`` of the AOI argument: a GeoJSON file or a bbox.
+
+    A FeatureCollection's geometries are merged into one (the union); a GeoJSON ``crs``
+    member naming a CRS is passed on as ``properties.crs``.
+
+    Args:
+        text: A path to a GeoJSON file, or ``MINX,MINY,MAXX,MAXY`` in WGS84.
+
+    Returns:
+        ``{"geometry": ...}`` or ``{"bbox": [...]}``, with ``properties.crs`` when known.
+
+    """
+    bbox = _bbox(text)
+    path = Path(text)
+    if bbox is not None and not path.exists():
+        return {"bbox": bbox}
+    try:
+        document = json.loads(path.read_text())
+    except OSError as error:
+        raise SystemExit(f"aoi: cannot read {text}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise SystemExit(f"aoi: {text} is not GeoJSON ({error})") from None
+    geometry = _aoi_geometry(document, text)
+    bounds: dict[str, Any] = {"geometry": geometry}
+    crs = (document.get("crs") or {}).get("properties", {}).get("name")
+    if isinstance(crs, str):
+        bounds["properties"] = {"crs": crs}
+    return bounds
+
+
+def _aoi_geometry(document: Any, text: str) -> dict[str, Any]:
+    if not isinstance(document, dict):
+        raise SystemExit(f"aoi: {text} is not a GeoJSON object")
+    kind = document.get("type")
+    if kind == "Feature":
+        return _aoi_geometry(document.get("geometry"), text)
+    if kind == "FeatureCollection":
+        geometries = [
+            feature.get("geometry")
+            for feature in document.get("features") or []
+            if isinstance(feature, dict) and feature.get("geometry")
+        ]
+        if not geometries:
+            raise SystemExit(f"aoi: {text} holds no geometry")
+        if len(geometries) == 1:
+            return geometries[0]
+        import shapely
+        import shapely.geometry
+
+        union = shapely.union_all([shapely.geometry.shape(g) for g in geometries])
+        return shapely.geometry.mapping(union)
+    if isinstance(kind, str) and "coordinates" in document or kind == "GeometryCollection":
+        return document
+    raise SystemExit(f"aoi: {text} is not a GeoJSON geometry, Feature or FeatureCollection")
+
+
+def build_process_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The job request (``BatchProcessRequest`` JSON) of ``batch process`` arguments.
+
+    Only what the user gave is set: every other field keeps the service's default.
+
+    Args:
+        args: The parsed ``terratiler batch process`` arguments.
+
+    Returns:
+        The request, Sentinel Hub Batch Processing v2's shape.
+
+    """
+    start, end = _time_range(args.time, "2023-06-01/2023-08-31")
+    outputs: dict[str, dict[str, Any]] = {}
+    for index, text in enumerate(args.outputs):
+        output_id, output = _process_output(text, index)
+        if output_id in outputs:
+            raise SystemExit(f"--output: the id {output_id!r} is given twice")
+        if args.data_type:
+            output["dataType"] = args.data_type
+        outputs[output_id] = output
+    data_filter: dict[str, Any] = {"timeRange": {"from": start, "to": end}}
+    if args.max_cloud is not None:
+        data_filter["maxCloudCoverage"] = args.max_cloud
+    if args.order:
+        data_filter["mosaickingOrder"] = args.order
+    process_request: dict[str, Any] = {
+        "input": {
+            "bounds": read_aoi(args.aoi),
+            "data": [{"type": args.collection, "dataFilter": data_filter}],
+        },
+        "outputs": outputs,
+    }
+    if args.composite:
+        process_request["composite"] = args.composite
+    if args.mask and args.mask.lower() != "none":
+        process_request["mask"] = args.mask
+    grid: str | int = int(args.grid) if args.grid.strip().isdigit() else args.grid.strip()
+    resolution: float | int = (
+        int(args.resolution) if args.resolution.is_integer() else (args.resolution)
+    )
+    output: dict[str, Any] = {"type": args.format}
+    if args.out:
+        out = _out(args.out)
+        output["delivery"] = {"s3": {"url": out}} if out.startswith("s3://") else {"path": out}
+    body: dict[str, Any] = {
+        "processRequest": process_request,
+        "input": {"type": "tiling-grid", "id": grid, "resolution": resolution},
+        "output": output,
+    }
+    if args.create_collection:
+        body["createCollection"] = True
+    if args.description:
+        body["description"] = args.description
     return body
 
 
 # ------------------------------------------------------------------------------ follow
+
+
+def _counts(view: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """(unit name, counts) of a job view: tiles of a processing job, else features."""
+    progress = view.get("progress") or {}
+    if "tiles" in progress:
+        return "tile", progress["tiles"]
+    return "feature", progress["features"]
 
 
 def _follow(
@@ -159,40 +386,55 @@ def _follow(
     show: bool,
     busy: set[str],
 ) -> dict[str, Any]:
-    """Poll a job until it leaves ``busy`` states, drawing a tqdm bar of its features."""
+    """Poll a job until it leaves ``busy`` states, drawing a tqdm bar of its features / tiles."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, unit="feature", disable=not show, file=sys.stderr, dynamic_ncols=True)
+    bar = None
     try:
         while True:
             view = fetch()
-            features = view["progress"]["features"]
-            total = int(features["total"] or 0)
-            processed = features["done"] + features["failed"] + features["invalid"]
+            unit, counts = _counts(view)
+            if bar is None:
+                bar = tqdm(
+                    total=0, unit=unit, disable=not show, file=sys.stderr, dynamic_ncols=True
+                )
+            total = int(counts.get("total") or 0)
+            processed = sum(int(counts.get(key) or 0) for key in ("done", "failed", "invalid"))
             if total and bar.total != total:
                 bar.total = total
             bar.n = processed
-            bar.set_postfix(status=view["status"], failed=features["failed"], refresh=False)
+            postfix: dict[str, Any] = {"status": view["status"], "failed": counts.get("failed", 0)}
+            remaining = view.get("estimatedSecondsRemaining")
+            if remaining is not None and view["status"] in busy:
+                # The service's estimate (this run's pace, or the analysis' before any tile).
+                postfix["eta"] = f"{float(remaining):.0f}s"
+            bar.set_postfix(postfix, refresh=False)
             bar.refresh()
             if view["status"] not in busy:
                 return view
             time.sleep(POLL_SECONDS)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
 
 
 def _report(view: dict[str, Any]) -> int:
-    features = view["progress"]["features"]
-    print(
-        f"job {view['id']}: {view['status']}: {features['done']} done, {features['failed']} "
-        f"failed, {features['invalid']} invalid of {features['total']} features"
-    )
+    unit, counts = _counts(view)
+    line = f"job {view['id']}: {view['status']}: {counts['done']} done, {counts['failed']} failed"
+    if "invalid" in counts:
+        line += f", {counts['invalid']} invalid"
+    print(f"{line} of {counts['total']} {unit}s")
     if view.get("error"):
         print(f"error: {view['error']}")
     for failure in (view.get("failedFeatures") or [])[:10]:
         print(f"  failed {failure['id']} ({failure.get('identifier')}): {failure['error']}")
-    if view.get("results"):
+    for failure in (view.get("failedTiles") or [])[:10]:
+        name = failure.get("name") or failure.get("tile") or failure.get("id")
+        print(f"  failed tile {name}: {failure.get('error')}")
+    if view.get("results") and unit == "feature":
         print(f"results: {view['output']}/ (results.parquet, <id>.json)")
+    elif view["status"] in ("DONE", "PARTIAL"):
+        print(f"results: {view['output']}/")
     return EXIT_CODES.get(view["status"], 1)
 
 
@@ -200,23 +442,42 @@ def _report(view: dict[str, Any]) -> int:
 
 
 class _Remote:
-    """The batch API of a running service."""
+    """The batch API of a running service (one job kind: ``prefix``)."""
 
-    def __init__(self, server: str, api_key: str | None):
+    def __init__(self, server: str, api_key: str | None, prefix: str = PREFIXES["statistics"]):
         import httpx
 
         headers = {"X-API-Key": api_key} if api_key else {}
         self.http = httpx.Client(base_url=server.rstrip("/"), headers=headers, timeout=120.0)
+        self.prefix = prefix
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The raw response of ``method prefix+path``."""
+        return self.http.request(method, f"{self.prefix}{path}", **kwargs)
 
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = self.http.request(method, f"/batch/statistics{path}", **kwargs)
+        """The JSON answer of ``method prefix+path``; an error status exits with its detail."""
+        return self._json(method, path, self.request(method, path, **kwargs))
+
+    def _json(self, method: str, path: str, response: Any) -> dict[str, Any]:
         if response.status_code >= 400:
             try:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text
-            raise SystemExit(f"{method} /batch/statistics{path}: {response.status_code} {detail}")
+            raise SystemExit(f"{method} {self.prefix}{path}: {response.status_code} {detail}")
         return response.json()
+
+    def find(self, job_id: str) -> None:
+        """Point ``prefix`` at the kind of ``job_id`` (statistics, else processing)."""
+        for prefix in PREFIXES.values():
+            self.prefix = prefix
+            response = self.request("GET", f"/{job_id}")
+            if response.status_code != 404:
+                self._json("GET", f"/{job_id}", response)
+                return
+        self.prefix = PREFIXES["statistics"]
+        raise SystemExit(f"batch job '{job_id}' not found on the service")
 
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         features = body["input"]["features"]
@@ -240,40 +501,64 @@ class _Remote:
 # ----------------------------------------------------------------------------- commands
 
 
+def _submit(remote: _Remote, job: dict[str, Any], args: argparse.Namespace) -> int:
+    """Start a job created on the service, then follow it (or print its id: ``--detach``)."""
+    remote.call("POST", f"/{job['id']}/start")
+    print(f"job {job['id']} submitted to {args.server}", file=sys.stderr)
+    if args.detach:
+        print(job["id"])
+        return 0
+    view = _follow(lambda: remote.call("GET", f"/{job['id']}"), not args.no_progress, BUSY)
+    return _report(view)
+
+
 def _stats(args: argparse.Namespace) -> int:
     body = build_request(args)
-    show = not args.no_progress
     if args.server:
         remote = _Remote(args.server, args.api_key)
-        job = remote.create(body)
-        remote.call("POST", f"/{job['id']}/start")
-        print(f"job {job['id']} submitted to {args.server}", file=sys.stderr)
-        if args.detach:
-            print(job["id"])
-            return 0
-        view = _follow(lambda: remote.call("GET", f"/{job['id']}"), show, BUSY)
-        return _report(view)
-    return _run_here(args, body, show)
+        return _submit(remote, remote.create(body), args)
+    from app.batch import BatchStatisticalRequest
+
+    return _run_here(
+        args, lambda service: service.create(BatchStatisticalRequest.model_validate(body))
+    )
 
 
-def _run_here(args: argparse.Namespace, body: dict[str, Any], show: bool) -> int:
-    from app.batch import BatchService, BatchStatisticalRequest
+def _process(args: argparse.Namespace) -> int:
+    body = build_process_request(args)
+    if args.server:
+        remote = _Remote(args.server, args.api_key, PREFIXES["process"])
+        return _submit(remote, remote.call("POST", "", json=body), args)
+    from app.batch.processing.models import BatchProcessRequest
+
+    return _run_here(
+        args, lambda service: service.create_process(BatchProcessRequest.model_validate(body))
+    )
+
+
+def _local_service(workers: int | None = None, **kwargs: Any) -> Any:
+    """A ``BatchService`` of this machine's settings (``TERRATILER_*``)."""
+    from app.batch import BatchService
     from app.services import catalog_factory, configure_process
     from app.settings import Settings
 
     settings = Settings()
-    if args.workers:
-        settings = settings.model_copy(update={"batch_workers": args.workers})
+    if workers:
+        settings = settings.model_copy(update={"batch_workers": workers})
     # Before the LocalCluster starts: its workers inherit GDAL's environment.
     configure_process(settings)
+    return BatchService(settings, catalog_factory(settings), takeover=False, **kwargs)
+
+
+def _run_here(args: argparse.Namespace, create: Callable[[Any], dict[str, Any]]) -> int:
     # The operator runs this: their files and folders need no allow-list.
-    service = BatchService(settings, catalog_factory(settings), check_sources=False, takeover=False)
+    service = _local_service(args.workers, check_sources=False)
     try:
-        job = service.create(BatchStatisticalRequest.model_validate(body))
+        job = create(service)
         print(f"job {job['id']}: output {job['output']}", file=sys.stderr)
         service.start(job["id"])
         try:
-            view = _follow(lambda: service.get(job["id"]), show, BUSY)
+            view = _follow(lambda: service.get(job["id"]), not args.no_progress, BUSY)
         except KeyboardInterrupt:
             service.stop(job["id"])
             print(f"job {job['id']} stopped; a service's start action resumes it", file=sys.stderr)
@@ -288,13 +573,9 @@ def _monitor(args: argparse.Namespace) -> int:
     running = {"ANALYSING", "PROCESSING"}
     if args.server:
         remote = _Remote(args.server, args.api_key)
+        remote.find(args.job_id)
         return _report(_follow(lambda: remote.call("GET", f"/{args.job_id}"), show, running))
-    from app.batch import BatchService
-    from app.services import catalog_factory
-    from app.settings import Settings
-
-    settings = Settings()
-    service = BatchService(settings, catalog_factory(settings), takeover=False)
+    service = _local_service()
     try:
         return _report(_follow(lambda: service.get(args.job_id), show, running))
     finally:

@@ -152,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected_error)
 
     from app.routers import batch as batch_router
+    from app.routers import batch_process as batch_process_router
     from app.routers import catalog as catalog_router
     from app.routers import searches as searches_router
     from app.routers import statistics as statistics_router
@@ -167,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         searches_router.router, prefix="/searches", tags=["Mosaics of a STAC search"]
     )
     app.include_router(batch_router.router, tags=["Batch statistics"])
+    app.include_router(batch_process_router.router, tags=["Batch processing"])
     openapi.install(app)
 
     # /healthz and /metrics are ``async def`` and do no I/O: they answer on the event loop

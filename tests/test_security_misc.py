@@ -245,6 +245,12 @@ def test_every_write_endpoint_requires_the_key(keyed_client: TestClient) -> None
             response = keyed_client.request(method.upper(), path, json={})
             assert response.status_code == 401, (route, response.text)
     assert sorted(writes) == [
+        "/batch/process",
+        "/batch/process/{job_id}",
+        "/batch/process/{job_id}/analyse",
+        "/batch/process/{job_id}/retry-failed",
+        "/batch/process/{job_id}/start",
+        "/batch/process/{job_id}/stop",
         "/batch/statistics",
         "/batch/statistics/{job_id}/analyse",
         "/batch/statistics/{job_id}/retry-failed",

@@ -10,13 +10,13 @@ cluster starts with the first job. When ``api_keys`` is set every endpoint needs
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
 from app.dependencies import SettingsDep, get_batch, require_api_key
@@ -29,9 +29,10 @@ Service = Annotated[BatchService, Depends(get_batch)]
 # These routes see batch statistics jobs only (a batch processing job id is a 404 here).
 KIND = "statistics"
 JobId = Annotated[str, Path(description="The job id.")]
+M = TypeVar("M", bound=BaseModel)
 
 
-def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A JSON schema with its ``$defs`` references inlined (for ``openapi_extra``)."""
     definitions = schema.pop("$defs", {})
 
@@ -52,7 +53,9 @@ CREATE_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": _inline(BatchStatisticalRequest.model_json_schema())},
+            "application/json": {
+                "schema": inline_schema(BatchStatisticalRequest.model_json_schema())
+            },
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -112,9 +115,10 @@ worker, a restarted service or a stop / start loses and duplicates nothing.
 """
 
 
-def _validated(body: Any) -> BatchStatisticalRequest:
+def validated(model: type[M], body: Any) -> M:
+    """``body`` validated as ``model``; its errors are a 422 located in the body."""
     try:
-        return BatchStatisticalRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as error:
         errors = error.errors(include_url=False)
         for entry in errors:
@@ -157,7 +161,7 @@ async def create_job(request: Request, service: Service, settings: SettingsDep) 
             body = await run_in_threadpool(json.loads, raw)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
             raise BadRequestError(f"body: not JSON ({error})") from None
-    model = _validated(body)
+    model = validated(BatchStatisticalRequest, body)
     view = await run_in_threadpool(service.create, model, upload, name)
     return JSONResponse(view, status_code=201)
 
