@@ -571,3 +571,84 @@ def test_cli_submits_to_the_service_and_monitors(
         assert unknown.returncode == 1 and "not found" in unknown.stderr
         refused = _cli(["batch", "monitor", job_id, "--service", url], _env())
         assert refused.returncode != 0 and "401" in refused.stderr
+
+
+def test_created_collection_is_mapped_and_measured_by_the_same_service(
+    api: TestClient, aoi: list[float]
+) -> None:
+    """Process, then map the composite and compute field statistics on it: one service."""
+    import morecantile
+    import shapely.geometry
+
+    body = process_body(aoi, createCollection="ndvi-median-e2e")
+    created = api.post("/batch/process", json=body)
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    assert api.post(f"/batch/process/{job_id}/start").status_code == 202
+    done = wait_for(lambda: _job(api, job_id), FINAL)
+    assert done["status"] == "DONE", done
+    assert done["results"]["collectionId"] == "ndvi-median-e2e"
+
+    # The collection is served at once by this replica, one item per processed tile.
+    collection = api.get("/catalog/collections/ndvi-median-e2e")
+    assert collection.status_code == 200, collection.text
+    names = sorted(f["properties"]["name"] for f in _tiles(api, job_id)["features"])
+    items = api.get("/catalog/collections/ndvi-median-e2e/items", params={"limit": 100}).json()
+    assert sorted(item["id"] for item in items["features"]) == names
+
+    name = names[0]
+    cog = Path(done["output"]) / name / "ndvi.tif"
+    with rasterio.open(cog) as src:
+        ndvi = src.read(1)
+        transform = src.transform
+    rows, cols = np.nonzero(np.isfinite(ndvi))
+    row, col = int(rows[len(rows) // 2]), int(cols[len(cols) // 2])
+    x, y = transform * (col + 0.5, row + 0.5)
+    to_lonlat = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    lon, lat = to_lonlat.transform(x, y)
+    item_url = f"/collections/ndvi-median-e2e/items/{name}"
+
+    # The tiler: a point value equals the COG's pixel; a web-mercator tile renders.
+    point = api.get(f"{item_url}/point/{lon},{lat}", params={"assets": "ndvi"})
+    assert point.status_code == 200, point.text
+    assert point.json()["values"][0] == pytest.approx(float(ndvi[row, col]), abs=1e-6)
+    tile = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 14)
+    png = api.get(
+        f"{item_url}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png",
+        params={"assets": "ndvi", "rescale": "-1,1"},
+    )
+    assert png.status_code == 200, png.text
+    assert png.headers["content-type"] == "image/png"
+
+    # Statistics: a 10 x 10 pixel field on the composite's own grid, vs numpy.
+    r0, c0 = max(row - 5, 0), max(col - 5, 0)
+    west, north = transform * (c0, r0)
+    east, south = transform * (c0 + 10, r0 + 10)
+    field = shapely.geometry.mapping(shapely.geometry.box(west, south, east, north))
+    statistics = api.post(
+        "/statistics",
+        json={
+            "input": {
+                "bounds": {
+                    "geometry": field,
+                    "properties": {"crs": "http://www.opengis.net/def/crs/EPSG/0/32633"},
+                },
+                "data": [{"type": "ndvi-median-e2e"}],
+            },
+            "aggregation": {
+                "timeRange": SEASON,
+                "aggregationInterval": {"of": "P1D"},
+                "outputs": {"ndvi": {"expression": "ndvi"}},
+            },
+        },
+    )
+    assert statistics.status_code == 200, statistics.text
+    entries = [e for e in statistics.json()["data"] if e.get("outputs")]
+    assert len(entries) == 1, statistics.json()
+    stats = entries[0]["outputs"]["ndvi"]["bands"]["B0"]["stats"]
+    window = ndvi[r0 : r0 + 10, c0 : c0 + 10]
+    valid = window[np.isfinite(window)]
+    assert stats["sampleCount"] == 100 and stats["noDataCount"] == 100 - valid.size, stats
+    assert stats["mean"] == pytest.approx(float(valid.mean()), abs=1e-5)
+    assert stats["min"] == pytest.approx(float(valid.min()), abs=1e-6)
+    assert stats["max"] == pytest.approx(float(valid.max()), abs=1e-6)

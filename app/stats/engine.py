@@ -68,6 +68,7 @@ from app.stats.layout import Layout
 from app.stats.models import StatisticalRequest
 from app.stats.plan import (
     Plan,
+    band_math_assets,
     format_interval,
     make_plan,
 )
@@ -88,6 +89,12 @@ __all__ = ["compute_many", "compute_statistics"]
 
 
 # ------------------------------------------------------------------------- entry points
+
+
+def _assets(catalog: Any, model: StatisticalRequest, settings: Settings) -> frozenset[str]:
+    """The asset names the request's collection offers to band math."""
+    data = model.input.data
+    return band_math_assets(catalog, data[0].collection_id if data else "", settings)
 
 
 def compute_statistics(
@@ -116,7 +123,7 @@ def compute_statistics(
     if model.input.bounds is None:
         raise BadRequestError("input.bounds: give a geometry or a bbox")
     geometry = bounds_geometry(model.input.bounds, settings.max_geometry_vertices)
-    plan = make_plan(model, settings)
+    plan = make_plan(model, settings, _assets(catalog, model, settings))
     engine = _Engine(plan, catalog, settings, strict=True)
     return engine.run([geometry])[0]
 
@@ -152,7 +159,7 @@ def compute_many(
     """
     settings = _settings(settings)
     model = _model(request)
-    plan = make_plan(model, settings)
+    plan = make_plan(model, settings, _assets(catalog, model, settings))
     if crs is not None:
         plan = _with_crs(plan, crs)
     elif model.input.bounds is None:

@@ -14,7 +14,7 @@ from typing import Any
 from app import sentinel2
 from app.catalog.query import format_datetime, parse_rfc3339
 from app.crs_input import EPSG_4326
-from app.errors import BadRequestError, TooLargeError
+from app.errors import BadRequestError, TerratilerError, TooLargeError
 from app.expressions import Expression, parse_expression, resolve_names
 from app.ordering import MosaickingOrder
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
@@ -84,16 +84,49 @@ class Plan:
         return self.intervals[0][0], self.intervals[-1][1]
 
 
-def _band_math(text: str, field_name: str) -> Expression:
+def band_math_assets(catalog: Any, collection_id: str, settings: Settings) -> frozenset[str]:
+    """The asset names band math may use in a collection.
+
+    Sentinel-2 L2A (the service's collection, and its aliases): its bands, SCL, AOT and
+    WVP. Another collection of the catalog (a batch processing job's results, registered
+    with ``createCollection``) names its own: the ``data`` assets of its ``item_assets``.
+
+    Args:
+        catalog: The catalog (anything without ``get_collection``, e.g. a list of items,
+            gets Sentinel-2's names).
+        collection_id: The requested collection.
+        settings: The service settings (``collection``).
+
+    Returns:
+        The asset names.
+
+    """
+    collection_id = COLLECTION_ALIASES.get(collection_id, collection_id)
+    lookup = getattr(catalog, "get_collection", None)
+    if lookup is None or collection_id in (settings.collection, *COLLECTION_ALIASES.values()):
+        return BAND_MATH_ASSETS
+    try:
+        collection = lookup(collection_id)
+    except TerratilerError:  # unknown here: the search reports it
+        return BAND_MATH_ASSETS
+    definitions = getattr(collection, "item_assets", None) or {}
+    own = frozenset(
+        key
+        for key, definition in definitions.items()
+        if "data" in (getattr(definition, "roles", None) or ["data"])
+    )
+    return own or BAND_MATH_ASSETS
+
+
+def _band_math(text: str, field_name: str, assets: frozenset[str] = BAND_MATH_ASSETS) -> Expression:
     """Parse band math and resolve its names to asset keys (``B04`` -> ``red``)."""
     try:
         expression = parse_expression(text)
-        return resolve_names(
-            expression, lambda name: sentinel2.resolve_asset(name, BAND_MATH_ASSETS)
-        )
+        return resolve_names(expression, lambda name: sentinel2.resolve_asset(name, assets))
     except BadRequestError as error:
-        known = ", ".join(sorted(BAND_MATH_ASSETS))
-        hint = f" (assets: {known}, or ESA band names B01..B12, B8A, SCL)"
+        known = ", ".join(sorted(assets))
+        esa = ", or ESA band names B01..B12, B8A, SCL" if assets is BAND_MATH_ASSETS else ""
+        hint = f" (assets: {known}{esa})"
         suffix = hint if "unknown band" in error.message else ""
         raise BadRequestError(f"{field_name}: {error.message}{suffix}") from None
 
@@ -153,13 +186,18 @@ def _bands(
     return tuple(bands)
 
 
-def make_plan(request: StatisticalRequest, settings: Settings) -> Plan:
+def make_plan(
+    request: StatisticalRequest,
+    settings: Settings,
+    band_assets: frozenset[str] = BAND_MATH_ASSETS,
+) -> Plan:
     """Validate a request into a Plan.
 
     Args:
         request: The parsed request.
         settings: Service settings (the ``stats_max_*``, ``max_expression_outputs`` and
             ``max_histogram_bins`` limits).
+        band_assets: The asset names band math may use (``band_math_assets``).
 
     Returns:
         The plan.
@@ -207,7 +245,9 @@ def make_plan(request: StatisticalRequest, settings: Settings) -> Plan:
     outputs = []
     assets: list[str] = []
     for name, definition in aggregation.outputs.items():
-        expression = _band_math(definition.expression, f"aggregation.outputs.{name}.expression")
+        expression = _band_math(
+            definition.expression, f"aggregation.outputs.{name}.expression", band_assets
+        )
         count = len(expression.outputs)
         max_bands = settings.max_expression_outputs
         if count > max_bands:
@@ -227,13 +267,21 @@ def make_plan(request: StatisticalRequest, settings: Settings) -> Plan:
     _check_keys(request.calculations, list(aggregation.outputs), "calculations", "output")
 
     mask: str | Expression
-    if aggregation.mask == MASK_SCL_CLEAR:
+    if (
+        aggregation.mask == MASK_SCL_CLEAR
+        and "mask" not in aggregation.model_fields_set
+        and SCL_ASSET not in band_assets
+    ):
+        # The default mask of a collection without a scene classification (a batch
+        # processing result: its outputs were masked when they were made) is none.
+        mask = MASK_NONE
+    elif aggregation.mask == MASK_SCL_CLEAR:
         mask = MASK_SCL_CLEAR
         assets.append(SCL_ASSET)
     elif aggregation.mask in (MASK_NONE, ""):
         mask = MASK_NONE
     else:
-        mask = _band_math(aggregation.mask, "aggregation.mask")
+        mask = _band_math(aggregation.mask, "aggregation.mask", band_assets)
         if len(mask.outputs) != 1:
             raise BadRequestError("aggregation.mask: one boolean expression, without ';'")
         assets.extend(mask.names)

@@ -17,7 +17,7 @@ from app.batch.processing.models import BatchProcessRequest
 from app.batch.processing.paths import output_url
 from app.batch.processing.worker import TileTask, run_tile
 from app.batch.states import JobState
-from app.batch.storage import JobFiles, Storage, join
+from app.batch.storage import Storage, join
 from app.batch.store import JobRecord, JobStore, Progress, UnitRecord
 
 if TYPE_CHECKING:
@@ -124,21 +124,14 @@ class ProcessKind:
         storage = Storage.for_url(job.root, context.config.storage_options)
         staged = load_tiles(storage, job.root)
         plan = check_request(request, context.settings)
-        markers = _markers(storage, job.root)
         records = []
         for unit in context.store.units(job.id):
             if unit.state != "done" or unit.failures and unit.failures.get("failed"):
                 continue
             tile = tile_from_json(staged["tiles"][unit.unit])
-            marker = markers.get(unit.unit, {})
+            # A composite stands for the job's whole time range (the items' start/end).
             records.append(
-                TileRecord(
-                    tile=tile,
-                    outputs=tile_outputs(job, request, tile.name),
-                    status="done",
-                    start_datetime=marker.get("start"),
-                    end_datetime=marker.get("end"),
-                )
+                TileRecord(tile=tile, outputs=tile_outputs(job, request, tile.name), status="done")
             )
         name = collection_id(job) or f"batch-{job.id}"
         title = request.description or f"Batch processing job {job.id}"
@@ -149,6 +142,11 @@ class ProcessKind:
             from app.catalog.layered import register_collection
 
             register_collection(context.store.engine, name, href)
+            # This replica serves the results at once; others re-read the registry within
+            # result_collections_refresh_seconds.
+            refresh = getattr(context.catalog, "refresh", None)
+            if refresh is not None:
+                refresh()
 
     def progress_view(self, progress: Progress, total: int) -> dict[str, Any]:
         """``tiles``: total, done, failed."""
@@ -175,14 +173,3 @@ class ProcessKind:
             for entry in failures["failed"]
         ]
         return {"failedTiles": failed, "failedUnits": failures["units"]}
-
-
-def _markers(storage: Storage, root: str) -> dict[int, dict[str, Any]]:
-    import json
-
-    files = JobFiles(root)
-    found = {}
-    for name in storage.names(files.units):
-        if name.endswith(".json") and name[:-5].isdigit():
-            found[int(name[:-5])] = json.loads(storage.read(join(files.units, name)))
-    return found
