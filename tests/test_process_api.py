@@ -652,3 +652,46 @@ def test_created_collection_is_mapped_and_measured_by_the_same_service(
     assert stats["mean"] == pytest.approx(float(valid.mean()), abs=1e-5)
     assert stats["min"] == pytest.approx(float(valid.min()), abs=1e-6)
     assert stats["max"] == pytest.approx(float(valid.max()), abs=1e-6)
+
+    # A batch statistics job on the composite (hundreds of thousands of fields go this
+    # way): for a field in lon/lat, the same figures as /statistics gives for it.
+    ring = [to_lonlat.transform(*corner) for corner in field["coordinates"][0]]
+    lonlat_field = {"type": "Polygon", "coordinates": [[list(p) for p in ring]]}
+    aggregation = {
+        "timeRange": SEASON,
+        "aggregationInterval": {"of": "P1D"},
+        "outputs": {"ndvi": {"expression": "ndvi"}},
+    }
+    direct = api.post(
+        "/statistics",
+        json={
+            "input": {"bounds": {"geometry": lonlat_field}, "data": [{"type": "ndvi-median-e2e"}]},
+            "aggregation": aggregation,
+        },
+    )
+    assert direct.status_code == 200, direct.text
+    (expected,) = [e for e in direct.json()["data"] if e.get("outputs")]
+    feature = {"type": "Feature", "properties": {}, "geometry": lonlat_field}
+    job = api.post(
+        "/batch/statistics",
+        json={
+            "input": {
+                "features": {"type": "FeatureCollection", "features": [feature]},
+                "data": [{"type": "ndvi-median-e2e"}],
+            },
+            "aggregation": aggregation,
+        },
+    )
+    assert job.status_code == 201, job.text
+    stats_url = f"/batch/statistics/{job.json()['id']}"
+    assert api.post(f"{stats_url}/start").status_code == 202
+    finished = wait_for(lambda: api.get(stats_url).json(), FINAL)
+    assert finished["status"] == "DONE", finished["failedFeatures"]
+    table = api.get(f"{stats_url}/results", params={"format": "geojson"})
+    assert table.status_code == 200, table.text
+    (row,) = table.json()["features"]
+    figures = expected["outputs"]["ndvi"]["bands"]["B0"]["stats"]
+    properties = row["properties"]
+    assert properties["error"] is None
+    for name in ("min", "max", "mean", "stDev", "sampleCount", "noDataCount"):
+        assert properties[name] == pytest.approx(figures[name], rel=1e-6), name

@@ -21,8 +21,9 @@ from app.batch.units import UnitPlan, plan_units, stage_features
 from app.catalog.base import SearchQuery
 from app.errors import BadRequestError, NotFoundError
 from app.settings import Settings
+from app.stac_fields import item_datetime
 from app.stats.models import StatisticalRequest
-from app.stats.plan import Plan, make_plan
+from app.stats.plan import Plan, band_math_assets, make_plan
 
 __all__ = ["Analysis", "analyse", "load_features", "validate_request"]
 
@@ -40,9 +41,22 @@ class Analysis:
     unit_sizes: list[int]
 
 
-def validate_request(request: BatchStatisticalRequest, settings: Settings) -> Plan:
-    """The statistics part of the request, validated (expressions, intervals, limits)."""
-    return make_plan(StatisticalRequest.model_validate(request.statistics_request()), settings)
+def validate_request(
+    request: BatchStatisticalRequest, settings: Settings, catalog: Any = None
+) -> Plan:
+    """The statistics part of the request, validated (expressions, intervals, limits).
+
+    Args:
+        request: The batch statistics request.
+        settings: The service settings.
+        catalog: The catalog, whose collection names the assets band math may use (a
+            batch processing result collection has its own); None: Sentinel-2's.
+
+    """
+    model = StatisticalRequest.model_validate(request.statistics_request())
+    data = request.input.data
+    assets = band_math_assets(catalog, data[0].collection_id if data else "", settings)
+    return make_plan(model, settings, assets)
 
 
 def load_features(source: dict[str, Any], storage: Storage, config: BatchConfig) -> FeatureTable:
@@ -85,7 +99,7 @@ def _scenes(
     begin, end = plan.time_range
     count, hit = 0, set()
     for item in catalog.search(query, max_items=MAX_COUNTED_SCENES + 1):
-        when = item.datetime
+        when = item_datetime(item)
         if when is None or not begin <= when < end:  # the engine's [from, to)
             continue
         count += 1
@@ -112,7 +126,7 @@ def analyse(
         TooLargeError: Over a features limit.
 
     """
-    plan = validate_request(request, settings)
+    plan = validate_request(request, settings, catalog)
     features = load_features(source, storage, config)
     if len(features) == 0:
         raise BadRequestError("input.features: the file has no features")

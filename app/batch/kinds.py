@@ -122,7 +122,7 @@ class StatisticsKind:
         storage = _storage(context, job.root)
         files = JobFiles(job.root)
         request = BatchStatisticalRequest.model_validate(job.request)
-        schema = result_schema(validate_request(request, context.settings))
+        schema = result_schema(validate_request(request, context.settings, context.catalog))
         units = [u.unit for u in context.store.units(job.id)]
         # Every unit is recorded and this driver holds the lease: no writer is left, so a
         # temporary here is one a killed process left (a kill -9 during consolidation

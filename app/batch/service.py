@@ -177,7 +177,7 @@ class BatchService:
             TooLargeError: An upload over ``batch_max_upload_mb``.
 
         """
-        validate_request(request, self.settings)
+        validate_request(request, self.settings, self.catalog)
         output = self._output(request.output)
         job_id = str(uuid.uuid4())
         root = join(output, job_id)

@@ -30,7 +30,7 @@ from app.gdal_env import configure_gdal
 from app.settings import Settings
 from app.stats import compute_many
 from app.stats.models import StatisticalRequest
-from app.stats.plan import make_plan
+from app.stats.plan import band_math_assets, make_plan
 from app.stats.results import BAD_REQUEST, EXECUTION_ERROR, failed
 
 __all__ = ["UnitTask", "configure_worker", "outcome", "run_unit", "worker_catalog"]
@@ -202,7 +202,12 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
     previous_part, previous_marker = (
         _previous(storage, files, task.unit) if wanted is not None else (None, None)
     )
-    plan = make_plan(StatisticalRequest.model_validate(task.request), task.settings)
+    model = StatisticalRequest.model_validate(task.request)
+    collection = model.input.data[0].collection_id if model.input.data else ""
+    assets = band_math_assets(
+        worker_catalog(task.settings, task.open_catalog), collection, task.settings
+    )
+    plan = make_plan(model, task.settings, assets)
     part = merge_part(previous_part, rows, ids, result_schema(plan))
     buffer = io.BytesIO()
     pq.write_table(part, buffer)

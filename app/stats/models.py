@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.crs_input import OGC_CRS84
 from app.ordering import DEFAULT_ORDER, MosaickingOrder
-from app.sentinel2 import MASK_SCL_CLEAR
 from app.stats.coverage import PixelRule
 from app.stats.intervals import LastIntervalBehavior
 
@@ -136,11 +135,12 @@ class Aggregation(_Model):
     outputs: dict[str, OutputDefinition] = Field(
         description="Output name -> band math. Takes the place of Sentinel Hub's evalscript."
     )
-    mask: str = Field(
-        default=MASK_SCL_CLEAR,
+    mask: str | None = Field(
+        default=None,
         description="`scl-clear` (SCL classes nodata, saturated, cloud shadow, clouds, cirrus, "
         "snow are no data), `none`, or a boolean expression over assets (true = valid), "
-        "e.g. `(scl == 4) | (scl == 5)`.",
+        "e.g. `(scl == 4) | (scl == 5)`. Default: `scl-clear` for Sentinel-2, `none` for a "
+        "collection without a scene classification (a batch processing result).",
     )
     pixelRule: PixelRule = Field(
         default="exact",

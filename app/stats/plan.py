@@ -267,21 +267,18 @@ def make_plan(
     _check_keys(request.calculations, list(aggregation.outputs), "calculations", "output")
 
     mask: str | Expression
-    if (
-        aggregation.mask == MASK_SCL_CLEAR
-        and "mask" not in aggregation.model_fields_set
-        and SCL_ASSET not in band_assets
-    ):
-        # The default mask of a collection without a scene classification (a batch
-        # processing result: its outputs were masked when they were made) is none.
-        mask = MASK_NONE
-    elif aggregation.mask == MASK_SCL_CLEAR:
+    requested = aggregation.mask
+    if requested is None:
+        # A collection without a scene classification (a batch processing result: its
+        # outputs were masked when they were made) has nothing to mask by default.
+        requested = MASK_SCL_CLEAR if SCL_ASSET in band_assets else MASK_NONE
+    if requested == MASK_SCL_CLEAR:
         mask = MASK_SCL_CLEAR
         assets.append(SCL_ASSET)
-    elif aggregation.mask in (MASK_NONE, ""):
+    elif requested in (MASK_NONE, ""):
         mask = MASK_NONE
     else:
-        mask = _band_math(aggregation.mask, "aggregation.mask", band_assets)
+        mask = _band_math(requested, "aggregation.mask", band_assets)
         if len(mask.outputs) != 1:
             raise BadRequestError("aggregation.mask: one boolean expression, without ';'")
         assets.extend(mask.names)
