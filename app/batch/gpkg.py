@@ -167,11 +167,11 @@ def read_gpkg(
                 "input.features: not a GeoPackage (no gpkg_contents / gpkg_geometry_columns)"
             )
         table, column, srs_id = _layer(connection, layer)
-        columns = connection.execute(
+        info = connection.execute(
             "SELECT name, type, pk FROM pragma_table_info(?)", (table,)
         ).fetchall()
-        keys = [name for name, kind, pk in columns if pk == 1 and str(kind).upper() == "INTEGER"]
-        names = {name for name, _, _ in columns}
+        keys = [name for name, kind, pk in info if pk == 1 and str(kind).upper() == "INTEGER"]
+        names = {name for name, _, _ in info}
         if column not in names:
             raise BadRequestError("input.features: the GeoPackage layer lacks its geometry column")
         count = connection.execute(f"SELECT count(*) FROM {_quote(table)}").fetchone()[0]
