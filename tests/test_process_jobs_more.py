@@ -283,6 +283,9 @@ def test_own_tiles_from_a_geopackage(service, demo, folder):
     # The STAC collection has one Item per tile, on the tile's grid.
     item = json.loads((Path(done["output"]) / "items" / "b.json").read_text())
     assert item["assets"]["red"]["proj:shape"] == [80, 120]
+    # The Item's time range is the data's (the job's timeRange), not when the tile ran.
+    assert item["properties"]["start_datetime"] == TIME["from"]
+    assert item["properties"]["end_datetime"] == TIME["to"]
 
 
 def test_own_tiles_are_checked_before_any_work(service, folder):
@@ -330,6 +333,13 @@ def test_own_tiles_are_checked_before_any_work(service, folder):
         BadRequestError,
         "id=2",
         "a_b",
+    )
+    refused(
+        [box, other],
+        {**ids, "identifier": np.array(["_batch", "x"], dtype=object), "resolution": [10.0] * 2},
+        BadRequestError,
+        "id=1",
+        "reserved",
     )
     # Zarr: tiles of different sizes are not one grid.
     refused(

@@ -43,6 +43,9 @@ COLUMNS = ("id", "width", "height", "resolution")
 FIELD = "input.features"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 100
+#: Names of the job folder's own entries: a tile named so would mix its files with them
+#: (``_batch`` is removed when the job is deleted; ``collection.json`` is a file).
+RESERVED = frozenset({"_batch", "items", "collection.json", "output.zarr"})
 
 
 def features_source(features: str | dict[str, Any]) -> tuple[str, str | None]:
@@ -181,6 +184,11 @@ def tiles_from_table(table: FeatureTable, settings: Settings) -> list[GridTile]:
             raise BadRequestError(
                 f"{FIELD}: {where}: its tile name '{name}' is another feature's too "
                 "(identifiers, made safe for paths, name the files)"
+            )
+        if name in RESERVED:
+            raise BadRequestError(
+                f"{FIELD}: {where}: the tile name '{name}' is reserved in the job's folder "
+                f"({', '.join(sorted(RESERVED))}): give another identifier"
             )
         seen_names[name] = position
         tiles.append(
