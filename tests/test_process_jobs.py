@@ -244,6 +244,12 @@ def test_tiles_equal_rasterio_and_numpy(raster_job, service, demo):
     assert collection["id"] == "demo-ndvi"
     assert done["results"]["collectionId"] == "demo-ndvi"
     assert len(list((root / "items").glob("*.json"))) == 2
+    for path in (root / "items").glob("*.json"):
+        item = json.loads(path.read_text())
+        # The data's time range (not when the tile ran); a stack's bands named by date.
+        assert item["properties"]["start_datetime"] == TIME["from"]
+        bands = item["assets"]["stack"]["raster:bands"]
+        assert [band["name"] for band in bands] == analysis["stackDates"]
     from app.catalog.layered import registered_collections
 
     assert [c.id for c in registered_collections(service.store.engine)] == ["demo-ndvi"]

@@ -23,7 +23,8 @@ import re
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ class FeatureTable:
             ``None`` when the file has no such column.
         wkb: Geometries as WKB (``None`` for a missing geometry), in ``crs``.
         crs: CRS of the geometries, as an ``EPSG:nnnn`` code when it has one, else WKT.
+        columns: Other columns asked for (``read_features(columns=...)``) that the file
+            has: name -> one value per feature (``None`` where missing).
 
     """
 
@@ -73,6 +76,7 @@ class FeatureTable:
     identifiers: list[str | None] | None
     wkb: list[bytes | None]
     crs: str
+    columns: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -153,7 +157,7 @@ def _identifiers(values: Any) -> list[str | None]:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
 
-def _read_geojson(data: bytes, max_features: int) -> FeatureTable:
+def _read_geojson(data: bytes, max_features: int, columns: Sequence[str] = ()) -> FeatureTable:
     """GeoJSON, parsed with ``json`` and shapely.
 
     GDAL never sees it, so nothing it names (a ``crs`` link, a ``$ref``, an OGR VRT or a
@@ -193,6 +197,11 @@ def _read_geojson(data: bytes, max_features: int) -> FeatureTable:
         else None,
         wkb=[_geojson_wkb(f.get("geometry")) for f in features],
         crs=crs,
+        columns={
+            name: [_scalar(p.get(name)) for p in properties]
+            for name in dict.fromkeys(columns)
+            if any(name in p for p in properties)
+        },
     )
 
 
@@ -241,7 +250,7 @@ def _geojson_crs(member: Any) -> str:
     return _crs_name(f"EPSG:{match.group(1)}")
 
 
-def _read_parquet(data: Any, max_features: int) -> FeatureTable:
+def _read_parquet(data: Any, max_features: int, columns: Sequence[str] = ()) -> FeatureTable:
     """GeoParquet, read with pyarrow from an open file.
 
     No file system is inferred from a name, and a column chunk stored in another file
@@ -289,8 +298,9 @@ def _read_parquet(data: Any, max_features: int) -> FeatureTable:
         # bytes(<an integer>) would allocate that many bytes: only binary columns are WKB.
         raise BadRequestError("input.features: the GeoParquet geometry column is not binary WKB")
     wanted = [column] + ([IDENTIFIER] if IDENTIFIER in schema.names else [])
+    extra = [name for name in dict.fromkeys(columns) if name in schema.names and name not in wanted]
     try:
-        table = file.read(columns=wanted)
+        table = file.read(columns=wanted + extra)
     except (pa.ArrowException, OSError):
         raise BadRequestError("input.features: not a readable GeoParquet file") from None
     crs = column_meta.get("crs", "OGC:CRS84")
@@ -299,16 +309,20 @@ def _read_parquet(data: Any, max_features: int) -> FeatureTable:
         identifiers=_identifiers(table[IDENTIFIER].to_pylist()) if IDENTIFIER in wanted else None,
         wkb=[None if g is None else bytes(g) for g in table[column].to_pylist()],
         crs=_crs_name(crs) if crs is not None else "OGC:CRS84",
+        columns={name: table[name].to_pylist() for name in extra},
     )
 
 
-def _read_gpkg(source: str | bytes, layer: str | None, max_features: int) -> FeatureTable:
-    read = read_gpkg(source, layer, max_features)
+def _read_gpkg(
+    source: str | bytes, layer: str | None, max_features: int, columns: Sequence[str] = ()
+) -> FeatureTable:
+    read = read_gpkg(source, layer, max_features, columns)
     return FeatureTable(
         ids=_ids(read.fids, len(read.fids)),
         identifiers=None if read.identifiers is None else _identifiers(read.identifiers),
         wkb=read.wkb,
         crs=_crs_name(read.crs),
+        columns=read.columns,
     )
 
 
@@ -394,6 +408,7 @@ def read_features(
     max_bytes: int | None = None,
     max_geojson_bytes: int | None = None,
     timeout: float = 30.0,
+    columns: Sequence[str] = (),
 ) -> FeatureTable:
     """Read a features file (GeoJSON, GeoPackage or GeoParquet; never through GDAL).
 
@@ -409,6 +424,9 @@ def read_features(
         max_bytes: Refuse files larger than this.
         max_geojson_bytes: Refuse GeoJSON larger than this (parsed whole, ~15x its size).
         timeout: Seconds an ``http(s)`` source has to answer (``batch_features_timeout``).
+        columns: Other columns (properties) to read when the file has them
+            (``FeatureTable.columns``): batch processing's own tiles read ``width``,
+            ``height``, ``resolution``.
 
     Returns:
         The features.
@@ -435,12 +453,12 @@ def read_features(
     else:
         kind = detect_format(name, bytes(source[:16]))  # type: ignore[index]
     if kind == "gpkg":
-        return _read_gpkg(source, layer, max_features)
+        return _read_gpkg(source, layer, max_features, columns)
     if kind == "parquet":
         if local:
             with open(source, "rb") as file:  # type: ignore[arg-type]
-                return _read_parquet(file, max_features)
-        return _read_parquet(io.BytesIO(source), max_features)  # type: ignore[arg-type]
+                return _read_parquet(file, max_features, columns)
+        return _read_parquet(io.BytesIO(source), max_features, columns)  # type: ignore[arg-type]
     size = Path(source).stat().st_size if local else len(source)  # type: ignore[arg-type]
     if max_geojson_bytes is not None and size > max_geojson_bytes:
         raise TooLargeError(
@@ -450,4 +468,4 @@ def read_features(
         )
     if local:
         source = Path(source).read_bytes()  # type: ignore[arg-type]
-    return _read_geojson(source, max_features)  # type: ignore[arg-type]
+    return _read_geojson(source, max_features, columns)  # type: ignore[arg-type]

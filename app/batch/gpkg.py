@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import BadRequestError, TooLargeError
@@ -47,6 +48,8 @@ class GpkgLayer:
     wkb: list[bytes | None]
     identifiers: list[Any] | None
     crs: str | None
+    #: Other columns asked for (``read_gpkg(columns=...)``) that the layer has.
+    columns: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def _quote(name: str) -> str:
@@ -131,13 +134,16 @@ def _layer(connection: sqlite3.Connection, layer: str | None) -> tuple[str, str,
     return table, column, srs_id
 
 
-def read_gpkg(source: str | bytes, layer: str | None, max_features: int) -> GpkgLayer:
+def read_gpkg(
+    source: str | bytes, layer: str | None, max_features: int, columns: Sequence[str] = ()
+) -> GpkgLayer:
     """Read one features layer of a GeoPackage without GDAL.
 
     Args:
         source: A local path (already checked) or the file's bytes.
         layer: The layer (table) name; default the first features layer.
         max_features: Refuse layers with more rows.
+        columns: Other columns to read when the layer has them (e.g. ``width``).
 
     Returns:
         FIDs, WKB geometries, the ``identifier`` column's values (None without one), CRS.
@@ -161,11 +167,11 @@ def read_gpkg(source: str | bytes, layer: str | None, max_features: int) -> Gpkg
                 "input.features: not a GeoPackage (no gpkg_contents / gpkg_geometry_columns)"
             )
         table, column, srs_id = _layer(connection, layer)
-        columns = connection.execute(
+        info = connection.execute(
             "SELECT name, type, pk FROM pragma_table_info(?)", (table,)
         ).fetchall()
-        keys = [name for name, kind, pk in columns if pk == 1 and str(kind).upper() == "INTEGER"]
-        names = {name for name, _, _ in columns}
+        keys = [name for name, kind, pk in info if pk == 1 and str(kind).upper() == "INTEGER"]
+        names = {name for name, _, _ in info}
         if column not in names:
             raise BadRequestError("input.features: the GeoPackage layer lacks its geometry column")
         count = connection.execute(f"SELECT count(*) FROM {_quote(table)}").fetchone()[0]
@@ -175,15 +181,19 @@ def read_gpkg(source: str | bytes, layer: str | None, max_features: int) -> Gpkg
                 f"batch_max_features={max_features}"
             )
         key = _quote(keys[0]) if keys else "rowid"
+        extra = [name for name in dict.fromkeys(columns) if name in names]
         selected = [key, _quote(column)] + (['"identifier"'] if "identifier" in names else [])
+        selected += [_quote(name) for name in extra]
         rows = connection.execute(
             f"SELECT {', '.join(selected)} FROM {_quote(table)} ORDER BY {key}"
         ).fetchall()
+        first_extra = len(selected) - len(extra)
         return GpkgLayer(
             fids=[row[0] for row in rows],
             wkb=[_wkb(row[1]) for row in rows],
             identifiers=[row[2] for row in rows] if "identifier" in names else None,
             crs=_crs(connection, srs_id),
+            columns={name: [row[first_extra + k] for row in rows] for k, name in enumerate(extra)},
         )
     except sqlite3.Error:
         # The message could quote the file's own SQL (a view's text): say only what failed.

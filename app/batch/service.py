@@ -31,7 +31,7 @@ from app.batch.executor import DaskExecutor
 from app.batch.features import FORMATS, detect_format
 from app.batch.kinds import kind_of
 from app.batch.models import BatchStatisticalRequest, FeatureSource
-from app.batch.processing.models import BatchProcessRequest
+from app.batch.processing.models import BatchProcessRequest, GeopackageInput
 from app.batch.results import csv_chunks, geojson_chunks, parquet_chunks
 from app.batch.runner import Driver, DriverContext
 from app.batch.states import FINAL, RUNNING, Action, JobState, conflict
@@ -203,7 +203,18 @@ class BatchService:
         from app.batch.processing.analysis import check_request
         from app.batch.processing.paths import job_root, template_of, template_prefix, zarr_url
 
-        check_request(request, self.settings, self.catalog)
+        source: dict[str, Any] = {"kind": "process"}
+        tiles = None
+        if isinstance(request.input, GeopackageInput):
+            from app.batch.processing.own_tiles import features_source, read_own_tiles
+
+            href, layer = features_source(request.input.features)
+            href = self._checked_href(href)
+            # Read now: every tile is checked before the job exists (read again by the
+            # analysis, which stages the tiles).
+            tiles = read_own_tiles(href, layer, self.settings, self.config.storage_options)
+            source["features"] = {"href": href, "layer": layer}
+        check_request(request, self.settings, self.catalog, tiles)
         target = request.output
         template = template_of(target.url or self.config.default_output, target.type)
         prefix = template_prefix(template)
@@ -218,7 +229,7 @@ class BatchService:
             if isinstance(request.createCollection, str):
                 check_collection_id(self.catalog, request.createCollection, self.store.engine, root)
         body = request.model_dump(by_alias=True, exclude_none=True)
-        source = {"kind": "process", "template": template}
+        source["template"] = template
         if target.type == "zarr":
             source["zarr"] = zarr_url(root)
         return self.view(self.store.create(job_id, "process", body, source, root))
@@ -267,28 +278,37 @@ class BatchService:
             storage.write(url, json.dumps(features).encode())
             return {"kind": "inline", "href": url}
         if isinstance(features, FeatureSource):
-            href = features.href.strip()
-            if self.check_sources:
-                allowed = self.settings.allowed_prefixes
-                private = self.settings.allow_private_sources
-                try:
-                    href = check_source(href, allowed, allow_private=private)
-                    href = resolve_redirects(href, allowed, allow_private=private)
-                except ForbiddenError as error:
-                    raise ForbiddenError(
-                        "input.features: " + error.message.removeprefix("url: ")
-                    ) from None
-            elif "://" not in href:
-                href = str(Path(href).resolve())
-            if self.check_sources and self._in_a_job_folder(href):
-                raise ForbiddenError(
-                    "input.features: files of batch jobs (uploads, staged features, results "
-                    "under batch_outputs) are not accepted as inputs; upload the file instead"
-                )
+            href = self._checked_href(features.href.strip())
             return {"kind": "href", "href": href, "layer": features.layer}
         raise BadRequestError(
             "input.features: give a path or URL, a GeoJSON FeatureCollection, or upload the file"
         )
+
+    def _checked_href(self, href: str) -> str:
+        """A features path or URL checked against the allow-list (``input.features``).
+
+        Raises:
+            ForbiddenError: Outside ``allowed_sources``, or inside a batch job's folder.
+
+        """
+        if self.check_sources:
+            allowed = self.settings.allowed_prefixes
+            private = self.settings.allow_private_sources
+            try:
+                href = check_source(href, allowed, allow_private=private)
+                href = resolve_redirects(href, allowed, allow_private=private)
+            except ForbiddenError as error:
+                raise ForbiddenError(
+                    "input.features: " + error.message.removeprefix("url: ")
+                ) from None
+        elif "://" not in href:
+            href = str(Path(href).resolve())
+        if self.check_sources and self._in_a_job_folder(href):
+            raise ForbiddenError(
+                "input.features: files of batch jobs (uploads, staged features, results "
+                "under batch_outputs) are not accepted as inputs; upload the file instead"
+            )
+        return href
 
     def _in_a_job_folder(self, href: str) -> bool:
         """Whether ``href`` (checked, normalized) lies in a job's folder under an output prefix.

@@ -40,6 +40,7 @@ __all__ = [
     "check_request",
     "find_items",
     "load_tiles",
+    "own_tiles",
     "tile_from_json",
     "tile_json",
     "tiles_url",
@@ -84,8 +85,21 @@ def _time(value: str, field: str) -> datetime:
         raise BadRequestError(f"{field}: {error}") from None
 
 
-def _area(request: BatchProcessRequest, settings: Settings) -> shapely.Geometry:
+def _area(
+    request: BatchProcessRequest, settings: Settings, tiles: Sequence[GridTile] | None
+) -> shapely.Geometry:
     bounds = request.processRequest.input.bounds
+    if bounds is None:
+        if isinstance(request.input, TilingGridInput):
+            raise BadRequestError(
+                "processRequest.input.bounds: required with a tiling-grid input (the area)"
+            )
+        if not tiles:
+            raise BadRequestError("input.features: the file has no tiles")
+        from app.batch.processing import grids
+
+        # Own tiles without bounds: the tiles are the area.
+        return shapely.union_all([grids.tile_footprint(tile) for tile in tiles])
     try:
         area = bounds_geometry(bounds, settings.max_geometry_vertices)
     except BadRequestError as error:
@@ -150,7 +164,11 @@ def _check_output(request: BatchProcessRequest) -> None:
     create = request.createCollection
     if create is not False:
         if output.type != "raster":
-            raise BadRequestError("createCollection: only raster (COG) output is served back")
+            raise BadRequestError(
+                "createCollection: only raster (COG) output can be served by this service "
+                "(the tiler reads COGs); a Zarr output gets a STAC collection.json beside "
+                "its group, but is not added to the catalog"
+            )
         if isinstance(create, str) and not _COLLECTION_ID.match(create):
             raise BadRequestError(
                 "createCollection: a collection id is letters, digits, '.', '_', '-' (at most 100)"
@@ -158,7 +176,10 @@ def _check_output(request: BatchProcessRequest) -> None:
 
 
 def check_request(
-    request: BatchProcessRequest, settings: Settings, catalog: Any | None = None
+    request: BatchProcessRequest,
+    settings: Settings,
+    catalog: Any | None = None,
+    tiles: Sequence[GridTile] | None = None,
 ) -> ProcessPlan:
     """Check a processing request before any work (4xx naming the parameter).
 
@@ -166,6 +187,9 @@ def check_request(
         request: The request.
         settings: Limits (``batch_max_tiles``, ``batch_max_tile_pixels``, vertices).
         catalog: When given, the collection must be one of its collections.
+        tiles: The user's own tiles (geopackage input), read and checked by
+            ``own_tiles.read_own_tiles``: the area when no bounds are given; a Zarr output
+            needs them on one lattice.
 
     Raises:
         BadRequestError: A bad parameter (named).
@@ -188,11 +212,15 @@ def check_request(
             raise BadRequestError(
                 f"processRequest.input.data[0].type: unknown collection '{data.collection_id}'"
             ) from None
-    area = _area(request, settings)
+    area = _area(request, settings, tiles)
     _check_output(request)
     count = None
     if isinstance(request.input, TilingGridInput):
         count = _check_grid(request.input, area, settings, request.output.type == "zarr")
+    elif tiles is not None:
+        count = len(tiles)
+        if request.output.type == "zarr":
+            _check_zarr_tiles(tiles, recipe)
     cloud = data.dataFilter.maxCloudCoverage
     return ProcessPlan(
         recipe=recipe,
@@ -202,6 +230,24 @@ def check_request(
         max_cloud_coverage=cloud if cloud < 100 else None,
         tile_count=count,
     )
+
+
+def _check_zarr_tiles(tiles: Sequence[GridTile], recipe: TileRecipe) -> None:
+    """Own tiles for Zarr output: one size, one resolution, one lattice, no two alike."""
+    from app.batch.processing.own_tiles import distinct_places
+    from app.batch.processing.zarr_store import zarr_layout
+
+    try:
+        zarr_layout(list(tiles), recipe.outputs, ["1970-01-01"])
+    except ValueError as error:
+        raise BadRequestError(
+            f"input.features: {error} (Zarr chunks are the tiles: give tiles of one size on "
+            "one lattice, or raster output)"
+        ) from None
+    if not distinct_places(tiles):
+        raise BadRequestError(
+            "input.features: two tiles at the same place: a Zarr output writes each place once"
+        )
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -290,14 +336,34 @@ def load_tiles(storage: Storage, root: str) -> dict[str, Any]:
     return json.loads(storage.read(tiles_url(root)))
 
 
-def _list_tiles(request: BatchProcessRequest, plan: ProcessPlan) -> list[GridTile]:
+def own_tiles(
+    request: BatchProcessRequest, features: dict[str, Any] | None, settings: Settings
+) -> list[GridTile] | None:
+    """The user's own tiles (None for a tiling grid), from the job's checked source.
+
+    Args:
+        request: The request.
+        features: ``{"href", "layer"}`` as the service checked it (allow-list) at creation.
+        settings: Limits.
+
+    """
+    if isinstance(request.input, TilingGridInput):
+        return None
+    from app.batch.processing.own_tiles import read_own_tiles
+
+    if not features or not features.get("href"):
+        raise BadRequestError("input.features: the job has no checked features source")
+    return read_own_tiles(features["href"], features.get("layer"), settings)
+
+
+def _list_tiles(
+    request: BatchProcessRequest, plan: ProcessPlan, tiles: list[GridTile] | None
+) -> list[GridTile]:
     from app.batch.processing import grids
 
     grid = request.input
     if not isinstance(grid, TilingGridInput):
-        raise BadRequestError(
-            "input.type: own tiles (geopackage) are not supported yet; use a tiling-grid"
-        )
+        return list(tiles or [])
     return list(grids.tiles_for(plan.area, grid.id, grid.resolution, grid.bufferX, grid.bufferY))
 
 
@@ -320,8 +386,12 @@ def analyse_job(
     catalog: Any,
     settings: Settings,
     parallelism: int,
+    features: dict[str, Any] | None = None,
 ) -> Analysis:
     """List the tiles, count scenes per tile, estimate, stage the tiles.
+
+    ``features`` is the checked source of own tiles (``{"href", "layer"}``; geopackage
+    input), read again here: the tiles staged are the file's at analysis time.
 
     Raises:
         BadRequestError: An invalid request; outputs that exist already with neither
@@ -331,8 +401,9 @@ def analyse_job(
     """
     from app.batch.processing import engine, grids
 
-    plan = check_request(request, settings, catalog)
-    tiles = _list_tiles(request, plan)
+    given = own_tiles(request, features, settings)
+    plan = check_request(request, settings, catalog, given)
+    tiles = _list_tiles(request, plan, given)
     if not tiles:
         raise BadRequestError("processRequest.input.bounds: the area has no tile")
     if len(tiles) > settings.batch_max_tiles:

@@ -8,16 +8,18 @@ its tiles are staged by the analysis (``_batch/tiles.json``), unit ``n`` being t
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from app.batch.analysis import Analysis
 from app.batch.processing.analysis import analyse_job, check_request, load_tiles, tile_from_json
-from app.batch.processing.models import BatchProcessRequest
+from app.batch.processing.models import BatchProcessRequest, TilingGridInput
 from app.batch.processing.paths import output_url
+from app.batch.processing.spec import GridTile
 from app.batch.processing.worker import TileTask, run_tile
 from app.batch.states import JobState
-from app.batch.storage import Storage, join
+from app.batch.storage import JobFiles, Storage, join
 from app.batch.store import JobRecord, JobStore, Progress, UnitRecord
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ class ProcessKind:
             context.catalog,
             context.settings,
             parallelism,
+            job.source.get("features"),
         )
 
     def tasks(
@@ -72,10 +75,10 @@ class ProcessKind:
     ) -> tuple[Callable[[Any], dict[str, Any]], Callable[[UnitRecord], TileTask]]:
         """``run_tile`` and each tile's task (the Zarr group created first)."""
         request = BatchProcessRequest.model_validate(job.request)
-        plan = check_request(request, context.settings)
         storage = Storage.for_url(job.root, context.config.storage_options)
         staged = load_tiles(storage, job.root)
         tiles = [tile_from_json(entry) for entry in staged["tiles"]]
+        plan = check_request(request, context.settings, tiles=_own(request, tiles))
         dates = staged.get("stackDates")
         options = context.config.storage_options
         layout = None
@@ -115,26 +118,57 @@ class ProcessKind:
         return run_tile, task
 
     def finish(self, job: JobRecord, context: DriverContext) -> None:
-        """Write the STAC collection of the tiles (raster output); register it if asked."""
-        request = BatchProcessRequest.model_validate(job.request)
-        if request.output.type != "raster":
-            return
-        from app.batch.processing.results import TileRecord, write_collection
+        """Sweep stale temporaries, write the STAC collection; register it if asked.
 
+        Raster output: one Item per finished tile. Zarr output: one collection-level asset,
+        the group (``createCollection`` is refused for Zarr at creation: the tiler reads
+        COGs).
+        """
+        from app.batch.processing.results import (
+            TileRecord,
+            write_collection,
+            write_zarr_collection,
+        )
+
+        request = BatchProcessRequest.model_validate(job.request)
         storage = Storage.for_url(job.root, context.config.storage_options)
         staged = load_tiles(storage, job.root)
-        plan = check_request(request, context.settings)
-        records = []
-        for unit in context.store.units(job.id):
-            if unit.state != "done" or unit.failures and unit.failures.get("failed"):
-                continue
-            tile = tile_from_json(staged["tiles"][unit.unit])
-            # A composite stands for the job's whole time range (the items' start/end).
-            records.append(
-                TileRecord(tile=tile, outputs=tile_outputs(job, request, tile.name), status="done")
-            )
+        tiles = [tile_from_json(entry) for entry in staged["tiles"]]
+        plan = check_request(request, context.settings, tiles=_own(request, tiles))
+        # Every tile is recorded and this driver holds the lease: no writer is left, so a
+        # temporary here is one a killed COG write (or consolidation) left behind.
+        removed = storage.remove_temporaries(_folders(job, request, tiles))
+        if removed:
+            logger.info("batch job %s: removed %d stale temporaries", job.id, len(removed))
         name = collection_id(job) or f"batch-{job.id}"
         title = request.description or f"Batch processing job {job.id}"
+        done = [
+            tiles[unit.unit]
+            for unit in context.store.units(job.id)
+            if unit.state == "done" and not (unit.failures and unit.failures.get("failed"))
+        ]
+        if request.output.type == "zarr":
+            from app.batch.processing.zarr_store import zarr_layout
+
+            dates = staged.get("stackDates")
+            layout = zarr_layout(tiles, plan.recipe.outputs, dates)
+            write_zarr_collection(
+                storage, job.root, name, title, layout, job.source["zarr"], done, plan.time_range
+            )
+            return
+        dates = staged.get("stackDates") or []
+        bands = {
+            spec.id: list(dates)
+            for spec in plan.recipe.outputs
+            if spec.composite == "stack" and dates
+        }
+        # The Items' time range is the data's (the job's timeRange), not when the tile ran.
+        records = [
+            TileRecord(
+                tile=tile, outputs=tile_outputs(job, request, tile.name), status="done", bands=bands
+            )
+            for tile in done
+        ]
         href = write_collection(
             storage, job.root, name, title, plan.recipe.outputs, records, plan.time_range
         )
@@ -173,3 +207,18 @@ class ProcessKind:
             for entry in failures["failed"]
         ]
         return {"failedTiles": failed, "failedUnits": failures["units"]}
+
+
+def _own(request: BatchProcessRequest, tiles: list[GridTile]) -> list[GridTile] | None:
+    """The staged tiles when they are the user's own (their area when no bounds are given)."""
+    return None if isinstance(request.input, TilingGridInput) else tiles
+
+
+def _folders(job: JobRecord, request: BatchProcessRequest, tiles: list[GridTile]) -> list[str]:
+    """Every folder the job writes files in (its bookkeeping, the items, the tiles')."""
+    folders = [*JobFiles(job.root).folders, join(job.root, "items")]
+    for tile in tiles:
+        folders.extend(
+            posixpath.dirname(url) for url in tile_outputs(job, request, tile.name).values()
+        )
+    return list(dict.fromkeys(folders))

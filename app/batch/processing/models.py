@@ -95,7 +95,11 @@ class ProcessData(_Model):
 class ProcessInput(_Model):
     """The area and the data."""
 
-    bounds: Bounds = Field(description="The area: a geometry and/or bbox in `properties.crs`.")
+    bounds: Bounds | None = Field(
+        default=None,
+        description="The area: a geometry and/or bbox in `properties.crs` (required with a "
+        "tiling grid; with own tiles (geopackage) optional: the tiles are the area).",
+    )
     data: list[ProcessData] = Field(min_length=1, max_length=1)
 
 
@@ -143,7 +147,11 @@ class GeopackageInput(_Model):
     """The user's own tiles: polygons with ``id``, ``identifier``, a size or resolution."""
 
     type: Literal["geopackage"] = "geopackage"
-    features: str | dict[str, Any] = Field(description="Path, URL or {s3: {url}}.")
+    features: str | dict[str, Any] = Field(
+        description="Path or URL (s3://, http(s)://) of a GeoPackage (or GeoJSON, GeoParquet) "
+        "of polygons with `id`, `identifier` and `width`/`height` or `resolution`; or "
+        "{href, layer} / {s3: {url}}."
+    )
 
 
 class OutputTarget(_Model):

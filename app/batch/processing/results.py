@@ -30,10 +30,19 @@ from pyproj import CRS, Transformer
 from app.batch.processing.spec import GridTile, OutputSpec
 from app.batch.storage import Storage, join
 
-__all__ = ["COG_MEDIA_TYPE", "TileRecord", "write_collection"]
+__all__ = [
+    "COG_MEDIA_TYPE",
+    "ZARR_MEDIA_TYPE",
+    "TileRecord",
+    "write_collection",
+    "write_zarr_collection",
+]
 
 #: The media type of a cloud-optimized GeoTIFF asset.
 COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+#: The media type of a Zarr group asset (as the STAC best practices name it).
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+DATACUBE_EXTENSION = "https://stac-extensions.github.io/datacube/v2.2.0/schema.json"
 STAC_VERSION = "1.1.0"
 PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
 RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
@@ -127,6 +136,110 @@ def write_collection(
     url = join(root, "collection.json")
     storage.write(url, _dump(collection))
     return url
+
+
+def write_zarr_collection(
+    storage: Storage,
+    root: str,
+    collection_id: str,
+    title: str | None,
+    layout: Any,
+    zarr_href: str,
+    tiles: Sequence[GridTile],
+    time_range: tuple[datetime | str, datetime | str],
+) -> str:
+    """Write ``<root>/collection.json`` for a Zarr output: one asset, the job's group.
+
+    The collection has no Items (the group is one dataset, chunked by tile); its asset
+    ``zarr`` (``application/vnd+zarr``, roles ``data``) points at the group, and, when
+    the group has one CRS, ``cube:dimensions`` / ``cube:variables`` (datacube extension)
+    describe its arrays. With several CRSs each is a subgroup (``EPSG_32633``, ...),
+    listed in the asset's ``terratiler:groups``.
+
+    Args:
+        storage: Where ``root`` lives.
+        root: The job's folder.
+        collection_id: The collection's id.
+        title: Its title.
+        layout: The group's ``zarr_store.ZarrLayout``.
+        zarr_href: The group's URL.
+        tiles: The tiles written (the spatial extent).
+        time_range: The job's (start, end).
+
+    Returns:
+        The URL of ``collection.json``.
+
+    """
+    start, end = (_iso(value) for value in time_range)
+    footprints = [_footprint(tile) for tile in tiles]
+    grids = layout.grids
+    collection = _collection(
+        collection_id,
+        title,
+        None,
+        layout.outputs,
+        footprints,
+        (start, end),
+        sorted(grid.crs for grid in grids),
+        sorted({grid.xres for grid in grids}),
+    )
+    collection.pop("item_assets")
+    collection["stac_extensions"] = [PROJECTION_EXTENSION, DATACUBE_EXTENSION]
+    asset: dict[str, Any] = {
+        "href": _relative(zarr_href, root, root),
+        "type": ZARR_MEDIA_TYPE,
+        "title": "Zarr group of the job's outputs",
+        "roles": ["data"],
+    }
+    if len(grids) == 1:
+        collection.update(_cube(grids[0], layout))
+    else:
+        asset["terratiler:groups"] = {grid.group: grid.crs for grid in grids}
+    collection["assets"] = {"zarr": asset}
+    url = join(root, "collection.json")
+    storage.write(url, _dump(collection))
+    return url
+
+
+def _cube(grid: Any, layout: Any) -> dict[str, Any]:
+    """``cube:dimensions`` and ``cube:variables`` of a one-CRS Zarr group."""
+    epsg = CRS.from_user_input(grid.crs).to_epsg()
+    reference = epsg if epsg is not None else CRS.from_user_input(grid.crs).to_wkt()
+    dimensions: dict[str, Any] = {
+        "x": {
+            "type": "spatial",
+            "axis": "x",
+            "extent": [grid.x0, grid.x0 + grid.width * grid.xres],
+            "step": grid.xres,
+            "reference_system": reference,
+        },
+        "y": {
+            "type": "spatial",
+            "axis": "y",
+            "extent": [grid.y0 - grid.height * grid.yres, grid.y0],
+            "step": -grid.yres,
+            "reference_system": reference,
+        },
+    }
+    if layout.dates:
+        dimensions["time"] = {"type": "temporal", "values": list(layout.dates)}
+    if any(output.composite != "stack" for output in layout.outputs):
+        dimensions["band"] = {"type": "bands", "values": [1]}
+    variables = {
+        output.id: {
+            "type": "data",
+            "dimensions": ["time" if output.composite == "stack" else "band", "y", "x"],
+            "data_type": output.data_type,
+            "description": f"{output.composite} of {output.expression}",
+            **(
+                {"nodata": _number(output.nodata)}
+                if output.nodata is not None
+                else ({"nodata": "nan"} if output.data_type == "float32" else {})
+            ),
+        }
+        for output in layout.outputs
+    }
+    return {"cube:dimensions": dimensions, "cube:variables": variables}
 
 
 # ---------------------------------------------------------------------- documents
