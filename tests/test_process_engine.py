@@ -528,15 +528,15 @@ def test_write_cog_to_s3_on_a_local_server(tmp_path: Path, monkeypatch: pytest.M
     try:
         host, port = server.get_host_and_port()
         options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
-        storage = Storage.for_url("s3://tiles/job", options)
-        storage.fs.mkdir("tiles")
+        storage = Storage.for_url("s3://process-engine/job", options)
+        storage.fs.mkdir("process-engine")
         tile = GridTile("1", "t", "EPSG:32633", Affine(10, 0, 5e5, 0, -10, 5.1e6), 600, 600, 10)
         raster = OutputRaster(np.full((1, 600, 600), 7, np.uint16), 0, ["x"])
 
-        write_cog(storage, "s3://tiles/job/t/x.tif", raster, tile, "uint16")
+        write_cog(storage, "s3://process-engine/job/t/x.tif", raster, tile, "uint16")
 
-        assert storage.names("s3://tiles/job/t") == {"x.tif"}
-        (tmp_path / "x.tif").write_bytes(storage.read("s3://tiles/job/t/x.tif"))
+        assert storage.names("s3://process-engine/job/t") == {"x.tif"}
+        (tmp_path / "x.tif").write_bytes(storage.read("s3://process-engine/job/t/x.tif"))
     finally:
         server.stop()
     assert cog_validate(str(tmp_path / "x.tif"))[0]

@@ -290,15 +290,15 @@ def test_s3_output_on_a_local_s3_server(make_settings, aws_env):
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, use_listings_cache=False)
-        fs.mkdir("tiles")
-        settings = make_settings(s3_endpoint_url=endpoint, batch_outputs=["s3://tiles/out"])
+        fs.mkdir("process-jobs")
+        settings = make_settings(s3_endpoint_url=endpoint, batch_outputs=["s3://process-jobs/out"])
         s3_service = BatchService(settings, catalog_factory(settings))
         try:
             request = body(
                 {"ndvi": {"preset": "ndvi", "dataType": "uint8", "rescale": [-1, 1]}},
                 output={
                     "delivery": {
-                        "s3": {"url": "s3://tiles/out/<requestId>/<tileName>-<outputId>.<format>"}
+                        "s3": {"url": "s3://process-jobs/out/<requestId>/<tileName>-<outputId>.<format>"}
                     }
                 },
             )
@@ -307,14 +307,14 @@ def test_s3_output_on_a_local_s3_server(make_settings, aws_env):
             tiles = s3_service.tiles(done["id"])["features"]
         finally:
             s3_service.close()
-        names = {p.rsplit("/", 1)[1] for p in fs.ls(f"tiles/out/{done['id']}")}
+        names = {p.rsplit("/", 1)[1] for p in fs.ls(f"process-jobs/out/{done['id']}")}
         expected = {f"{f['properties']['name']}-ndvi.tif" for f in tiles}
         assert expected <= names and "collection.json" in names
         assert not [n for n in names if ".tmp" in n]
         for name in expected:
             local = Path(settings.data_dir) / name
             local.parent.mkdir(parents=True, exist_ok=True)
-            fs.get(f"tiles/out/{done['id']}/{name}", str(local))
+            fs.get(f"process-jobs/out/{done['id']}/{name}", str(local))
             assert cog_validate(str(local))[0]
             with rasterio.open(local) as src:
                 assert src.dtypes[0] == "uint8" and src.nodata == 0
