@@ -620,6 +620,20 @@ def test_created_collection_is_mapped_and_measured_by_the_same_service(
     assert png.status_code == 200, png.text
     assert png.headers["content-type"] == "image/png"
 
+    # A mosaic of the results (a registered search): the same pixel, and a tile.
+    registered = api.post("/searches/register", json={"collections": ["ndvi-median-e2e"]})
+    assert registered.status_code == 200, registered.text
+    search_url = f"/searches/{registered.json()['id']}"
+    mosaic_point = api.get(f"{search_url}/point/{lon},{lat}", params={"assets": "ndvi"})
+    assert mosaic_point.status_code == 200, mosaic_point.text
+    assert mosaic_point.json()["values"][0] == pytest.approx(float(ndvi[row, col]), abs=1e-6)
+    assert [entry["id"] for entry in mosaic_point.json()["series"]] == [name]
+    mosaic_png = api.get(
+        f"{search_url}/tiles/WebMercatorQuad/14/{tile.x}/{tile.y}.png",
+        params={"assets": "ndvi", "rescale": "-1,1"},
+    )
+    assert mosaic_png.status_code == 200, mosaic_png.text
+
     # Statistics: a 10 x 10 pixel field on the composite's own grid, vs numpy.
     r0, c0 = max(row - 5, 0), max(col - 5, 0)
     west, north = transform * (c0, r0)

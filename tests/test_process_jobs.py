@@ -298,7 +298,9 @@ def test_s3_output_on_a_local_s3_server(make_settings, aws_env):
                 {"ndvi": {"preset": "ndvi", "dataType": "uint8", "rescale": [-1, 1]}},
                 output={
                     "delivery": {
-                        "s3": {"url": "s3://process-jobs/out/<requestId>/<tileName>-<outputId>.<format>"}
+                        "s3": {
+                            "url": "s3://process-jobs/out/<requestId>/<tileName>-<outputId>.<format>"
+                        }
                     }
                 },
             )
