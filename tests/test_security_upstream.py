@@ -186,7 +186,7 @@ def _hung_service(tmp_path: Path, upstream: str, **limits: Any) -> Iterator[tupl
     app = create_app(settings)
     server = LiveServer(app)
     try:
-        yield server.start(), app.state.services.catalog
+        yield server.start(), app.state.services.catalog.base  # the STAC API under the layers
     finally:
         server.stop()
 
