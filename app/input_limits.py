@@ -138,6 +138,25 @@ def check_json_depth(data: bytes | str, limit: int, what: str = "body") -> None:
         raise _too_deep(what, depth, "max_json_depth", limit, "levels")
 
 
+def parse_json(data: bytes | str, limit: int, what: str = "body") -> Any:
+    """JSON text parsed, after its depth is checked (400 naming ``what``, never a 500).
+
+    Args:
+        data: The JSON text.
+        limit: The deepest nesting accepted (``settings.max_json_depth``).
+        what: What the text is, in error messages (``body``, ``request``).
+
+    Raises:
+        BadRequestError: Too deep, or not JSON (the parser's reason).
+
+    """
+    check_json_depth(data, limit, what)
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
+        raise BadRequestError(f"{what}: not JSON ({error})") from None
+
+
 def check_value_depth(value: Any, limit: int, what: str) -> None:
     """Refuse a parsed value (GeoJSON ...) nested deeper than ``limit`` (400)."""
     depth = value_depth(value)

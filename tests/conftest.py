@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import rio_tiler.reader
+from distributed import LocalCluster
 from fastapi.testclient import TestClient
 from harness.postgres import HarnessError, PostgresCluster
 from sqlalchemy import Engine
@@ -192,3 +193,26 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------------- batch jobs
+
+
+@pytest.fixture(scope="module")
+def aws_env() -> Iterator[None]:
+    """Credentials for moto, set before the Dask workers start (they inherit them)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        patch.delenv("AWS_PROFILE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module")
+def cluster(aws_env: None) -> Iterator[LocalCluster]:
+    """A real Dask LocalCluster: 2 worker processes, 1 thread each."""
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+    ) as local:
+        yield local

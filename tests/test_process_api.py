@@ -195,15 +195,6 @@ def aoi(process_demo: Path) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalCluster]:
-    """A real Dask LocalCluster: 2 worker processes, 1 thread each."""
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
-    ) as local:
-        yield local
-
-
-@pytest.fixture(scope="module")
 def process_settings(
     process_demo: Path, cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Settings:

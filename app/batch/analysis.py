@@ -85,16 +85,7 @@ def _scenes(
         raise BadRequestError(
             f"input.data[0].type: unknown collection '{plan.collection}'"
         ) from None
-    query = SearchQuery(
-        collections=[plan.collection],
-        bbox=bbox,
-        datetime=plan.time_range,
-        query=(
-            {"eo:cloud_cover": {"lte": plan.max_cloud_coverage}}
-            if plan.max_cloud_coverage is not None
-            else None
-        ),
-    )
+    query = SearchQuery.scenes(plan.collection, plan.time_range, plan.max_cloud_coverage, bbox=bbox)
     starts = [start for start, _ in plan.intervals]
     begin, end = plan.time_range
     count, hit = 0, set()

@@ -44,6 +44,37 @@ class SearchQuery:
     limit: int = 10
     token: str | None = None
 
+    @classmethod
+    def scenes(
+        cls,
+        collection: str,
+        time_range: tuple[Any, Any] | None,
+        max_cloud_coverage: float | None = None,
+        *,
+        bbox: tuple[float, float, float, float] | None = None,
+        intersects: dict[str, Any] | None = None,
+    ) -> "SearchQuery":
+        """The scenes of one collection over an area and a time range, at most so cloudy.
+
+        Args:
+            collection: The collection id.
+            time_range: (start, end), or None for any time.
+            max_cloud_coverage: Largest ``eo:cloud_cover`` (percent); None: no filter.
+            bbox: The area as a bbox in EPSG:4326.
+            intersects: The area as a GeoJSON geometry in EPSG:4326.
+
+        """
+        cloud = None
+        if max_cloud_coverage is not None:
+            cloud = {"eo:cloud_cover": {"lte": max_cloud_coverage}}
+        return cls(
+            collections=[collection],
+            bbox=bbox,
+            intersects=intersects,
+            datetime=time_range,
+            query=cloud,
+        )
+
 
 @dataclass
 class SearchPage:

@@ -9,7 +9,6 @@ cluster starts with the first job. When ``api_keys`` is set every endpoint needs
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from app.batch import BatchService, BatchStatisticalRequest
 from app.dependencies import SettingsDep, get_batch, require_api_key
 from app.errors import BadRequestError
-from app.input_limits import check_json_depth
+from app.input_limits import parse_json
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -147,20 +146,12 @@ async def create_job(request: Request, service: Service, settings: SettingsDep) 
         if file is None or isinstance(file, str):
             raise BadRequestError("features: send the features file as the form field `features`")
         # A form field is at most 1 MB (Starlette's max_part_size): within every JSON bound.
-        check_json_depth(text, settings.max_json_depth, "request")
-        try:
-            body = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as error:
-            raise BadRequestError(f"request: not JSON ({error})") from None
+        body = parse_json(text, settings.max_json_depth, "request")
         upload, name = await file.read(), file.filename
     else:
         raw = await request.body()
-        check_json_depth(raw, settings.max_json_depth)
-        try:
-            # Off the event loop: up to batch_max_geojson_mb of JSON takes a while.
-            body = await run_in_threadpool(json.loads, raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-            raise BadRequestError(f"body: not JSON ({error})") from None
+        # Off the event loop: up to batch_max_geojson_mb of JSON takes a while.
+        body = await run_in_threadpool(parse_json, raw, settings.max_json_depth)
     model = validated(BatchStatisticalRequest, body)
     view = await run_in_threadpool(service.create, model, upload, name)
     return JSONResponse(view, status_code=201)

@@ -11,7 +11,6 @@ is a 404 here (and a processing job's id one under ``/batch/statistics``). When
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -22,8 +21,7 @@ from app.batch import BatchService
 from app.batch.processing.grids import grid_description, grid_descriptions
 from app.batch.processing.models import BatchProcessRequest
 from app.dependencies import SettingsDep, get_batch, require_api_key
-from app.errors import BadRequestError
-from app.input_limits import check_json_depth
+from app.input_limits import parse_json
 from app.routers.batch import inline_schema, validated
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -193,12 +191,8 @@ async def create_job(request: Request, service: Service, settings: SettingsDep) 
     """Create a job from a JSON request (state CREATED)."""
     # The body is bounded by app.request_limits while it streams in (batch_max_geojson_mb).
     raw = await request.body()
-    check_json_depth(raw, settings.max_json_depth)
-    try:
-        # Off the event loop: an area's GeoJSON can be large.
-        body = await run_in_threadpool(json.loads, raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
-        raise BadRequestError(f"body: not JSON ({error})") from None
+    # Off the event loop: an area's GeoJSON can be large.
+    body = await run_in_threadpool(parse_json, raw, settings.max_json_depth)
     model = validated(BatchProcessRequest, body)
     view = await run_in_threadpool(service.create_process, model)
     return JSONResponse(view, status_code=201)

@@ -284,17 +284,13 @@ class _Engine:
         max_scenes = self.settings.stats_max_scenes
         start, end = plan.time_range
         if hasattr(self.catalog, "search"):
-            query = SearchQuery(
-                collections=[plan.collection],
+            query = SearchQuery.scenes(
+                plan.collection,
+                (start, end) if timed else None,
+                plan.max_cloud_coverage if timed else None,
                 bbox=None if intersects is not None else bbox,
                 intersects=(
                     shapely.geometry.mapping(intersects) if intersects is not None else None
-                ),
-                datetime=(start, end) if timed else None,
-                query=(
-                    {"eo:cloud_cover": {"lte": plan.max_cloud_coverage}}
-                    if timed and plan.max_cloud_coverage is not None
-                    else None
                 ),
             )
             items: Iterable[Any] = self.catalog.search(

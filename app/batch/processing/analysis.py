@@ -32,6 +32,7 @@ from app.catalog.query import parse_rfc3339
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TooLargeError
 from app.settings import Settings
+from app.stac_fields import item_datetime
 from app.stats.geometry import bounds_geometry, non_finite, reproject
 
 __all__ = [
@@ -253,19 +254,6 @@ def _check_zarr_tiles(tiles: Sequence[GridTile], recipe: TileRecipe) -> None:
 # ----------------------------------------------------------------------------- scenes
 
 
-def _query(plan: ProcessPlan, bbox: tuple[float, float, float, float]) -> SearchQuery:
-    return SearchQuery(
-        collections=[plan.collection],
-        bbox=bbox,
-        datetime=plan.time_range,
-        query=(
-            {"eo:cloud_cover": {"lte": plan.max_cloud_coverage}}
-            if plan.max_cloud_coverage is not None
-            else None
-        ),
-    )
-
-
 def find_items(
     catalog: Any,
     collection: str,
@@ -275,18 +263,13 @@ def find_items(
     max_items: int = MAX_SCENES,
 ) -> list[Any]:
     """The scenes over ``footprint`` (EPSG:4326) in ``[from, to)`` under the cloud limit."""
-    plan = ProcessPlan(
-        recipe=TileRecipe(outputs=()),
-        area=footprint,
-        collection=collection,
-        time_range=time_range,
-        max_cloud_coverage=max_cloud_coverage,
-        tile_count=None,
+    query = SearchQuery.scenes(
+        collection, time_range, max_cloud_coverage, bbox=tuple(footprint.bounds)
     )
     begin, end = time_range
     found = []
-    for item in catalog.search(_query(plan, tuple(footprint.bounds)), max_items=max_items):
-        when = item.datetime
+    for item in catalog.search(query, max_items=max_items):
+        when = item_datetime(item)
         if when is None or not begin <= when < end:  # [from, to), as the statistics engine
             continue
         if item.geometry is not None and not footprint.intersects(
