@@ -24,7 +24,7 @@ from affine import Affine
 
 from app.batch.analysis import Analysis
 from app.batch.processing.models import BatchProcessRequest, TilingGridInput
-from app.batch.processing.paths import output_url
+from app.batch.processing.paths import check_output_urls, output_url
 from app.batch.processing.spec import GridTile, TileRecipe
 from app.batch.storage import JobFiles, Storage, join
 from app.catalog.base import SearchQuery
@@ -197,6 +197,12 @@ def check_request(
         TooLargeError: Over ``batch_max_tiles`` or ``batch_max_tile_pixels``.
 
     """
+    outputs = len(request.processRequest.outputs)
+    if outputs > settings.batch_max_outputs:
+        raise TooLargeError(
+            f"processRequest.outputs: {outputs} outputs, over the limit "
+            f"batch_max_outputs={settings.batch_max_outputs}"
+        )
     recipe = request.recipe()
     data = request.processRequest.input.data[0]
     time_range = data.dataFilter.timeRange
@@ -409,6 +415,11 @@ def analyse_job(
     stack_dates = dates if plan.stacked else None
 
     output = request.output
+    if output.type == "raster":
+        # Own tiles are read again here: their names are checked as staged.
+        check_output_urls(
+            template, job_id, [tile.name for tile in tiles], [s.id for s in plan.recipe.outputs]
+        )
     if output.type == "raster" and not output.overwrite and not output.skipExisting:
         if "<requestId>" not in template:  # a new job id: nothing can be there
             urls = [
