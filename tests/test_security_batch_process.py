@@ -387,3 +387,69 @@ def test_no_delivery_into_the_catalogs_folder(
         assert {p: p.stat().st_mtime_ns for p in demo.rglob("*.tif")} == before
     finally:
         service.close()
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"type": "FeatureCollection", "features": [{"geometry": {"type": "Polygon"}}, '
+         '{"geometry": {"type": "Polygon", "coordinates": "x"}}]}', "feature 0 has no valid"),
+        ('{"type": "FeatureCollection", "features": [{"geometry": "x"}, {"geometry": "y"}]}',
+         "feature 0 has no valid"),
+        ('{"type": "FeatureCollection", "features": [{"geometry": {"type": "Point", '
+         '"coordinates": [0, 0]}}, {"geometry": {"type": "Point", "coordinates": [1]}}]}',
+         "feature 1 has no valid"),
+        ("[" * 100_000 + "]" * 100_000, "max_json_depth"),
+        (b"\xff\xfe\x00garbage", "is not GeoJSON"),
+        ('{"type": "FeatureCollection", "features": "abc"}', "holds no geometry"),
+    ],
+)  # fmt: skip
+def test_cli_malformed_aoi_files_are_one_line_errors(
+    tmp_path: Path, content: str | bytes, message: str
+) -> None:
+    from app.cli_batch import read_aoi
+
+    path = tmp_path / "aoi.geojson"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(SystemExit, match=message):
+        read_aoi(str(path))
+
+
+def test_cli_aoi_crs_member_of_any_shape(tmp_path: Path) -> None:
+    from app.cli_batch import read_aoi
+
+    ring = [[0, 0], [1, 0], [1, 1], [0, 0]]
+    for crs in ("EPSG:4326", {"properties": "x"}, {"properties": {"name": 4326}}, None):
+        path = tmp_path / "aoi.geojson"
+        path.write_text(json.dumps({"type": "Polygon", "coordinates": [ring], "crs": crs}))
+        assert "properties" not in read_aoi(str(path))
+    path.write_text(
+        json.dumps(
+            {"type": "Polygon", "coordinates": [ring], "crs": {"properties": {"name": "EPSG:3857"}}}
+        )
+    )
+    assert read_aoi(str(path))["properties"] == {"crs": "EPSG:3857"}
+
+
+def test_cli_out_into_the_catalog_is_refused_without_allow_lists(
+    demo: Path, data: Path, bbox: list[float], tmp_path: Path
+) -> None:
+    # `terratiler batch process ... --out <catalog>` runs with check_sources=False.
+    settings = Settings(
+        catalog=str(demo), data_dir=data, database_url=f"sqlite:///{tmp_path / 'jobs.db'}"
+    )
+    service = BatchService(settings, catalog_factory(settings), check_sources=False)
+    try:
+        request = BatchProcessRequest.model_validate(
+            body(bbox, output={"delivery": {"path": str(demo / "sub")}})
+        )
+        with pytest.raises(Exception, match="catalog's folder"):
+            service.create_process(request)
+    finally:
+        service.close()
