@@ -453,3 +453,51 @@ def test_cli_out_into_the_catalog_is_refused_without_allow_lists(
             service.create_process(request)
     finally:
         service.close()
+
+
+# ---------------------------------------------------------------------- createCollection
+
+
+@pytest.mark.parametrize(
+    ("collection", "message"),
+    [
+        ("../x", "letters, digits"),
+        ("a/b", "letters, digits"),
+        ("a" * 10_000, "letters, digits"),
+        ("é", "letters, digits"),
+        ("", "letters, digits"),
+        ("sentinel-2-l2a", "a collection of the service's catalog"),
+    ],
+)
+def test_create_collection_ids_are_checked(
+    api: TestClient, bbox: list[float], collection: str, message: str
+) -> None:
+    answer = post(api, body(bbox, createCollection=collection))
+    assert answer.status_code == 400, answer.text
+    assert "createCollection" in answer.json()["detail"] and message in answer.json()["detail"]
+
+
+def test_a_collection_id_is_never_taken_over(
+    api: TestClient, service: BatchService, bbox: list[float], tmp_path: Path
+) -> None:
+    from app.catalog.layered import register_collection, registered_collections
+    from app.db import engine_from_url
+    from app.errors import ConflictError
+
+    name = f"mine-{uuid.uuid4().hex[:8]}"
+    first = post(api, body(bbox, createCollection=name))
+    assert first.status_code == 201, first.text
+    # A second job asking for the id while the first has not registered it yet.
+    second = post(api, body(bbox, createCollection=name))
+    assert second.status_code == 400, second.text
+    assert first.json()["id"] in second.json()["detail"]
+    # Both passed the creation checks (a race): the second to finish does not take it over.
+    engine = engine_from_url(f"sqlite:///{tmp_path / 'registry.db'}")
+    register_collection(engine, "results", str(tmp_path / "a"))
+    register_collection(engine, "results", str(tmp_path / "a"))  # the same folder again: fine
+    with pytest.raises(ConflictError, match="createCollection: 'results' already holds"):
+        register_collection(engine, "results", str(tmp_path / "b"))
+    assert [(r.id, r.href) for r in registered_collections(engine)] == [
+        ("results", str(tmp_path / "a"))
+    ]
+    engine.dispose()

@@ -243,6 +243,7 @@ class BatchService:
             check_readable_output(folder, self.settings)
             if isinstance(request.createCollection, str):
                 check_collection_id(self.catalog, request.createCollection, self.store.engine, root)
+                self._collection_not_reserved(request.createCollection)
         body = request.model_dump(by_alias=True, exclude_none=True)
         source["template"] = template
         if target.type == "zarr":
@@ -269,6 +270,28 @@ class BatchService:
                     "output: " + error.message.removeprefix("url: ") + " (batch_outputs)"
                 ) from None
         return text.rstrip("/")
+
+    def _collection_not_reserved(self, collection_id: str) -> None:
+        """Refuse a ``createCollection`` id another job will register (not FAILED, unfinished).
+
+        ``check_collection_id`` sees registered ids only; two jobs asking for one id would
+        both pass it (the second to finish is refused then: ``register_collection``).
+
+        Raises:
+            BadRequestError: Naming ``createCollection`` and the other job.
+
+        """
+        from app.batch.processing.kind import collection_id as job_collection
+
+        jobs, _ = self.store.list("process", limit=1_000_000)
+        for job in jobs:
+            if job.state in (JobState.FAILED, JobState.DONE, JobState.PARTIAL):
+                continue  # finished ones are in the registry (checked), failed ones never
+            if job_collection(job) == collection_id:
+                raise BadRequestError(
+                    f"createCollection: '{collection_id}' is the collection of job {job.id} "
+                    "(not finished yet); choose another id"
+                )
 
     def _not_in_the_catalog(self, folder: str) -> None:
         """Refuse an output folder in the local catalog's folder (its source COGs).
