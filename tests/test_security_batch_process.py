@@ -501,3 +501,59 @@ def test_a_collection_id_is_never_taken_over(
         ("results", str(tmp_path / "a"))
     ]
     engine.dispose()
+
+
+# --------------------------------------------------------------------------------- API
+
+
+def test_every_process_route_needs_the_api_key(settings: Settings) -> None:
+    keyed = settings.model_copy(update={"api_keys": ["k-1"]})
+    with TestClient(create_app(keyed), raise_server_exceptions=False) as client:
+        paths = client.app.openapi()["paths"]
+        routes = [
+            (method, path)
+            for path, operations in paths.items()
+            if path.startswith("/batch/process")
+            for method in operations
+        ]
+        assert len(routes) >= 11  # create, list, get, analyse, start, stop, retry, tiles ...
+        job = str(uuid.uuid4())
+        for method, path in routes:
+            url = path.replace("{job_id}", job).replace("{grid_id}", "1")
+            answer = client.request(method.upper(), url)
+            assert answer.status_code == 401, (method, path, answer.status_code)
+
+
+def test_paging_and_ids_of_the_api(api: TestClient, bbox: list[float]) -> None:
+    for url in (
+        "/batch/process?limit=0",
+        "/batch/process?limit=100000",
+        "/batch/process?offset=-1",
+        "/batch/process/x/tiles?limit=-1",
+        "/batch/process/x/tiles?limit=1000000000000",
+    ):
+        assert api.get(url).status_code == 422, url
+    assert api.get("/batch/process?status=../x").status_code == 400
+    for job in ("..%2F..%2Fetc", "%00", "a" * 5000, "not-a-uuid"):
+        for method in ("GET", "DELETE"):
+            assert api.request(method, f"/batch/process/{job}").status_code == 404
+        assert api.post(f"/batch/process/{job}/start").status_code == 404
+    job = post(api, body(bbox)).json()["id"]
+    assert api.get(f"/batch/process/{job}/tiles").status_code == 409  # not analysed
+    assert api.post(f"/batch/process/{job}/retry-failed").status_code == 409
+    assert api.post(f"/batch/process/{job}/stop").status_code == 409
+    assert api.get(f"/batch/statistics/{job}").status_code == 404  # the other kind's routes
+    assert api.delete(f"/batch/process/{job}").status_code == 204
+    assert api.get(f"/batch/process/{job}").status_code == 404
+    assert api.delete(f"/batch/process/{job}").status_code == 404
+
+
+def test_a_features_path_too_long_is_403_not_500(api: TestClient, bbox: list[float]) -> None:
+    from app.security import check_source
+
+    long = "/tmp/" + "a" * 5000
+    with pytest.raises(Exception, match="cannot be opened") as error:
+        check_source(long, ["/tmp"])
+    assert getattr(error.value, "status_code", None) == 403
+    answer = post(api, body(bbox, input={"type": "geopackage", "features": long}))
+    assert answer.status_code == 403 and "input.features" in answer.json()["detail"]
