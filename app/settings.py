@@ -290,6 +290,10 @@ class Settings(BaseSettings):
     # Most outputs of one processing job (each is a band held whole per tile in a worker's
     # memory, one file per tile): a 413 naming it.
     batch_max_outputs: int = 32
+    # Most memory one tile's composites may hold in a worker (MB, estimated at analysis: a
+    # median keeps every scene of the tile, a stack every date, float32 per pixel): a 413
+    # naming it, suggesting a shorter timeRange or smaller tiles.
+    batch_max_tile_memory_mb: int = 4096
 
     @field_validator(
         "allowed_sources",

@@ -557,3 +557,42 @@ def test_a_features_path_too_long_is_403_not_500(api: TestClient, bbox: list[flo
     assert getattr(error.value, "status_code", None) == 403
     answer = post(api, body(bbox, input={"type": "geopackage", "features": long}))
     assert answer.status_code == 403 and "input.features" in answer.json()["detail"]
+
+
+def test_a_tile_too_big_for_a_worker_is_refused_at_analysis(
+    demo: Path, data: Path, bbox: list[float], tmp_path: Path
+) -> None:
+    import time
+
+    from app.batch.processing.analysis import tile_memory_bytes
+    from app.batch.processing.grids import tile_at
+
+    # A median keeps every scene, a stack every date: memory grows with the time range.
+    request = body(bbox)
+    request["processRequest"]["outputs"] = {
+        "med": {"expression": "B04", "composite": "median"},
+        "st": {"expression": "B04", "composite": "stack"},
+    }
+    recipe = BatchProcessRequest.model_validate(request).recipe()
+    tile = tile_at("1", 20.0, bbox[0], bbox[1])
+    assert tile_memory_bytes(tile, recipe, 100, 50) > 10 * tile_memory_bytes(tile, recipe, 2, 2)
+    settings = Settings(
+        catalog=str(demo),
+        data_dir=data,
+        allowed_sources=[str(demo), str(data)],
+        database_url=f"sqlite:///{tmp_path / 'jobs.db'}",
+        batch_max_tile_memory_mb=1,
+    )
+    service = BatchService(settings, catalog_factory(settings))
+    try:
+        job = service.create_process(BatchProcessRequest.model_validate(request))
+        service.analyse(job["id"], kind="process")
+        for _ in range(200):
+            view = service.get(job["id"], kind="process")
+            if view["status"] in ("FAILED", "ANALYSIS_DONE"):
+                break
+            time.sleep(0.1)
+        assert view["status"] == "FAILED"
+        assert "batch_max_tile_memory_mb=1" in view["error"] and "timeRange" in view["error"]
+    finally:
+        service.close()

@@ -39,6 +39,7 @@ class BatchConfig:
     batch_max_tile_pixels: int
     batch_seconds_per_megapixel_scene: float
     batch_max_outputs: int
+    batch_max_tile_memory_mb: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
@@ -63,6 +64,7 @@ class BatchConfig:
             batch_max_tile_pixels=settings.batch_max_tile_pixels,
             batch_seconds_per_megapixel_scene=settings.batch_seconds_per_megapixel_scene,
             batch_max_outputs=settings.batch_max_outputs,
+            batch_max_tile_memory_mb=settings.batch_max_tile_memory_mb,
         )
 
     @property
