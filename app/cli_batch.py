@@ -273,18 +273,31 @@ def read_aoi(text: str) -> dict[str, Any]:
     path = Path(text)
     if bbox is not None and not path.exists():
         return {"bbox": bbox}
+    from app.errors import BadRequestError
+    from app.input_limits import parse_json
+    from app.settings import default_settings
+
     try:
-        document = json.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as error:
         raise SystemExit(f"aoi: cannot read {text}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise SystemExit(f"aoi: {text} is not GeoJSON ({error})") from None
+    try:
+        # Depth-checked: a file of 100k '[' is a message, not a RecursionError.
+        document = parse_json(raw, default_settings().max_json_depth, "aoi")
+    except BadRequestError as error:
+        raise SystemExit(f"aoi: {text} is not GeoJSON ({error.message})") from None
     geometry = _aoi_geometry(document, text)
     bounds: dict[str, Any] = {"geometry": geometry}
-    crs = (document.get("crs") or {}).get("properties", {}).get("name")
-    if isinstance(crs, str):
-        bounds["properties"] = {"crs": crs}
+    crs = _member(_member(document, "crs"), "properties")
+    name = _member(crs, "name")
+    if isinstance(name, str):
+        bounds["properties"] = {"crs": name}
     return bounds
+
+
+def _member(value: Any, key: str) -> Any:
+    """``value[key]`` when ``value`` is a JSON object, else None (a file may hold anything)."""
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def _aoi_geometry(document: Any, text: str) -> dict[str, Any]:
@@ -304,9 +317,21 @@ def _aoi_geometry(document: Any, text: str) -> dict[str, Any]:
         if len(geometries) == 1:
             return geometries[0]
         import shapely
+        import shapely.errors
         import shapely.geometry
 
-        union = shapely.union_all([shapely.geometry.shape(g) for g in geometries])
+        shapes = []
+        for number, geometry in enumerate(geometries):
+            try:
+                shapes.append(shapely.geometry.shape(geometry))
+            except (AttributeError, KeyError, TypeError, ValueError, shapely.errors.ShapelyError):
+                raise SystemExit(
+                    f"aoi: {text}: feature {number} has no valid GeoJSON geometry"
+                ) from None
+        try:
+            union = shapely.union_all(shapes)
+        except shapely.errors.ShapelyError as error:
+            raise SystemExit(f"aoi: {text}: the geometries cannot be merged ({error})") from None
         return shapely.geometry.mapping(union)
     if isinstance(kind, str) and "coordinates" in document or kind == "GeometryCollection":
         return document

@@ -453,6 +453,10 @@ def _check_path_fully(text: str, allowed: Sequence[str]) -> str:
     _, folders = _split_allowed(allowed)
     if not any(resolved.is_relative_to(folder) for folder in folders):
         raise _forbid(_not_allowed(allowed))
-    if resolved.is_file() and is_vrt_file(resolved):
+    try:
+        is_file = resolved.is_file()
+    except OSError as error:  # a name too long (ENAMETOOLONG), no permission ...
+        raise _forbid(f"the path cannot be opened ({error.strerror})") from None
+    if is_file and is_vrt_file(resolved):
         raise _forbid("VRT documents are not accepted")
     return str(resolved)

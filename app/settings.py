@@ -287,6 +287,13 @@ class Settings(BaseSettings):
     batch_max_tile_pixels: int = 25_000_000
     # Rough cost of one megapixel x scene of a tile (s) for the analysis' run-time estimate.
     batch_seconds_per_megapixel_scene: float = 0.05
+    # Most outputs of one processing job (each is a band held whole per tile in a worker's
+    # memory, one file per tile): a 413 naming it.
+    batch_max_outputs: int = 32
+    # Most memory one tile's composites may hold in a worker (MB, estimated at analysis: a
+    # median keeps every scene of the tile, a stack every date, float32 per pixel): a 413
+    # naming it, suggesting a shorter timeRange or smaller tiles.
+    batch_max_tile_memory_mb: int = 4096
 
     @field_validator(
         "allowed_sources",

@@ -38,6 +38,8 @@ class BatchConfig:
     batch_max_tiles: int
     batch_max_tile_pixels: int
     batch_seconds_per_megapixel_scene: float
+    batch_max_outputs: int
+    batch_max_tile_memory_mb: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
@@ -61,6 +63,8 @@ class BatchConfig:
             batch_max_tiles=settings.batch_max_tiles,
             batch_max_tile_pixels=settings.batch_max_tile_pixels,
             batch_seconds_per_megapixel_scene=settings.batch_seconds_per_megapixel_scene,
+            batch_max_outputs=settings.batch_max_outputs,
+            batch_max_tile_memory_mb=settings.batch_max_tile_memory_mb,
         )
 
     @property

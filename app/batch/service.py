@@ -201,7 +201,13 @@ class BatchService:
 
         """
         from app.batch.processing.analysis import check_request
-        from app.batch.processing.paths import job_root, template_of, template_prefix, zarr_url
+        from app.batch.processing.paths import (
+            check_output_urls,
+            job_root,
+            template_of,
+            template_prefix,
+            zarr_url,
+        )
 
         source: dict[str, Any] = {"kind": "process"}
         tiles = None
@@ -219,15 +225,25 @@ class BatchService:
         template = template_of(target.url or self.config.default_output, target.type)
         prefix = template_prefix(template)
         folder = self._output(prefix)
+        self._not_in_a_job_folder(folder)
+        self._not_in_the_catalog(folder)
         template = folder + template[len(prefix.rstrip("/")) :]
         job_id = str(uuid.uuid4())
         root = job_root(template, job_id)
+        if tiles is not None and target.type == "raster":
+            check_output_urls(
+                template,
+                job_id,
+                [tile.name for tile in tiles],
+                list(request.processRequest.outputs),
+            )
         if request.createCollection is not False:
             from app.catalog.layered import check_collection_id, check_readable_output
 
             check_readable_output(folder, self.settings)
             if isinstance(request.createCollection, str):
                 check_collection_id(self.catalog, request.createCollection, self.store.engine, root)
+                self._collection_not_reserved(request.createCollection)
         body = request.model_dump(by_alias=True, exclude_none=True)
         source["template"] = template
         if target.type == "zarr":
@@ -242,7 +258,10 @@ class BatchService:
             path = Path(text)
             if not path.is_absolute():
                 path = self.config.data_dir / path
-            text = str(path.resolve())
+            try:
+                text = str(path.resolve())
+            except (OSError, ValueError) as error:  # a NUL byte, a name too long, a loop
+                raise BadRequestError(f"output: not a usable folder ({error})") from None
         if self.check_sources:
             try:
                 text = check_source(text, self.config.output_prefixes, allow_private=True)
@@ -251,6 +270,69 @@ class BatchService:
                     "output: " + error.message.removeprefix("url: ") + " (batch_outputs)"
                 ) from None
         return text.rstrip("/")
+
+    def _collection_not_reserved(self, collection_id: str) -> None:
+        """Refuse a ``createCollection`` id another job will register (not FAILED, unfinished).
+
+        ``check_collection_id`` sees registered ids only; two jobs asking for one id would
+        both pass it (the second to finish is refused then: ``register_collection``).
+
+        Raises:
+            BadRequestError: Naming ``createCollection`` and the other job.
+
+        """
+        from app.batch.processing.kind import collection_id as job_collection
+
+        jobs, _ = self.store.list("process", limit=1_000_000)
+        for job in jobs:
+            if job.state in (JobState.FAILED, JobState.DONE, JobState.PARTIAL):
+                continue  # finished ones are in the registry (checked), failed ones never
+            if job_collection(job) == collection_id:
+                raise BadRequestError(
+                    f"createCollection: '{collection_id}' is the collection of job {job.id} "
+                    "(not finished yet); choose another id"
+                )
+
+    def _not_in_the_catalog(self, folder: str) -> None:
+        """Refuse an output folder in the local catalog's folder (its source COGs).
+
+        Raises:
+            ForbiddenError: Naming ``output.delivery``.
+
+        """
+        from app.batch.processing.paths import catalog_folder
+
+        catalog = catalog_folder(self.settings.catalog)
+        if catalog is not None and (folder == catalog or folder.startswith(catalog + "/")):
+            raise ForbiddenError(
+                "output.delivery: the folder is in the catalog's folder (the source data); "
+                "give another folder under batch_outputs"
+            )
+
+    def _not_in_a_job_folder(self, folder: str) -> None:
+        """Refuse an output folder inside another job's folder (a job id below batch_outputs).
+
+        A job writes ``<folder>/<its id>/...``; a folder that is itself in a job's folder
+        (``<batch_outputs>/<other id>/...``) would mix this job's files with that job's,
+        or replace them (``overwrite``).
+
+        Raises:
+            ForbiddenError: Naming ``output.delivery``.
+
+        """
+        from app.batch.processing.paths import job_id_segments
+
+        for prefix in self.config.output_prefixes:
+            base = prefix.rstrip("/")
+            if "://" not in base:
+                base = str(Path(base).resolve())
+            if folder == base or folder.startswith(base + "/"):
+                if job_id_segments(folder[len(base) :]):
+                    raise ForbiddenError(
+                        "output.delivery: the folder is inside another batch job's folder "
+                        "(a job id below batch_outputs); give a folder of your own"
+                    )
+                return
 
     def _source(
         self,

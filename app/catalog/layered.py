@@ -41,7 +41,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from app.catalog.base import Catalog, SearchPage, SearchQuery
 from app.catalog.local import LocalCatalog
 from app.db import engine_from_url, ensure_tables, metadata
-from app.errors import BadRequestError, ForbiddenError, NotFoundError, UpstreamError
+from app.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    UpstreamError,
+)
 from app.settings import Settings
 
 __all__ = [
@@ -94,6 +100,8 @@ def register_collection(engine: Engine, collection_id: str, href: str) -> None:
 
     Raises:
         BadRequestError: The id is not a valid collection id (naming ``createCollection``).
+        ConflictError: The id holds other results (another job's): never taken over, even
+            when two jobs asked for one id and both passed ``check_collection_id``.
         UpstreamError: The database fails.
 
     """
@@ -102,22 +110,27 @@ def register_collection(engine: Engine, collection_id: str, href: str) -> None:
     ensure_tables(engine, [result_collections_table])
     table = result_collections_table
     try:
-        for attempt in range(3):
-            now = datetime.now(UTC)
-            try:
-                with engine.begin() as conn:
-                    updated = conn.execute(
-                        update(table)
-                        .where(table.c.id == collection_id)
-                        .values(href=href, created=now)
-                    ).rowcount
-                    if not updated:
-                        conn.execute(insert(table).values(id=collection_id, href=href, created=now))
-                return
-            except IntegrityError:
-                # Another process inserted it meanwhile: update it instead.
-                if attempt == 2:
-                    raise
+        now = datetime.now(UTC)
+        try:
+            with engine.begin() as conn:
+                # Only the same folder is re-registered (its files changed).
+                updated = conn.execute(
+                    update(table)
+                    .where(table.c.id == collection_id, table.c.href == href)
+                    .values(created=now)
+                ).rowcount
+                if not updated:
+                    conn.execute(insert(table).values(id=collection_id, href=href, created=now))
+            return
+        except IntegrityError:
+            pass  # the id is registered for another folder (maybe just now, elsewhere)
+        holder = next((r.href for r in registered_collections(engine) if r.id == collection_id), "")
+        if holder == href:
+            return
+        raise ConflictError(
+            f"createCollection: '{collection_id}' already holds the results at {holder}; "
+            "these results are not registered (choose another id)"
+        )
     except SQLAlchemyError as error:
         raise UpstreamError(f"database: cannot register collection ({error})") from None
 

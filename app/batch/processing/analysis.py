@@ -24,7 +24,7 @@ from affine import Affine
 
 from app.batch.analysis import Analysis
 from app.batch.processing.models import BatchProcessRequest, TilingGridInput
-from app.batch.processing.paths import output_url
+from app.batch.processing.paths import check_output_urls, output_url
 from app.batch.processing.spec import GridTile, TileRecipe
 from app.batch.storage import JobFiles, Storage, join
 from app.catalog.base import SearchQuery
@@ -43,6 +43,7 @@ __all__ = [
     "load_tiles",
     "own_tiles",
     "tile_from_json",
+    "tile_memory_bytes",
     "tile_json",
     "tiles_url",
 ]
@@ -197,6 +198,12 @@ def check_request(
         TooLargeError: Over ``batch_max_tiles`` or ``batch_max_tile_pixels``.
 
     """
+    outputs = len(request.processRequest.outputs)
+    if outputs > settings.batch_max_outputs:
+        raise TooLargeError(
+            f"processRequest.outputs: {outputs} outputs, over the limit "
+            f"batch_max_outputs={settings.batch_max_outputs}"
+        )
     recipe = request.recipe()
     data = request.processRequest.input.data[0]
     time_range = data.dataFilter.timeRange
@@ -360,6 +367,41 @@ def _existing(storage: Storage, urls: Sequence[str], limit: int = 3) -> list[str
     return found
 
 
+def tile_memory_bytes(tile: GridTile, recipe: TileRecipe, scenes: int, dates: int) -> int:
+    """Rough bytes a tile's composites hold at once in a worker (float32 pixels).
+
+    ``median`` keeps one layer per scene, ``stack`` one per date of the job; ``first``,
+    ``mean``, ``max`` and ``min`` a few running arrays. Plus one scene's assets as read.
+    """
+    pixels = int(tile.width) * int(tile.height)
+    layers = 0
+    for spec in recipe.outputs:
+        if spec.composite == "median":
+            layers += max(scenes, 1)
+        elif spec.composite == "stack":
+            layers += 2 * max(dates, 1)  # the values and a "filled" mask per date
+        else:
+            layers += 3
+    return pixels * 4 * (layers + 2 * len(recipe.outputs))
+
+
+def _check_tile_memory(
+    tiles: Sequence[GridTile], scenes: Sequence[int], dates: int, recipe: TileRecipe,
+    settings: Settings,
+) -> None:  # fmt: skip
+    limit = settings.batch_max_tile_memory_mb * 1024 * 1024
+    for tile, count in zip(tiles, scenes, strict=True):
+        needed = tile_memory_bytes(tile, recipe, count, dates)
+        if needed > limit:
+            raise TooLargeError(
+                f"input: tile {tile.name} needs about {needed // (1024 * 1024)} MB in a worker "
+                f"({count} scenes, {dates} dates; median and stack outputs keep each one), "
+                f"over the limit batch_max_tile_memory_mb={settings.batch_max_tile_memory_mb}: "
+                "shorten processRequest.input.data[0].dataFilter.timeRange, lower "
+                "maxCloudCoverage, or use smaller tiles"
+            )
+
+
 def analyse_job(
     request: BatchProcessRequest,
     job_id: str,
@@ -407,8 +449,14 @@ def analyse_job(
         used.update(hits)
     dates = sorted({items[i].datetime.date().isoformat() for i in used})
     stack_dates = dates if plan.stacked else None
+    _check_tile_memory(tiles, scenes, len(dates), plan.recipe, settings)
 
     output = request.output
+    if output.type == "raster":
+        # Own tiles are read again here: their names are checked as staged.
+        check_output_urls(
+            template, job_id, [tile.name for tile in tiles], [s.id for s in plan.recipe.outputs]
+        )
     if output.type == "raster" and not output.overwrite and not output.skipExisting:
         if "<requestId>" not in template:  # a new job id: nothing can be there
             urls = [

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from app.batch.analysis import Analysis
 from app.batch.processing.analysis import analyse_job, check_request, load_tiles, tile_from_json
 from app.batch.processing.models import BatchProcessRequest, TilingGridInput
-from app.batch.processing.paths import output_url
+from app.batch.processing.paths import output_url, template_prefix
 from app.batch.processing.spec import GridTile
 from app.batch.processing.worker import TileTask, run_tile
 from app.batch.states import JobState
@@ -113,6 +113,7 @@ class ProcessKind:
                 zarr_url=zarr,
                 zarr_layout=layout,
                 storage_options=options,
+                output_folder=template_prefix(job.source["template"]),
             )
 
         return run_tile, task

@@ -32,11 +32,15 @@ request (area, grid, limits) is ``app.batch.processing.analysis.check_request``.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app import sentinel2
+from app.batch.processing.paths import JOB_ID
 from app.batch.processing.spec import COMPOSITES, DATA_TYPES, OutputSpec, TileRecipe
 from app.errors import BadRequestError
 from app.expressions import get_preset, parse_expression, resolve_names
@@ -59,6 +63,11 @@ __all__ = [
 RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
 #: Masks an output may ask for.
 MASKS = (MASK_SCL_CLEAR, MASK_NONE)
+# Output ids name files (``<outputId>``), Zarr arrays and STAC assets.
+_MAX_OUTPUT_ID = 64
+_OUTPUT_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+_INTEGER_RANGES = {"uint8": (0, 255), "uint16": (0, 65535)}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class _Model(BaseModel):
@@ -250,9 +259,12 @@ def _band_math(text: str, field: str) -> str:
 
 
 def _output(name: str, output: ProcessOutput, composite: str, mask: str | None) -> OutputSpec:
-    where = f"processRequest.outputs.{name}"
-    if not name or "/" in name or "<" in name or name.startswith("."):
-        raise BadRequestError(f"{where}: an output id names files: no '/', '<' or leading '.'")
+    where = f"processRequest.outputs.{name[:_MAX_OUTPUT_ID]}"
+    if not _OUTPUT_ID.match(name) or JOB_ID.match(name):
+        raise BadRequestError(
+            f"{where}: an output id names files: letters, digits, '.', '_', '-' (not first: "
+            f"'.' or '-'; at most {_MAX_OUTPUT_ID}), not shaped like a job id"
+        )
     if (output.expression is None) == (output.preset is None):
         raise BadRequestError(f"{where}: give an expression or a preset (one of them)")
     if output.preset is not None:
@@ -278,9 +290,14 @@ def _output(name: str, output: ProcessOutput, composite: str, mask: str | None) 
     rescale = None
     if output.rescale is not None:
         low_high = output.rescale
-        if len(low_high) != 2 or not low_high[0] < low_high[1]:
-            raise BadRequestError(f"{where}.rescale: give [min, max] with min < max")
+        if (
+            len(low_high) != 2
+            or not all(math.isfinite(v) for v in low_high)
+            or not low_high[0] < low_high[1]
+        ):
+            raise BadRequestError(f"{where}.rescale: give [min, max], finite, with min < max")
         rescale = (float(low_high[0]), float(low_high[1]))
+    _check_nodata(output.nodata, data_type, f"{where}.nodata")
     return OutputSpec(
         id=name,
         expression=expression,
@@ -290,3 +307,21 @@ def _output(name: str, output: ProcessOutput, composite: str, mask: str | None) 
         composite=chosen,
         mask=None if chosen_mask in (None, MASK_NONE) else chosen_mask,
     )
+
+
+def _check_nodata(nodata: float | None, data_type: str, field: str) -> None:
+    """A nodata value the data type can hold exactly (GDAL would write another one)."""
+    if nodata is None:
+        return
+    if not math.isfinite(nodata):
+        hint = " (float32 outputs without a nodata have NaN: leave it out)"
+        raise BadRequestError(f"{field}: {nodata} is not a finite number{hint}")
+    if data_type in _INTEGER_RANGES:
+        low, high = _INTEGER_RANGES[data_type]
+        if nodata != int(nodata) or not low <= nodata <= high:
+            raise BadRequestError(
+                f"{field}: {nodata:g} is not a {data_type} value (a whole number from {low} "
+                f"to {high})"
+            )
+    elif abs(nodata) > _FLOAT32_MAX:
+        raise BadRequestError(f"{field}: {nodata:g} is out of the float32 range")

@@ -53,6 +53,8 @@ class TileTask:
         zarr_url: The job's Zarr group (zarr output).
         zarr_layout: Its layout (``zarr_store.zarr_layout``).
         storage_options: fsspec options of ``s3://`` URLs.
+        output_folder: The folder (checked against ``batch_outputs``) every output file
+            must really lie in (None: not checked).
 
     """
 
@@ -75,6 +77,7 @@ class TileTask:
     zarr_url: str | None = None
     zarr_layout: Any = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    output_folder: str | None = None
 
 
 def _iso(moment: datetime) -> str:
@@ -103,6 +106,29 @@ def _all_exist(task: TileTask) -> bool:
     )
 
 
+def _check_targets(task: TileTask) -> None:
+    """Refuse to write through a symlink out of the output folder, or into the catalog.
+
+    Raises:
+        BadRequestError: Naming the file (the tile is recorded failed with it).
+
+    """
+    if task.output_folder is None:
+        return
+    from app.batch.processing.paths import catalog_folder, escaping_target
+
+    targets = list(task.outputs.values()) if task.output_type == "raster" else []
+    if task.zarr_url:
+        targets.append(task.zarr_url)
+    protected = [p for p in [catalog_folder(task.settings.catalog)] if p]
+    bad = escaping_target(targets, task.output_folder, protected)
+    if bad is not None:
+        raise BadRequestError(
+            f"output.delivery: {bad} leads out of the output folder or into the catalog's "
+            "folder (a symlink?): not written"
+        )
+
+
 def run_tile(task: TileTask) -> dict[str, Any]:
     """Compute one tile and write its outputs; return its marker.
 
@@ -124,6 +150,7 @@ def run_tile(task: TileTask) -> dict[str, Any]:
         from app.batch.processing.grids import tile_footprint
 
         try:
+            _check_targets(task)
             catalog = worker_catalog(task.settings, task.open_catalog)
             items = find_items(
                 catalog,
