@@ -596,3 +596,15 @@ def test_a_tile_too_big_for_a_worker_is_refused_at_analysis(
         assert "batch_max_tile_memory_mb=1" in view["error"] and "timeRange" in view["error"]
     finally:
         service.close()
+
+
+def test_an_unknown_job_id_is_echoed_short() -> None:
+    from app.batch.store import JobStore
+    from app.db import engine_from_settings
+    from app.errors import NotFoundError
+    from app.settings import Settings
+
+    store = JobStore(engine_from_settings(Settings(database_url="sqlite://")))
+    with pytest.raises(NotFoundError) as error:
+        store.get("x" * 10_000)
+    assert len(error.value.message) < 120 and "x" * 64 + "..." in error.value.message

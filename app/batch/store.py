@@ -232,7 +232,9 @@ class JobStore:
             lambda conn: conn.execute(select(jobs_table).where(jobs_table.c.id == job_id)).first(),
         )
         if row is None:
-            raise NotFoundError(f"batch job '{job_id}' not found")
+            # An id from a URL path: echoed back at most 64 characters long.
+            shown = job_id if len(job_id) <= 64 else job_id[:64] + "..."
+            raise NotFoundError(f"batch job '{shown}' not found")
         return JobRecord.from_row(row)
 
     def list(
