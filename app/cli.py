@@ -28,7 +28,13 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from app.demo import generate_demo
 
-    out = generate_demo(Path(args.path), scenes=args.scenes, size=args.size, seed=args.seed)
+    out = generate_demo(
+        Path(args.path),
+        scenes=args.scenes,
+        size=args.size,
+        seed=args.seed,
+        cross_zone=args.cross_zone,
+    )
     print(f"demo catalog written to {out}")
     return 0
 
@@ -57,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scenes", type=int, default=12, help="number of dates")
     demo.add_argument("--size", type=int, default=1024, help="scene width in 10 m pixels")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--cross-zone",
+        action="store_true",
+        help="also write a pair of small scenes across the 18 E UTM zone boundary "
+        "(EPSG:32633 and EPSG:32634)",
+    )
     demo.set_defaults(func=_demo)
 
     from app.cli_batch import add_batch_commands

@@ -8,6 +8,12 @@
     PATH/fields.geojson              field parcels, EPSG:4326
     PATH/fields.gpkg                 the same parcels, EPSG:32633 (layer ``fields``)
 
+With ``cross_zone=True`` (``terratiler demo PATH --cross-zone``) the catalog also holds a
+small pair of scenes straddling the 18 E UTM zone boundary, on the dates of the first two
+demo scenes: one in EPSG:32633 just west of 18 E, one in EPSG:32634 just east of it
+(``CROSS_ZONE_SIZE`` 10 m pixels square each), so that an area across the boundary has
+data in both zones' CRSs. Without it the output is unchanged.
+
 What each date is like (sky, processing baseline, swath edge) depends only on the number
 of scenes: see ``plan_scenes``. Reflectance is always ``DN * scale + offset`` with the
 asset's ``raster:bands``: items with ``earthsearch:boa_offset_applied: true`` store
@@ -35,6 +41,7 @@ __all__ = [
     "CENTER_LAT",
     "CENTER_LON",
     "CROPS",
+    "CROSS_ZONE_SCENES",
     "EPSG",
     "SCL_CLOUDS",
     "DemoGrid",
@@ -48,6 +55,11 @@ __all__ = [
 ]
 
 MIN_SIZE = 64
+#: Side in 10 m pixels of each cross-zone scene (small: they only need to be there).
+CROSS_ZONE_SIZE = 128
+#: Where the cross-zone scenes lie: (lon, lat, EPSG) of each centre, the demo's latitude,
+#: about 1 km west and east of the 18 E boundary between UTM zones 33 and 34.
+CROSS_ZONE_SCENES = ((17.985, CENTER_LAT, 32633), (18.015, CENTER_LAT, 32634))
 
 
 def _clear_previous(path: Path) -> None:
@@ -62,11 +74,33 @@ def _write_scene_files(folder: Path, scene: Scene, grid: DemoGrid) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for key, data in scene.arrays.items():
         resampling = "nearest" if key == "scl" else "average"
-        write_cog(folder / ASSET_FILES[key], data, grid.transform(RESOLUTION[key]), 0, resampling)
+        transform = grid.transform(RESOLUTION[key])
+        write_cog(folder / ASSET_FILES[key], data, transform, 0, resampling, epsg=grid.epsg)
     write_thumbnail(folder / ASSET_FILES["thumbnail"], scene.arrays["visual"])
 
 
-def generate_demo(path: Path, scenes: int = 12, size: int = 1024, seed: int = 0) -> Path:
+def _write_item(path: Path, scene: Scene, grid: DemoGrid) -> dict:
+    item = build_item(scene, grid)
+    _write_scene_files(path / "cogs" / item["id"], scene, grid)
+    (path / "items" / f"{item['id']}.json").write_text(json.dumps(item, indent=2))
+    return item
+
+
+def _cross_zone_items(path: Path, specs: list[SceneSpec], seed: int) -> list[dict]:
+    """The scenes straddling 18 E: each zone's own landscape, the first two dates."""
+    items = []
+    for k, (lon, lat, epsg) in enumerate(CROSS_ZONE_SCENES):
+        grid = demo_grid(CROSS_ZONE_SIZE, lon, lat, epsg)
+        land = build_landscape(grid, np.random.default_rng([seed, 2, k]))
+        for spec in specs[:2]:
+            scene = render_scene(land, spec, np.random.default_rng([seed, 3, k, spec.index]))
+            items.append(_write_item(path, scene, grid))
+    return items
+
+
+def generate_demo(
+    path: Path, scenes: int = 12, size: int = 1024, seed: int = 0, cross_zone: bool = False
+) -> Path:
     """Write the synthetic Sentinel-2 L2A demo catalog into ``path``.
 
     Re-running over an existing folder replaces what an earlier run wrote (items, COGs,
@@ -77,6 +111,8 @@ def generate_demo(path: Path, scenes: int = 12, size: int = 1024, seed: int = 0)
         scenes: number of dates, spread over April-September 2023.
         size: width and height of the 10 m grid in pixels (1024 is about 10 x 10 km).
         seed: random seed; the same seed writes byte-identical rasters.
+        cross_zone: also write the pair of scenes across the 18 E zone boundary (on the
+            first two dates: four items).
 
     Returns:
         The catalog folder.
@@ -100,12 +136,13 @@ def generate_demo(path: Path, scenes: int = 12, size: int = 1024, seed: int = 0)
     items_dir = path / "items"
     items_dir.mkdir()
     items = []
-    for spec in plan_scenes(scenes):
+    specs = plan_scenes(scenes)
+    for spec in specs:
         scene = render_scene(land, spec, np.random.default_rng([seed, 1, spec.index]))
-        item = build_item(scene, grid)
-        _write_scene_files(path / "cogs" / item["id"], scene, grid)
-        (items_dir / f"{item['id']}.json").write_text(json.dumps(item, indent=2))
-        items.append(item)
+        items.append(_write_item(path, scene, grid))
+    if cross_zone:
+        items.extend(_cross_zone_items(path, specs, seed))
+        items.sort(key=lambda item: item["properties"]["datetime"])
 
     collection = build_collection(grid, items)
     (path / "collection.json").write_text(json.dumps(collection, indent=2))

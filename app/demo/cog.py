@@ -41,6 +41,7 @@ def write_cog(
     transform: Affine,
     nodata: float | None = 0,
     resampling: str = "average",
+    epsg: int = EPSG,
 ) -> None:
     """Write a COG: 512 px tiles, DEFLATE with horizontal predictor, internal overviews.
 
@@ -51,6 +52,7 @@ def write_cog(
         nodata: the nodata value.
         resampling: overview resampling (``average`` for measurements, ``nearest`` for
             classes).
+        epsg: the CRS of ``transform``.
 
     """
     if data.ndim == 2:
@@ -62,7 +64,7 @@ def write_cog(
         "height": rows,
         "count": count,
         "dtype": data.dtype.name,
-        "crs": f"EPSG:{EPSG}",
+        "crs": f"EPSG:{epsg}",
         "transform": transform,
         "nodata": nodata,
         "BLOCKSIZE": BLOCKSIZE,

@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from affine import Affine
 from pyproj import Transformer
@@ -55,12 +56,15 @@ class DemoGrid:
         size: width and height of the 10 m grid in pixels.
         left: easting of the upper-left corner (a multiple of 60 m).
         top: northing of the upper-left corner (a multiple of 60 m).
+        epsg: the grid's UTM CRS (EPSG:32633 for the demo; another zone for the
+            cross-zone scenes).
 
     """
 
     size: int
     left: float
     top: float
+    epsg: int = EPSG
 
     @property
     def padded(self) -> int:
@@ -69,7 +73,7 @@ class DemoGrid:
 
     @property
     def extent(self) -> tuple[float, float, float, float]:
-        """(minx, miny, maxx, maxy) of the 10 m grid in EPSG:32633."""
+        """(minx, miny, maxx, maxy) of the 10 m grid in its CRS."""
         side = self.size * 10.0
         return (self.left, self.top - side, self.left + side, self.top)
 
@@ -84,7 +88,7 @@ class DemoGrid:
 
     def to_lonlat(self, x: float, y: float) -> tuple[float, float]:
         """Convert a UTM coordinate to (lon, lat)."""
-        return _to_lonlat.transform(x, y)
+        return _transformer(self.epsg, 4326).transform(x, y)
 
     @property
     def center_lonlat(self) -> tuple[float, float]:
@@ -97,24 +101,32 @@ class DemoGrid:
         """(utm zone, latitude band, 100 km square) of the grid's centre."""
         minx, miny, maxx, maxy = self.extent
         _, lat = self.center_lonlat
+        zone = self.epsg % 100
         return (
-            UTM_ZONE,
+            zone,
             latitude_band(lat),
-            grid_square(UTM_ZONE, (minx + maxx) / 2, (miny + maxy) / 2),
+            grid_square(zone, (minx + maxx) / 2, (miny + maxy) / 2),
         )
 
 
-_to_utm = Transformer.from_crs("EPSG:4326", f"EPSG:{EPSG}", always_xy=True)
-_to_lonlat = Transformer.from_crs(f"EPSG:{EPSG}", "EPSG:4326", always_xy=True)
+@lru_cache(maxsize=8)
+def _transformer(source: int, target: int) -> Transformer:
+    return Transformer.from_crs(f"EPSG:{source}", f"EPSG:{target}", always_xy=True)
 
 
-def demo_grid(size: int) -> DemoGrid:
-    """Return the demo grid of ``size`` x ``size`` 10 m pixels centred near Murska Sobota."""
-    cx, cy = _to_utm.transform(CENTER_LON, CENTER_LAT)
+def demo_grid(
+    size: int, lon: float = CENTER_LON, lat: float = CENTER_LAT, epsg: int = EPSG
+) -> DemoGrid:
+    """Return a grid of ``size`` x ``size`` 10 m pixels centred near (lon, lat) in ``epsg``.
+
+    The defaults are the demo's own grid near Murska Sobota; the corners are multiples
+    of 60 m in the grid's CRS, as Sentinel-2 tile corners are.
+    """
+    cx, cy = _transformer(4326, epsg).transform(lon, lat)
     half = size * 10 / 2
     left = math.floor((cx - half) / _ALIGN) * _ALIGN
     top = math.ceil((cy + half) / _ALIGN) * _ALIGN
-    return DemoGrid(size=size, left=float(left), top=float(top))
+    return DemoGrid(size=size, left=float(left), top=float(top), epsg=epsg)
 
 
 def sun_position(when: datetime, lon: float, lat: float) -> tuple[float, float]:

@@ -98,7 +98,7 @@ class Scene:
         spec: the date's plan.
         arrays: stored values of each raster asset at its native resolution (uint16, or
             uint8 for ``scl``; ``visual`` is (3, rows, cols) uint8).
-        footprint: the valid-data footprint in EPSG:32633.
+        footprint: the valid-data footprint in the grid's CRS (EPSG:32633 for the demo).
         properties: SCL-derived item properties (``eo:cloud_cover``, ``s2:*_percentage``).
         sun_azimuth: degrees clockwise from north.
         sun_elevation: degrees.

@@ -146,14 +146,15 @@ def asset_definitions(grid: DemoGrid, offset: float | None) -> dict[str, dict[st
     return assets
 
 
-_to_lonlat = Transformer.from_crs(f"EPSG:{EPSG}", "EPSG:4326", always_xy=True)
+def to_lonlat(polygon: Polygon, epsg: int = EPSG) -> Polygon:
+    """Reproject a polygon from ``epsg`` to EPSG:4326, counter-clockwise (RFC 7946).
 
-
-def to_lonlat(polygon: Polygon) -> Polygon:
-    """Reproject a polygon from EPSG:32633 to EPSG:4326, counter-clockwise (RFC 7946)."""
+    ``epsg`` is the demo's EPSG:32633 but for the cross-zone scenes.
+    """
+    transformer = Transformer.from_crs(f"EPSG:{epsg}", "EPSG:4326", always_xy=True)
 
     def project(xy: np.ndarray) -> np.ndarray:
-        return np.column_stack(_to_lonlat.transform(xy[:, 0], xy[:, 1]))
+        return np.column_stack(transformer.transform(xy[:, 0], xy[:, 1]))
 
     return orient(shapely.transform(polygon, project), sign=1.0)
 
@@ -187,15 +188,15 @@ def build_item(scene: Scene, grid: DemoGrid) -> dict[str, Any]:
     stamp = f"{start:%Y%m%dT%H%M%S}"
     gen_stamp = f"{generated:%Y%m%dT%H%M%S}"
     orbit = f"{spec.absolute_orbit:06d}"
-    footprint = to_lonlat(scene.footprint)
+    footprint = to_lonlat(scene.footprint, grid.epsg)
     properties: dict[str, Any] = {
         "created": _iso(created),
         "platform": spec.platform,
         "constellation": "sentinel-2",
         "instruments": ["msi"],
         "eo:cloud_cover": scene.properties["eo:cloud_cover"],
-        "proj:epsg": EPSG,
-        "proj:code": f"EPSG:{EPSG}",
+        "proj:epsg": grid.epsg,
+        "proj:code": f"EPSG:{grid.epsg}",
         "mgrs:utm_zone": zone,
         "mgrs:latitude_band": band,
         "mgrs:grid_square": square,
