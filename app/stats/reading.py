@@ -107,6 +107,31 @@ class SceneReader:
         except (RasterioError, OSError) as error:
             raise SceneReadError(self._read_failed(item, key, source, error)) from None
 
+    @contextmanager
+    def open_asset(
+        self, item: pystac.Item, key: str
+    ) -> Iterator[tuple[str, rasterio.DatasetReader]]:
+        """Lend the pool's dataset of an item's asset, allow-list checked first.
+
+        For readers of whole windows (the batch-processing tile engine): the asset is
+        resolved, checked and opened as ``read`` does, and GDAL's failures inside the
+        block become a ``SceneReadError`` naming the item and asset.
+
+        Args:
+            item: The STAC item.
+            key: An asset key, ESA band or common name.
+
+        Yields:
+            (the item's asset key, the open dataset).
+
+        Raises:
+            SceneReadError: Missing asset, refused by the allow-list, or unreadable.
+
+        """
+        item_key, source = self._source(item, key)
+        with self._dataset(item, item_key, source) as dataset:
+            yield item_key, dataset
+
     def _source(self, item: pystac.Item, key: str) -> tuple[str, str]:
         """(item asset key, checked source path or URL) of an asset key."""
         item_key = sentinel2.resolve_asset(key, item.assets)
