@@ -223,6 +223,8 @@ def run_child(argv: list[str], job: dict, service: Server | None, env: dict) -> 
         raise RuntimeError(f"{argv[-1]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["service_cpu"] = after - before
+    if "task_cpu" in result:
+        print(f"    (CPU in the tasks themselves: {result['task_cpu']:.1f} s)")
     result["process_wall"] = elapsed
     return result
 

@@ -51,8 +51,9 @@ def tree_cpu() -> float:
 
 def _warm() -> None:
     """Imports on a worker before the clock starts (the peers' workers get the same)."""
-    import app.batch.processing.engine  # noqa: F401
     import rasterio  # noqa: F401
+
+    import app.batch.processing.engine  # noqa: F401
 
 
 def _grid_tile(tile: dict) -> Any:
@@ -91,11 +92,16 @@ def recipe() -> Any:
     )
 
 
-def run_tile(job: dict, tile: dict) -> str:
-    """One tile on a worker: its scenes, ``process_tile``, ``write_cog``; the COG's path."""
+def run_tile(job: dict, tile: dict) -> tuple[str, float]:
+    """One tile on a worker: its scenes, ``process_tile``, ``write_cog``.
+
+    Returns:
+        The COG's path and the CPU seconds the task took on its worker.
+
+    """
+    started = time.process_time()
     from app.batch.processing.cog import write_cog
     from app.batch.processing.engine import process_tile
-
     from app.batch.storage import Storage
     from app.catalog.base import SearchQuery
     from app.services import catalog_factory
@@ -119,7 +125,7 @@ def run_tile(job: dict, tile: dict) -> str:
     rasters = process_tile(grid_tile, items, recipe(), settings)
     url = str(Path(job["out"]) / f"{tile['name']}.tif")
     write_cog(Storage.for_url(url), url, rasters[OUTPUT_ID], grid_tile, "float32")
-    return url
+    return url, time.process_time() - started
 
 
 _catalogs: dict[str, Any] = {}
@@ -149,14 +155,15 @@ def engine_mode(job: dict) -> dict:
         client.run(_warm)
         cpu0, wall0 = tree_cpu(), time.perf_counter()
         futures = client.map(run_tile, [job] * len(job["tiles"]), job["tiles"], pure=False)
-        paths = client.gather(futures)
+        done = client.gather(futures)
         cpu, wall = tree_cpu() - cpu0, time.perf_counter() - wall0
     names = [tile["name"] for tile in job["tiles"]]
     return {
         "cpu": cpu,
         "wall": wall,
         "tiles": len(names),
-        "paths": dict(zip(names, paths, strict=True)),
+        "paths": {name: path for name, (path, _) in zip(names, done, strict=True)},
+        "task_cpu": sum(task for _, task in done),
     }
 
 
