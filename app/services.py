@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -28,25 +29,64 @@ from app import datasets, redirects, reprojection
 from app.batch import BatchService
 from app.catalog import Catalog
 from app.catalog.cache import ItemCache
-from app.db import engine_from_settings
+from app.catalog.layered import LayeredCatalog, layered_catalog
+from app.db import database_url, engine_from_settings
 from app.gdal_env import configure_gdal
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.rendering import configure_rendering
 from app.settings import Settings
 
-__all__ = ["Services", "catalog_factory", "catalog_from_settings", "configure_process"]
+__all__ = [
+    "Services",
+    "base_catalog_factory",
+    "catalog_factory",
+    "catalog_from_settings",
+    "configure_process",
+]
 
 
 def catalog_factory(settings: Settings) -> Callable[[], Catalog]:
+    """How to build the service's catalog: its base plus the registered result collections.
+
+    The base is what ``settings.catalog`` names (a STAC API URL or a folder,
+    ``base_catalog_factory``); above it, the result collections of batch processing jobs
+    registered in the service database (``app.catalog.layered.LayeredCatalog``).
+
+    Args:
+        settings: The service settings (``catalog``, the ``stac_*`` options, the database).
+
+    Returns:
+        A function of no arguments that builds the catalog: a ``functools.partial`` of
+        an engine module's function, so it pickles by reference and a Dask worker can
+        build its own catalog (reading the same registry) without importing the
+        application.
+
+    """
+    return partial(
+        layered_catalog,
+        base_catalog_factory(settings),
+        database_url(settings),
+        settings.result_collections_refresh_seconds,
+        _storage_options(settings),
+    )
+
+
+def _storage_options(settings: Settings) -> dict[str, Any]:
+    """The storage options of s3:// result collections (another endpoint than AWS)."""
+    if settings.s3_endpoint_url:
+        return {"client_kwargs": {"endpoint_url": settings.s3_endpoint_url}}
+    return {}
+
+
+def base_catalog_factory(settings: Settings) -> Callable[[], Catalog]:
     """How to build the catalog ``settings.catalog`` names: a STAC API URL or a folder.
 
     Args:
         settings: The service settings (``catalog`` and the ``stac_*`` options).
 
     Returns:
-        A function of no arguments that builds the catalog: a ``functools.partial`` of
-        the backend class, so it pickles by reference to an engine module and a Dask
-        worker can build its own catalog without importing the application.
+        A picklable function of no arguments that builds the catalog (a
+        ``functools.partial`` of the backend class).
 
     """
     if settings.catalog_is_remote:
@@ -112,7 +152,8 @@ class Services:
 
     Attributes:
         settings: The settings the services were built from.
-        catalog: Where items come from (``/catalog``, items, ``/statistics``, mosaics).
+        catalog: Where items come from (``/catalog``, items, ``/statistics``, mosaics):
+            the configured catalog plus the registered result collections.
         item_cache: Items by id, for the item endpoints.
         db_engine: The service database (searches, batch jobs).
         mosaics: Registered searches and their mosaics.
@@ -137,8 +178,15 @@ class Services:
 
         """
         open_catalog = catalog_factory(settings)
-        catalog = open_catalog()
         engine = engine_from_settings(settings)
+        # The app's own catalog shares the app's engine; workers build theirs from
+        # open_catalog (the same base and registry).
+        catalog = LayeredCatalog(
+            base_catalog_factory(settings)(),
+            engine,
+            refresh_seconds=settings.result_collections_refresh_seconds,
+            storage_options=_storage_options(settings),
+        )
         return cls(
             settings=settings,
             catalog=catalog,

@@ -273,6 +273,21 @@ class Settings(BaseSettings):
     # stored and listed with the search (400 past it).
     max_search_metadata_bytes: int = 16_384
 
+    # Result collections of batch processing jobs (createCollection, app.catalog.layered):
+    # seconds between reads of their registry in the service database, so a collection
+    # registered by another process or replica is served within this time (the process
+    # that registers it serves it at once). 0 reads it on every catalog call.
+    result_collections_refresh_seconds: float = 2.0
+    # Batch processing jobs (issue 14, app.batch.processing). Most tiles one job may have
+    # (counted from the grid before any tile is listed: a 413 naming it).
+    batch_max_tiles: int = 50_000
+    # Most pixels of one tile, buffer included (each output of a tile is held whole in a
+    # worker's memory, a median over N scenes N times): a 413 naming it. Grid 3 at 0.0001
+    # degree (10^8 pixels) needs it raised.
+    batch_max_tile_pixels: int = 25_000_000
+    # Rough cost of one megapixel x scene of a tile (s) for the analysis' run-time estimate.
+    batch_seconds_per_megapixel_scene: float = 0.05
+
     @field_validator(
         "allowed_sources",
         "scl_mask_classes",

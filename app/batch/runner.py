@@ -8,8 +8,12 @@ A driver runs in a thread of the replica holding the job's lease. The processing
    finished unit from the marker its task returns; a unit whose task failed (its worker
    died more often than Dask retries, or it raised) is resubmitted, then recorded as an
    error;
-3. consolidates the units' parts into ``results.parquet`` and ends the job DONE, or
-   PARTIAL when features failed.
+3. consolidates (the job kind's ``finish``: batch statistics build ``results.parquet``
+   from the units' parts, batch processing writes the STAC collection of its tiles) and
+   ends the job DONE, or PARTIAL when features (tiles) failed.
+
+What differs between the kinds (analysis, a unit's task, consolidation) is the job kind's
+(``app.batch.kinds``); the loops here are shared.
 
 It stops early, leaving the job for whoever resumes it, when the job is stopped, when its
 lease is lost, or when the service shuts down. Nothing is lost or duplicated: files are
@@ -32,15 +36,12 @@ from typing import Any
 
 from distributed import Future
 
-from app.batch.analysis import analyse, validate_request
 from app.batch.config import BatchConfig
 from app.batch.executor import DaskExecutor
-from app.batch.models import BatchStatisticalRequest
-from app.batch.results import result_schema, write_results
+from app.batch.kinds import TaskFactory, kind_of
 from app.batch.states import JobState
 from app.batch.storage import JobFiles, Storage
 from app.batch.store import JobStore, UnitRecord
-from app.batch.worker import UnitTask, run_unit
 from app.catalog import Catalog
 from app.errors import TerratilerError
 from app.settings import Settings
@@ -130,19 +131,8 @@ class Driver:
         job = self.store.get(self.job_id)
         if job.state != JobState.ANALYSING or job.owner != self.context.owner:
             return
-        request = BatchStatisticalRequest.model_validate(job.request)
-        files = JobFiles(job.root)
         try:
-            result = analyse(
-                request,
-                job.source,
-                files,
-                self._storage(job.root),
-                self.context.catalog,
-                self.context.settings,
-                self.context.config,
-                self._parallelism(),
-            )
+            result = kind_of(job.kind).analyse(job, self.context, self._parallelism())
         except TerratilerError as error:
             self._fail(error.message)
             return
@@ -188,8 +178,8 @@ class Driver:
             return
         storage = self._storage(job.root)
         files = JobFiles(job.root)
-        request = BatchStatisticalRequest.model_validate(job.request)
-        statistics_request = request.statistics_request()
+        kind = kind_of(job.kind)
+        function, make_task = kind.tasks(job, self.context)
 
         progress = self.store.progress(self.job_id)
         self.store.update(self.job_id, run_started=time.time(), run_base=progress.processed)
@@ -197,22 +187,13 @@ class Driver:
             pending = self._reconcile(storage, files, self.store.units(self.job_id, True))
             if not pending:
                 break
-            if not self._run_units(storage, files, statistics_request, pending):
+            if not self._run_units(function, make_task, pending):
                 return
         else:
             if self.store.units(self.job_id, pending_only=True):
                 # Results that could not be recorded (a unit's generation moved meanwhile).
                 raise RuntimeError(f"units still pending after {ROUNDS} rounds")
-
-        schema = result_schema(validate_request(request, self.context.settings))
-        units = [u.unit for u in self.store.units(self.job_id)]
-        # Every unit is recorded and this driver holds the lease: no writer is left, so a
-        # temporary here is one a killed process left (a kill -9 during consolidation
-        # leaves results.parquet.tmp-<uuid>): a resumed job ends without any.
-        removed = storage.remove_temporaries(files.folders)
-        if removed:
-            logger.info("batch job %s: removed %d stale temporaries", self.job_id, len(removed))
-        write_results(storage, files, units, schema)
+        kind.finish(job, self.context)
         progress = self.store.progress(self.job_id)
         final = JobState.PARTIAL if progress.failed or progress.invalid else JobState.DONE
         self.store.set_state(
@@ -242,26 +223,10 @@ class Driver:
             remaining.append(unit)
         return remaining
 
-    def _task(self, root: str, request: dict[str, Any], unit: UnitRecord) -> UnitTask:
-        config = self.context.config
-        return UnitTask(
-            job_id=self.job_id,
-            unit=unit.unit,
-            generation=unit.generation,
-            root=root,
-            request=request,
-            settings=self.context.settings,
-            open_catalog=self.context.open_catalog,
-            storage_options=config.storage_options if root.startswith("s3://") else {},
-            only=unit.retry_ids(),
-            chunk_size=config.batch_unit_features,
-        )
-
     def _run_units(
         self,
-        storage: Storage,
-        files: JobFiles,
-        request: dict[str, Any],
+        function: Callable[[Any], dict[str, Any]],
+        make_task: TaskFactory,
         pending: list[UnitRecord],
     ) -> bool:
         """Submit and record units until none is left; False when the driver must leave."""
@@ -285,8 +250,7 @@ class Driver:
                     unit = todo.popleft()
                     attempt = attempts.get(unit.unit, 0)
                     key = f"batch-{self.job_id}-{unit.unit}-g{unit.generation}-a{attempt}-{run}"
-                    task = self._task(files.root, request, unit)
-                    future = executor.submit(run_unit, task, key)
+                    future = executor.submit(function, make_task(unit), key)
                     running[future] = unit
                     future.add_done_callback(completed.put)
                 try:

@@ -1,6 +1,7 @@
-"""The batch statistics service: what the REST router and the CLI call.
+"""The batch service: what the REST routers and the CLI call, for both job kinds.
 
-``BatchService`` creates jobs, applies the client actions (analyse, start, stop,
+``BatchService`` creates jobs (batch statistics: ``create``; batch processing:
+``create_process``), applies the client actions (analyse, start, stop,
 retry-failed) as state transitions in the job store, runs the drivers of the jobs this
 replica holds, serves job views and results. A supervisor thread renews the leases of
 the jobs this replica drives and takes over jobs whose replica is gone: a job PROCESSING
@@ -28,14 +29,22 @@ from app.batch.analysis import validate_request
 from app.batch.config import BatchConfig
 from app.batch.executor import DaskExecutor
 from app.batch.features import FORMATS, detect_format
+from app.batch.kinds import kind_of
 from app.batch.models import BatchStatisticalRequest, FeatureSource
+from app.batch.processing.models import BatchProcessRequest
 from app.batch.results import csv_chunks, geojson_chunks, parquet_chunks
 from app.batch.runner import Driver, DriverContext
 from app.batch.states import FINAL, RUNNING, Action, JobState, conflict
 from app.batch.storage import JobFiles, Storage, join
 from app.batch.store import JobRecord, JobStore
 from app.catalog import Catalog
-from app.errors import BadRequestError, ConflictError, ForbiddenError, TooLargeError
+from app.errors import (
+    BadRequestError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    TooLargeError,
+)
 from app.redirects import resolve_redirects
 from app.security import check_source
 from app.settings import Settings
@@ -55,6 +64,9 @@ RESULT_FORMATS = {
 
 # A job's folder under an output prefix is named by its id (uuid4).
 _JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+#: Statuses of a processing job's tiles (``tiles(status=...)``).
+TILE_STATES = ("PENDING", "PROCESSED", "FAILED")
 
 # States in which a driver holds a job's lease.
 LEASED = RUNNING | {JobState.ANALYSIS_DONE}
@@ -178,6 +190,39 @@ class BatchService:
         body["output"] = output
         return self.view(self.store.create(job_id, KIND, body, source, root))
 
+    def create_process(self, request: BatchProcessRequest) -> dict[str, Any]:
+        """Create a batch processing job (state CREATED), every parameter checked first.
+
+        Raises:
+            BadRequestError: A bad parameter (named): area, grid, resolution, outputs ...
+            TooLargeError: Over ``batch_max_tiles`` or ``batch_max_tile_pixels``.
+            ForbiddenError: An output outside ``batch_outputs``; ``createCollection`` with
+                an output the service may not read (``allowed_sources``).
+
+        """
+        from app.batch.processing.analysis import check_request
+        from app.batch.processing.paths import job_root, template_of, template_prefix, zarr_url
+
+        check_request(request, self.settings, self.catalog)
+        target = request.output
+        template = template_of(target.url or self.config.default_output, target.type)
+        prefix = template_prefix(template)
+        folder = self._output(prefix)
+        template = folder + template[len(prefix.rstrip("/")) :]
+        job_id = str(uuid.uuid4())
+        root = job_root(template, job_id)
+        if request.createCollection is not False:
+            from app.catalog.layered import check_collection_id, check_readable_output
+
+            check_readable_output(folder, self.settings)
+            if isinstance(request.createCollection, str):
+                check_collection_id(self.catalog, request.createCollection, self.store.engine, root)
+        body = request.model_dump(by_alias=True, exclude_none=True)
+        source = {"kind": "process", "template": template}
+        if target.type == "zarr":
+            source["zarr"] = zarr_url(root)
+        return self.view(self.store.create(job_id, "process", body, source, root))
+
     def _output(self, output: str | None) -> str:
         text = (output or self.config.default_output).strip()
         if text.startswith(("http://", "https://")):
@@ -265,8 +310,17 @@ class BatchService:
 
     # ----------------------------------------------------------------------- actions
 
-    def analyse(self, job_id: str) -> dict[str, Any]:
+    def _job(self, job_id: str, kind: str | None) -> JobRecord:
+        """The job; ``NotFoundError`` when unknown or of another kind than ``kind``."""
+        job = self.store.get(job_id)
+        if kind is not None and job.kind != kind:
+            # Each kind's routes see only their jobs.
+            raise NotFoundError(f"batch job '{job_id}' not found")
+        return job
+
+    def analyse(self, job_id: str, kind: str | None = None) -> dict[str, Any]:
         """CREATED -> ANALYSING; the analysis runs in the background."""
+        self._job(job_id, kind)
         self.store.act(
             job_id,
             Action.ANALYSE,
@@ -279,8 +333,9 @@ class BatchService:
         self._launch(job_id, "analyse")
         return self.get(job_id)
 
-    def start(self, job_id: str) -> dict[str, Any]:
+    def start(self, job_id: str, kind: str | None = None) -> dict[str, Any]:
         """Start processing: after the analysis (run first when needed), or resume STOPPED."""
+        self._job(job_id, kind)
         for _ in range(3):  # the state may move under us (an analysis finishing)
             now = time.time()
             lease = {"owner": self.owner, "heartbeat": now, "error": None, "finished_at": None}
@@ -309,22 +364,23 @@ class BatchService:
                 raise conflict(job_id, Action.START, job.state)
         raise conflict(job_id, Action.START, self.store.get(job_id).state)
 
-    def stop(self, job_id: str) -> dict[str, Any]:
+    def stop(self, job_id: str, kind: str | None = None) -> dict[str, Any]:
         """PROCESSING -> STOPPED; units already running finish, nothing new starts."""
+        self._job(job_id, kind)
         self.store.act(job_id, Action.STOP, JobState.STOPPED, owner=None, heartbeat=None)
         driver = self._drivers.get(job_id)
         if driver is not None:
             driver.stop.set()
         return self.get(job_id)
 
-    def retry_failed(self, job_id: str) -> dict[str, Any]:
-        """PARTIAL | FAILED -> PROCESSING: recompute exactly the failed features.
+    def retry_failed(self, job_id: str, kind: str | None = None) -> dict[str, Any]:
+        """PARTIAL | FAILED -> PROCESSING: recompute exactly the failed features (tiles).
 
         Features that failed (reads, a unit whose task kept failing) are recomputed; the
         invalid ones (unusable geometries) are not. A job that failed in its analysis is
         analysed again, then processed.
         """
-        job = self.store.get(job_id)
+        job = self._job(job_id, kind)
         lease = {"owner": self.owner, "heartbeat": time.time(), "error": None, "finished_at": None}
         if job.analysis is None:
             self.store.act(job_id, Action.RETRY_FAILED, JobState.ANALYSING, autostart=True, **lease)
@@ -335,24 +391,57 @@ class BatchService:
             self._launch(job_id, "process")
         return self.get(job_id)
 
+    def delete(self, job_id: str, kind: str | None = None) -> None:
+        """Forget a job that no replica works on (its outputs stay where they were written).
+
+        Its bookkeeping files (``<root>/_batch``: staged features or tiles, markers) go.
+
+        Raises:
+            NotFoundError: Unknown job (or of another kind).
+            ConflictError: The job is analysed or processed now (stop it first).
+
+        """
+        job = self._job(job_id, kind)
+        if job.state in RUNNING:
+            raise ConflictError(
+                f"cannot delete job '{job_id}': its state is {job.state} (stop it first)"
+            )
+        driver = self._drivers.get(job_id)
+        if driver is not None:
+            driver.stop.set()
+        if not self.store.delete(job_id, {job.state}):
+            raise conflict(job_id, "delete", self.store.get(job_id).state)
+        storage = Storage.for_url(job.root, self.config.storage_options)
+        try:
+            storage.remove_tree(JobFiles(job.root).work)
+        except Exception as error:  # the job is gone; a leftover folder is only space
+            logger.warning("batch job %s: cannot remove its files: %s", job_id, error)
+
     # ------------------------------------------------------------------------- views
 
-    def get(self, job_id: str) -> dict[str, Any]:
+    def get(self, job_id: str, kind: str | None = None) -> dict[str, Any]:
         """The job as the API shows it, with its failures."""
-        return self.view(self.store.get(job_id), details=True)
+        return self.view(self._job(job_id, kind), details=True)
 
-    def list(self, limit: int = 100, offset: int = 0, state: str | None = None) -> dict[str, Any]:
-        """A page of jobs, newest first."""
+    def list(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        state: str | None = None,
+        kind: str = KIND,
+    ) -> dict[str, Any]:
+        """A page of jobs of one kind, newest first."""
         if state is not None and state not in set(JobState):
             raise BadRequestError(f"status: unknown state '{state}'")
-        jobs, total = self.store.list(KIND, limit=limit, offset=offset, state=state)
+        jobs, total = self.store.list(kind, limit=limit, offset=offset, state=state)
         return {"data": [self.view(job) for job in jobs], "total": total}
 
     def view(self, job: JobRecord, details: bool = False) -> dict[str, Any]:
         """A job's JSON: state, progress, completion percentage, ETA, failures."""
+        kind = kind_of(job.kind)
         progress = self.store.progress(job.id)
         analysis = job.analysis or {}
-        total = progress.features or int(analysis.get("featureCount") or 0)
+        total = progress.features or int(analysis.get(kind.total_key) or 0)
         processed = progress.processed
         percentage = 100.0 * processed / total if total else 0.0
         remaining = None
@@ -360,7 +449,6 @@ class BatchService:
             remaining = self._remaining(job, processed, total)
         elif job.state in FINAL and job.analysis is not None:
             remaining = 0.0
-        files = JobFiles(job.root)
         view: dict[str, Any] = {
             "id": job.id,
             "status": job.state.value,
@@ -375,26 +463,18 @@ class BatchService:
             "completionPercentage": round(percentage, 2),
             "progress": {
                 "units": {"total": progress.units, "done": progress.units_done},
-                "features": {
-                    "total": total,
-                    "done": progress.done,
-                    "failed": progress.failed,
-                    "invalid": progress.invalid,
-                },
+                **kind.progress_view(progress, total),
             },
             "estimatedSecondsRemaining": remaining,
             "eta": _iso(datetime.fromtimestamp(time.time() + remaining, UTC))
             if remaining is not None
             else None,
-            "results": {"folder": job.root, "table": files.results}
-            if job.state in (JobState.DONE, JobState.PARTIAL)
-            else None,
+            "results": kind.results_view(job),
         }
+        if job.kind != KIND:
+            view["kind"] = job.kind
         if details:
-            failures = self.store.failures(job.id)
-            view["failedFeatures"] = failures["failed"]
-            view["invalidFeatures"] = failures["invalid"]
-            view["failedUnits"] = failures["units"]
+            view.update(kind.details_view(self.store, job))
         return view
 
     def _remaining(self, job: JobRecord, processed: int, total: int) -> float | None:
@@ -409,6 +489,80 @@ class BatchService:
             return None
         return round(float(estimate) * left / total, 1)
 
+    def tiles(
+        self, job_id: str, limit: int = 100, offset: int = 0, status: str | None = None
+    ) -> dict[str, Any]:
+        """A processing job's tiles as a GeoJSON FeatureCollection (footprints in WGS84).
+
+        Each feature: ``id`` (the tile number), properties ``name``, ``status``
+        (``PENDING``, ``PROCESSED``, ``FAILED``), ``error``, ``scenes``, ``crs``,
+        ``outputs`` (output id -> URL; raster output). ``numberMatched`` counts the
+        tiles of ``status``.
+
+        Raises:
+            NotFoundError: Unknown job, or not a processing job.
+            ConflictError: The tiles are not listed yet (before the analysis).
+            BadRequestError: An unknown ``status``.
+
+        """
+        from app.batch.processing.analysis import load_tiles
+        from app.batch.processing.kind import tile_outputs
+
+        job = self._job(job_id, "process")
+        if job.analysis is None:
+            raise ConflictError(
+                f"the tiles of job '{job_id}' are listed by its analysis: its state is {job.state}"
+            )
+        wanted = None if status is None else status.upper()
+        if wanted is not None and wanted not in TILE_STATES:
+            raise BadRequestError(f"status: '{status}' is not one of {', '.join(TILE_STATES)}")
+        request = BatchProcessRequest.model_validate(job.request)
+        staged = load_tiles(Storage.for_url(job.root, self.config.storage_options), job.root)
+        units = {unit.unit: unit for unit in self.store.units(job_id)}
+        features = []
+        for number, entry in enumerate(staged["tiles"]):
+            unit = units.get(number)
+            failed = unit is not None and (
+                unit.state == "error" or bool((unit.failures or {}).get("failed"))
+            )
+            if unit is None or unit.state == "pending":
+                state, error = "PENDING", None
+            elif failed:
+                state = "FAILED"
+                failures = unit.failures or {}
+                error = failures.get("error") or "; ".join(
+                    str(f.get("error")) for f in failures.get("failed", [])
+                )
+            else:
+                state, error = "PROCESSED", None
+            if wanted is not None and state != wanted:
+                continue
+            features.append((number, entry, state, error))
+        page = features[offset : offset + limit]
+        return {
+            "type": "FeatureCollection",
+            "numberMatched": len(features),
+            "numberReturned": len(page),
+            "features": [
+                {
+                    "type": "Feature",
+                    "id": number,
+                    "geometry": entry["footprint"],
+                    "properties": {
+                        "name": entry["name"],
+                        "status": state,
+                        "error": error,
+                        "scenes": entry.get("scenes"),
+                        "crs": entry["crs"],
+                        "width": entry["width"],
+                        "height": entry["height"],
+                        "outputs": tile_outputs(job, request, entry["name"]),
+                    },
+                }
+                for number, entry, state, error in page
+            ],
+        }
+
     # ----------------------------------------------------------------------- results
 
     def results(self, job_id: str, fmt: str = "parquet") -> tuple[Iterator[bytes], str, str]:
@@ -421,7 +575,7 @@ class BatchService:
         """
         if fmt not in RESULT_FORMATS:
             raise BadRequestError(f"format: '{fmt}' is not one of {', '.join(RESULT_FORMATS)}")
-        job = self.store.get(job_id)
+        job = self._job(job_id, KIND)
         if job.state not in (JobState.DONE, JobState.PARTIAL):
             raise ConflictError(
                 f"the results of job '{job_id}' are not ready: its state is {job.state}"
@@ -443,11 +597,12 @@ class BatchService:
         timeout: float | None = None,
         poll: float = 0.5,
         on_progress: Callable[[dict[str, Any]], None] | None = None,
+        kind: str | None = None,
     ) -> dict[str, Any]:
         """Poll a job until no replica works on it (final, stopped or waiting for start)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            view = self.get(job_id)
+            view = self.get(job_id, kind)
             if on_progress is not None:
                 on_progress(view)
             job_state = JobState(view["status"])

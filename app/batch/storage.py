@@ -159,6 +159,14 @@ class Storage:
         self.remove(stale)
         return stale
 
+    def remove_tree(self, folder_url: str) -> None:
+        """Delete a folder and everything under it (a missing folder is fine)."""
+        path = self.path(folder_url)
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
     def remove(self, urls: Iterable[str]) -> None:
         """Delete files (missing ones are fine)."""
         for url in urls:

@@ -314,6 +314,19 @@ class JobStore:
             ),
         )
 
+    def delete(self, job_id: str, states: Iterable[JobState]) -> bool:
+        """Delete a job and its units if its state is in ``states``; whether it was."""
+        where = [jobs_table.c.id == job_id, jobs_table.c.state.in_([s.value for s in states])]
+
+        def work(conn: Any) -> int:
+            count = conn.execute(delete(jobs_table).where(*where)).rowcount
+            if count:
+                # Not by ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
+                conn.execute(delete(units_table).where(units_table.c.job_id == job_id))
+            return count
+
+        return bool(self._run("delete job", work))
+
     # ------------------------------------------------------------------------- leases
 
     def claim(

@@ -33,7 +33,7 @@ from app.stats.models import StatisticalRequest
 from app.stats.plan import make_plan
 from app.stats.results import BAD_REQUEST, EXECUTION_ERROR, failed
 
-__all__ = ["UnitTask", "outcome", "run_unit"]
+__all__ = ["UnitTask", "configure_worker", "outcome", "run_unit", "worker_catalog"]
 
 _lock = threading.Lock()
 _catalogs: dict[tuple[str, str], tuple[float, Any]] = {}
@@ -70,7 +70,7 @@ class UnitTask:
     chunk_size: int = 1024
 
 
-def _configure(settings: Settings) -> None:
+def configure_worker(settings: Settings) -> None:
     """Per worker process, once, before its first dataset: GDAL's environment.
 
     A LocalCluster's workers inherit the service's environment; a remote ``dask worker``
@@ -83,15 +83,14 @@ def _configure(settings: Settings) -> None:
             _configured = True
 
 
-def _catalog(task: UnitTask) -> Catalog:
-    """The worker's catalog for the task's settings (built by the task, cached a while)."""
-    settings = task.settings
+def worker_catalog(settings: Settings, open_catalog: Callable[[], Catalog]) -> Catalog:
+    """The worker's catalog for these settings (built by ``open_catalog``, cached a while)."""
     key = (settings.catalog, settings.collection)
     ttl = settings.item_cache_ttl
     with _lock:
         cached = _catalogs.get(key)
         if cached is None or time.monotonic() - cached[0] > ttl:
-            cached = (time.monotonic(), task.open_catalog())
+            cached = (time.monotonic(), open_catalog())
             _catalogs[key] = cached
         return cached[1]
 
@@ -120,7 +119,7 @@ def _compute(task: UnitTask, geometries: list[Any], crs: str) -> list[dict[str, 
     if not geometries:
         return []
     try:
-        catalog = _catalog(task)
+        catalog = worker_catalog(task.settings, task.open_catalog)
         return compute_many(
             geometries, task.request, catalog, task.settings, crs=crs, chunk_size=task.chunk_size
         )
@@ -175,7 +174,7 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
 
     """
     started = time.perf_counter()
-    _configure(task.settings)
+    configure_worker(task.settings)
     storage = Storage.for_url(task.root, task.storage_options)
     files = JobFiles(task.root)
     features = read_unit(storage, files.features, task.unit)

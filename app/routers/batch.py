@@ -26,6 +26,8 @@ from app.input_limits import check_json_depth
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 Service = Annotated[BatchService, Depends(get_batch)]
+# These routes see batch statistics jobs only (a batch processing job id is a 404 here).
+KIND = "statistics"
 JobId = Annotated[str, Path(description="The job id.")]
 
 
@@ -168,7 +170,7 @@ def list_jobs(
     status: Annotated[str | None, Query(description="Only jobs in this state.")] = None,
 ) -> dict[str, Any]:
     """Jobs, newest first."""
-    return service.list(limit=limit, offset=offset, state=status)
+    return service.list(limit=limit, offset=offset, state=status, kind=KIND)
 
 
 @router.get(
@@ -178,7 +180,7 @@ def list_jobs(
 )
 def get_job(job_id: JobId, service: Service) -> dict[str, Any]:
     """The job: status, analysis, completionPercentage, counts, ETA, failed features."""
-    return service.get(job_id)
+    return service.get(job_id, kind=KIND)
 
 
 @router.post(
@@ -188,7 +190,7 @@ def get_job(job_id: JobId, service: Service) -> dict[str, Any]:
 )
 def analyse_job(job_id: JobId, service: Service) -> dict[str, Any]:
     """CREATED -> ANALYSING -> ANALYSIS_DONE (409 in any other state)."""
-    return service.analyse(job_id)
+    return service.analyse(job_id, kind=KIND)
 
 
 @router.post(
@@ -198,13 +200,13 @@ def analyse_job(job_id: JobId, service: Service) -> dict[str, Any]:
 )
 def start_job(job_id: JobId, service: Service) -> dict[str, Any]:
     """Analyse first if needed, then PROCESSING; a STOPPED job resumes where it stopped."""
-    return service.start(job_id)
+    return service.start(job_id, kind=KIND)
 
 
 @router.post("/batch/statistics/{job_id}/stop", summary="Stop a job")
 def stop_job(job_id: JobId, service: Service) -> dict[str, Any]:
     """PROCESSING -> STOPPED; `start` resumes it without redoing finished work."""
-    return service.stop(job_id)
+    return service.stop(job_id, kind=KIND)
 
 
 @router.post(
@@ -214,7 +216,7 @@ def stop_job(job_id: JobId, service: Service) -> dict[str, Any]:
 )
 def retry_failed(job_id: JobId, service: Service) -> dict[str, Any]:
     """PARTIAL | FAILED -> PROCESSING, recomputing the failed features only."""
-    return service.retry_failed(job_id)
+    return service.retry_failed(job_id, kind=KIND)
 
 
 @router.get(
