@@ -26,6 +26,7 @@ from rio_cogeo.cogeo import cog_validate
 from app.batch.processing.cog import check_cog_parameters, write_cog
 from app.batch.processing.engine import (
     TileReadError,
+    check_resampling,
     estimate_tile_bytes,
     finish,
     process_tile,
@@ -185,7 +186,9 @@ def test_stack_has_one_band_per_date_with_the_dates_as_descriptions(
     assert (result.data[2] == 0).all() and (result.data[0] > 0).any()
 
 
-def _reprojected(demo_dir: Path, document: dict, asset: str, tile: GridTile) -> np.ndarray:
+def _reprojected(
+    demo_dir: Path, document: dict, asset: str, tile: GridTile, harmonize: bool = True
+) -> np.ndarray:
     """rasterio.warp.reproject of a whole source band onto a tile (nearest), harmonized."""
     path = href(demo_dir, document, asset)
     with rasterio.open(path) as src:
@@ -203,6 +206,8 @@ def _reprojected(demo_dir: Path, document: dict, asset: str, tile: GridTile) -> 
             dst_nodata=np.nan,
             resampling=Resampling.nearest,
         )
+    if not harmonize:
+        return out
     scale, offset = scale_offset(document, asset)
     return (out * np.float32(scale) + np.float32(offset)).astype(np.float32)
 
@@ -239,23 +244,57 @@ def _warped_tiles() -> list[GridTile]:
 def test_tiles_in_other_crs_match_a_reprojection_of_the_source(
     tile: GridTile, demo: dict, demo_dir: Path, settings: Settings
 ):
-    document = _newest_first(demo["docs"])[0]
+    recipe = TileRecipe(
+        outputs=(
+            OutputSpec("red", "red", composite="max"),
+            OutputSpec("ndvi", NDVI, mask="scl-clear"),
+        )
+    )
+
+    result = process_tile(tile, demo["items"], recipe, settings)
+
+    red = np.full((tile.height, tile.width), np.nan, dtype=np.float32)
+    ndvi = np.full((tile.height, tile.width), np.nan, dtype=np.float32)
+    for document in _newest_first(demo["docs"]):
+        bands = {name: _reprojected(demo_dir, document, name, tile) for name in ("red", "nir")}
+        red = np.fmax(red, bands["red"])
+        scl = _reprojected(demo_dir, document, "scl", tile, harmonize=False)
+        with np.errstate(all="ignore"):
+            red64, nir64 = bands["red"].astype(np.float64), bands["nir"].astype(np.float64)
+            values = ((nir64 - red64) / (nir64 + red64)).astype(np.float32)
+        values[np.isnan(scl) | np.isin(scl, SCL_MASKED)] = np.nan
+        take = np.isnan(ndvi) & ~np.isnan(values)
+        ndvi[take] = values[take]
+    # Nearest neighbour through the same warper: the same source pixels everywhere.
+    np.testing.assert_array_equal(result["red"].data[0], red)
+    np.testing.assert_array_equal(result["ndvi"].data[0], ndvi)
+    assert result["ndvi"].data.shape == (1, tile.height, tile.width)
+    assert 0.5 < (~np.isnan(ndvi)).mean() < 1  # the tile reaches past the demo's edge
+
+
+def test_coarser_tiles_read_the_overviews(demo: dict, demo_dir: Path, settings: Settings):
+    document = demo["docs"][0]
     item = next(i for i in demo["items"] if i.id == document["id"])
-    recipe = TileRecipe(outputs=(OutputSpec("red", "red"), OutputSpec("nir", "nir")))
+    scale, offset = scale_offset(document, "red")
+    with rasterio.open(href(demo_dir, document, "red"), overview_level=0) as overview:
+        half = overview.read(1)  # the COG's own 20 m overview of its 10 m band
+    full = read(demo_dir, document, "red").astype(np.float64)
 
-    result = process_tile(tile, [item], recipe, settings)
+    def tile(resolution: int) -> GridTile:
+        side = DEMO_SIZE * 10 // resolution
+        transform = Affine(resolution, 0, DEMO_LEFT, 0, -resolution, DEMO_TOP)
+        return GridTile("0", f"r{resolution}", "EPSG:32633", transform, side, side, resolution)
 
-    for name in ("red", "nir"):
-        expected = _reprojected(demo_dir, document, name, tile)
-        got = result[name].data[0]
-        assert got.shape == (tile.height, tile.width)
-        both = ~np.isnan(expected) & ~np.isnan(got)
-        # Nearest neighbour through the same warper: the same source pixels everywhere.
-        assert both.mean() > 0.5
-        assert (np.isnan(expected) == np.isnan(got)).mean() > 0.999
-        assert (got[both] == expected[both]).mean() > 0.999
-    # The tile reaches past the demo's edge: no value there.
-    assert np.isnan(result["red"].data[0]).any()
+    nearest = TileRecipe(outputs=(OutputSpec("red", "red"),), resampling="nearest")
+    at_20 = process_tile(tile(20), [item], nearest, settings)["red"].data[0]
+    expected = half.astype(np.float32) * np.float32(scale) + np.float32(offset)
+    np.testing.assert_array_equal(at_20, expected)
+
+    average = TileRecipe(outputs=(OutputSpec("red", "red"),), resampling="average")
+    at_40 = process_tile(tile(40), [item], average, settings)["red"].data[0]
+    blocks = full.reshape(64, 4, 64, 4).mean(axis=(1, 3)) * scale + offset
+    # The mean of 4 x 4 source pixels, to the rounding of the overview's DN (1 DN = 1e-4).
+    np.testing.assert_allclose(at_40, blocks, atol=1.01e-4)
 
 
 def test_first_stops_reading_once_the_tile_is_full(
@@ -476,3 +515,37 @@ def test_cog_parameters_defaults_round_trip():
     }
     assert check_cog_parameters(checked) == checked
     assert check_cog_parameters(None)["blockxsize"] == 512
+
+
+def test_write_cog_to_s3_on_a_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from moto.server import ThreadedMotoServer
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {"client_kwargs": {"endpoint_url": f"http://{host}:{port}"}}
+        storage = Storage.for_url("s3://tiles/job", options)
+        storage.fs.mkdir("tiles")
+        tile = GridTile("1", "t", "EPSG:32633", Affine(10, 0, 5e5, 0, -10, 5.1e6), 600, 600, 10)
+        raster = OutputRaster(np.full((1, 600, 600), 7, np.uint16), 0, ["x"])
+
+        write_cog(storage, "s3://tiles/job/t/x.tif", raster, tile, "uint16")
+
+        assert storage.names("s3://tiles/job/t") == {"x.tif"}
+        (tmp_path / "x.tif").write_bytes(storage.read("s3://tiles/job/t/x.tif"))
+    finally:
+        server.stop()
+    assert cog_validate(str(tmp_path / "x.tif"))[0]
+    with rasterio.open(tmp_path / "x.tif") as src:
+        assert (src.read() == 7).all() and src.overviews(1) == [2]
+
+
+def test_resampling_names():
+    assert check_resampling("BICUBIC") == "cubic" and check_resampling("NEAREST") == "nearest"
+    with pytest.raises(BadRequestError) as caught:
+        check_resampling("sinc")
+    assert caught.value.message.startswith("processRequest.resampling:")

@@ -58,7 +58,15 @@ from app.stats.reading import Scene, SceneReader, SceneReadError
 
 from .spec import GridTile, OutputRaster, OutputSpec, TileRecipe
 
-__all__ = ["DATA_RANGES", "TileReadError", "estimate_tile_bytes", "process_tile"]
+__all__ = [
+    "DATA_RANGES",
+    "RESAMPLINGS",
+    "TileReadError",
+    "check_resampling",
+    "estimate_tile_bytes",
+    "finish",
+    "process_tile",
+]
 
 #: The values of each integer data type; float32 outputs rescale onto (0, 1).
 DATA_RANGES: dict[str, tuple[float, float]] = {
@@ -73,6 +81,28 @@ DEFAULT_INTEGER_NODATA = 0
 _WARP_MARGIN = 3
 # Relative tolerance of "the same pixel size" and "on the same grid".
 _ALIGN_TOLERANCE = 1e-6
+
+
+#: Resampling of assets onto tile grids (rasterio's names; Sentinel Hub's upper-case
+#: NEAREST / BILINEAR / BICUBIC are accepted too).
+RESAMPLINGS = ("nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode")
+_RESAMPLING_ALIASES = {"bicubic": "cubic", "cubicspline": "cubic_spline"}
+
+
+def check_resampling(name: str) -> str:
+    """The rasterio resampling name of ``name`` (case-insensitive; ``BICUBIC`` is ``cubic``).
+
+    Raises:
+        BadRequestError: Naming ``processRequest.resampling`` and the accepted names.
+
+    """
+    key = str(name).strip().lower()
+    key = _RESAMPLING_ALIASES.get(key, key)
+    if key not in RESAMPLINGS:
+        raise BadRequestError(
+            f"processRequest.resampling: one of {', '.join(RESAMPLINGS)}, got '{name}'"
+        )
+    return key
 
 
 class TileReadError(Exception):
@@ -106,7 +136,8 @@ def process_tile(
 
     Raises:
         TileReadError: An asset is missing, outside the allow-list, or unreadable.
-        BadRequestError: An output expression does not parse, or has several bands.
+        BadRequestError: An output expression does not parse or has several bands, an
+            unknown composite or resampling.
 
     """
     scenes = [Scene.from_item(item) for item in items]
@@ -203,10 +234,7 @@ class _TileReader:
     def __init__(self, tile: GridTile, resampling: str, settings: Settings):
         self.tile = tile
         self.crs = CRS.from_user_input(tile.crs)
-        try:
-            self.resampling = Resampling[resampling]
-        except KeyError:
-            raise ValueError(f"unknown resampling '{resampling}'") from None
+        self.resampling = Resampling[check_resampling(resampling)]
         self.scenes = SceneReader(list(settings.allowed_prefixes), settings.allow_private_sources)
         self._lookups: dict[tuple, _Lookup] = {}
 
@@ -332,28 +360,31 @@ class _TileReader:
             self.crs, dataset.crs, *tile.bounds, densify_pts=21
         )
         src = dataset.transform
-        window = from_bounds(left, bottom, right, top, src)
-        col0 = max(int(np.floor(window.col_off)) - _WARP_MARGIN, 0)
-        row0 = max(int(np.floor(window.row_off)) - _WARP_MARGIN, 0)
-        col1 = min(int(np.ceil(window.col_off + window.width)) + _WARP_MARGIN, dataset.width)
-        row1 = min(int(np.ceil(window.row_off + window.height)) + _WARP_MARGIN, dataset.height)
+        # Source pixels per tile pixel: from 2 on, read the overview whose pixels are the
+        # largest not coarser than the tile's (gdalwarp's -ovr AUTO) rather than decoding
+        # pixels the warp would skip; the window snaps to that overview's pixels, so the
+        # read copies them (no resampling before the warp).
+        across = (right - left) / abs(src.a) / tile.width
+        down = (top - bottom) / abs(src.e) / tile.height
+        factor = max([f for f in dataset.overviews(1) if f <= min(across, down)], default=1)
+        bounds = from_bounds(left, bottom, right, top, src)
+        col0 = _snap_down(bounds.col_off - _WARP_MARGIN * factor, factor)
+        row0 = _snap_down(bounds.row_off - _WARP_MARGIN * factor, factor)
+        col1 = min(
+            _snap_up(bounds.col_off + bounds.width + _WARP_MARGIN * factor, factor), dataset.width
+        )
+        row1 = min(
+            _snap_up(bounds.row_off + bounds.height + _WARP_MARGIN * factor, factor), dataset.height
+        )
         if col1 <= col0 or row1 <= row0:
             return empty
         window = Window(col0, row0, col1 - col0, row1 - row0)
-        # Source pixels per tile pixel: from 2 on, read a decimated window (GDAL takes it
-        # from the overviews) instead of decoding pixels the warp would skip.
-        across = (right - left) / abs(src.a) / tile.width
-        down = (top - bottom) / abs(src.e) / tile.height
-        factor = max(1, int(min(across, down)))
-        out_w = max(1, round(window.width / factor))
-        out_h = max(1, round(window.height / factor))
-        data = dataset.read(1, window=window, out_shape=(out_h, out_w), resampling=resampling)
+        out_shape = (-(-window.height // factor), -(-window.width // factor))
+        data = dataset.read(1, window=window, out_shape=out_shape, resampling=Resampling.nearest)
         source = data.astype(np.float32)
         if dataset.nodata is not None:
             source[data == dataset.nodata] = np.nan
-        window_transform = dataset.window_transform(window) @ Affine.scale(
-            window.width / out_w, window.height / out_h
-        )
+        window_transform = src @ Affine.translation(col0, row0) @ Affine.scale(factor)
         destination = np.full(shape, np.nan, dtype=np.float32)
         reproject(
             source,
@@ -369,6 +400,14 @@ class _TileReader:
         )
         mask = np.isnan(destination)
         return np.ma.MaskedArray(np.where(mask, 0, destination), mask=mask)
+
+
+def _snap_down(value: float, step: int) -> int:
+    return max(int(np.floor(value / step)) * step, 0)
+
+
+def _snap_up(value: float, step: int) -> int:
+    return int(np.ceil(value / step)) * step
 
 
 def _whole(value: float) -> bool:
