@@ -35,6 +35,9 @@ class BatchConfig:
     batch_max_geojson_mb: int
     data_dir: Path
     dask_scheduler: str | None
+    batch_max_tiles: int
+    batch_max_tile_pixels: int
+    batch_seconds_per_megapixel_scene: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
@@ -55,6 +58,9 @@ class BatchConfig:
             batch_max_geojson_mb=settings.batch_max_geojson_mb,
             data_dir=Path(settings.data_dir).resolve(),
             dask_scheduler=settings.dask_scheduler or None,
+            batch_max_tiles=settings.batch_max_tiles,
+            batch_max_tile_pixels=settings.batch_max_tile_pixels,
+            batch_seconds_per_megapixel_scene=settings.batch_seconds_per_megapixel_scene,
         )
 
     @property
