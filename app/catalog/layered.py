@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import re
 import shutil
 import tempfile
@@ -484,6 +485,4 @@ def _copy_remote(href: str, storage_options: Mapping[str, Any]) -> Path:
 
 def _absolute(base_url: str, relative: str) -> str:
     scheme, rest = base_url.split("://", 1)
-    import posixpath
-
     return f"{scheme}://{posixpath.normpath(posixpath.join(rest, relative))}"

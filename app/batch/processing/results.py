@@ -261,7 +261,8 @@ def _footprint(tile: GridTile) -> shapely.Geometry:
     transformer = Transformer.from_crs(tile.crs, "EPSG:4326", always_xy=True)
     coords = np.asarray(box.exterior.coords)
     lon, lat = transformer.transform(coords[:, 0], coords[:, 1])
-    return shapely.Polygon(np.column_stack([lon, lat]))
+    # 1e-9 degree is 0.1 mm: more digits only make the documents bigger.
+    return shapely.Polygon(np.round(np.column_stack([lon, lat]), 9))
 
 
 def _relative(href: str, root: str, folder: str) -> str:
