@@ -459,7 +459,9 @@ def profile_section(demo: Path, best: dict[tuple[str, str, int], Run]) -> str:
     plain, trimmed = run_profile(demo, False), run_profile(demo, True)
     print(plain["profile"])
     saved = trimmed["current"] - trimmed["suggested"]
-    estimates = []
+    # (3): the workers without Dask's malloc setting as well (the tasks as in "plain").
+    saved_all = trimmed["current"] - plain["suggested"]
+    estimates, estimates_all = [], []
     for (area, way, workers), run in sorted(best.items()):
         stack = best.get((area, "stackstac", workers))
         if area == "small" and way == "terratiler" and stack is not None:
@@ -467,6 +469,8 @@ def profile_section(demo: Path, best: dict[tuple[str, str, int], Run]) -> str:
             estimates.append(
                 f"{estimate / stack.mpx_per_cpu_s:.1f}x stackstac with {workers} worker(s)"
             )
+            estimate = run.pixels / 1e6 / max(run.cpu - saved_all, 1e-9)
+            estimates_all.append(f"{estimate / stack.mpx_per_cpu_s:.1f}x ({workers})")
     lines = [
         "### Where terratiler's time goes (profile)",
         "",
@@ -481,8 +485,10 @@ def profile_section(demo: Path, best: dict[tuple[str, str, int], Run]) -> str:
         f"The {plain['tiles']} tiles of the small area in turn, CPU seconds (best of 2), the "
         "engine as it is and with two changes patched in by the profile script: (1) the "
         "median by one `np.sort` of the stack, over the pixels some scene covers only "
-        "(`np.nanmedian` is a per-pixel Python-level path when NaNs are present and slowest "
-        "on all-NaN pixels, i.e. a tile's outside), (2) aligned assets placed by `np.repeat` "
+        "(`np.nanmedian` over a short axis is numpy's `_nanmedian_small`: `numpy.ma.median`, "
+        "then one `warnings.warn` call per all-NaN pixel in a Python loop, so a tile mostly "
+        "outside the scenes costs more than a full one), (2) aligned assets placed by "
+        "`np.repeat` "
         "of the window (the grids nest) instead of `block[np.ix_(rows, cols)]`:",
         "",
         "| process | engine as it is | with (1) + (2) | saved |",
@@ -498,7 +504,13 @@ def profile_section(demo: Path, best: dict[tuple[str, str, int], Run]) -> str:
         + (
             f"Taking {saved:.1f} CPU s off the measured job gives about "
             + ", ".join(estimates)
-            + " (an estimate: the rest of the job's CPU unchanged)."
+            + " (an estimate: the rest of the job's CPU unchanged). With (3), the service's "
+            "LocalCluster workers started without Dask's `MALLOC_TRIM_THRESHOLD_=65536` "
+            "(`distributed.nanny.pre-spawn-environ`: with it set, glibc stops raising its mmap "
+            "threshold, so every tile-sized temporary is a fresh mmap and its pages are "
+            f"faulted in again: system time), {saved_all:.1f} CPU s less: about "
+            + ", ".join(estimates_all)
+            + " (the peer was measured with Dask's default and would gain from (3) too)."
             if estimates
             else ""
         ),
