@@ -308,9 +308,10 @@ def measure(
     service: Server,
     work: Path,
     ours_mode: str,
+    round_index: int = 0,
 ) -> Run:
-    """One run of ``way`` over ``tiles``; its outputs under ``work``."""
-    out = work / f"{area}-{way}-{workers}"
+    """One run of ``way`` over ``tiles``; its outputs under ``work`` (a folder per round)."""
+    out = work / f"{area}-{way}-{workers}-{round_index}"
     shutil.rmtree(out, ignore_errors=True)
     job = {
         "stac": f"{service.url}/catalog",
@@ -323,7 +324,7 @@ def measure(
         "tiles": tiles,
         "catalog": str(demo.resolve()),
         "mode": ours_mode,
-        "data_dir": str(work / f"jobs-{area}-{workers}"),
+        "data_dir": str(work / f"jobs-{area}-{workers}-{round_index}"),
         "aoi": demo_area(demo)[0],
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("TERRATILER_")}
@@ -413,7 +414,15 @@ def main(argv: list[str] | None = None) -> int:
                 order = area_ways if index % 2 == 0 else area_ways[::-1]
                 for way in order:
                     run = measure(
-                        way, area, demos[area], tiles[area], workers, service, work, args.ours
+                        way,
+                        area,
+                        demos[area],
+                        tiles[area],
+                        workers,
+                        service,
+                        work,
+                        args.ours,
+                        index,
                     )
                     key = (area, way, workers)
                     if key not in best or run.cpu < best[key].cpu:
