@@ -573,7 +573,9 @@ def render(
         "- CPU s: user+system of every process involved, over the work (clusters started and "
         "workers' imports done before): the way's process and its cluster, plus the "
         "service's processes (the peers' searches; the crop loop's crops). terratiler's job "
-        "reads the catalog folder itself: no service.",
+        "reads the catalog folder itself: no service. Each setup ran "
+        f"{args.rounds} time(s), the ways in alternating order; the run with the least CPU "
+        "is shown.",
         "",
         "| area | way | Dask workers | tiles | output Mpx (in the area) | wall s "
         "| CPU s (way + service) | CPU s / tile | CPU s / Mpx in the area | output Mpx / CPU s "
