@@ -48,9 +48,8 @@ def request_body(job: dict) -> dict[str, Any]:
 
 def job_mode(job: dict) -> dict:
     """Create, analyse and start the job; CPU and wall from creation to DONE."""
-    from app.batch.processing.models import BatchProcessRequest
-
     from app.batch import BatchService
+    from app.batch.processing.models import BatchProcessRequest
     from app.services import catalog_factory
     from app.settings import Settings
 
