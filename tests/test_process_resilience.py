@@ -1,0 +1,323 @@
+"""Batch processing jobs survive real kills: a Dask worker, the service, S3, a broken file.
+
+Real parts throughout: a Dask LocalCluster of 2 worker processes (the module's), the
+service over HTTP (TestClient, and uvicorn subprocesses killed with SIGKILL), a SQLite job
+store shared by those processes, real COGs of a small demo catalog (this module's copy: one
+test breaks a file), and moto's S3 server on loopback, stopped and started again.
+
+Tiles are the job's own (a GeoPackage of 3 x 3 tiles over the demo) and each takes a
+little longer than it would (``slow_catalog``: the workers' catalog sleeps before each
+search), so that a tile is surely running when a test kills something. What every test
+checks in the end: the job ends DONE, each tile's outputs exist once, are valid COGs and
+hold their pixels, no temporary is left, and tiles finished before the trouble were not
+computed again (their markers and COGs keep their modification times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import shapely.geometry
+from batch_jobs import wait_for
+from distributed import Client, LocalCluster
+from fastapi.testclient import TestClient
+from live_server import LiveProcess
+from polling import wait_until
+from rio_cogeo.cogeo import cog_validate
+from slow_catalog import SERVE_SCRIPT, slowed
+
+import app.services
+from app.main import create_app
+from app.settings import Settings
+
+pytestmark = pytest.mark.timeout(300)
+
+SIZE = 256
+TIME = {"from": "2023-04-01T00:00:00Z", "to": "2023-10-01T00:00:00Z"}
+FINAL = {"DONE", "PARTIAL", "FAILED"}
+# Seconds each tile's scene search sleeps (see slow_catalog): a tile runs for about this long.
+TILE_SECONDS = 1.5
+# Seconds a test waits for a state.
+WAIT = 150.0
+# The demo scene cut by the swath edge: it covers some of the tiles only.
+CUT_SCENE = "S2A_33TWM_20230611_0_L2A"
+OUTPUTS = {
+    "ndvi": {"preset": "ndvi", "composite": "median"},
+    "red": {"expression": "B04", "dataType": "uint16", "nodata": 0, "composite": "max"},
+}
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own demo catalog (a test breaks one of its COGs)."""
+    from app.demo import generate_demo
+
+    path = tmp_path_factory.mktemp("resilience-demo")
+    generate_demo(path, scenes=6, size=SIZE, seed=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of inputs (the tiles' GeoPackage), inside the allow-list, outside any job."""
+    return tmp_path_factory.mktemp("resilience-inputs")
+
+
+@pytest.fixture(scope="module")
+def tiles_file(inputs: Path) -> Path:
+    """Own tiles: 3 x 3 squares of 80 x 80 pixels at 10 m over the demo (EPSG:32633)."""
+    import pyogrio.raw
+
+    from app.demo import demo_grid
+
+    grid = demo_grid(SIZE)
+    boxes, names = [], []
+    for row in range(3):
+        for column in range(3):
+            left = grid.left + 40 + 800 * column
+            top = grid.top - 40 - 800 * row
+            boxes.append(shapely.box(left, top - 800, left + 800, top))
+            names.append(f"r{row}c{column}")
+    path = inputs / "tiles.gpkg"
+    pyogrio.raw.write(
+        str(path),
+        geometry=np.array([shapely.to_wkb(b) for b in boxes], dtype=object),
+        field_data=[
+            np.arange(len(boxes), dtype=np.int64),
+            np.array(names, dtype=object),
+            np.full(len(boxes), 10.0),
+        ],
+        fields=["id", "identifier", "resolution"],
+        crs="EPSG:32633",
+        driver="GPKG",
+        layer="tiles",
+        geometry_type="Polygon",
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def make_settings(
+    demo: Path, inputs: Path, cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., Settings]:
+    """Settings on the module's cluster, a fresh data folder per call, a 3 s lease."""
+
+    def build(**options: Any) -> Settings:
+        data = tmp_path_factory.mktemp("resilience-data")
+        values = {"batch_lease_seconds": 3.0, **options}
+        return Settings(
+            catalog=str(demo),
+            data_dir=data,
+            dask_scheduler=cluster.scheduler_address,
+            allowed_sources=[str(demo), str(inputs)],
+            **values,
+        )
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def slow() -> Iterator[None]:
+    """Services built meanwhile hand their workers a catalog whose searches sleep."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            app.services, "catalog_factory", slowed(app.services.catalog_factory, TILE_SECONDS)
+        )
+        yield
+
+
+@pytest.fixture(scope="module")
+def api(slow: None, make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    """The service over HTTP (in this process), its tiles slowed."""
+    with TestClient(create_app(make_settings())) as client:
+        yield client
+
+
+@pytest.fixture
+def dask(cluster: LocalCluster) -> Iterator[Client]:
+    with Client(cluster.scheduler_address, set_as_default=False) as client:
+        yield client
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def body(tiles_file: Path, output: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A median NDVI and a max red over the demo season, on the 9 own tiles."""
+    return {
+        "processRequest": {
+            "input": {"data": [{"type": "sentinel-2-l2a", "dataFilter": {"timeRange": TIME}}]},
+            "outputs": OUTPUTS,
+            "mask": "scl-clear",
+        },
+        "input": {"type": "geopackage", "features": str(tiles_file)},
+        "output": output or {"type": "raster"},
+    }
+
+
+def get(client: Any, job_id: str, path: str = "", **params: Any) -> dict[str, Any]:
+    response = client.get(f"/batch/process/{job_id}{path}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def post(client: Any, job_id: str, action: str, status: int = 202) -> dict[str, Any]:
+    response = client.post(f"/batch/process/{job_id}/{action}")
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def create(client: Any, request: dict[str, Any]) -> str:
+    response = client.post("/batch/process", json=request)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def check_counts(client: Any, job_id: str) -> dict[str, Any]:
+    """GET of the job and its /tiles agree (read between two GETs: counts only grow)."""
+    before = get(client, job_id)
+    if before["analysis"] is None:
+        return before  # no tiles before the analysis
+    tiles = get(client, job_id, "/tiles")
+    after = get(client, job_id)
+    states = [f["properties"]["status"] for f in tiles["features"]]
+    total = before["progress"]["tiles"]["total"]
+    assert len(states) == tiles["numberMatched"] == total == after["progress"]["tiles"]["total"]
+    processed, failed = states.count("PROCESSED"), states.count("FAILED")
+    assert before["progress"]["tiles"]["done"] <= processed <= after["progress"]["tiles"]["done"]
+    assert before["progress"]["tiles"]["failed"] <= failed <= after["progress"]["tiles"]["failed"]
+    assert before["progress"]["units"]["done"] <= processed + failed
+    assert processed + failed <= after["progress"]["units"]["done"]
+    return after
+
+
+def done_at_least(client: Any, job_id: str, count: int) -> Callable[[], dict | None]:
+    def check() -> dict | None:
+        view = check_counts(client, job_id)
+        if view["status"] in FINAL:
+            raise AssertionError(f"the job ended before the test could interrupt it: {view}")
+        return view if view["progress"]["units"]["done"] >= count else None
+
+    return check
+
+
+def markers(root: Path) -> dict[int, int]:
+    """Unit number -> its marker's modification time (ns)."""
+    return {int(p.stem): p.stat().st_mtime_ns for p in (root / "_batch" / "units").glob("*.json")}
+
+
+def cog_times(tiles: list[dict]) -> dict[str, int]:
+    """Output path -> modification time (ns), of the tiles' COGs that exist."""
+    times = {}
+    for feature in tiles:
+        for path in feature["properties"]["outputs"].values():
+            if Path(path).exists():
+                times[path] = Path(path).stat().st_mtime_ns
+    return times
+
+
+def running_tiles(dask: Client, job_id: str) -> dict[str, list[int]]:
+    """Worker address -> the units of ``job_id`` it is executing now."""
+
+    def executing(dask_worker: Any) -> list[str]:
+        return [str(ts.key) for ts in dask_worker.state.executing]
+
+    prefix = f"batch-{job_id}-"
+    return {
+        worker: [int(key[len(prefix) :].split("-")[0]) for key in keys if key.startswith(prefix)]
+        for worker, keys in dask.run(executing).items()
+    }
+
+
+def workers_idle(dask: Client) -> bool:
+    running = dask.run(lambda dask_worker: len(dask_worker.state.all_running_tasks))
+    return not any(running.values())
+
+
+def assert_complete(done: dict[str, Any], tiles: list[dict]) -> None:
+    """DONE; each tile PROCESSED once, its COGs valid, one marker each, no temporaries."""
+    assert done["status"] == "DONE", done
+    total = len(tiles)
+    assert done["progress"]["tiles"] == {"total": total, "done": total, "failed": 0}
+    assert done["progress"]["units"] == {"total": total, "done": total}
+    assert done["completionPercentage"] == 100.0
+    assert {f["properties"]["status"] for f in tiles} == {"PROCESSED"}
+    names = [f["properties"]["name"] for f in tiles]
+    assert len(set(names)) == total
+    root = Path(done["output"])
+    assert sorted(markers(root)) == list(range(total))
+    for number in range(total):
+        marker = json.loads((root / "_batch" / "units" / f"{number}.json").read_text())
+        assert marker["unit"] == number and marker["done"] == 1 and marker["failed"] == []
+    for feature in tiles:
+        for output_id, path in feature["properties"]["outputs"].items():
+            valid, errors, _ = cog_validate(path, quiet=True)
+            assert valid, (path, errors)
+            with rasterio.open(path) as src:
+                assert src.shape == (80, 80) and src.descriptions == (output_id,)
+                assert src.read(1, masked=True).count() > 0
+    # Every tile's folder holds its outputs only; one Item per tile.
+    assert sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name not in ("_batch", "items")
+    ) == sorted(names)
+    assert sorted(p.stem for p in (root / "items").glob("*.json")) == sorted(names)
+    assert not [p for p in root.rglob("*") if ".tmp-" in p.name]
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+# ------------------------------------------------------------------------------- tests
+
+
+def test_worker_killed_mid_tile(api: TestClient, tiles_file: Path, dask: Client) -> None:
+    job_id = create(api, body(tiles_file))
+    post(api, job_id, "start")
+    wait_until(done_at_least(api, job_id, 2), "2 tiles done", WAIT, interval=0.1)
+    running = wait_until(
+        lambda: {w: units for w, units in running_tiles(dask, job_id).items() if units},
+        "a worker running a tile",
+        WAIT,
+        interval=0.05,
+    )
+    worker, (unit,) = next(iter(running.items()))
+    root = Path(get(api, job_id)["output"])
+    pid = dask.run(os.getpid, workers=[worker])[worker]
+    before = markers(root)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: pid_gone(pid), "the worker to die", 30)
+    # Killed mid-tile: its marker (written last) is not there.
+    assert unit not in markers(root), "the tile finished before the kill"
+    tiles_before = get(api, job_id, "/tiles")["features"]
+    times_before = cog_times([f for f in tiles_before if f["id"] in before])
+
+    done = wait_for(lambda: check_counts(api, job_id), FINAL, WAIT)
+    tiles = get(api, job_id, "/tiles")["features"]
+    assert_complete(done, tiles)
+    after = markers(Path(done["output"]))
+    # The tiles finished before the kill were not computed again.
+    assert {n: after[n] for n in before} == before
+    assert {p: t for p, t in cog_times(tiles).items() if p in times_before} == times_before
