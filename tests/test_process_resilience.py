@@ -321,3 +321,91 @@ def test_worker_killed_mid_tile(api: TestClient, tiles_file: Path, dask: Client)
     # The tiles finished before the kill were not computed again.
     assert {n: after[n] for n in before} == before
     assert {p: t for p, t in cog_times(tiles).items() if p in times_before} == times_before
+
+
+def test_stop_while_tiles_run_then_start(api: TestClient, tiles_file: Path, dask: Client) -> None:
+    job_id = create(api, body(tiles_file))
+    post(api, job_id, "start")
+    wait_until(done_at_least(api, job_id, 2), "2 tiles done", WAIT, interval=0.1)
+    wait_until(lambda: any(running_tiles(dask, job_id).values()), "a tile running", WAIT, 0.05)
+    stopped = post(api, job_id, "stop", 200)
+    assert stopped["status"] == "STOPPED"
+    # The driver leaves at its next poll; the tiles that were running finish and write
+    # their markers, which nobody records until the job is started again.
+    wait_until(
+        lambda: not _driver_running(job_id) and workers_idle(dask),
+        "the driver to leave and the running tiles to finish",
+        WAIT,
+    )
+    frozen = check_counts(api, job_id)
+    assert frozen["status"] == "STOPPED"
+    total = frozen["progress"]["tiles"]["total"]
+    assert frozen["progress"]["units"]["done"] < total
+    root = Path(frozen["output"])
+    written = markers(root)
+    assert len(written) < total, "every tile finished before the stop"
+    finished = [f for f in get(api, job_id, "/tiles")["features"] if f["id"] in written]
+    times = cog_times(finished)
+    assert len(times) == 2 * len(written)
+    assert post(api, job_id, "stop", 409)
+
+    assert post(api, job_id, "start")["status"] == "PROCESSING"
+    done = wait_for(lambda: check_counts(api, job_id), FINAL, WAIT)
+    tiles = get(api, job_id, "/tiles")["features"]
+    assert_complete(done, tiles)
+    # Tiles finished before the start (recorded or not at the stop) were not rerun.
+    after = markers(root)
+    assert {n: after[n] for n in written} == written
+    assert {p: t for p, t in cog_times(tiles).items() if p in times} == times
+
+
+def _driver_running(job_id: str) -> bool:
+    """Whether this process runs the job's driver (thread ``batch-<id>``)."""
+    return any(thread.name == f"batch-{job_id}" for thread in threading.enumerate())
+
+
+def test_broken_asset_partial_then_retry_failed(
+    api: TestClient, tiles_file: Path, demo: Path
+) -> None:
+    document = json.loads((demo / "items" / f"{CUT_SCENE}.json").read_text())
+    cut = shapely.geometry.shape(document["geometry"])
+    red = demo / "cogs" / CUT_SCENE / "B04.tif"
+    original = red.read_bytes()
+    red.write_bytes(original[:1000])  # truncated: GDAL cannot read it
+    try:
+        job_id = create(api, body(tiles_file))
+        post(api, job_id, "start")
+        partial = wait_for(lambda: check_counts(api, job_id), FINAL, WAIT)
+    finally:
+        red.write_bytes(original)
+    assert partial["status"] == "PARTIAL", partial
+    tiles = get(api, job_id, "/tiles")["features"]
+    touching = {f["id"] for f in tiles if cut.intersects(shapely.geometry.shape(f["geometry"]))}
+    assert touching and len(touching) < len(tiles)
+    failed = get(api, job_id, "/tiles", status="FAILED")["features"]
+    assert {f["id"] for f in failed} == touching
+    assert partial["progress"]["tiles"] == {
+        "total": len(tiles),
+        "done": len(tiles) - len(touching),
+        "failed": len(touching),
+    }
+    assert {t["id"] for t in partial["failedTiles"]} == touching
+    for feature in failed:
+        error = feature["properties"]["error"]
+        # It names the item and the asset, never where this machine keeps them.
+        assert CUT_SCENE in error and "red" in error, error
+        assert str(demo) not in error and "/tmp" not in error, error
+        assert not any(Path(p).exists() for p in feature["properties"]["outputs"].values())
+    root = Path(partial["output"])
+    before = markers(root)
+    assert set(before) == {f["id"] for f in tiles}
+    times = cog_times(tiles)
+
+    assert post(api, job_id, "retry-failed")["status"] == "PROCESSING"
+    done = wait_for(lambda: check_counts(api, job_id), FINAL, WAIT)
+    tiles = get(api, job_id, "/tiles")["features"]
+    assert_complete(done, tiles)
+    assert done["failedTiles"] == []
+    after = markers(root)
+    assert {n for n in after if after[n] != before[n]} == touching
+    assert cog_times([f for f in tiles if f["id"] not in touching]) == times
