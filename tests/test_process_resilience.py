@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -409,3 +410,77 @@ def test_broken_asset_partial_then_retry_failed(
     after = markers(root)
     assert {n for n in after if after[n] != before[n]} == touching
     assert cog_times([f for f in tiles if f["id"] not in touching]) == times
+
+
+@contextmanager
+def service_process(env: dict[str, str], timeout: float = 90.0) -> Iterator[LiveProcess]:
+    """The service under uvicorn in a subprocess, its tiles slowed (``SERVE_SCRIPT``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-c", SERVE_SCRIPT, str(port), str(TILE_SECONDS)]
+    process = subprocess.Popen(command, env=env)
+    server = LiveProcess(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.alive():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn subprocess on {server.url} did not start")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def output_times(root: Path) -> dict[str, int]:
+    """Each tile COG under a job folder -> its modification time (ns)."""
+    return {str(p): p.stat().st_mtime_ns for p in root.glob("*/*.tif")}
+
+
+def test_service_killed_mid_job_is_taken_over(
+    make_settings: Callable[..., Settings], tiles_file: Path, dask: Client
+) -> None:
+    settings = make_settings()
+    tests = str(Path(__file__).parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), tests]),
+        "TERRATILER_CATALOG": settings.catalog,
+        "TERRATILER_DATA_DIR": str(settings.data_dir),  # the same SQLite file for both
+        "TERRATILER_ALLOWED_SOURCES": ",".join(settings.allowed_sources),
+        "TERRATILER_DASK_SCHEDULER": str(settings.dask_scheduler),
+        "TERRATILER_BATCH_LEASE_SECONDS": "3",
+    }
+    with service_process(env) as first, httpx.Client(base_url=first.url, timeout=30) as client:
+        job_id = create(client, body(tiles_file))
+        post(client, job_id, "start")
+        wait_until(done_at_least(client, job_id, 2), "2 tiles done", WAIT, interval=0.1)
+        wait_until(lambda: any(running_tiles(dask, job_id).values()), "a tile running", WAIT)
+        first.process.send_signal(signal.SIGKILL)  # no shutdown: its lease stays held
+        first.process.wait()
+    # The tiles the dead service had running finish (their markers are written; nobody
+    # records them); then nothing runs.
+    wait_until(lambda: workers_idle(dask), "the tiles left running to finish", WAIT)
+    root = Path(settings.data_dir) / "batch" / job_id
+    written = markers(root)
+    times = output_times(root)
+    assert 2 <= len(written) < 9 and len(times) == 2 * len(written)
+
+    with service_process(env) as second, httpx.Client(base_url=second.url, timeout=30) as client:
+        resumed = check_counts(client, job_id)
+        assert resumed["status"] == "PROCESSING"
+        assert resumed["progress"]["units"]["done"] < 9
+        done = wait_for(lambda: check_counts(client, job_id), FINAL, WAIT)
+        tiles = get(client, job_id, "/tiles")["features"]
+    assert done["output"] == str(root)
+    assert_complete(done, tiles)
+    # The tiles finished before the restart were recorded from their markers, not rerun.
+    after = markers(root)
+    assert {n: after[n] for n in written} == written
+    assert {p: t for p, t in output_times(root).items() if p in times} == times
