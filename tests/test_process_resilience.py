@@ -484,3 +484,110 @@ def test_service_killed_mid_job_is_taken_over(
     after = markers(root)
     assert {n: after[n] for n in written} == written
     assert {p: t for p, t in output_times(root).items() if p in times} == times
+
+
+class S3Server:
+    """moto's S3 server on a loopback port that can go away and come back on the same port.
+
+    moto keeps its buckets in the process, not in the server: a server started again on
+    the port finds them as they were.
+    """
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._make = ThreadedMotoServer
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        self.host, self.port = self.server.get_host_and_port()
+        self.endpoint = f"http://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        """Stop serving and close the socket: connections are refused (an outage)."""
+        self.server.stop()
+        self.server._server.server_close()  # shutdown() alone leaves it listening
+
+    def start(self) -> None:
+        """Serve again on the same port."""
+        self.server = self._make(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+
+
+def test_s3_output_server_down_mid_job(
+    slow: None, make_settings: Callable[..., Settings], tiles_file: Path, dask: Client, aws_env
+) -> None:
+    import s3fs
+
+    s3 = S3Server()
+    try:
+        fs = s3fs.S3FileSystem(
+            client_kwargs={"endpoint_url": s3.endpoint}, use_listings_cache=False
+        )
+        fs.mkdir("resilience")
+        # No resubmission of a failed tile (each failed write takes seconds of botocore's
+        # retries): the first tile whose write fails is recorded failed at once.
+        settings = make_settings(
+            s3_endpoint_url=s3.endpoint,
+            batch_outputs=["s3://resilience/out"],
+            batch_unit_retries=0,
+        )
+        with TestClient(create_app(settings)) as api:
+            request = body(
+                tiles_file, {"type": "raster", "delivery": {"s3": {"url": "s3://resilience/out"}}}
+            )
+            job_id = create(api, request)
+            post(api, job_id, "start")
+            wait_until(done_at_least(api, job_id, 2), "2 tiles done", WAIT, interval=0.1)
+            wait_until(lambda: any(running_tiles(dask, job_id).values()), "a tile running", WAIT)
+            s3.stop()
+            try:
+                # Writes fail: the tiles are recorded failed (or the job fails writing its
+                # collection, when the outage lasts till the end).
+                down = wait_until(
+                    lambda: (
+                        (view := check_counts(api, job_id))["progress"]["tiles"]["failed"]
+                        or view["status"] in FINAL
+                    ),
+                    "a tile to fail",
+                    WAIT,
+                    interval=0.2,
+                )
+                assert down
+            finally:
+                s3.start()
+            ended = wait_for(lambda: check_counts(api, job_id), FINAL, WAIT)
+            assert ended["status"] in ("PARTIAL", "FAILED"), ended
+            failed = get(api, job_id, "/tiles", status="FAILED")["features"]
+            assert failed, ended
+            done_before = {
+                f["id"] for f in get(api, job_id, "/tiles", status="PROCESSED")["features"]
+            }
+            post(api, job_id, "retry-failed")
+            done = wait_for(lambda: check_counts(api, job_id), FINAL, WAIT)
+            tiles = get(api, job_id, "/tiles")["features"]
+        assert done["status"] == "DONE", done
+        assert done["progress"]["tiles"] == {"total": 9, "done": 9, "failed": 0}
+        assert {f["properties"]["status"] for f in tiles} == {"PROCESSED"}
+        assert len(done_before) + len(failed) == 9
+        prefix = f"resilience/out/{job_id}"
+        keys = [key[len(prefix) + 1 :] for key in fs.find(prefix)]
+        assert not [key for key in keys if ".tmp" in key]
+        assert sorted(k for k in keys if k.startswith("_batch/units/")) == sorted(
+            f"_batch/units/{n}.json" for n in range(9)
+        )
+        names = sorted(f["properties"]["name"] for f in tiles)
+        assert sorted(k for k in keys if k.endswith(".tif")) == sorted(
+            f"{name}/{output}.tif" for name in names for output in OUTPUTS
+        )
+        assert "collection.json" in keys
+        local = Path(settings.data_dir) / "downloaded"
+        for feature in tiles:
+            for output_id, url in feature["properties"]["outputs"].items():
+                path = local / feature["properties"]["name"] / f"{output_id}.tif"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fs.get(url, str(path))
+                assert cog_validate(str(path), quiet=True)[0], url
+                with rasterio.open(path) as src:
+                    assert src.shape == (80, 80) and src.read(1, masked=True).count() > 0
+    finally:
+        s3.stop()
