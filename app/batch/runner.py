@@ -263,8 +263,13 @@ class Driver:
                     unit = running.pop(future)
                     if future.status == "finished":
                         self.store.record_unit(self.job_id, future.result())
+                        # Let Dask forget the result now: a result still wanted lives on
+                        # its worker, and when that worker dies Dask computes the unit
+                        # again (a finished tile recomputed, its files rewritten).
+                        future.release()
                         continue
                     error = _error_text(future)
+                    future.release()
                     attempts[unit.unit] = attempts.get(unit.unit, 0) + 1
                     if attempts[unit.unit] <= retries:
                         logger.warning(

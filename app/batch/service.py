@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from app.errors import (
     ForbiddenError,
     NotFoundError,
     TooLargeError,
+    UpstreamError,
 )
 from app.redirects import resolve_redirects
 from app.security import check_source
@@ -64,6 +66,9 @@ RESULT_FORMATS = {
 
 # A job's folder under an output prefix is named by its id (uuid4).
 _JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+# Processing jobs whose staged tiles ``tiles`` keeps in memory (the most recently paged).
+STAGED_CACHE_JOBS = 8
 
 #: Statuses of a processing job's tiles (``tiles(status=...)``).
 TILE_STATES = ("PENDING", "PROCESSED", "FAILED")
@@ -150,6 +155,8 @@ class BatchService:
         self.owner = f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
         _LIVE_OWNERS.add(self.owner)
         self._drivers: dict[str, Driver] = {}
+        # Job id -> its staged tiles (``tiles``), the most recently used last.
+        self._staged: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -513,6 +520,8 @@ class BatchService:
             driver.stop.set()
         if not self.store.delete(job_id, {job.state}):
             raise conflict(job_id, "delete", self.store.get(job_id).state)
+        with self._lock:
+            self._staged.pop(job_id, None)
         storage = Storage.for_url(job.root, self.config.storage_options)
         try:
             storage.remove_tree(JobFiles(job.root).work)
@@ -605,9 +614,10 @@ class BatchService:
             NotFoundError: Unknown job, or not a processing job.
             ConflictError: The tiles are not listed yet (before the analysis).
             BadRequestError: An unknown ``status``.
+            UpstreamError: The job's output storage cannot be read now (first page only:
+                the staged tiles are kept once read).
 
         """
-        from app.batch.processing.analysis import load_tiles
         from app.batch.processing.kind import tile_outputs
 
         job = self._job(job_id, "process")
@@ -619,7 +629,7 @@ class BatchService:
         if wanted is not None and wanted not in TILE_STATES:
             raise BadRequestError(f"status: '{status}' is not one of {', '.join(TILE_STATES)}")
         request = BatchProcessRequest.model_validate(job.request)
-        staged = load_tiles(Storage.for_url(job.root, self.config.storage_options), job.root)
+        staged = self._staged_tiles(job)
         units = {unit.unit: unit for unit in self.store.units(job_id)}
         features = []
         for number, entry in enumerate(staged["tiles"]):
@@ -664,6 +674,39 @@ class BatchService:
                 for number, entry, state, error in page
             ],
         }
+
+    def _staged_tiles(self, job: JobRecord) -> dict[str, Any]:
+        """A processing job's staged tiles, read once from its folder and then kept.
+
+        The analysis stages them once and they never change after (a job keeps its
+        analysis: retry-failed and start reuse it), so pages of ``tiles`` need not read
+        the job's storage again: they keep answering while an object store is away.
+
+        Raises:
+            UpstreamError: The job's output storage cannot be read now (502, retry later).
+
+        """
+        from app.batch.processing.analysis import load_tiles
+
+        with self._lock:
+            staged = self._staged.get(job.id)
+            if staged is not None:
+                self._staged.move_to_end(job.id)
+                return staged
+        try:
+            staged = load_tiles(Storage.for_url(job.root, self.config.storage_options), job.root)
+        except Exception as error:
+            # Not the storage's URL or message: they name this service's buckets or folders.
+            logger.warning("batch job %s: cannot read its staged tiles: %s", job.id, error)
+            raise UpstreamError(
+                f"the tiles of job '{job.id}' cannot be read from its output storage now "
+                f"({type(error).__name__}); try again later"
+            ) from None
+        with self._lock:
+            self._staged[job.id] = staged
+            while len(self._staged) > STAGED_CACHE_JOBS:
+                self._staged.popitem(last=False)
+        return staged
 
     # ----------------------------------------------------------------------- results
 
