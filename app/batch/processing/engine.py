@@ -317,7 +317,7 @@ class _TileReader:
         if lookup.window is None:
             return np.ma.MaskedArray(np.zeros(shape, np.float32), mask=np.ones(shape, bool))
         block = dataset.read(1, window=lookup.window)
-        values = block[np.ix_(lookup.rows, lookup.cols)]
+        values = _place(_place(block, lookup.rows, 0), lookup.cols, 1)
         mask = ~lookup.inside
         if dataset.nodata is not None:
             mask = mask | (values == dataset.nodata)
@@ -400,6 +400,21 @@ class _TileReader:
         )
         mask = np.isnan(destination)
         return np.ma.MaskedArray(np.where(mask, 0, destination), mask=mask)
+
+
+def _place(block: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    """``block`` indexed by ``index`` along ``axis``: a view when the index is a run.
+
+    Same resolution, the tile's pixels are a run of the window's (a slice, no copy);
+    nested grids (a 20 m asset on a 10 m tile) repeat each source pixel, which one
+    ``np.take`` per axis copies 3-4x faster than ``block[np.ix_(rows, cols)]``.
+    """
+    start = int(index[0])
+    if index[-1] - start == index.size - 1 and bool((np.diff(index) == 1).all()):
+        return (
+            block[start : start + index.size] if axis == 0 else block[:, start : start + index.size]
+        )
+    return np.take(block, index, axis=axis)
 
 
 def _snap_down(value: float, step: int) -> int:
