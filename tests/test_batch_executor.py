@@ -53,3 +53,16 @@ def test_worker_environ_keeps_dasks_other_variables():
     assert environ[VARIABLE] is None
     assert environ["OMP_NUM_THREADS"] == 1  # Dask's numpy thread settings stay
     assert worker_environ(4096)[VARIABLE] == 4096
+
+
+def test_the_service_passes_the_setting_to_its_executor(settings: Settings):
+    from app.batch import BatchService
+    from app.services import catalog_factory
+
+    chosen = settings.model_copy(update={"batch_malloc_trim_threshold": 262144})
+    service = BatchService(chosen, catalog_factory(chosen), check_sources=False, takeover=False)
+    try:
+        assert service.executor.malloc_trim_threshold == 262144
+        assert not service.executor.connected  # no cluster started for this
+    finally:
+        service.close()
