@@ -294,6 +294,15 @@ class Settings(BaseSettings):
     # median keeps every scene of the tile, a stack every date, float32 per pixel): a 413
     # naming it, suggesting a shorter timeRange or smaller tiles.
     batch_max_tile_memory_mb: int = 4096
+    # glibc's MALLOC_TRIM_THRESHOLD_ of the LocalCluster workers this service starts. Dask
+    # gives its workers 65536 (`distributed.nanny.pre-spawn-environ`): glibc then stops
+    # raising its mmap threshold, so every tile-sized array is a fresh mmap whose pages are
+    # faulted in again (bench/process.py: about a third more CPU, system time, per tile).
+    # None: not set (glibc's dynamic threshold); a number of bytes: that value. A remote
+    # cluster (`dask_scheduler`) is its operators' to configure, in the workers' Dask config
+    # (`distributed.nanny.pre-spawn-environ`); a MALLOC_TRIM_THRESHOLD_ in this service's own
+    # environment wins over the setting (Dask's rule), and its workers inherit it.
+    batch_malloc_trim_threshold: int | None = None
 
     @field_validator(
         "allowed_sources",

@@ -15,7 +15,9 @@ so rioxarray writes the right transform), harmonize reflectance as Earth-Search 
 (``raster:bands`` scale, and the -0.1 offset only where ``earthsearch:boa_offset_applied``
 is false), NDVI, SCL-clear mask, median over time; the tiles' medians are computed
 together (``dask.compute``) and each is written with ``rio.to_raster`` as a COG
-(float32, NaN nodata, DEFLATE). Prints one JSON line: CPU seconds of this process and its
+(float32, NaN nodata, DEFLATE). ``"malloc_trim_threshold"``: the workers' glibc
+``MALLOC_TRIM_THRESHOLD_``, ``"dask"`` (Dask's 65536, the default) or null (unset, as
+terratiler's workers). Prints one JSON line: CPU seconds of this process and its
 cluster (user+sys, psutil over the process tree) during the work, and wall seconds.
 """
 
@@ -95,7 +97,14 @@ def main() -> int:
     job = json.loads(Path(sys.argv[1]).read_text())
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
+    # The cluster's workers: Dask's MALLOC_TRIM_THRESHOLD_=65536 ("dask"), or unset (None),
+    # like terratiler's LocalCluster (batch_malloc_trim_threshold) for a like-for-like run.
+    trim = job.get("malloc_trim_threshold", "dask")
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    if trim != "dask":
+        environ["MALLOC_TRIM_THRESHOLD_"] = trim
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
             n_workers=job["workers"],
             threads_per_worker=1,

@@ -40,6 +40,7 @@ class BatchConfig:
     batch_seconds_per_megapixel_scene: float
     batch_max_outputs: int
     batch_max_tile_memory_mb: int
+    batch_malloc_trim_threshold: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BatchConfig:
@@ -65,6 +66,7 @@ class BatchConfig:
             batch_seconds_per_megapixel_scene=settings.batch_seconds_per_megapixel_scene,
             batch_max_outputs=settings.batch_max_outputs,
             batch_max_tile_memory_mb=settings.batch_max_tile_memory_mb,
+            batch_malloc_trim_threshold=settings.batch_malloc_trim_threshold,
         )
 
     @property

@@ -149,6 +149,7 @@ class BatchService:
             self.config.dask_scheduler,
             self.config.batch_workers,
             self.config.batch_threads_per_worker,
+            malloc_trim_threshold=self.config.batch_malloc_trim_threshold,
         )
         self.check_sources = check_sources
         self.takeover = takeover
