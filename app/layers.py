@@ -43,6 +43,7 @@ from app.dependencies import S2LayerParams, get_mosaics, post_process
 from app.errors import NotFoundError
 from app.expressions import PRESETS, Preset, get_preset
 from app.mosaic import MosaicService, with_defaults
+from app.request_checks import check_renamed_parameters
 
 T = TypeVar("T")
 #: A search's ``metadata.defaults``: query parameter -> value (a list repeats the key).
@@ -155,7 +156,8 @@ class LayerDependencies:
     Attributes:
         defaults: The source of defaults (``no_defaults``, ``search_defaults``).
         query: The completed query (``LayerQuery``); it documents ``preset`` and refuses
-            an unknown one (400).
+            an unknown one (400), and an old titiler parameter name
+            (``app.request_checks.RENAMED_PARAMETERS``, 400 naming the current one).
         layer: ``S2LayerParams``: assets or expression, mask, harmonize.
         assets: titiler's ``AssetsParams``: the assets ``/info`` describes.
         dataset: titiler's ``DatasetParams``: nodata, resampling, reproject.
@@ -193,6 +195,7 @@ class LayerDependencies:
             """The request's query completed with the defaults and the preset."""
             # ``preset`` is declared for the docs: the query as a whole says which applies.
             query = request.query_params.multi_items()
+            check_renamed_parameters(request.query_params.keys())
             completed = complete_query(query, defaults)
             return LayerQuery(QueryParams(completed), completed != query)
 

@@ -8,10 +8,18 @@ schemathesis' ``status_code_conformance`` check, need them listed: ``install`` a
 to every operation once, when the document is first built.
 """
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+#: The media type of the document at ``app.openapi_url`` (FastAPI writes OpenAPI 3.1); the
+#: STAC landing page's ``service-desc`` link declares the same.
+MEDIA_OPENAPI = "application/vnd.oai.openapi+json;version=3.1"
 
 ERROR_SCHEMA = {
     "title": "ErrorDetail",
@@ -96,3 +104,32 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  (FastAPI's documented override)
+    _serve_as_openapi_media_type(app)
+
+
+def _serve_as_openapi_media_type(app: FastAPI) -> None:
+    """Answer ``app.openapi_url`` as ``MEDIA_OPENAPI`` rather than ``application/json``.
+
+    FastAPI's own handler is kept (it adds the ``root_path`` server); only the
+    ``Content-Type`` changes, so the document is what ``service-desc`` says it is.
+    """
+    for index, route in enumerate(app.router.routes):
+        if isinstance(route, Route) and route.path == app.openapi_url:
+            app.router.routes[index] = Route(
+                route.path,
+                _with_media_type(route.endpoint, MEDIA_OPENAPI),
+                methods=["GET", "HEAD"],
+                include_in_schema=False,
+            )
+            return
+
+
+def _with_media_type(
+    endpoint: Callable[[Request], Awaitable[Response]], media_type: str
+) -> Callable[[Request], Awaitable[Response]]:
+    async def answer(request: Request) -> Response:
+        response = await endpoint(request)
+        response.headers["content-type"] = media_type
+        return response
+
+    return answer

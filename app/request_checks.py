@@ -8,7 +8,7 @@ rio-tiler).
 """
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import morecantile
@@ -219,3 +219,44 @@ def check_percentiles(percentiles: Sequence[float] | None) -> None:
     for value in percentiles or ():
         if not (math.isfinite(value) and 0 <= value <= 100):
             raise BadRequestError(f"p: percentiles are 0..100, not {value}")
+
+
+#: Query parameters of older titiler versions (and their tutorials) -> today's parameter and
+#: how to write it. An unknown parameter is otherwise ignored: ``color_map=viridis`` gave a
+#: grey tile with no hint why.
+RENAMED_PARAMETERS: dict[str, tuple[str, str]] = {
+    # titiler 0.1 (``color_map``), 0.2 (``colormap`` became ``colormap_name``; ``colormap``
+    # is a custom colormap today, so it cannot be refused).
+    "color_map": ("colormap_name", "colormap_name=viridis"),
+    # titiler 0.5: the ``resampling`` alias replaced the attribute's name.
+    "resampling_method": ("resampling", "resampling=bilinear"),
+    "reproject_method": ("reproject", "reproject=bilinear"),
+    # titiler 0.14: ``-`` became ``_``.
+    "coord-crs": ("coord_crs", "coord_crs=EPSG:4326"),
+    "dst-crs": ("dst_crs", "dst_crs=EPSG:3857"),
+    # titiler 2.0: no ``tile_scale`` (tiles of 512 px: ``tilesize=512``) and no per-asset
+    # band options (band math over asset names: ``expression=(B08-B04)/(B08+B04)``).
+    "tile_scale": ("tilesize", "tilesize=512"),
+    "asset_expression": ("expression", "expression=(B08-B04)/(B08+B04)"),
+    "asset_bidx": ("assets", "assets=B04&assets=B03&assets=B02"),
+    "asset_indexes": ("assets", "assets=B04&assets=B03&assets=B02"),
+}
+
+
+def check_renamed_parameters(names: Iterable[str]) -> None:
+    """Refuse a query parameter titiler has renamed, naming the current one (400).
+
+    Args:
+        names: The request's query parameter names.
+
+    Raises:
+        BadRequestError: ``names`` holds a key of ``RENAMED_PARAMETERS``.
+
+    """
+    for name in names:
+        renamed = RENAMED_PARAMETERS.get(name)
+        if renamed is not None:
+            current, example = renamed
+            raise BadRequestError(
+                f"{name}: not a parameter (an older titiler name); use {current}, e.g. {example}"
+            )

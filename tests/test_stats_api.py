@@ -275,6 +275,73 @@ def test_center_matches_geometry_mask(many, ndvi_rasters, items, fields_utm, pro
     assert checked > 200
 
 
+@pytest.mark.parametrize("method", ["linear", "lower", "higher", "nearest", "midpoint"])
+def test_percentile_interpolation_matches_numpy(
+    api, ndvi_rasters, items, fields_utm, profile, method
+):
+    """Sentinel Hub's ``percentiles.interpolation``: numpy.percentile's method of that name."""
+    _, geometries = fields_utm
+    ks = [0, 10, 25, 50, 70, 90, 100]
+    checked = 0
+    for geometry in geometries[:6]:
+        body = _request(shapely.geometry.mapping(geometry), mask="none", pixelRule="center")
+        body["calculations"] = {
+            "ndvi": {"statistics": {"B0": {"percentiles": {"k": ks, "interpolation": method}}}}
+        }
+        response = api.post("/statistics", json=body)
+        assert response.status_code == 200, response.text
+        by_day = _stats_by_day(response.json())
+        inside = geometry_mask([geometry], profile["shape"], profile["transform"], invert=True)
+        for item in items:
+            _, ndvi = ndvi_rasters[(item["id"], False)]
+            values = ndvi[inside]
+            valid = values[values != NODATA].astype(np.float64)
+            got = by_day.get(_day(item))
+            if got is None or len(valid) < 2:
+                continue
+            expected = np.percentile(valid, ks, method=method)
+            assert [got["percentiles"][str(float(k))] for k in ks] == pytest.approx(
+                expected, rel=1e-12
+            )
+            checked += 1
+    assert checked > 10
+
+
+@pytest.mark.parametrize(
+    ("calculations", "field"),
+    [
+        (
+            {
+                "ndvi": {
+                    "statistics": {"B0": {"percentiles": {"k": [50], "interpolation": "cubic"}}}
+                }
+            },
+            "calculations.ndvi.statistics.B0.percentiles.interpolation",
+        ),
+        (
+            {
+                "default": {
+                    "statistics": {
+                        "default": {"percentiles": {"k": [50], "interpolation": "HIGHER"}}
+                    }
+                }
+            },
+            "calculations.default.statistics.default.percentiles.interpolation",
+        ),
+    ],
+)
+def test_unsupported_percentile_interpolation_is_400_naming_the_field(
+    api, fields_utm, calculations, field
+):
+    body = _request(shapely.geometry.mapping(fields_utm[1][0]))
+    body["calculations"] = calculations
+    response = api.post("/statistics", json=body)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(f"{field}: ")
+    assert "linear, lower, higher, nearest, midpoint" in detail
+
+
 def test_all_touched_matches_rasterstats(many, ndvi_rasters, items, fields_utm):
     _, geometries = fields_utm
     features = _features(geometries)

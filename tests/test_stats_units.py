@@ -240,6 +240,32 @@ def test_weighted_quantiles_equal_weights_is_type_7():
     )
 
 
+@pytest.mark.parametrize("method", ["linear", "lower", "higher", "nearest", "midpoint"])
+def test_percentile_methods_match_numpy(method):
+    rng = np.random.default_rng(3)
+    ks = [0, 1, 10, 12.5, 25, 30, 50, 62.5, 70, 75, 90, 99, 100]
+    for n in (2, 3, 5, 6, 9, 40):
+        values = rng.permutation(rng.normal(size=n))  # distinct values
+        expected = np.percentile(values, ks, method=method)
+        np.testing.assert_allclose(percentiles(values, None, ks, method), expected, rtol=1e-12)
+        # Equal weights: the weighted definition gives numpy's answer for every method.
+        for weight in (1.0, 0.3):
+            got = percentiles(values, np.full(n, weight), ks, method)
+            np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"{n=} {weight=}")
+
+
+def test_weighted_percentile_methods_by_hand():
+    # Distinct values 1, 2, 3 with weights 1, 2, 1: s = [0, 4, 8] (see the test below).
+    values = np.array([2.0, 1.0, 3.0, 2.0])
+    weights = np.ones(4)
+    ks = [25, 50, 62.5, 75]  # targets 2, 4, 5, 6 on s: halfway, on 2, a quarter, halfway
+    assert list(percentiles(values, weights, ks, "lower")) == [1.0, 2.0, 2.0, 2.0]
+    assert list(percentiles(values, weights, ks, "higher")) == [2.0, 2.0, 3.0, 3.0]
+    assert list(percentiles(values, weights, ks, "midpoint")) == [1.5, 2.0, 2.5, 2.5]
+    # nearest: 2 and 6 are ties between indexes 0|1 and 1|2 (to the even one).
+    assert list(percentiles(values, weights, ks, "nearest")) == [1.0, 2.0, 2.0, 3.0]
+
+
 def test_weighted_quantiles_definition():
     # exactextract's definition by hand: distinct values 1, 2, 3 with weights 1, 2, 1 (the
     # two 2s merge): s = [0, 1*2 + 2*1, 2*1 + 2*3] = [0, 4, 8]; W (n - 1) = 8.

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -157,7 +158,10 @@ class LocalCatalog:
     - ``query`` (eq, neq, lt, lte, gt, gte, in, startsWith, endsWith, contains) and
       ``filter`` (CQL2, evaluated by the ``cql2`` library): a missing property or values
       of different types make the condition unknown, and unknown never matches.
-      Date-like strings compare as instants.
+      Date-like strings compare as instants. In ``query`` a string operand against a
+      numeric (boolean) property is read as the number (``true``/``false``) it spells, as
+      pystac-client's ``["eo:cloud_cover<10"]`` form sends strings; ``in`` on an array
+      property (``instruments``) matches when one of its elements is listed.
     - Order: ``sortby`` fields in turn (numbers numerically, date-times chronologically,
       missing values last whatever the direction), ties and no ``sortby`` by the default
       order: ``datetime`` (else ``start_datetime``) newest first, then id, then collection.
@@ -323,8 +327,29 @@ def _value(record: _Record, name: str) -> Any:
     return node
 
 
+def _operand_like(value: Any, other: Any) -> Any:
+    """``other`` read as a number (or boolean) when the property ``value`` is one.
+
+    pystac-client's string form of ``query`` (``["eo:cloud_cover<10"]``) sends every
+    operand as a string (``{"lt": "10"}``): against a numeric property a numeric string is
+    compared as the number it spells, ``"true"``/``"false"`` against a boolean one.
+    """
+    if not isinstance(other, str):
+        return other
+    if isinstance(value, bool):
+        return {"true": True, "false": False}.get(other.strip().lower(), other)
+    if isinstance(value, int | float):
+        try:
+            number = float(other)
+        except ValueError:
+            return other
+        return number if math.isfinite(number) else other
+    return other
+
+
 def _comparable(value: Any, other: Any) -> tuple[Any, Any] | None:
     """Both values in one comparable form, or None when their types do not compare."""
+    other = _operand_like(value, other)
     if isinstance(value, bool) or isinstance(other, bool):
         return (value, other) if isinstance(value, bool) and isinstance(other, bool) else None
     if isinstance(value, int | float) and isinstance(other, int | float):
@@ -358,6 +383,13 @@ def _contains(value: Any, other: Any) -> bool:
     return False
 
 
+def _in(value: Any, others: list[Any]) -> bool:
+    # An array property (``instruments``) matches when one of its elements is listed.
+    if isinstance(value, list):
+        return any(_equal(element, other) for element in value for other in others)
+    return any(_equal(value, other) for other in others)
+
+
 _QUERY_TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "eq": _equal,
     "neq": lambda value, other: not _equal(value, other),
@@ -365,7 +397,7 @@ _QUERY_TESTS: dict[str, Callable[[Any, Any], bool]] = {
     "lte": _ordered(lambda a, b: a <= b),
     "gt": _ordered(lambda a, b: a > b),
     "gte": _ordered(lambda a, b: a >= b),
-    "in": lambda value, others: any(_equal(value, other) for other in others),
+    "in": _in,
     "startsWith": lambda value, other: isinstance(value, str) and value.startswith(other),
     "endsWith": lambda value, other: isinstance(value, str) and value.endswith(other),
     "contains": _contains,

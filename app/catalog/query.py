@@ -49,6 +49,7 @@ from app.settings import default_settings
 
 __all__ = [
     "CQL2_OPERATORS",
+    "QUERYABLE_PROPERTIES",
     "QUERY_OPERATORS",
     "format_datetime",
     "format_datetime_interval",
@@ -58,6 +59,7 @@ __all__ = [
     "search_from_get",
     "search_to_body",
     "search_to_get_params",
+    "typed_query_operands",
 ]
 
 # The ``default_search_limit`` / ``max_search_limit`` settings' defaults are the parsers'.
@@ -76,6 +78,31 @@ QUERY_OPERATORS = (
     "endsWith",
     "contains",
 )
+
+#: Properties worth filtering Sentinel-2 L2A items on (Earth-Search v1 names). Any other
+#: item property is queryable too (``additionalProperties``).
+QUERYABLE_PROPERTIES: dict[str, dict[str, Any]] = {
+    "id": {"title": "Item ID", "type": "string"},
+    "collection": {"title": "Collection ID", "type": "string"},
+    "geometry": {"title": "Footprint", "$ref": "https://geojson.org/schema/Geometry.json"},
+    "datetime": {"title": "Acquisition time", "type": "string", "format": "date-time"},
+    "eo:cloud_cover": {"title": "Cloud cover (%)", "type": "number", "minimum": 0, "maximum": 100},
+    "platform": {"title": "Platform", "type": "string"},
+    "constellation": {"title": "Constellation", "type": "string"},
+    "instruments": {"title": "Instruments", "type": "array", "items": {"type": "string"}},
+    "grid:code": {"title": "MGRS grid code, e.g. MGRS-32TNS", "type": "string"},
+    "mgrs:utm_zone": {"title": "UTM zone", "type": "integer"},
+    "mgrs:latitude_band": {"title": "MGRS latitude band", "type": "string"},
+    "mgrs:grid_square": {"title": "MGRS grid square", "type": "string"},
+    "proj:epsg": {"title": "EPSG code", "type": "integer"},
+    "view:sun_elevation": {"title": "Sun elevation (deg)", "type": "number"},
+    "view:sun_azimuth": {"title": "Sun azimuth (deg)", "type": "number"},
+    "s2:processing_baseline": {"title": "Processing baseline", "type": "string"},
+    "s2:nodata_pixel_percentage": {"title": "No-data pixels (%)", "type": "number"},
+    "s2:vegetation_percentage": {"title": "Vegetation (%)", "type": "number"},
+    "s2:water_percentage": {"title": "Water (%)", "type": "number"},
+    "s2:snow_ice_percentage": {"title": "Snow and ice (%)", "type": "number"},
+}
 
 #: CQL2 operators and functions (lower case) of the standard's conformance classes that
 #: the cql2 library evaluates. Anything else is a custom function nobody here implements:
@@ -347,6 +374,48 @@ def _check_query_operand(prop: str, op: str, operand: Any) -> None:
         raise BadRequestError(f"query: '{prop}' '{op}' needs a string, a number or a boolean")
 
 
+def _as_number(value: Any, integer: bool) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if not math.isfinite(number):
+        return value
+    return int(number) if integer and number.is_integer() else number
+
+
+def typed_query_operands(query: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``query`` with numeric strings made numbers for the numeric ``QUERYABLE_PROPERTIES``.
+
+    pystac-client's string form (``["eo:cloud_cover<10"]``) sends ``{"lt": "10"}``; an
+    upstream API may compare that string as text (``"9" > "10"``) or not at all. Only
+    properties this service knows to be numeric are changed (the local catalog reads each
+    operand against the item's own value instead).
+
+    Args:
+        query: a parsed ``query`` (property -> operator -> operand).
+
+    Returns:
+        A new mapping; other properties and non-numeric strings are left as they are.
+    """
+    typed: dict[str, dict[str, Any]] = {}
+    for prop, ops in query.items():
+        kind = QUERYABLE_PROPERTIES.get(prop.removeprefix("properties."), {}).get("type")
+        if kind not in ("number", "integer"):
+            typed[prop] = dict(ops)
+            continue
+        integer = kind == "integer"
+        typed[prop] = {
+            op: [_as_number(v, integer) for v in operand]
+            if isinstance(operand, list)
+            else _as_number(operand, integer)
+            for op, operand in ops.items()
+        }
+    return typed
+
+
 def _json_param(name: str, text: str | None, limits: InputLimits) -> Any:
     """Decode a GET parameter that carries JSON (``intersects``, ``query``)."""
     if text is None:
@@ -483,9 +552,11 @@ def _limit(value: Any, default_limit: int, max_limit: int) -> int:
         value = int(value)
     if not isinstance(value, int):
         raise BadRequestError(f"limit: must be an integer between 1 and {max_limit}")
-    if not 1 <= value <= max_limit:
+    if value < 1:
         raise BadRequestError(f"limit: must be between 1 and {max_limit} (got {value})")
-    return value
+    # OGC API - Features (Part 1, /req/core/fc-limit-response-1): a limit above the
+    # maximum is served as the maximum, not refused (pystac-client sends limit=2000).
+    return min(value, max_limit)
 
 
 def _token(value: Any) -> str | None:
@@ -564,7 +635,7 @@ def search_from_get(
             (``"-eo:cloud_cover,+datetime"``), ``limit``, ``token`` (or ``next``). Other
             parameters are ignored; an empty value counts as absent.
         default_limit: page size when ``limit`` is absent.
-        max_limit: the largest ``limit`` accepted.
+        max_limit: the largest page size; a larger ``limit`` is served as this one.
         limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``,
             and on the vertices of ``intersects`` and of each filter geometry.
 
@@ -617,7 +688,7 @@ def search_from_body(
             form is accepted too), ``limit``, ``token`` (or ``next``). Other keys are
             ignored.
         default_limit: page size when ``limit`` is absent.
-        max_limit: the largest ``limit`` accepted.
+        max_limit: the largest page size; a larger ``limit`` is served as this one.
         limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``,
             and on the vertices of ``intersects`` and of each filter geometry.
 

@@ -27,7 +27,8 @@ configured root, or under the root the API advertises on its landing page (``sel
 ``root`` links, e.g. its public name behind a proxy), in which case they are rebased onto the
 configured root; any other link is refused.
 
-Searches pass through: the STAC ``query`` extension as is (operators beyond the basic
+Searches pass through: the STAC ``query`` extension as is, but for numeric strings against
+properties the service knows to be numeric, sent as numbers (operators beyond the basic
 comparisons are sent as CQL2 instead when the upstream conforms to ``filter``, since some
 servers validate ``query`` to the basic six), CQL2 ``filter`` as cql2-json, ``sortby`` with
 property fields prefixed ``properties.`` (the form every STAC API accepts).
@@ -76,7 +77,7 @@ from urllib3.util.retry import Retry
 
 from app import __version__
 from app.catalog.base import SearchPage, SearchQuery
-from app.catalog.query import search_to_body
+from app.catalog.query import search_to_body, typed_query_operands
 from app.errors import (
     BadRequestError,
     NotFoundError,
@@ -709,6 +710,8 @@ class StacApiCatalog:
         body = search_to_body(query)
         body.pop("token", None)
         body["limit"] = limit
+        if query.query:
+            body["query"] = typed_query_operands(query.query)
         if query.sortby:
             body["sortby"] = [
                 {
@@ -722,7 +725,7 @@ class StacApiCatalog:
         if query.query and client.conforms_to(ConformanceClasses.FILTER):
             basic: dict[str, dict[str, Any]] = {}
             clauses: list[dict[str, Any]] = []
-            for prop, ops in query.query.items():
+            for prop, ops in body["query"].items():
                 for op, value in ops.items():
                     if op in BASIC_QUERY_OPERATORS:
                         basic.setdefault(prop, {})[op] = value

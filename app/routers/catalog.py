@@ -24,6 +24,7 @@ from titiler.core.resources.responses import GeoJSONResponse, JSONResponse
 
 from app.catalog.base import Catalog, SearchPage, SearchQuery
 from app.catalog.query import (
+    QUERYABLE_PROPERTIES,
     search_from_body,
     search_from_get,
     search_to_body,
@@ -33,6 +34,7 @@ from app.crs_input import OGC_CRS84
 from app.dependencies import SettingsDep, get_catalog
 from app.errors import BadRequestError
 from app.input_limits import InputLimits, check_json_depth
+from app.openapi import MEDIA_OPENAPI
 from app.settings import Settings
 
 STAC_VERSION = "1.0.0"
@@ -40,7 +42,6 @@ STAC_VERSION = "1.0.0"
 MEDIA_JSON = "application/json"
 MEDIA_GEOJSON = "application/geo+json"
 MEDIA_SCHEMA = "application/schema+json"
-MEDIA_OPENAPI = "application/vnd.oai.openapi+json;version=3.1"
 REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 
 #: What this API implements. The CQL2 classes are those the ``cql2`` library evaluates in
@@ -71,31 +72,6 @@ CONFORMANCE: list[str] = [
     "http://www.opengis.net/spec/cql2/1.0/conf/property-property",
     "http://www.opengis.net/spec/cql2/1.0/conf/arithmetic",
 ]
-
-#: Properties worth filtering Sentinel-2 L2A items on (Earth-Search v1 names). Any other
-#: item property is queryable too (``additionalProperties``).
-QUERYABLE_PROPERTIES: dict[str, dict[str, Any]] = {
-    "id": {"title": "Item ID", "type": "string"},
-    "collection": {"title": "Collection ID", "type": "string"},
-    "geometry": {"title": "Footprint", "$ref": "https://geojson.org/schema/Geometry.json"},
-    "datetime": {"title": "Acquisition time", "type": "string", "format": "date-time"},
-    "eo:cloud_cover": {"title": "Cloud cover (%)", "type": "number", "minimum": 0, "maximum": 100},
-    "platform": {"title": "Platform", "type": "string"},
-    "constellation": {"title": "Constellation", "type": "string"},
-    "instruments": {"title": "Instruments", "type": "array", "items": {"type": "string"}},
-    "grid:code": {"title": "MGRS grid code, e.g. MGRS-32TNS", "type": "string"},
-    "mgrs:utm_zone": {"title": "UTM zone", "type": "integer"},
-    "mgrs:latitude_band": {"title": "MGRS latitude band", "type": "string"},
-    "mgrs:grid_square": {"title": "MGRS grid square", "type": "string"},
-    "proj:epsg": {"title": "EPSG code", "type": "integer"},
-    "view:sun_elevation": {"title": "Sun elevation (deg)", "type": "number"},
-    "view:sun_azimuth": {"title": "Sun azimuth (deg)", "type": "number"},
-    "s2:processing_baseline": {"title": "Processing baseline", "type": "string"},
-    "s2:nodata_pixel_percentage": {"title": "No-data pixels (%)", "type": "number"},
-    "s2:vegetation_percentage": {"title": "Vegetation (%)", "type": "number"},
-    "s2:water_percentage": {"title": "Water (%)", "type": "number"},
-    "s2:snow_ice_percentage": {"title": "Snow and ice (%)", "type": "number"},
-}
 
 #: Link relations that describe the API structure: replaced by links to this service.
 _ITEM_API_RELS = frozenset({"self", "root", "parent", "collection"})
@@ -239,7 +215,10 @@ DatetimeParam = Annotated[
 ]
 LimitParam = Annotated[
     str | None,
-    Query(description="Page size (an integer >= 1, at most the configured maximum)."),
+    Query(
+        description="Page size (an integer >= 1); above the configured maximum the maximum is "
+        "served (OGC API - Features)."
+    ),
 ]
 TokenParam = Annotated[
     str | None,
@@ -264,8 +243,30 @@ def _has_scheme(href: str) -> bool:
     return bool(_SCHEME.match(href))
 
 
+#: Titles of the links this API writes (clients such as STAC Browser show them); a
+#: collection's own title replaces "Collection" on ``child`` links.
+_LINK_TITLES: dict[str, str] = {
+    "self": "This document",
+    "root": "terratiler STAC API",
+    "parent": "Parent",
+    "collection": "Collection",
+    "child": "Collection",
+    "conformance": "Conformance classes",
+    "data": "Collections",
+    "items": "Items",
+    "search": "Item search",
+    "next": "Next page",
+    "service-desc": "OpenAPI document",
+    "service-doc": "API documentation (Swagger UI)",
+    REL_QUERYABLES: "Queryables",
+}
+
+
 def _link(rel: str, href: str, media_type: str = MEDIA_JSON, **extra: Any) -> dict[str, Any]:
-    return {"rel": rel, "type": media_type, "href": href, **extra}
+    title = _LINK_TITLES.get(rel, rel)
+    if "method" in extra:
+        title = f"{title} ({extra['method']})"
+    return {"rel": rel, "type": media_type, "href": href, "title": title, **extra}
 
 
 def _segment(value: str) -> str:

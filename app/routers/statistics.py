@@ -28,8 +28,9 @@ evaluated on reflectance (DN x scale + offset, Sentinel-2 baseline offsets handl
 `aggregation.mask`: `scl-clear` (default; SCL nodata, saturated, cloud shadow, clouds,
 cirrus and snow are no data), `none`, or a boolean expression (true = valid).
 `calculations`: per output (or `default`) and band (or `default`), `statistics.percentiles.k`
-(0-100) and `histograms` as `bins` edges, `nBins` or `binWidth` (with `lowEdge`/`highEdge`,
-default the values' min/max).
+(0-100) with an optional `interpolation` (`linear`, the default, `lower`, `higher`, `nearest`,
+`midpoint`: numpy.percentile's methods; others are a 400) and `histograms` as `bins` edges,
+`nBins` or `binWidth` (with `lowEdge`/`highEdge`, default the values' min/max).
 
 **Pixels.** Statistics are computed in the scene's native UTM grid (10 m for B04/B08); the
 geometry is reprojected, never the raster. `resx`/`resy` (request CRS units; degrees are

@@ -11,7 +11,7 @@ The item and ``/stac`` factories take ``preset=`` through their layer dependenci
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from titiler.core.factory import MultiBaseTilerFactory, TilerFactory, TMSFactory
 
 from app.dependencies import (
@@ -27,6 +27,7 @@ from app.dependencies import (
 from app.layers import ITEM_LAYER, LayerDependencies
 from app.readers import S2STACReader, SafeCOGReader
 from app.rendering import render
+from app.request_checks import check_renamed_parameters
 
 ITEM_PREFIX = "/collections/{collection_id}/items/{item_id}"
 
@@ -80,9 +81,15 @@ def layer_options(layer: LayerDependencies) -> dict[str, Any]:
     }
 
 
+async def refuse_renamed_parameters(request: Request) -> None:
+    """400 for a titiler parameter's old name (the layer query does it for presets)."""
+    check_renamed_parameters(request.query_params.keys())
+
+
 def cog_factory() -> TilerFactory:
     """The single-COG tiler mounted at ``/cog``."""
     return TilerFactory(
+        router=APIRouter(dependencies=[Depends(refuse_renamed_parameters)]),
         reader=SafeCOGReader,
         path_dependency=allowed_url,
         reader_dependency=COGReaderParams,

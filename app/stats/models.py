@@ -162,6 +162,12 @@ class Percentiles(_Model):
     """Percentiles to compute, 0-100 (``[50]`` gives the key ``"50.0"``)."""
 
     k: list[float] = Field(min_length=1)
+    # Checked in plan.py, where the error can name the whole field path (400, not 422).
+    interpolation: str | None = Field(
+        default=None,
+        description="Between two values: `linear` (default), `lower`, `higher`, `nearest` or "
+        "`midpoint`, as numpy.percentile's methods of those names.",
+    )
 
     @field_validator("k")
     @classmethod

@@ -22,7 +22,7 @@ from app.settings import Settings
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
 from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
-from app.stats.summary import HistogramSpec
+from app.stats.summary import PERCENTILE_METHODS, HistogramSpec
 
 # The single-band assets band math may name (Earth-Search v1 keys; ESA band names resolve
 # to them). ``visual`` is a 3-band RGB image, not a measurement.
@@ -38,6 +38,7 @@ class BandPlan:
     name: str
     percentiles: tuple[float, ...] | None = None
     histogram: HistogramSpec | None = None
+    interpolation: str = "linear"
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,20 @@ def _check_keys(keys: Mapping[str, Any] | None, known: list[str], where: str, wh
             )
 
 
+def _interpolation(stats: Any, statistics: Mapping[str, Any], band: str, where: str) -> str:
+    """The percentile method of a band: Sentinel Hub's ``interpolation``, default linear."""
+    method = stats.percentiles.interpolation if stats and stats.percentiles else None
+    if method is None:
+        return "linear"
+    if method not in PERCENTILE_METHODS:
+        key = band if band in statistics else "default"
+        raise BadRequestError(
+            f"{where}.statistics.{key}.percentiles.interpolation: '{method}' is not supported; "
+            f"use one of {', '.join(PERCENTILE_METHODS)}"
+        )
+    return method
+
+
 def _bands(
     output: str,
     names: list[str],
@@ -182,7 +197,8 @@ def _bands(
         hist = histograms.get(name, histograms.get("default"))
         ks = tuple(stats.percentiles.k) if stats and stats.percentiles else None
         spec = _histogram(hist, f"{where}.histograms.{name}", max_bins) if hist else None
-        bands.append(BandPlan(name, ks, spec))
+        method = _interpolation(stats, statistics, name, where)
+        bands.append(BandPlan(name, ks, spec, method))
     return tuple(bands)
 
 

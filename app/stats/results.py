@@ -54,7 +54,7 @@ def layout_statistics(
                     own = v[part][good]
                     if band.percentiles is not None:
                         weights = layout.weights[part][good] if weighted else None
-                        found = percentiles(own, weights, band.percentiles)
+                        found = percentiles(own, weights, band.percentiles, band.interpolation)
                         stats["percentiles"] = {
                             str(float(k)): number(q)
                             for k, q in zip(band.percentiles, found, strict=True)

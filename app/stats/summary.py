@@ -10,7 +10,10 @@ under ``center`` and ``all_touched``; only valid pixels count):
 - percentiles: with weights (``exact``) exactextract's weighted quantile, which sums the
   weights of equal values and interpolates linearly between distinct values so that with
   equal weights and distinct values it is R's type 7; without weights numpy's default
-  ``linear`` method (also type 7, equal values counted one by one);
+  ``linear`` method (also type 7, equal values counted one by one). Sentinel Hub's
+  ``interpolation`` picks another of numpy's methods between the two values a
+  percentile falls between: ``lower``, ``higher``, ``nearest`` (the closer one, ties to
+  the even index) or ``midpoint``; with weights at the same weighted positions;
 - histogram counts are numbers of valid pixels (unweighted).
 
 Basic statistics of many geometries are computed together with ``np.bincount`` over their
@@ -24,6 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.errors import BadRequestError
+
+#: Percentile methods (Sentinel Hub's ``interpolation``), as numpy.percentile's.
+PERCENTILE_METHODS = ("linear", "lower", "higher", "nearest", "midpoint")
+_FRACTION_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -97,18 +104,24 @@ def basic_statistics(
     return Basics(samples, nodata, minimum, maximum, mean, stdev)
 
 
-def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+def weighted_quantiles(
+    values: np.ndarray, weights: np.ndarray, qs: Sequence[float], method: str = "linear"
+) -> np.ndarray:
     """Quantiles by exactextract's weighted definition.
 
     Equal values are merged (weights summed). With the n distinct values sorted,
     ``c_i`` the cumulative weight before value i and ``W`` the total weight, value i sits at
     ``s_i = i * w_i + (n - 1) * c_i``; quantile q interpolates linearly in ``s`` at
-    ``q * W * (n - 1)``.
+    ``q * W * (n - 1)`` (``linear``), or takes the value below it (``lower``), above it
+    (``higher``), the closer one (``nearest``, ties to the even index) or their mean
+    (``midpoint``). With equal weights and distinct values, s is a multiple of the index
+    and each method is numpy.percentile's.
 
     Args:
         values: Valid values.
         weights: Their positive weights.
         qs: Quantiles in [0, 1].
+        method: One of ``PERCENTILE_METHODS``.
 
     Returns:
         One value per quantile (NaN when there are no values).
@@ -134,13 +147,48 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[flo
             out[k] = distinct[-1]
         else:
             left = r - 1
-            slope = (distinct[r] - distinct[left]) / (s[r] - s[left])
-            out[k] = distinct[left] + (target - s[left]) * slope
+            out[k] = _between(distinct[left], distinct[r], s[left], s[r], target, left, method)
     return out
 
 
-def percentiles(values: np.ndarray, weights: np.ndarray | None, ks: Sequence[float]) -> np.ndarray:
+def _between(
+    low: float, high: float, s_low: float, s_high: float, target: float, left: int, method: str
+) -> float:
+    """The quantile at ``target`` between positions ``s_low`` <= target < ``s_high``."""
+    fraction = (target - s_low) / (s_high - s_low)
+    if method == "linear":
+        return low + fraction * (high - low)
+    # Rounding (q * W * (n - 1) against i * w * n) must not turn a hit on a value, or a
+    # tie, into the next value: a tolerance far below any real gap between positions.
+    if fraction < _FRACTION_TOLERANCE:
+        return low
+    if fraction > 1 - _FRACTION_TOLERANCE:
+        return high
+    if method == "lower":
+        return low
+    if method == "higher":
+        return high
+    if method == "midpoint":
+        return (low + high) / 2
+    # nearest: a tie goes to the even index, as numpy's (np.around) does.
+    if abs(fraction - 0.5) < _FRACTION_TOLERANCE:
+        return low if left % 2 == 0 else high
+    return low if fraction < 0.5 else high
+
+
+def percentiles(
+    values: np.ndarray,
+    weights: np.ndarray | None,
+    ks: Sequence[float],
+    method: str = "linear",
+) -> np.ndarray:
     """Percentiles ``ks`` (0-100) of valid values, weighted or not (see the module docstring).
+
+    Args:
+        values: Valid values.
+        weights: Their positive weights, or None (every value counts once).
+        ks: Percentiles in [0, 100].
+        method: One of ``PERCENTILE_METHODS`` (Sentinel Hub's ``interpolation``).
 
     Returns:
         One value per percentile (NaN without values).
@@ -150,8 +198,8 @@ def percentiles(values: np.ndarray, weights: np.ndarray | None, ks: Sequence[flo
         return np.full(len(ks), np.nan)
     values = values.astype(np.float64, copy=False)
     if weights is None:
-        return np.percentile(values, np.asarray(ks, dtype=np.float64))
-    return weighted_quantiles(values, weights, [k / 100.0 for k in ks])
+        return np.percentile(values, np.asarray(ks, dtype=np.float64), method=method)
+    return weighted_quantiles(values, weights, [k / 100.0 for k in ks], method)
 
 
 @dataclass(frozen=True)
