@@ -1,16 +1,20 @@
-"""The ``terratiler`` command: ``serve``, ``demo``."""
+"""The ``terratiler`` command: ``serve``, ``demo``, ``batch``."""
 
 import argparse
 import os
 import sys
 from pathlib import Path
 
+from app.cli_locations import HelpFormatter, add_location_options, location_settings
+
 
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    if args.catalog:
-        os.environ["TERRATILER_CATALOG"] = args.catalog
+    settings = location_settings(args)
+    # Through the environment: uvicorn's factory (and its worker processes) build Settings.
+    os.environ["TERRATILER_CATALOG"] = settings.catalog
+    os.environ["TERRATILER_DATA_DIR"] = str(Path(settings.data_dir).resolve())
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -41,15 +45,17 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``terratiler`` command."""
-    parser = argparse.ArgumentParser(prog="terratiler", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="terratiler", description=__doc__, formatter_class=HelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the service (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--catalog", help="a folder of STAC items or a STAC API URL")
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
+    serve = sub.add_parser("serve", help="run the service (uvicorn)", formatter_class=HelpFormatter)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    add_location_options(serve)
+    serve.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    serve.add_argument("--log-level", default="info", help="uvicorn log level")
     serve.add_argument("--root-path", default="", help="path prefix behind a reverse proxy")
     serve.add_argument(
         "--forwarded-allow-ips",
@@ -58,11 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    demo = sub.add_parser("demo", help="write the synthetic Sentinel-2 demo catalog")
-    demo.add_argument("path")
+    demo = sub.add_parser(
+        "demo", help="write the synthetic Sentinel-2 demo catalog", formatter_class=HelpFormatter
+    )
+    demo.add_argument("path", help="folder to write the catalog into")
     demo.add_argument("--scenes", type=int, default=12, help="number of dates")
     demo.add_argument("--size", type=int, default=1024, help="scene width in 10 m pixels")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument(
         "--cross-zone",
         action="store_true",

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from app.cli_locations import HelpFormatter, add_location_options, location_settings
 from app.ordering import MOSAICKING_ORDERS
 
 __all__ = ["add_batch_commands", "build_process_request", "build_request"]
@@ -36,12 +37,15 @@ PREFIXES = {"statistics": "/batch/statistics", "process": "/batch/process"}
 def add_batch_commands(subparsers: Any) -> None:
     """Add ``batch stats | process | monitor`` to the ``terratiler`` command's subparsers."""
     batch = subparsers.add_parser(
-        "batch", help="batch statistics and processing jobs (run or submit, follow)"
+        "batch",
+        help="batch statistics and processing jobs (run or submit, follow)",
+        formatter_class=HelpFormatter,
     )
     commands = batch.add_subparsers(dest="batch_command", required=True)
 
     stats = commands.add_parser(
         "stats",
+        formatter_class=HelpFormatter,
         help="statistics of every feature of a file over time intervals",
         description="Per-feature statistics (Sentinel Hub's Statistical API) of a features "
         "file, as a batch job: results under OUT/<job_id>/ (one JSON per feature and "
@@ -56,10 +60,15 @@ def add_batch_commands(subparsers: Any) -> None:
         help="an output: NAME=EXPR, EXPR or a preset (ndvi, ndwi, ndmi); repeatable",
     )
     stats.add_argument("--time", required=True, help="FROM/TO, e.g. 2023-04-01/2023-10-01")
-    stats.add_argument("--interval", default="P1D", help="ISO 8601 duration (default P1D)")
-    stats.add_argument("--last-interval", choices=["SKIP", "SHORTEN", "EXTEND"], default="SKIP")
+    stats.add_argument("--interval", default="P1D", help="ISO 8601 duration")
+    stats.add_argument(
+        "--last-interval",
+        choices=["SKIP", "SHORTEN", "EXTEND"],
+        default="SKIP",
+        help="a last interval shorter than --interval",
+    )
     stats.add_argument("--out", help="output folder or s3:// prefix (default: the batch folder)")
-    stats.add_argument("--collection", default="sentinel-2-l2a")
+    stats.add_argument("--collection", default="sentinel-2-l2a", help="input collection")
     stats.add_argument("--mask", default="scl-clear", help="scl-clear, none or an expression")
     stats.add_argument("--max-cloud", type=float, default=100.0, help="percent")
     stats.add_argument("--mosaicking-order", choices=MOSAICKING_ORDERS, default=None)
@@ -74,7 +83,9 @@ def add_batch_commands(subparsers: Any) -> None:
     _add_process(commands)
 
     monitor = commands.add_parser(
-        "monitor", help="follow a batch job (statistics or processing) until it ends"
+        "monitor",
+        help="follow a batch job (statistics or processing) until it ends",
+        formatter_class=HelpFormatter,
     )
     monitor.add_argument("job_id")
     _common(monitor)
@@ -84,6 +95,7 @@ def add_batch_commands(subparsers: Any) -> None:
 def _add_process(commands: Any) -> None:
     process = commands.add_parser(
         "process",
+        formatter_class=HelpFormatter,
         help="process an area along a tiling grid into one COG per tile and output",
         description="Batch processing (Sentinel Hub's Batch Processing API): cut AOI along "
         "a tiling grid, composite the scenes of the time range per tile and write "
@@ -166,6 +178,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="API key of the service (default: $TERRATILER_API_KEY)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # Used when the job runs (or is read) here, not with --service.
+    add_location_options(parser)
 
 
 # ------------------------------------------------------------------------------ request
@@ -544,9 +558,9 @@ def _stats(args: argparse.Namespace) -> int:
         return _submit(remote, remote.create(body), args)
     from app.batch import BatchStatisticalRequest
 
-    return _run_here(
-        args, lambda service: service.create(BatchStatisticalRequest.model_validate(body))
-    )
+    # Checked before the service (and its database) exists: a bad run writes nothing.
+    request = BatchStatisticalRequest.model_validate(body)
+    return _run_here(args, lambda service: service.create(request))
 
 
 def _process(args: argparse.Namespace) -> int:
@@ -556,18 +570,25 @@ def _process(args: argparse.Namespace) -> int:
         return _submit(remote, remote.call("POST", "", json=body), args)
     from app.batch.processing.models import BatchProcessRequest
 
-    return _run_here(
-        args, lambda service: service.create_process(BatchProcessRequest.model_validate(body))
-    )
+    request = BatchProcessRequest.model_validate(body)
+    return _run_here(args, lambda service: service.create_process(request))
 
 
-def _local_service(workers: int | None = None, **kwargs: Any) -> Any:
-    """A ``BatchService`` of this machine's settings (``TERRATILER_*``)."""
+def _local_service(
+    args: argparse.Namespace,
+    workers: int | None = None,
+    need_database: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """A ``BatchService`` of this machine's settings (``TERRATILER_*``, the options).
+
+    ``--catalog`` and ``--data-dir`` are checked (``location_settings``) before the service
+    (and its database) is made.
+    """
+    settings = location_settings(args, need_catalog=not need_database, need_database=need_database)
     from app.batch import BatchService
     from app.services import catalog_factory, configure_process
-    from app.settings import Settings
 
-    settings = Settings()
     if workers:
         settings = settings.model_copy(update={"batch_workers": workers})
     # Before the LocalCluster starts: its workers inherit GDAL's environment.
@@ -577,7 +598,7 @@ def _local_service(workers: int | None = None, **kwargs: Any) -> Any:
 
 def _run_here(args: argparse.Namespace, create: Callable[[Any], dict[str, Any]]) -> int:
     # The operator runs this: their files and folders need no allow-list.
-    service = _local_service(args.workers, check_sources=False)
+    service = _local_service(args, args.workers, check_sources=False)
     try:
         job = create(service)
         print(f"job {job['id']}: output {job['output']}", file=sys.stderr)
@@ -600,7 +621,7 @@ def _monitor(args: argparse.Namespace) -> int:
         remote = _Remote(args.server, args.api_key)
         remote.find(args.job_id)
         return _report(_follow(lambda: remote.call("GET", f"/{args.job_id}"), show, running))
-    service = _local_service()
+    service = _local_service(args, need_database=True)
     try:
         return _report(_follow(lambda: service.get(args.job_id), show, running))
     finally:

@@ -8,6 +8,7 @@ into nodata, SCL being read nearest-neighbour onto the bands' grid. Each asset i
 ``GTiffReader`` (the pooled dataset), its href checked against the allow-list first.
 """
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -39,6 +40,25 @@ from app.redirects import resolve_redirects
 from app.security import check_source
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stac_item import fetch_item
+
+
+# rio-tiler's STACReader warns "Some statistics data in STAC are invalid" on every asset
+# read whose ``raster:bands`` has no ``statistics`` (minimum/maximum): Earth Search's items
+# (and the demo's, shaped like them) publish nodata/scale/offset there but no statistics.
+# Nothing is invalid: the statistics are absent, and rio-tiler goes on without them either
+# way. So this one warning of that one module is ignored here, once, at import, rather
+# than repeated on every tile.
+def ignore_absent_statistics_warning() -> None:
+    """Ignore rio-tiler's "statistics data in STAC are invalid" warning (idempotent)."""
+    warnings.filterwarnings(
+        "ignore",
+        message="Some statistics data in STAC are invalid",
+        category=UserWarning,
+        module=r"rio_tiler\.io\.stac",
+    )
+
+
+ignore_absent_statistics_warning()
 
 
 def _scl_reads_with_bands(kwargs: Mapping[str, Any]) -> bool:
