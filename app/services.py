@@ -33,6 +33,7 @@ from app.catalog.layered import LayeredCatalog, layered_catalog
 from app.db import database_url, engine_from_settings
 from app.gdal_env import configure_gdal
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
+from app.readers.stac import ignore_absent_statistics_warning
 from app.rendering import configure_rendering
 from app.settings import Settings
 
@@ -133,6 +134,7 @@ def configure_process(settings: Settings) -> None:
     # rio-tiler's per-format GDAL creation options are one process-wide registry.
     configure_rendering(settings.png_zlevel)
     reprojection.install()
+    ignore_absent_statistics_warning()
     redirects.configure(
         max_redirects=settings.source_max_redirects,
         cache_seconds=settings.source_redirect_cache_seconds,

@@ -46,8 +46,8 @@ from app.stac_item import fetch_item
 # read whose ``raster:bands`` has no ``statistics`` (minimum/maximum): Earth Search's items
 # (and the demo's, shaped like them) publish nodata/scale/offset there but no statistics.
 # Nothing is invalid: the statistics are absent, and rio-tiler goes on without them either
-# way. So this one warning of that one module is ignored here, once, at import, rather
-# than repeated on every tile.
+# way. So this one warning of that one module is ignored (app.services.configure_process
+# sets it, with the rest of the process state), rather than repeated on every tile.
 def ignore_absent_statistics_warning() -> None:
     """Ignore rio-tiler's "statistics data in STAC are invalid" warning (idempotent)."""
     warnings.filterwarnings(
@@ -56,9 +56,6 @@ def ignore_absent_statistics_warning() -> None:
         category=UserWarning,
         module=r"rio_tiler\.io\.stac",
     )
-
-
-ignore_absent_statistics_warning()
 
 
 def _scl_reads_with_bands(kwargs: Mapping[str, Any]) -> bool:
