@@ -1,9 +1,12 @@
 """Batch statistics job requests for tests, and waiting for a job's state."""
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from distributed import Client
 from polling import wait_until
 
 # Seconds a test waits for a job to reach a state.
@@ -50,3 +53,23 @@ def wait_for(fetch: Callable[[], dict], states: set[str], timeout: float = WAIT)
         return wait_until(reached, f"a status in {sorted(states)}", timeout, interval=0.1)
     except AssertionError:
         raise AssertionError(f"still {last['status']} after {timeout} s: {last}") from None
+
+
+@contextmanager
+def scheduler_client(address: str, attempts: int = 3) -> Iterator[Client]:
+    """A Dask client of a test's cluster, its handshake tried again if it fails.
+
+    distributed's ``Client.start`` asserts that the scheduler's first reply is one message;
+    on a loaded machine that handshake failed once in CI (``AssertionError``) while the
+    cluster itself was fine, so a test that only inspects the cluster tries again.
+    """
+    for attempt in range(attempts):
+        try:
+            client = Client(address, set_as_default=False)
+            break
+        except (AssertionError, OSError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0)
+    with client:
+        yield client

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 import shapely
 import shapely.geometry
-from batch_jobs import REQUEST, WAIT, job_body, wait_for
+from batch_jobs import REQUEST, WAIT, job_body, scheduler_client, wait_for
 from distributed import Client, LocalCluster
 from fastapi.testclient import TestClient
 from live_server import live_server, live_server_process
@@ -263,7 +263,7 @@ def test_killed_worker_loses_and_duplicates_nothing(make_settings, batch_demo, c
         job = service.create(BatchStatisticalRequest.model_validate(job_body(str(features))))
         service.start(job["id"])
         wait_for(lambda: _units_done(service, job["id"], 3), {"PROCESSING"})
-        with Client(cluster.scheduler_address, set_as_default=False) as client:
+        with scheduler_client(cluster.scheduler_address) as client:
             pids = client.run(os.getpid)
             assert len(pids) == 2
             os.kill(next(iter(pids.values())), signal.SIGKILL)
@@ -311,7 +311,7 @@ def test_restarted_service_resumes_the_job(batch_demo, cluster, tmp_path):
         first.process.wait()
     assert at_kill["progress"]["units"]["done"] < at_kill["progress"]["units"]["total"]
     root = Path(at_kill["output"])
-    with Client(cluster.scheduler_address, set_as_default=False) as dask:
+    with scheduler_client(cluster.scheduler_address) as dask:
         wait_until(lambda: workers_idle(dask), "the units left running to finish", WAIT)
     written = marker_times(root)
 
@@ -344,7 +344,7 @@ def test_stop_then_start_resumes_without_redoing(make_settings, batch_demo, clus
         assert stopped.status_code == 200 and stopped.json()["status"] == "STOPPED"
         # The driver leaves at its next poll (recording what finished meanwhile); the units
         # that were running finish and write their markers.
-        with Client(cluster.scheduler_address, set_as_default=False) as dask:
+        with scheduler_client(cluster.scheduler_address) as dask:
             wait_until(
                 lambda: not driver_running(job["id"]) and workers_idle(dask),
                 "the driver to leave and the running units to finish",

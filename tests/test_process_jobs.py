@@ -18,9 +18,9 @@ import pytest
 import rasterio
 import shapely
 import shapely.geometry
-from batch_jobs import WAIT
+from batch_jobs import WAIT, scheduler_client
 from demo_reads import read, scale_offset
-from distributed import Client, LocalCluster
+from distributed import LocalCluster
 from polling import wait_until
 
 from app.batch import BatchService
@@ -359,7 +359,7 @@ def test_killed_worker_and_restarted_service_lose_and_duplicate_nothing(
             interval=0.05,
         )
         # Kill a worker while the tiles run: its tile is submitted again.
-        with Client(cluster.scheduler_address, set_as_default=False) as client:
+        with scheduler_client(cluster.scheduler_address) as client:
             pids = client.run(os.getpid)
             os.kill(next(iter(pids.values())), signal.SIGKILL)
     finally:

@@ -34,7 +34,7 @@ import pytest
 import rasterio
 import shapely
 import shapely.geometry
-from batch_jobs import wait_for
+from batch_jobs import scheduler_client, wait_for
 from distributed import Client, LocalCluster
 from fastapi.testclient import TestClient
 from live_server import LiveProcess
@@ -154,7 +154,7 @@ def api(slow: None, make_settings: Callable[..., Settings]) -> Iterator[TestClie
 
 @pytest.fixture
 def dask(cluster: LocalCluster) -> Iterator[Client]:
-    with Client(cluster.scheduler_address, set_as_default=False) as client:
+    with scheduler_client(cluster.scheduler_address) as client:
         yield client
 
 
