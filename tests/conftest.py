@@ -3,8 +3,9 @@
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,10 +15,12 @@ from fastapi.testclient import TestClient
 from harness.postgres import HarnessError, PostgresCluster
 from sqlalchemy import Engine
 
+from app.batch import BatchService
 from app.db import engine_from_settings, ensure_tables
 from app.gdal_env import configure_gdal
 from app.main import create_app
 from app.mosaic.store import searches_table
+from app.services import catalog_factory
 from app.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -216,3 +219,31 @@ def cluster(aws_env: None) -> Iterator[LocalCluster]:
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
     ) as local:
         yield local
+
+
+@pytest.fixture(scope="module")
+def make_settings(demo: Path, cluster: LocalCluster, folder: Path) -> Callable[..., Settings]:
+    """Settings of a processing-jobs module: its ``demo`` catalog and ``folder``, the
+    module's cluster, a job database in the folder, a 3 s lease (modules with other needs
+    define their own)."""
+
+    def build(**options: Any) -> Settings:
+        return Settings(
+            catalog=str(demo),
+            data_dir=folder / "data",
+            dask_scheduler=cluster.scheduler_address,
+            allowed_sources=[str(demo), str(folder)],
+            database_url=f"sqlite:///{folder / 'jobs.db'}",
+            **{"batch_lease_seconds": 3.0, **options},
+        )
+
+    return build
+
+
+@pytest.fixture(scope="module")
+def service(make_settings: Callable[..., Settings]) -> Iterator[BatchService]:
+    """A batch service on ``make_settings()``, closed at the end of the module."""
+    settings = make_settings()
+    batch = BatchService(settings, catalog_factory(settings))
+    yield batch
+    batch.close()

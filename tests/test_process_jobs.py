@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,12 @@ import shapely
 import shapely.geometry
 from batch_jobs import WAIT, scheduler_client
 from demo_reads import read, scale_offset
-from distributed import LocalCluster
 from polling import wait_until
 
 from app.batch import BatchService
 from app.batch.processing.models import BatchProcessRequest
 from app.errors import BadRequestError, NotFoundError, TooLargeError
 from app.services import catalog_factory
-from app.settings import Settings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -57,30 +54,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("process-data")
-
-
-@pytest.fixture(scope="module")
-def make_settings(demo: Path, cluster: LocalCluster, folder: Path) -> Callable[..., Settings]:
-    def build(**options: Any) -> Settings:
-        values = {"batch_lease_seconds": 3.0, **options}
-        return Settings(
-            catalog=str(demo),
-            data_dir=folder / "data",
-            dask_scheduler=cluster.scheduler_address,
-            allowed_sources=[str(demo), str(folder)],
-            database_url=f"sqlite:///{folder / 'jobs.db'}",
-            **values,
-        )
-
-    return build
-
-
-@pytest.fixture(scope="module")
-def service(make_settings: Callable[..., Settings]) -> Iterator[BatchService]:
-    settings = make_settings()
-    batch = BatchService(settings, catalog_factory(settings))
-    yield batch
-    batch.close()
 
 
 def body(outputs: dict | None = None, **changes: Any) -> dict[str, Any]:

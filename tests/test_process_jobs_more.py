@@ -8,7 +8,7 @@ pixel) and, in a scene's own zone, with the scene's pixels read straight from it
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ from app.batch import BatchService
 from app.batch.processing.models import BatchProcessRequest
 from app.errors import BadRequestError, ConflictError, NotFoundError, TooLargeError
 from app.services import catalog_factory
-from app.settings import Settings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -54,29 +53,6 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("process-more-data")
-
-
-@pytest.fixture(scope="module")
-def make_settings(demo: Path, cluster: LocalCluster, folder: Path) -> Callable[..., Settings]:
-    def build(**options: Any) -> Settings:
-        return Settings(
-            catalog=str(demo),
-            data_dir=folder / "data",
-            dask_scheduler=cluster.scheduler_address,
-            allowed_sources=[str(demo), str(folder)],
-            database_url=f"sqlite:///{folder / 'jobs.db'}",
-            **{"batch_lease_seconds": 3.0, **options},
-        )
-
-    return build
-
-
-@pytest.fixture(scope="module")
-def service(make_settings: Callable[..., Settings]) -> Iterator[BatchService]:
-    settings = make_settings()
-    batch = BatchService(settings, catalog_factory(settings))
-    yield batch
-    batch.close()
 
 
 def body(bounds: dict | None, job_input: dict, outputs: dict | None = None, **changes: Any):
