@@ -233,6 +233,49 @@ def scale_offset(
     return scale, 0.0
 
 
+#: Where ``publish_scale_offset`` keeps a ``raster:bands`` value it replaced (null: none).
+ORIGINAL_SCALE = "terratiler:original_scale"
+ORIGINAL_OFFSET = "terratiler:original_offset"
+
+
+def publish_scale_offset(item: dict[str, Any]) -> dict[str, Any]:
+    """Make an item's ``raster:bands`` say the scale and offset the service applies.
+
+    Generic clients (stackstac's ``rescale``, odc-stac users, QGIS) compute ``DN * scale +
+    offset`` from ``raster:bands``. Earth-Search items with ``earthsearch:boa_offset_applied:
+    true`` still record offset -0.1 there, so such a client's reflectance is 0.1 lower than
+    the service's (``scale_offset`` gives 0 for them). For every single-band asset with
+    ``raster:bands``, ``scale`` and ``offset`` become ``scale_offset``'s; a value replaced is
+    kept in the band as ``terratiler:original_scale`` / ``terratiler:original_offset``
+    (null when the catalog had none). Multi-band assets (``visual``) are left as they are.
+
+    Args:
+        item: A STAC item dict, changed in place.
+
+    Returns:
+        ``item``.
+
+    """
+    for key, asset in (item.get("assets") or {}).items():
+        bands = asset.get("raster:bands") if isinstance(asset, Mapping) else None
+        if not isinstance(bands, list) or len(bands) != 1 or not isinstance(bands[0], dict):
+            continue
+        band = bands[0]
+        try:
+            scale, offset = scale_offset(item, key)
+        except (TypeError, ValueError):  # a non-numeric scale/offset: published as it is
+            continue
+        for name, original, value, default in (
+            ("scale", ORIGINAL_SCALE, scale, 1.0),
+            ("offset", ORIGINAL_OFFSET, offset, 0.0),
+        ):
+            recorded = band.get(name)
+            if (default if recorded is None else recorded) != value:
+                band[original] = recorded
+                band[name] = value
+    return item
+
+
 def harmonize(
     dn: np.ndarray | np.ma.MaskedArray,
     scale: float,

@@ -173,7 +173,7 @@ def test_get_items_through_the_features_endpoint(
         assert fetched.properties[name] == one.properties[name]
 
 
-def test_items_point_at_the_service_and_keep_their_assets(
+def test_items_point_at_the_service_and_at_their_files(
     stac: Client, local: LocalCatalog, base_url: str
 ) -> None:
     found = list(stac.search(collections=[COLLECTION], limit=3).items())
@@ -186,8 +186,10 @@ def test_items_point_at_the_service_and_keep_their_assets(
             assert served is not None
             assert served.href == f"{base_url}/catalog/collections/{COLLECTION}"
         original = local.get_item(COLLECTION, item.id)
+        data = f"{base_url}/catalog/data/{COLLECTION}"  # the local files, over HTTP
         assert {key: asset.href for key, asset in item.assets.items()} == {
-            key: asset.href for key, asset in original.assets.items()
+            key: f"{data}/{Path(asset.href).relative_to(local.path)}"
+            for key, asset in original.assets.items()
         }
         response = httpx.get(self_href, trust_env=False)
         assert response.status_code == 200
@@ -460,7 +462,9 @@ def test_collections_and_queryables(api: TestClient) -> None:
         )
 
 
-def test_item_and_item_collections_are_geojson(api: TestClient, items: list[pystac.Item]) -> None:
+def test_item_and_item_collections_are_geojson(
+    api: TestClient, items: list[pystac.Item], local: LocalCatalog
+) -> None:
     one = items[0]
     responses = {
         "item": api.get(f"/catalog/collections/{COLLECTION}/items/{one.id}"),
@@ -474,8 +478,10 @@ def test_item_and_item_collections_are_geojson(api: TestClient, items: list[pyst
 
     item = responses["item"].json()
     assert item["id"] == one.id and item["properties"] == one.properties
+    data = f"http://testserver/catalog/data/{COLLECTION}"
     assert {key: asset["href"] for key, asset in item["assets"].items()} == {
-        key: asset.href for key, asset in one.assets.items()
+        key: f"{data}/{Path(asset.href).relative_to(local.path)}"
+        for key, asset in one.assets.items()
     }
     root = "http://testserver/catalog"
     rels = {entry["rel"]: entry["href"] for entry in item["links"]}

@@ -337,6 +337,19 @@ class LayeredCatalog:
             return layer.catalog.get_collection(collection_id)
         return self.base.get_collection(collection_id)
 
+    def data_folder(self, collection_id: str) -> Path | None:
+        """The local folder a collection's files are served from (``app.catalog.files``).
+
+        A result collection's results folder when it is local (results on ``s3://`` are
+        read from a temporary copy of their STAC files: their assets are URLs already),
+        else the base's answer when it has one.
+        """
+        layer = self._layer(collection_id)
+        if layer is not None:
+            return None if layer.temporary is not None else layer.catalog.data_folder(collection_id)
+        method = getattr(self.base, "data_folder", None)
+        return method(collection_id) if method is not None else None
+
     # ------------------------------------------------------------------ layers
 
     def refresh(self) -> None:

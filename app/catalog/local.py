@@ -185,6 +185,17 @@ class LocalCatalog:
     def __len__(self) -> int:
         return len(self._index.records)
 
+    def data_folder(self, collection_id: str) -> Path | None:
+        """The folder ``/catalog/data/{collection_id}/...`` serves files from (``app.catalog.files``).
+
+        The catalog folder for a collection this folder holds (as a collection file or as
+        the collection of its items), else None.
+        """
+        index = self._index
+        if collection_id in index.collections or collection_id in index.code_of_collection:
+            return self._root
+        return None
+
     # ------------------------------------------------------------------ protocol
 
     def search(self, query: SearchQuery, max_items: int | None = None) -> Iterator[pystac.Item]:

@@ -7,9 +7,15 @@ pystac-client, QGIS and stac-browser can open the service itself.
 The router is thin: it parses the request into a :class:`~app.catalog.base.SearchQuery`
 (``app.catalog.query``), calls the :class:`~app.catalog.base.Catalog` and shapes STAC JSON.
 The API links of collections and items (self, root, parent, collection, items) are rewritten
-to point at this service; every asset href and every other absolute link is left as the catalog
-gave it (relative links, meaningless at this service's URLs, are dropped).
-Hrefs are absolute and built from the request (``root_path`` and proxy headers respected).
+to point at this service; asset hrefs that are paths inside a local catalog's folder become
+URLs of ``/catalog/data/{collection_id}/{path}`` (``app.routers.catalog_data``, which serves
+those files with ranges), so STAC clients can read the data; every other asset href and
+absolute link is left as the catalog gave it (relative links, meaningless at this service's
+URLs, are dropped). Hrefs are absolute and built from the request (``root_path``,
+``public_url`` and proxy headers respected).
+Each item's ``raster:bands`` say the scale and offset the service applies
+(``app.sentinel2.publish_scale_offset``): a generic client's ``DN * scale + offset`` is the
+service's reflectance.
 """
 
 import json
@@ -35,6 +41,9 @@ from app.dependencies import SettingsDep, get_catalog
 from app.errors import BadRequestError
 from app.input_limits import InputLimits, check_json_depth
 from app.openapi import MEDIA_OPENAPI
+from app.routers.catalog_data import AssetLinks
+from app.routers.catalog_data import router as data_router
+from app.sentinel2 import publish_scale_offset
 from app.settings import Settings
 
 STAC_VERSION = "1.0.0"
@@ -194,6 +203,14 @@ async def search_body(request: Request, settings: SettingsDep) -> dict[str, Any]
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 RootDep = Annotated[str, Depends(stac_root)]
+
+
+def asset_links(catalog: CatalogDep, root: RootDep) -> AssetLinks:
+    """The request's ``AssetLinks``: local asset hrefs as URLs of ``/catalog/data``."""
+    return AssetLinks(catalog, root)
+
+
+AssetsDep = Annotated[AssetLinks, Depends(asset_links)]
 CollectionId = Annotated[str, Path(description="A collection id.")]
 ItemId = Annotated[str, Path(description="An item id.")]
 
@@ -282,12 +299,13 @@ def _with_query(url: str, params: dict[str, str] | str) -> str:
     return f"{url}?{query}" if query else url
 
 
-def item_to_json(item: pystac.Item, root: str) -> dict[str, Any]:
-    """Shape an item as served here: API links point at this service, assets untouched.
+def item_to_json(item: pystac.Item, root: str, assets: AssetLinks | None = None) -> dict[str, Any]:
+    """Shape an item as served here: API links point at this service, assets readable.
 
     Args:
         item: an item from the catalog.
         root: the STAC API root URL.
+        assets: makes local asset hrefs URLs of ``/catalog/data`` (None: left as they are).
 
     Returns:
         The item's JSON (GeoJSON Feature).
@@ -311,15 +329,20 @@ def item_to_json(item: pystac.Item, root: str) -> dict[str, Any]:
     else:
         api_links.insert(0, _link("parent", root))
     data["links"] = api_links + links
-    return data
+    if assets is not None:
+        assets.apply(data, item.collection_id)
+    return publish_scale_offset(data)
 
 
-def collection_to_json(collection: pystac.Collection, root: str) -> dict[str, Any]:
+def collection_to_json(
+    collection: pystac.Collection, root: str, assets: AssetLinks | None = None
+) -> dict[str, Any]:
     """Shape a collection as served here: API links point at this service.
 
     Args:
         collection: a collection from the catalog.
         root: the STAC API root URL.
+        assets: makes local asset hrefs URLs of ``/catalog/data`` (None: left as they are).
 
     Returns:
         The collection's JSON.
@@ -340,16 +363,24 @@ def collection_to_json(collection: pystac.Collection, root: str) -> dict[str, An
         _link(REL_QUERYABLES, f"{url}/queryables", MEDIA_SCHEMA),
         *links,
     ]
+    if assets is not None:
+        assets.apply(data, collection.id)
     return data
 
 
-def item_collection(page: SearchPage, root: str, links: list[dict[str, Any]]) -> dict[str, Any]:
+def item_collection(
+    page: SearchPage,
+    root: str,
+    links: list[dict[str, Any]],
+    assets: AssetLinks | None = None,
+) -> dict[str, Any]:
     """Shape a page of items as a STAC ItemCollection (GeoJSON FeatureCollection).
 
     Args:
         page: the page the catalog returned.
         root: the STAC API root URL.
         links: the page's links (self, root, next ...).
+        assets: makes local asset hrefs URLs of ``/catalog/data`` (None: left as they are).
 
     Returns:
         The ItemCollection JSON, with ``numberReturned`` and, when known, ``numberMatched``.
@@ -357,7 +388,7 @@ def item_collection(page: SearchPage, root: str, links: list[dict[str, Any]]) ->
     """
     body: dict[str, Any] = {
         "type": "FeatureCollection",
-        "features": [item_to_json(item, root) for item in page.items],
+        "features": [item_to_json(item, root, assets) for item in page.items],
         "links": links,
         "numberReturned": len(page.items),
     }
@@ -482,9 +513,9 @@ def queryables(root: RootDep) -> dict[str, Any]:
     response_class=JSONResponse,
     response_model=None,
 )
-def collections(catalog: CatalogDep, root: RootDep) -> dict[str, Any]:
+def collections(catalog: CatalogDep, root: RootDep, assets: AssetsDep) -> dict[str, Any]:
     """All collections of the catalog."""
-    served = [collection_to_json(collection, root) for collection in catalog.collections()]
+    served = [collection_to_json(c, root, assets) for c in catalog.collections()]
     return {
         "collections": served,
         "links": [
@@ -504,9 +535,11 @@ def collections(catalog: CatalogDep, root: RootDep) -> dict[str, Any]:
     response_class=JSONResponse,
     response_model=None,
 )
-def collection(collection_id: CollectionId, catalog: CatalogDep, root: RootDep) -> dict[str, Any]:
+def collection(
+    collection_id: CollectionId, catalog: CatalogDep, root: RootDep, assets: AssetsDep
+) -> dict[str, Any]:
     """One collection; 404 when unknown."""
-    return collection_to_json(catalog.get_collection(collection_id), root)
+    return collection_to_json(catalog.get_collection(collection_id), root, assets)
 
 
 @router.get(
@@ -540,6 +573,7 @@ def items(
     catalog: CatalogDep,
     settings: SettingsDep,
     root: RootDep,
+    assets: AssetsDep,
     bbox: BboxParam = None,
     datetime: DatetimeParam = None,
     limit: LimitParam = None,
@@ -563,7 +597,7 @@ def items(
         next_params = search_to_get_params(replace(query, token=page.next_token))
         next_params.pop("collections", None)
         links.append(_link("next", _with_query(url, next_params), MEDIA_GEOJSON, method="GET"))
-    return item_collection(page, root, links)
+    return item_collection(page, root, links, assets)
 
 
 @router.get(
@@ -575,10 +609,14 @@ def items(
     responses=_GEOJSON_RESPONSE,
 )
 def item(
-    collection_id: CollectionId, item_id: ItemId, catalog: CatalogDep, root: RootDep
+    collection_id: CollectionId,
+    item_id: ItemId,
+    catalog: CatalogDep,
+    root: RootDep,
+    assets: AssetsDep,
 ) -> dict[str, Any]:
     """One item; 404 when the collection or the item is unknown."""
-    return item_to_json(catalog.get_item(collection_id, item_id), root)
+    return item_to_json(catalog.get_item(collection_id, item_id), root, assets)
 
 
 @router.get(
@@ -594,6 +632,7 @@ def search_get(
     catalog: CatalogDep,
     settings: SettingsDep,
     root: RootDep,
+    assets: AssetsDep,
     collections: Annotated[str | None, Query(description="Comma-separated collection ids.")] = None,
     ids: Annotated[str | None, Query(description="Comma-separated item ids.")] = None,
     bbox: BboxParam = None,
@@ -663,7 +702,7 @@ def search_get(
     if page.next_token:
         params = search_to_get_params(replace(search, token=page.next_token))
         links.append(_link("next", _with_query(url, params), MEDIA_GEOJSON, method="GET"))
-    return item_collection(page, root, links)
+    return item_collection(page, root, links, assets)
 
 
 @router.post(
@@ -685,6 +724,7 @@ def search_post(
     catalog: CatalogDep,
     settings: SettingsDep,
     root: RootDep,
+    assets: AssetsDep,
 ) -> dict[str, Any]:
     """Search items across collections; the ``next`` link is a POST of the body + ``token``."""
     search = search_from_body(
@@ -706,4 +746,8 @@ def search_post(
                 merge=False,
             )
         )
-    return item_collection(page, root, links)
+    return item_collection(page, root, links, assets)
+
+
+# GET|HEAD /data/{collection_id}/{path}: the files local asset hrefs point at.
+router.include_router(data_router)
