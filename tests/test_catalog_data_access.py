@@ -407,3 +407,44 @@ def test_nothing_outside_the_catalog_folder_is_served(
     # POST and others are not this route's.
     with httpx.Client(trust_env=False) as http:
         assert http.post(red_url).status_code == 405
+
+
+def test_a_local_result_collection_is_served_from_its_own_folder(
+    settings: Settings, tree: Path, catalog_dir: Path, two: list[dict]
+) -> None:
+    """A processing job's collection (registered results folder) reads as the demo does."""
+    import json
+
+    from app.catalog.layered import register_collection
+    from app.db import engine_from_settings
+
+    # Where processing jobs write by default: the data folder (an allowed source).
+    own = settings.model_copy(update={"data_dir": tree / "results-service"})
+    results = own.data_dir / "process" / "results-1"
+    (results / "items").mkdir(parents=True)
+    (results / "T1").mkdir()
+    cog = results / "T1" / "val.tif"
+    shutil.copyfile(_file(catalog_dir, two[0], "red"), cog)
+    collection = json.loads((catalog_dir / "collection.json").read_text())
+    collection.update(id="results-1", links=[])
+    (results / "collection.json").write_text(json.dumps(collection))
+    item = {
+        **two[0],
+        "id": "T1",
+        "collection": "results-1",
+        "links": [],
+        "assets": {"val": {"href": "../T1/val.tif", "type": "image/tiff"}},
+    }
+    (results / "items" / "T1.json").write_text(json.dumps(item))
+    engine = engine_from_settings(own)
+    register_collection(engine, "results-1", str(results))
+    engine.dispose()
+    with TestClient(create_app(own)) as client:
+        served = client.get("/catalog/collections/results-1/items/T1").json()
+        href = served["assets"]["val"]["href"]
+        assert href == "http://testserver/catalog/data/results-1/T1/val.tif"
+        assert client.get(href).content == cog.read_bytes()
+        # The demo's files are not the results collection's.
+        relative = _file(catalog_dir, two[0], "red").relative_to(catalog_dir)
+        assert client.get(f"/catalog/data/results-1/{relative}").status_code == 404
+        assert client.get(f"/catalog/data/{COLLECTION}/{relative}").status_code == 200

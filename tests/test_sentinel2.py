@@ -172,6 +172,56 @@ def test_scale_offset_of_an_unknown_asset() -> None:
         scale_offset(ITEM, "B10")
 
 
+# --- publish_scale_offset ------------------------------------------------------------
+
+
+def test_published_raster_bands_say_what_the_service_applies() -> None:
+    """Earth-Search's item (flag true, -0.1 recorded): served with offset 0, -0.1 kept."""
+    served = sentinel2.publish_scale_offset(copy.deepcopy(ITEM))
+    for key, asset in served["assets"].items():
+        bands = asset.get("raster:bands") or []
+        original = ITEM["assets"][key].get("raster:bands") or []
+        if len(bands) != 1:
+            assert bands == original, key  # multi-band (visual) and band-less: untouched
+            continue
+        (band,) = bands
+        # A generic client's DN * scale + offset is the service's value.
+        assert (band.get("scale", 1.0), band.get("offset", 0.0)) == pytest.approx(
+            scale_offset(ITEM, key)
+        ), key
+        recorded = original[0].get("offset")
+        if recorded is not None and recorded != band["offset"]:
+            assert band["terratiler:original_offset"] == recorded, key
+        else:
+            assert "terratiler:original_offset" not in band, key
+    assert served["assets"]["red"]["raster:bands"][0]["offset"] == 0
+    assert served["assets"]["red"]["raster:bands"][0]["terratiler:original_offset"] == -0.1
+    assert served["assets"]["scl"]["raster:bands"] == ITEM["assets"]["scl"]["raster:bands"]
+    # What is published is read back as the same (scale, offset): stable.
+    assert sentinel2.publish_scale_offset(copy.deepcopy(served)) == served
+
+
+@pytest.mark.parametrize(
+    ("properties", "red_band", "published"),
+    [
+        # Not applied, recorded: unchanged.
+        ({BOA: False}, {"scale": 0.0001, "offset": -0.1}, {"scale": 0.0001, "offset": -0.1}),
+        # Nothing recorded, baseline 05.09: the service's default scale and -0.1, null originals.
+        (
+            {BOA: False, PB: "05.09"},
+            {"nodata": 0},
+            {"nodata": 0, "scale": 0.0001, "offset": -0.1,
+             "terratiler:original_scale": None, "terratiler:original_offset": None},
+        ),
+        # A non-numeric offset is served as it is (the tiler refuses it on its own).
+        ({BOA: False}, {"offset": "x"}, {"offset": "x"}),
+    ],
+)  # fmt: skip
+def test_published_raster_bands_rule(properties: dict, red_band: dict, published: dict) -> None:
+    served = sentinel2.publish_scale_offset(_item(properties, red_band))
+    assert served["assets"]["red"]["raster:bands"] == [published]
+
+
 # --- harmonize ---------------------------------------------------------------------
 
 

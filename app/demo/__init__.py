@@ -15,10 +15,10 @@ demo scenes: one in EPSG:32633 just west of 18 E, one in EPSG:32634 just east of
 data in both zones' CRSs. Without it the output is unchanged.
 
 What each date is like (sky, processing baseline, swath edge) depends only on the number
-of scenes: see ``plan_scenes``. Reflectance is always ``DN * scale + offset`` with the
-asset's ``raster:bands``: items with ``earthsearch:boa_offset_applied: true`` store
-``reflectance * 10000`` (offset 0), the others (scenes 1, 4, 7 ...) still carry ESA's
-+1000 (offset -0.1). A field's NDVI on a date is ``field_ndvi(properties, date)`` plus
+of scenes: see ``plan_scenes``. Every reflectance asset records ``raster:bands`` offset
+-0.1, as Earth-Search v1 does; items with ``earthsearch:boa_offset_applied: true`` store
+``reflectance * 10000`` (the flag, not raster:bands, says their offset is 0), the others
+(scenes 1, 4, 7 ...) still carry ESA's +1000 (offset -0.1). A field's NDVI on a date is ``field_ndvi(properties, date)`` plus
 pixel noise; clouds, cirrus and shadows are flagged in the SCL wherever they touch.
 """
 
