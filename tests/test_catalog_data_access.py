@@ -325,6 +325,12 @@ def test_head_range_and_validators(red_url: str, catalog_dir: Path, two: list[di
         assert many.headers["content-type"].startswith("multipart/byteranges; boundary=")
         assert content[0:10] in many.content and content[100:110] in many.content
         assert f"Content-Range: bytes 100-109/{size}".encode() in many.content
+        overlapping = http.get(red_url, headers={"Range": "bytes=0-9, 5-19"})  # merged: one
+        assert overlapping.status_code == 206 and overlapping.content == content[:20]
+        assert overlapping.headers["content-range"] == f"bytes 0-19/{size}"
+        too_many = ", ".join(f"{10 * i}-{10 * i + 1}" for i in range(101))
+        whole_again = http.get(red_url, headers={"Range": f"bytes={too_many}"})
+        assert whole_again.status_code == 200 and whole_again.content == content
 
         for spec in (f"bytes={size}-", f"bytes={size + 5}-{size + 10}", "bytes=-0"):
             beyond = http.get(red_url, headers={"Range": spec})
@@ -426,7 +432,7 @@ def test_a_local_result_collection_is_served_from_its_own_folder(
     cog = results / "T1" / "val.tif"
     shutil.copyfile(_file(catalog_dir, two[0], "red"), cog)
     collection = json.loads((catalog_dir / "collection.json").read_text())
-    collection.update(id="results-1", links=[])
+    collection.update(id="results-1", links=[], assets={"overview": {"href": "./T1/val.tif"}})
     (results / "collection.json").write_text(json.dumps(collection))
     item = {
         **two[0],
@@ -444,6 +450,12 @@ def test_a_local_result_collection_is_served_from_its_own_folder(
         href = served["assets"]["val"]["href"]
         assert href == "http://testserver/catalog/data/results-1/T1/val.tif"
         assert client.get(href).content == cog.read_bytes()
+        for path in ("/catalog/collections/results-1", "/catalog/collections"):
+            body = client.get(path).json()
+            (served_collection,) = [
+                c for c in body.get("collections", [body]) if c["id"] == "results-1"
+            ]
+            assert served_collection["assets"]["overview"]["href"] == href, path
         # The demo's files are not the results collection's.
         relative = _file(catalog_dir, two[0], "red").relative_to(catalog_dir)
         assert client.get(f"/catalog/data/results-1/{relative}").status_code == 404

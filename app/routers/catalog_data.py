@@ -126,19 +126,30 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
     return False
 
 
-@router.api_route(
-    "/data/{collection_id}/{path:path}",
-    methods=["GET", "HEAD"],
+_DATA_PATH = "/data/{collection_id}/{path:path}"
+_DATA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/tiff": {}, "application/octet-stream": {}}},
+    206: {"description": "The ranges asked for (`Range: bytes=...`)."},
+    304: {"description": "Not modified (`If-None-Match` / `If-Modified-Since`)."},
+    404: {"description": "No such file (or not one this route serves)."},
+    416: {"description": "The range is beyond the end of the file."},
+}
+
+
+# Two routes (not one with both methods): each method its own OpenAPI operation id.
+@router.head(
+    _DATA_PATH,
+    name="stac_data_file_head",
+    summary="Headers of a file of the embedded catalog (size, ETag, ranges)",
+    response_class=FileResponse,
+    responses=_DATA_RESPONSES,
+)
+@router.get(
+    _DATA_PATH,
     name="stac_data_file",
     summary="A file of the embedded catalog (COGs of /catalog's assets)",
     response_class=FileResponse,
-    responses={
-        200: {"content": {"image/tiff": {}, "application/octet-stream": {}}},
-        206: {"description": "The ranges asked for (`Range: bytes=...`)."},
-        304: {"description": "Not modified (`If-None-Match` / `If-Modified-Since`)."},
-        404: {"description": "No such file (or not one this route serves)."},
-        416: {"description": "The range is beyond the end of the file."},
-    },
+    responses=_DATA_RESPONSES,
 )
 def data_file(
     request: Request,
