@@ -16,6 +16,7 @@ symlinks resolved; no listing; one 404 for everything else).
 """
 
 import re
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -88,7 +89,11 @@ def _valid_range(value: str) -> bool:
         first, last = match.groups()
         if not first and not last:
             return False
-        if first and last and int(last) < int(first):
+        try:  # int() refuses numbers of more than 4300 digits (sys.int_info)
+            if first and last and int(last) < int(first):
+                return False
+            int(first or last)
+        except ValueError:
             return False
     return True
 
@@ -122,6 +127,8 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
             since = parsedate_to_datetime(if_modified_since)
         except (TypeError, ValueError, IndexError):
             return False  # not an HTTP-date: ignored (RFC 9110 13.1.3)
+        if since.tzinfo is None:  # "-0000": a date-time in UTC all the same
+            since = since.replace(tzinfo=UTC)
         return int(mtime) <= since.timestamp()
     return False
 
