@@ -134,6 +134,11 @@ def frame_spans(items: Sequence[IndexedItem], interval: str | None = None) -> li
             by_day.setdefault(day, []).append(entry)
         return [FrameSpan(day, day, by_day[day]) for day in sorted(by_day)]
     duration = parse_duration(interval, field="interval")
+    if duration.span % timedelta(days=1):
+        raise BadRequestError(
+            f"interval: '{interval}' is not a whole number of days, weeks, months or years "
+            "(P1D, P10D, P1W, P1M ...)"
+        )
     if not days:
         return []
     start = datetime.combine(min(days), datetime.min.time(), tzinfo=UTC)
@@ -147,10 +152,7 @@ def _interval_spans(
     last = max(days)
     bounds = [start]
     while bounds[-1].date() <= last:
-        following = duration.times(start, len(bounds))
-        if following <= bounds[-1]:  # a sub-day duration cannot move past a day
-            raise BadRequestError(f"interval: must be at least one day (P1D), got {duration}")
-        bounds.append(following)
+        bounds.append(duration.times(start, len(bounds)))
     edges = np.array([moment.date().toordinal() for moment in bounds])
     groups: dict[int, list[IndexedItem]] = {}
     for day, entry in zip(days, items, strict=True):
