@@ -64,8 +64,8 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def label_box(text: str) -> tuple[int, int, int, int]:
-    """The box ``(left, top, right, bottom)`` a label covers in the frame's top-left corner."""
-    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
+    """The pixels ``[left, right) x [top, bottom)`` a label covers in the top-left corner."""
+    _, _, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox(
         (LABEL_MARGIN, LABEL_MARGIN), text, font=_font()
     )
     return 0, 0, int(right) + LABEL_MARGIN, int(bottom) + LABEL_MARGIN
@@ -91,7 +91,8 @@ def render_frame(image: ImageData, style: FrameStyle, label: str | None) -> Imag
     frame = Image.open(BytesIO(content)).convert("RGBA")
     if label:
         draw = ImageDraw.Draw(frame)
-        draw.rectangle(label_box(label), fill=(0, 0, 0, 255))
+        left, top, right, bottom = label_box(label)
+        draw.rectangle((left, top, right - 1, bottom - 1), fill=(0, 0, 0, 255))  # inclusive
         draw.text((LABEL_MARGIN, LABEL_MARGIN), label, fill=(255, 255, 255, 255), font=_font())
     return frame
 

@@ -154,10 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.routers import batch as batch_router
     from app.routers import batch_process as batch_process_router
     from app.routers import catalog as catalog_router
-    from app.routers import item_animation
+    from app.routers import item_animation, tiler
     from app.routers import searches as searches_router
     from app.routers import statistics as statistics_router
-    from app.routers import tiler
 
     app.include_router(catalog_router.router, prefix="/catalog", tags=["STAC API"])
     app.include_router(tiler.cog_factory().router, prefix="/cog", tags=["Cloud Optimized GeoTIFF"])

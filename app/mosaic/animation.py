@@ -165,9 +165,13 @@ def _interval_spans(
 
 
 def clear_fraction(image: ImageData) -> float:
-    """The fraction of ``image``'s pixels that have a valid value (its mask is not 0)."""
-    mask = image.mask
-    return float(np.count_nonzero(mask)) / mask.size if mask.size else 0.0
+    """The fraction of ``image``'s pixels with a valid value in some band (as rendered: alpha).
+
+    ``ImageData.mask`` is not used: for float data its "masked" value is the dtype's
+    minimum, not 0.
+    """
+    valid = np.logical_or.reduce(~np.ma.getmaskarray(image.array), axis=0)
+    return float(np.count_nonzero(valid)) / valid.size if valid.size else 0.0
 
 
 def read_animation(

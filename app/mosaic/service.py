@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, replace
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pystac
