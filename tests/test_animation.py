@@ -274,6 +274,12 @@ def test_png_crops_keep_their_route(client, search_id):
     assert r.status_code == 200
     assert r.headers["content-type"] == "image/png"
     assert _animation(client, search_id, "mp4", NDVI).status_code == 422
+    # Each is documented: one path per animation format, beside the crops' `.{format}`.
+    paths = client.get("/openapi.json").json()["paths"]
+    crop = "/searches/{search_id}/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}"
+    assert {f"{crop}.{{format}}", f"{crop}.gif", f"{crop}.webp"} <= set(paths)
+    assert "image/gif" in str(paths[f"{crop}.gif"]["get"]["responses"]["200"])
+    assert "post" in paths["/collections/{collection_id}/animation.webp"]
 
 
 # ---------------------------------------------------------------------- intervals, defaults

@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Query, Request
 from fastapi.responses import Response
 from rasterio.crs import CRS
 from rio_tiler.constants import WGS84_CRS
-from starlette.convertors import Convertor, register_url_convertor
 from titiler.core.dependencies import DefaultDependency
 
 from app.animation import AnimationFormat, FrameStyle, encode_animation, render_frame
@@ -28,30 +27,24 @@ from app.mosaic import SearchBackend
 from app.mosaic.animation import AnimationLimits, read_animation
 
 __all__ = [
-    "ANIMATION_FORMAT",
+    "ANIMATION_PATHS",
     "AnimationConfig",
     "AnimationParams",
     "animation_config",
+    "animation_format",
     "animation_response",
     "animation_responses",
 ]
 
 
-class _AnimationFormatConvertor(Convertor[str]):
-    """Path convertor: an animation's extension (so ``.png`` crops keep their own route)."""
-
-    regex = "|".join(member.value for member in AnimationFormat)
-
-    def convert(self, value: str) -> str:
-        return value
-
-    def to_string(self, value: str) -> str:
-        return str(value)
+#: The path suffix of each format: one literal path per format (``animation_format``).
+ANIMATION_PATHS = {member: f".{member.value}" for member in AnimationFormat}
 
 
-#: The path convertor name of an animation's format: ``{format:animation_format}``.
-ANIMATION_FORMAT = "animation_format"
-register_url_convertor(ANIMATION_FORMAT, _AnimationFormatConvertor())
+async def animation_format(request: Request) -> AnimationFormat:
+    """The format of an animation route: its path's extension (``.gif``, ``.webp``)."""
+    return AnimationFormat(request.url.path.rsplit(".", 1)[-1])
+
 
 animation_responses: dict[int | str, dict[str, Any]] = {
     200: {

@@ -20,9 +20,11 @@ from app.errors import TooLargeError
 from app.layers import ITEM_LAYER
 from app.mosaic import MosaicService
 from app.routers.animation import (
+    ANIMATION_PATHS,
     AnimationConfig,
     AnimationParams,
     animation_config,
+    animation_format,
     animation_response,
     animation_responses,
 )
@@ -48,15 +50,9 @@ class AnimationItems(BaseModel):
     height: int = Field(gt=0, description="Frame height, pixels.")
 
 
-@router.post(
-    "/collections/{collection_id}/animation.{format:animation_format}",
-    response_class=Response,
-    responses=animation_responses,
-    summary="An animation of listed items over a bbox: one frame per date",
-)
 def items_animation(
     collection_id: Annotated[str, Path(description="STAC collection id")],
-    format: Annotated[AnimationFormat, Path(description="`gif` or `webp`.")],
+    format: Annotated[AnimationFormat, Depends(animation_format)],
     body: Annotated[AnimationItems, Body()],
     items: Annotated[ItemCache, Depends(get_item_cache)],
     mosaics: Annotated[MosaicService, Depends(get_mosaics)],
@@ -100,4 +96,17 @@ def items_animation(
         render=render.as_dict(),
         coord_crs=coord_crs,
         dst_crs=dst_crs,
+    )
+
+
+for _format, _suffix in ANIMATION_PATHS.items():
+    router.add_api_route(
+        "/collections/{collection_id}/animation" + _suffix,
+        items_animation,
+        methods=["POST"],
+        name=f"items_animation_{_format.value}",
+        response_class=Response,
+        responses=animation_responses,
+        summary=f"An animation of listed items over a bbox ({_format.value.upper()}): "
+        "one frame per date",
     )

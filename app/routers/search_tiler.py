@@ -57,9 +57,11 @@ from app.mosaic import PIXEL_SELECTIONS, MosaicRead, MosaicService
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 from app.ordering import ItemOrder
 from app.routers.animation import (
+    ANIMATION_PATHS,
     AnimationConfig,
     AnimationParams,
     animation_config,
+    animation_format,
     animation_response,
     animation_responses,
 )
@@ -466,15 +468,12 @@ class SearchTilerFactory(BaseFactory):
             return self.image_response(result, output, format, content_bbox=True)
 
     def animation(self) -> None:
-        """Register ``/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.{gif|webp}``."""
+        """Register ``/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.gif`` (and ``.webp``).
 
-        @self.router.get(
-            # ``animation_format`` (app.routers.animation): only gif|webp match this route.
-            "/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.{format:animation_format}",
-            response_class=Response,
-            responses=animation_responses,
-            summary="An animation of the mosaic over a bbox: one frame per date",
-        )
+        One literal path per format (``ANIMATION_PATHS``), registered before the crops': a
+        ``{format}`` path would be the crops' own path, one entry in the OpenAPI document.
+        """
+
         def animation(
             search_id: Annotated[str, Depends(self.path_dependency)],
             minx: Annotated[float, Path(description="Bounding box min X")],
@@ -483,7 +482,7 @@ class SearchTilerFactory(BaseFactory):
             maxy: Annotated[float, Path(description="Bounding box max Y")],
             width: Annotated[int, Path(gt=0, description="Frame width.")],
             height: Annotated[int, Path(gt=0, description="Frame height.")],
-            format: Annotated[AnimationFormat, Path(description="`gif` or `webp`.")],
+            format: Annotated[AnimationFormat, Depends(animation_format)],
             mosaics: Annotated[MosaicService, Depends(self.mosaics_dependency)],
             config: Annotated[AnimationConfig, Depends(self.animation_config_dependency)],
             params=Depends(self.animation_dependency),
@@ -514,6 +513,18 @@ class SearchTilerFactory(BaseFactory):
                 render=output.render.as_dict(),
                 coord_crs=coord_crs,
                 dst_crs=dst_crs,
+            )
+
+        for output_format, suffix in ANIMATION_PATHS.items():
+            self.router.add_api_route(
+                "/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}" + suffix,
+                animation,
+                methods=["GET"],
+                name=f"search_animation_{output_format.value}",
+                response_class=Response,
+                responses=animation_responses,
+                summary=f"An animation of the mosaic over a bbox ({output_format.value.upper()})"
+                ": one frame per date",
             )
 
     def point(self) -> None:
