@@ -10,17 +10,23 @@ Pillow decodes GIF and WebP to the asked size and frame durations.
 
 import io
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import demo_reads as demo
 import numpy as np
+import pystac
 import pytest
+import shapely
+from dateutil.relativedelta import relativedelta
 from fastapi.testclient import TestClient
 from PIL import Image, ImageSequence
 
 from app.animation import AnimationFormat, frame_duration, label_box
+from app.errors import BadRequestError
 from app.main import create_app
+from app.mosaic.animation import frame_spans
+from app.mosaic.index import IndexedItem
 from app.settings import Settings
 
 BBOX = (16.085, 46.645, 16.10, 46.655)
@@ -147,6 +153,35 @@ def test_frames_are_the_dates_passing_min_clear_and_equal_their_crops(client, se
     for day, frame in zip(later, frames, strict=True):
         assert frame.size == (WIDTH, HEIGHT)
         assert _same_pixels(_rgba(frame), crops[day]), day
+
+
+def test_frames_of_a_search_with_an_area_equal_its_days_crops(client, items):
+    """A search with a bbox: each frame is the search crop of that day alone, clipped alike."""
+    area = [16.088, 46.647, 16.098, 46.653]  # inside BBOX: the frames are clipped to it
+    days = [item["properties"]["datetime"][:10] for item in items[2:5]]
+
+    def register(start: str, end: str) -> str:
+        body = {
+            "collections": ["sentinel-2-l2a"],
+            "bbox": area,
+            "datetime": f"{start}T00:00:00Z/{end}T23:59:59Z",
+        }
+        r = client.post("/searches/register", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["id"]
+
+    params = {**NDVI, "label": "false"}
+    r = _animation(client, register(days[0], days[-1]), "webp", params)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-animation-labels"].split(",") == days
+    for day, frame in zip(days, _frames(r.content), strict=True):
+        crop = client.get(
+            f"/searches/{register(day, day)}/bbox/{PATH_BBOX}/{WIDTH}x{HEIGHT}.png", params=NDVI
+        )
+        assert crop.status_code == 200, crop.text
+        expected = _rgba(Image.open(io.BytesIO(crop.content)))
+        assert (expected[..., 3] == 0).sum() > WIDTH * HEIGHT / 4  # outside the area
+        assert _same_pixels(_rgba(frame), expected), day
 
 
 def test_items_animation_equals_the_crops(client, items, crops):
@@ -293,8 +328,6 @@ def test_interval_frames(client, search_id, items):
     assert r.status_code == 200, r.text
     labels = r.headers["x-animation-labels"].split(",")
     assert len(labels) == len(bins) == len(_frames(r.content))
-    from datetime import timedelta
-
     assert labels == [
         f"{days[0] + timedelta(days=60 * k)}..{days[0] + timedelta(days=60 * k + 59)}" for k in bins
     ]
@@ -347,3 +380,51 @@ def test_unknown_search_and_outside(client, search_id):
     assert _animation(client, "0" * 32, "gif", NDVI).status_code == 404
     r = client.get(f"/searches/{search_id}/bbox/10,10,10.1,10.1/32x32.gif", params=NDVI)
     assert r.status_code == 404
+
+
+# ---------------------------------------------------------------------- frame spans (engine)
+
+
+def _entry(item_id: str, moment: str, position: int) -> IndexedItem:
+    when = datetime.fromisoformat(moment)
+    item = pystac.Item(item_id, None, None, when, {})
+    return IndexedItem(item, position, shapely.Point(0, 0), when, None)
+
+
+def test_frame_spans_per_utc_day_keep_the_mosaic_order():
+    entries = [
+        _entry("late", "2023-04-02T23:30:00-02:00", 0),  # 2023-04-03 01:30 UTC
+        _entry("a", "2023-04-03T10:00:00+00:00", 1),
+        _entry("b", "2023-04-02T10:00:00+00:00", 2),
+    ]
+    spans = frame_spans(entries)
+    assert [(span.label, [e.id for e in span.items]) for span in spans] == [
+        ("2023-04-02", ["b"]),
+        ("2023-04-03", ["late", "a"]),
+    ]
+
+
+def test_frame_spans_per_month_follow_the_calendar():
+    """P1M from Jan 31: Feb 28, Mar 31 (dateutil's month arithmetic from the start)."""
+    days = ["2023-01-31", "2023-02-27", "2023-02-28", "2023-03-31", "2023-06-15"]
+    entries = [_entry(day, f"{day}T10:00:00+00:00", i) for i, day in enumerate(days)]
+    start = date(2023, 1, 31)
+    edges = [start + relativedelta(months=k) for k in range(7)]
+
+    def bin_of(day: str) -> int:
+        return max(k for k, edge in enumerate(edges) if edge <= date.fromisoformat(day))
+
+    expected: dict[int, list[str]] = {}
+    for day in days:
+        expected.setdefault(bin_of(day), []).append(day)
+    spans = frame_spans(entries, "P1M")
+    assert [(span.start, span.end, [e.id for e in span.items]) for span in spans] == [
+        (edges[k], edges[k + 1] - timedelta(days=1), expected[k]) for k in sorted(expected)
+    ]
+    assert spans[0].label == "2023-01-31..2023-02-27"
+
+
+@pytest.mark.parametrize("interval", ["P1DT12H", "PT6H", "P0D", "ten days"])
+def test_frame_spans_refuse_other_intervals(interval):
+    with pytest.raises(BadRequestError, match="interval"):
+        frame_spans([_entry("a", "2023-04-02T10:00:00+00:00", 0)], interval)

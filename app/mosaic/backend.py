@@ -697,8 +697,7 @@ class SearchBackend(BaseBackend):
         items = self.assets_for_bbox(*bbox, coord_crs=bounds_crs, order=order)
         what = "bbox " + ",".join(f"{v:g}" for v in bbox)
         self._require_items(what, items)
-        groups = [list(group)[: self.config.max_items_per_tile] for group in frames(items)]
-        groups = [group for group in groups if group]
+        groups = [list(group) for group in frames(items) if group]
         if max_frames is not None and len(groups) > max_frames:
             raise BadRequestError(
                 f"{what}: {len(groups)} frames, over the limit animation_max_frames="
@@ -716,7 +715,8 @@ class SearchBackend(BaseBackend):
                 f"{pixels * len(groups)} pixels, over the limit animation_max_pixels="
                 f"{max_pixels}; ask for fewer frames or a smaller size"
             )
-        wanted = [entry for group in groups for entry in group]
+        # What ``read_mosaic`` reads of each frame: its first ``mosaic_max_items_per_tile``.
+        wanted = [entry for group in groups for entry in group[: self.config.max_items_per_tile]]
         window = self._frames_window(wanted, pixels, kwargs, what)
 
         def read(entry: IndexedItem) -> ImageData:
