@@ -26,6 +26,7 @@ from rio_tiler.models import ImageData
 from app.errors import BadRequestError
 from app.mosaic.backend import SearchBackend
 from app.mosaic.index import IndexedItem
+from app.settings import Settings
 from app.stats.intervals import Duration, parse_duration
 
 __all__ = [
@@ -94,8 +95,8 @@ class AnimationLimits:
     time_limit: float
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AnimationLimits:
-        """The limits of ``settings`` (``app.settings.Settings``)."""
+    def from_settings(cls, settings: Settings) -> AnimationLimits:
+        """The limits of ``settings``."""
         return cls(
             max_frames=settings.animation_max_frames,
             max_pixels=settings.animation_max_pixels,
