@@ -234,6 +234,8 @@ def test_every_write_endpoint_requires_the_key(keyed_client: TestClient) -> None
         "/cog/statistics",
         "/stac/statistics",
         "/collections/{collection_id}/items/{item_id}/statistics",
+        "/collections/{collection_id}/animation.gif",
+        "/collections/{collection_id}/animation.webp",
     }
     writes = set()
     for route, operations in keyed_client.get("/openapi.json").json()["paths"].items():
