@@ -155,7 +155,8 @@ class Settings(BaseSettings):
     # Jobs are driven by one service replica at a time: it renews its lease every
     # lease/3 s; a job whose lease is older is taken over by another replica.
     batch_lease_seconds: float = 30.0
-    # Where jobs may write: folders and s3:// prefixes. Empty: <data_dir>/batch.
+    # Where jobs may write: folders and s3:// prefixes; a job naming no output writes under
+    # the first. Empty: <data_dir>/batch.
     batch_outputs: Annotated[list[str], NoDecode] = []
     # Input limits.
     batch_max_features: int = 1_000_000
