@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+import helm_python
+import kubernetes_validate
 import pytest
 import yaml
 from deploy_chart import (
@@ -26,9 +28,6 @@ from deploy_chart import (
 
 from app.main import create_app
 from app.settings import Settings
-
-helm_python = pytest.importorskip("helm_python")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 SETUPS = ["default", "production"]
 
