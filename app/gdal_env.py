@@ -95,4 +95,7 @@ def configure_gdal(settings: Settings | None = None) -> None:
         # An empty GDAL_SKIP is meaningless; do not leave one set by an earlier call.
         options.pop("GDAL_SKIP")
         os.environ.pop("GDAL_SKIP", None)
+    if "AWS_NO_SIGN_REQUEST" not in options:
+        # Signed requests (a private bucket, MinIO): not left unsigned by an earlier call.
+        os.environ.pop("AWS_NO_SIGN_REQUEST", None)
     os.environ.update(options)
