@@ -69,6 +69,17 @@ def test_every_manifest_validates(manifests, setup):
     assert ("Ingress" in kinds) == (setup == "production")
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    # The autoscaler drives the API's Deployment, which then leaves its replicas to it.
+    api = find(docs, "Deployment", "api")
+    target = find(docs, "HorizontalPodAutoscaler", "api")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", api["metadata"]["name"])
+    assert "replicas" not in api["spec"]
+    if setup == "production":
+        backend = find(docs, "Ingress", "api")["spec"]["rules"][0]["http"]["paths"][0]
+        assert (
+            backend["backend"]["service"]["name"]
+            == find(docs, "Service", "api")["metadata"]["name"]
+        )
 
 
 def test_validation_would_catch_a_bad_manifest(manifests):
