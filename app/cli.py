@@ -59,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--root-path", default="", help="path prefix behind a reverse proxy")
     serve.add_argument(
         "--forwarded-allow-ips",
-        default="127.0.0.1",
-        help="proxies whose X-Forwarded-* headers are trusted (comma-separated, or *)",
+        default=None,
+        help="proxies whose X-Forwarded-* headers are trusted (comma-separated, or *); "
+        "default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1 (uvicorn's rule)",
     )
     serve.set_defaults(func=_serve)
 

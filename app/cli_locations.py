@@ -87,7 +87,7 @@ def location_settings(
         update["data_dir"] = Path(args.data_dir)
     settings = Settings(**update)
     hint = "give --{} PATH or set TERRATILER_{}"
-    if need_catalog and not settings.catalog_is_remote:
+    if need_catalog and not (settings.catalog_is_remote or settings.catalog_is_s3):
         folder = Path(settings.catalog).resolve()
         if not folder.is_dir():
             _fail(

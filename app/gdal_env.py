@@ -7,6 +7,7 @@ spawns (they inherit the environment; remote workers call ``configure_gdal`` too
 """
 
 import os
+from urllib.parse import urlsplit
 
 from app.settings import Settings, default_settings
 
@@ -31,7 +32,7 @@ def gdal_options(settings: Settings | None = None) -> dict[str, str]:
         settings: The service Settings (fields ``gdal_cachemax_mb``, ``vsi_cache_size``,
             ``vsicurl_cache_size``, ``gdal_http_max_retry``, ``gdal_http_retry_delay``,
             ``gdal_http_timeout``, ``gdal_http_connect_timeout``, ``gdal_skip_drivers``,
-            ``aws_no_sign_request``); None: their defaults (``default_settings``).
+            ``aws_no_sign_request``, ``s3_endpoint_url``); None: their defaults (``default_settings``).
 
     Returns:
         Option name -> value, every value a string.
@@ -66,6 +67,13 @@ def gdal_options(settings: Settings | None = None) -> dict[str, str]:
     if settings.aws_no_sign_request:
         # The Sentinel-2 COG bucket is public: unsigned requests, no credential lookup.
         options["AWS_NO_SIGN_REQUEST"] = "YES"
+    if settings.s3_endpoint_url:
+        # s3:// sources on another store than AWS (MinIO, moto): GDAL's /vsis3/ reads the
+        # endpoint as host[:port], path-style (bucket names need no DNS), TLS per the URL.
+        endpoint = urlsplit(settings.s3_endpoint_url)
+        options["AWS_S3_ENDPOINT"] = endpoint.netloc
+        options["AWS_HTTPS"] = "YES" if endpoint.scheme == "https" else "NO"
+        options["AWS_VIRTUAL_HOSTING"] = "FALSE"
     return options
 
 
@@ -87,4 +95,7 @@ def configure_gdal(settings: Settings | None = None) -> None:
         # An empty GDAL_SKIP is meaningless; do not leave one set by an earlier call.
         options.pop("GDAL_SKIP")
         os.environ.pop("GDAL_SKIP", None)
+    if "AWS_NO_SIGN_REQUEST" not in options:
+        # Signed requests (a private bucket, MinIO): not left unsigned by an earlier call.
+        os.environ.pop("AWS_NO_SIGN_REQUEST", None)
     os.environ.update(options)

@@ -82,6 +82,8 @@ def _storage_options(settings: Settings) -> dict[str, Any]:
 def base_catalog_factory(settings: Settings) -> Callable[[], Catalog]:
     """How to build the catalog ``settings.catalog`` names: a STAC API URL or a folder.
 
+    The folder is local, or on ``s3://`` (``app.catalog.remote``).
+
     Args:
         settings: The service settings (``catalog`` and the ``stac_*`` options).
 
@@ -103,6 +105,10 @@ def base_catalog_factory(settings: Settings) -> Callable[[], Catalog]:
             max_concurrency=settings.stac_max_concurrency,
             queue_timeout=settings.stac_queue_timeout,
         )
+    if settings.catalog_is_s3:
+        from app.catalog.remote import bucket_catalog
+
+        return partial(bucket_catalog, settings.catalog, _storage_options(settings))
     from app.catalog.local import LocalCatalog
 
     return partial(LocalCatalog, settings.catalog)

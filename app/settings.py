@@ -90,7 +90,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TERRATILER_", extra="ignore")
 
-    # Where items come from: a folder of STAC items (LocalCatalog) or an http(s) STAC API URL.
+    # Where items come from: a folder of STAC items (LocalCatalog), the same folder on
+    # s3:// (collection.json + items/, read once at start-up; s3_endpoint_url applies) or
+    # an http(s) STAC API URL.
     catalog: str = "data/demo"
     collection: str = "sentinel-2-l2a"
     data_dir: Path = Path("data")
@@ -153,7 +155,8 @@ class Settings(BaseSettings):
     # Jobs are driven by one service replica at a time: it renews its lease every
     # lease/3 s; a job whose lease is older is taken over by another replica.
     batch_lease_seconds: float = 30.0
-    # Where jobs may write: folders and s3:// prefixes. Empty: <data_dir>/batch.
+    # Where jobs may write: folders and s3:// prefixes; a job naming no output writes under
+    # the first. Empty: <data_dir>/batch.
     batch_outputs: Annotated[list[str], NoDecode] = []
     # Input limits.
     batch_max_features: int = 1_000_000
@@ -366,12 +369,19 @@ class Settings(BaseSettings):
         return self.catalog.startswith(("http://", "https://"))
 
     @property
+    def catalog_is_s3(self) -> bool:
+        """Whether ``catalog`` names a folder of STAC items on ``s3://``."""
+        return self.catalog.startswith("s3://")
+
+    @property
     def allowed_prefixes(self) -> list[str]:
         """The effective allow-list of source prefixes."""
         if self.allowed_sources:
             return list(self.allowed_sources)
         prefixes = [str(self.data_dir.resolve()), EARTH_SEARCH_COGS]
-        if not self.catalog_is_remote:
+        if self.catalog_is_s3:
+            prefixes.insert(0, self.catalog.rstrip("/") + "/")
+        elif not self.catalog_is_remote:
             prefixes.insert(0, str(Path(self.catalog).resolve()))
         return prefixes
 

@@ -28,6 +28,15 @@ generated once, about 2 minutes):
 
     .venv/bin/python bench/batch.py           # print the table
     .venv/bin/python bench/batch.py --write   # and update BENCHMARKS.md
+
+``--netns`` measures the same job between hosts instead (root, Linux): network namespaces
+on this machine (tests/netns_hosts.py, the setup of tests/test_deploy_netns.py): the
+service and PostgreSQL on one host, the scheduler on another, 1 then 2 worker hosts, moto's
+S3 server holding the demo (``TERRATILER_CATALOG=s3://...``) and the outputs; jobs through
+the service's HTTP API. Its demo is smaller by default (``--size 1024 --scenes 6``: every
+COG is uploaded to moto, which holds them in memory):
+
+    .venv/bin/python bench/batch.py --netns [--write]
 """
 
 from __future__ import annotations
@@ -288,16 +297,113 @@ def loop_run(demo: Path, features: Path, count: int, dates: int) -> Run:
     return Run("looping `POST /statistics`, one field per request", count, count * dates, wall)
 
 
+NETNS_SECTION = "Batch statistics across hosts (network namespaces)"
+
+
+def netns_job(http: Any, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """One job through the service's API: analysed, then timed from start to its end."""
+    job = http.post("/batch/statistics", json=body)
+    job.raise_for_status()
+    url = f"/batch/statistics/{job.json()['id']}"
+    http.post(f"{url}/analyse").raise_for_status()
+    while (view := http.get(url).json())["status"] in ("CREATED", "ANALYSING"):
+        time.sleep(0.1)
+    assert view["status"] == "ANALYSIS_DONE", view
+    started = time.perf_counter()
+    http.post(f"{url}/start").raise_for_status()
+    while (view := http.get(url).json())["status"] in ("ANALYSIS_DONE", "PROCESSING"):
+        time.sleep(0.1)
+    wall = time.perf_counter() - started
+    assert view["status"] == "DONE", view
+    return wall, view
+
+
+def netns_main(args: argparse.Namespace) -> None:
+    """Batch statistics on 1 and 2 worker hosts (network namespaces), jobs over HTTP."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from netns_hosts import deployed, netns_unavailable
+
+    reason = netns_unavailable()
+    if reason:
+        sys.exit(f"--netns: {reason}")
+    ensure_demo(args.demo, args.size, args.scenes, args.seed)
+    features = json.loads((args.demo / "fields.geojson").read_text())
+    body = {**REQUEST, "input": {**REQUEST["input"], "features": features}}
+    work = Path(tempfile.mkdtemp(prefix="bench-netns-"))
+    load = os.getloadavg()[0]
+    runs: dict[int, list[Run]] = {}
+    try:
+        for workers in (1, 2):
+            started = time.perf_counter()
+            with deployed(work / f"hosts-{workers}", args.demo, workers=workers) as deployment:
+                setup = time.perf_counter() - started
+                with deployment.http(timeout=600) as http:
+                    netns_job(http, body)  # warm every worker: imports, catalog, GDAL
+                    for repeat in range(args.repeat):
+                        wall, view = netns_job(http, body)
+                        analysis = view["analysis"]
+                        count = analysis["validFeatureCount"]
+                        label = f"{workers} worker host{'s' if workers > 1 else ''}"
+                        run = Run(label, count, count * analysis["intervalsWithScenes"], wall)
+                        runs.setdefault(workers, []).append(run)
+                        print(
+                            f"[{repeat + 1}/{args.repeat}] {label}: {wall:.1f} s, "
+                            f"{run.rate:,.0f} feature-dates/s (setup {setup:.0f} s)",
+                            flush=True,
+                        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best = {n: min(r, key=lambda run: run.wall) for n, r in runs.items()}
+    rows = [
+        f"| {r.label} | {r.features:,} | {r.feature_dates:,} | {r.wall:.1f} | {r.rate:,.0f} |"
+        for r in best.values()
+    ]
+    body_text = f"""
+Command: `.venv/bin/python bench/batch.py --netns --write` (demo: `generate_demo(path,
+scenes={args.scenes}, size={args.size}, seed={args.seed})`). Machine: {machine_description()};
+load average {load:.1f} when the run started.
+
+Hosts are network namespaces on this machine joined by a bridge (tests/netns_hosts.py): the
+service and PostgreSQL, the Dask scheduler, one `dask worker` (1 thread) per worker host, and
+moto's S3 server holding the demo catalog and COGs (`TERRATILER_CATALOG=s3://data/demo`) and
+the outputs (`s3://results/jobs`). Every read and write crosses the bridge over TCP; the
+hosts share only the CPUs. The job (the same NDVI statistics as above) is created, analysed
+and started through the service's HTTP API, timed from `start` to DONE, best of
+{args.repeat} after a warm-up job.
+
+| run | features | feature-dates | wall s | feature-dates / s |
+| --- | ---: | ---: | ---: | ---: |
+{chr(10).join(rows)}
+
+- 2 worker hosts vs 1: **{best[1].wall / best[2].wall:.2f}x** the throughput. The S3 server
+  (moto, one Python process) serves every COG read of both workers.
+"""
+    print(body_text)
+    if args.write:
+        write_section(NETNS_SECTION, body_text)
+        print("BENCHMARKS.md updated")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--demo", type=Path, default=BENCH_DATA / "zonal-demo")
-    parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--scenes", type=int, default=12)
+    parser.add_argument("--demo", type=Path, default=None)
+    parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--scenes", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=2, help="runs of each batch setup")
     parser.add_argument("--loop-fields", type=int, default=300)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
+    parser.add_argument(
+        "--netns", action="store_true", help="between hosts (network namespaces; root)"
+    )
     args = parser.parse_args()
+    if args.netns:
+        args.demo = args.demo or BENCH_DATA / "netns-demo"
+        args.size, args.scenes = args.size or 1024, args.scenes or 6
+        netns_main(args)
+        return
+    args.demo = args.demo or BENCH_DATA / "zonal-demo"
+    args.size, args.scenes = args.size or 2048, args.scenes or 12
 
     ensure_demo(args.demo, args.size, args.scenes, args.seed)
     load = os.getloadavg()[0]

@@ -85,7 +85,12 @@ def test_config_reads_the_environment_then_defaults(monkeypatch):
     assert config.batch_unit_features == 7
     assert config.output_prefixes == ["s3://a/b", "/data/out"]
     assert config.batch_workers == 2
-    assert config.default_output == "/tmp/somewhere/batch"
+    # Jobs naming no output write under the first allowed prefix (not in the data folder).
+    assert config.default_output == "s3://a/b"
+    assert (
+        BatchConfig.from_settings(Settings(data_dir=Path("/x"), batch_outputs=[])).default_output
+        == "/x/batch"
+    )
     assert BatchConfig.from_settings(Settings(batch_unit_features=3)).batch_unit_features == 3
 
 

@@ -71,7 +71,13 @@ class BatchConfig:
 
     @property
     def default_output(self) -> str:
-        """Where jobs write when the request names no output."""
+        """Where jobs write when the request names no output.
+
+        The first of ``batch_outputs`` when set (a deployment's workers on other hosts
+        write to s3://, not to the service's folder), else ``<data_dir>/batch``.
+        """
+        if self.batch_outputs:
+            return self.batch_outputs[0]
         return str(self.data_dir / "batch")
 
     @property
