@@ -7,7 +7,7 @@ const Charts = (() => {
   const plots = new Map(); // container id -> uPlot
 
   function width(container) {
-    return Math.max(200, container.clientWidth || 320);
+    return Math.max(200, (container.clientWidth || 320) - 8);
   }
 
   // A vertical line at the selected date (u.selectedTime, unix seconds).
@@ -57,7 +57,7 @@ const Charts = (() => {
       series: [
         { value: (u, v) => (v == null ? "" : dateOf(v)) },
         ...names.map((name, i) => ({
-          label: name.length > 24 ? `band ${i + 1}` : name,
+          label: name,
           stroke: COLOURS[i % COLOURS.length],
           width: 1.5,
           spanGaps: false,

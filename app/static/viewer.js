@@ -373,7 +373,10 @@ async function pointChart(lon, lat) {
   const times = data.series.map((s) => seconds(s.datetime));
   const bands = data.band_names.map((_, b) => data.series.map((s) => (s.values ? s.values[b] : null)));
   const scene = current();
-  Charts.series("point-chart", times, bands, data.band_names, scene ? seconds(scene.datetime) : null);
+  // Band names are the preset's expression: label a single band with the layer's name.
+  const title = presetSelect.selectedOptions[0] ? presetSelect.selectedOptions[0].textContent : "value";
+  const labels = data.band_names.length === 1 ? [title] : data.band_names.map((name) => (name.length > 24 ? name.slice(0, 24) + "…" : name));
+  Charts.series("point-chart", times, bands, labels, scene ? seconds(scene.datetime) : null);
   terratiler.lastPoint = {
     url,
     coordinates: [lon, lat],
@@ -672,6 +675,7 @@ document.getElementById("animate").addEventListener("click", animate);
 // ------------------------------------------------------------------ permalink (state in the URL hash)
 
 let written = "";
+let started = false; // the hash is written once the page has read it
 
 function hashParams() {
   const params = new URLSearchParams();
@@ -692,7 +696,7 @@ function hashParams() {
 }
 
 function writeHash() {
-  if (restoring) return;
+  if (restoring || !started) return;
   written = "#" + hashParams().toString().replace(/%2F/g, "/").replace(/%2C/g, ",").replace(/%3A/g, ":");
   history.replaceState(null, "", written);
   document.getElementById("permalink").href = written;
@@ -740,7 +744,6 @@ async function restore(hash) {
   } finally {
     restoring = false;
   }
-  writeHash();
   return true;
 }
 
@@ -760,8 +763,8 @@ function clearestIndex() {
   return Math.max(0, best);
 }
 
-window.addEventListener("hashchange", () => {
-  if (location.hash !== written) restore(location.hash);
+window.addEventListener("hashchange", async () => {
+  if (location.hash !== written && (await restore(location.hash))) writeHash();
 });
 
 map.on("moveend", writeHash);
@@ -777,16 +780,20 @@ for (const control of [presetSelect, maskBox]) {
 // ------------------------------------------------------------------ start
 
 async function start() {
+  const hash = location.hash; // before the first map move rewrites it
   await loadCollection().catch((error) => say(`catalog: ${error.message}`));
   if (state.extent) {
     const [west, south, east, north] = state.extent;
     map.fitBounds([[south, west], [north, east]]);
   }
   await Promise.all([loadScenes(), loadSearches(), loadVectors()]);
-  if (!(await restore(location.hash))) {
+  const restored = await restore(hash);
+  started = true;
+  if (!restored) {
     openSceneAt(clearestIndex());
     await refresh(false);
   }
+  writeHash();
   document.body.dataset.ready = "true";
 }
 
