@@ -154,15 +154,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.routers import batch as batch_router
     from app.routers import batch_process as batch_process_router
     from app.routers import catalog as catalog_router
+    from app.routers import item_animation, tiler
     from app.routers import searches as searches_router
     from app.routers import statistics as statistics_router
-    from app.routers import tiler
     from app.routers import vectors as vectors_router
 
     app.include_router(catalog_router.router, prefix="/catalog", tags=["STAC API"])
     app.include_router(tiler.cog_factory().router, prefix="/cog", tags=["Cloud Optimized GeoTIFF"])
     app.include_router(tiler.stac_factory().router, prefix="/stac", tags=["STAC item by URL"])
     app.include_router(tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"])
+    app.include_router(item_animation.router, tags=["Catalog item"])
     app.include_router(tiler.tms_factory().router, tags=["Tiling Schemes"])
     # /colorMaps and /colorMaps/{name} (JSON, or a PNG ramp: the viewer's legend).
     app.include_router(tiler.colormap_factory().router, tags=["ColorMaps"])

@@ -303,6 +303,19 @@ class Settings(BaseSettings):
     # (`distributed.nanny.pre-spawn-environ`); a MALLOC_TRIM_THRESHOLD_ in this service's own
     # environment wins over the setting (Dask's rule), and its workers inherit it.
     batch_malloc_trim_threshold: int | None = None
+    # Animations (issue 18: GET /searches/{id}/bbox/.../{w}x{h}.gif|webp, POST
+    # /collections/{id}/animation.gif|webp). Frames (scene dates or intervals) one animation
+    # may read: a 400 naming it, suggesting a longer `interval`.
+    animation_max_frames: int = 60
+    # Output pixels over every frame read (width x height x frames; each frame is also bound
+    # by max_output_pixels): a 413 naming it. Every frame's images are held until encoding.
+    animation_max_pixels: int = 16_000_000
+    # Frames per second at most (`fps`): a 400 naming it. Default `fps` of an animation.
+    animation_max_fps: float = 30.0
+    animation_default_fps: float = 2.0
+    # Seconds all the reads of one animation wait at most (mosaic_time_limit is one crop's);
+    # frames not read in time are left out (X-Mosaic-Partial: time-limit).
+    animation_time_limit: float = 30.0
 
     @field_validator(
         "allowed_sources",

@@ -50,11 +50,12 @@ from rasterio.features import rasterize
 from rasterio.transform import from_bounds
 from rasterio.warp import transform_bounds, transform_geom
 from rio_tiler.constants import WEB_MERCATOR_TMS, WGS84_CRS
+from rio_tiler.errors import TileOutsideBounds
 from rio_tiler.models import ImageData, PointData
 from rio_tiler.mosaic.backend import BaseBackend
 
 from app.budget import MemoryBudget
-from app.errors import BadRequestError, NotFoundError, UpstreamTimeoutError
+from app.errors import BadRequestError, NotFoundError, TooLargeError, UpstreamTimeoutError
 from app.mosaic.index import FootprintIndex, IndexedItem
 from app.mosaic.reader import (
     PARTIAL_TIME,
@@ -647,6 +648,130 @@ class SearchBackend(BaseBackend):
             pixel_selection,
             kwargs,
         )
+
+    def part_frames(
+        self,
+        bbox: Sequence[float],
+        frames: Callable[[list[IndexedItem]], Sequence[Sequence[IndexedItem]]],
+        bounds_crs: CRS = WGS84_CRS,
+        dst_crs: CRS | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        *,
+        order: str | None = None,
+        pixel_selection: str = "first",
+        max_frames: int | None = None,
+        max_pixels: int | None = None,
+        time_limit: float | None = None,
+        **kwargs: Any,
+    ) -> list[MosaicRead | None]:
+        """Several bbox crops on one grid, each the mosaic of its own items (an animation).
+
+        ``frames`` groups the items intersecting the bbox (in ``order``) into frames; each
+        frame is what ``part`` answers for its items alone (same grid, pixel selection and
+        clip to the search area). Every item of every frame is read at once on the shared
+        read threads (``mosaic_threads`` in flight), then each frame's images are combined.
+
+        Args:
+            bbox: the bbox, in ``bounds_crs``.
+            frames: the items intersecting the bbox, in ``order`` -> the items of each frame.
+            bounds_crs: the bbox's CRS.
+            dst_crs: the output CRS (default ``bounds_crs``).
+            width: output width (default: from the first item's native resolution).
+            height: output height (likewise).
+            order: item order within a frame.
+            pixel_selection: how a frame's items combine.
+            max_frames: frames at most (400 naming ``animation_max_frames``).
+            max_pixels: output pixels over every frame at most (413 naming
+                ``animation_max_pixels``).
+            time_limit: seconds every read waits at most (default ``mosaic_time_limit``).
+            kwargs: what ``S2STACReader.part`` reads.
+
+        Returns:
+            One ``MosaicRead`` per frame, None where none of its items had data.
+
+        """
+        bbox = check_bbox(bbox, bounds_crs)
+        order = self.order(order)
+        request = _lonlat_box(bbox, bounds_crs)
+        items = self.assets_for_bbox(*bbox, coord_crs=bounds_crs, order=order)
+        what = "bbox " + ",".join(f"{v:g}" for v in bbox)
+        self._require_items(what, items)
+        groups = [list(group)[: self.config.max_items_per_tile] for group in frames(items)]
+        groups = [group for group in groups if group]
+        if max_frames is not None and len(groups) > max_frames:
+            raise BadRequestError(
+                f"{what}: {len(groups)} frames, over the limit animation_max_frames="
+                f"{max_frames}; use a longer interval, a shorter search or fewer items"
+            )
+        dst_crs = dst_crs or bounds_crs
+        width, height = self._output_size(
+            items[0], bbox, bounds_crs, dst_crs, (width, height, None), kwargs
+        )
+        pixels = check_output_pixels(width, height, None, self.reader_options.get("max_pixels"))
+        pixels = pixels or 1
+        if max_pixels is not None and pixels * len(groups) > max_pixels:
+            raise TooLargeError(
+                f"{what}: {len(groups)} frames of {width}x{height} are "
+                f"{pixels * len(groups)} pixels, over the limit animation_max_pixels="
+                f"{max_pixels}; ask for fewer frames or a smaller size"
+            )
+        wanted = [entry for group in groups for entry in group]
+        window = self._frames_window(wanted, pixels, kwargs, what)
+
+        def read(entry: IndexedItem) -> ImageData:
+            return self._open(entry).part(
+                bbox, bounds_crs=bounds_crs, dst_crs=dst_crs, width=width, height=height, **kwargs
+            )
+
+        limit = self.config.time_limit if time_limit is None else time_limit
+        results, partial = read_all(
+            wanted, read, max_items=len(wanted), time_limit=limit, max_window=window
+        )
+        images = {entry.position: image for entry, image in results}
+
+        def lookup(entry: IndexedItem) -> ImageData:
+            image = images.get(entry.position)
+            if image is None:  # outside its bounds, unreadable or not read in time
+                raise TileOutsideBounds(f"item '{entry.id}' has no data there")
+            return image
+
+        reads: list[MosaicRead | None] = []
+        for group in groups:
+            try:
+                result = self._mosaic(group, lookup, pixel_selection, request, what, window=1)
+            except NotFoundError:
+                result = None
+            else:
+                result.partial = sorted(set(result.partial) | set(partial))
+            reads.append(result)
+        return reads
+
+    def _frames_window(
+        self, items: Sequence[IndexedItem], pixels: int, options: Mapping[str, Any], what: str
+    ) -> int:
+        """Reads in flight for ``part_frames``, every image it reads held until the end.
+
+        413 (``max_request_bytes``) when the images of every item, and the reads in flight,
+        do not fit the memory budget.
+        """
+        threads = max(1, self.config.threads)
+        budget: MemoryBudget | None = self.reader_options.get("budget")
+        if budget is None:
+            return threads
+        cost = self._open(items[0]).request_cost(pixels, **options)
+        budget.check(cost, what)
+        if budget.max_request_bytes is None:
+            return threads
+        kept_bytes = len(items) * cost.pixels * cost.output_bytes_per_pixel
+        window = min(threads, len(items), (budget.max_request_bytes - kept_bytes) // cost.total)
+        budget.check_bytes(
+            kept_bytes + max(window, 1) * cost.total,
+            f"animation of {len(items)} item reads kept, {max(window, 1)} read in flight of "
+            f"{cost.describe()}",
+            what,
+        )
+        return max(window, 1)
 
     def feature(  # type: ignore[override]
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -263,5 +264,26 @@ class MosaicService:
             reader=self.reader,
             reader_options=self.reader_options,
             resolve=self.index,
+            config=self.config,
+        )
+
+    def items_backend(
+        self, items: Sequence[pystac.Item], tms: TileMatrixSet = WEB_MERCATOR_TMS
+    ) -> SearchBackend:
+        """The mosaic of a list of items, read as a registered search's (not stored).
+
+        Its "search" is ``{"ids": [...]}`` (no area, no sortby: ``mostRecent`` order), its
+        footprint index built here, for this request only.
+        """
+        kept = [_keep_local_hrefs(item) for item in items]
+        ids = [item.id for item in kept]
+        record = SearchRecord(id="items", search={"ids": ids})
+        index = FootprintIndex(record.id, kept)
+        return SearchBackend(
+            record.id,
+            tms=tms,
+            reader=self.reader,
+            reader_options=self.reader_options,
+            resolve=lambda _: (record, index),
             config=self.config,
         )

@@ -4,6 +4,8 @@ Mounted at ``/searches/{search_id}`` (``app.routers.searches``):
 
 - ``/tiles/{tms}/{z}/{x}/{y}[.{format}]``, ``/{tms}/tilejson.json``, ``/{tms}/map.html``;
 - ``/bbox/{minx},{miny},{maxx},{maxy}[/{width}x{height}].{format}``;
+- ``/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.{gif|webp}``: an animation, one
+  frame per scene date (``app.routers.animation``);
 - ``/point/{lon},{lat}``: the time series at a point;
 - ``POST /statistics``: per-feature statistics over GeoJSON.
 
@@ -48,11 +50,21 @@ from titiler.core.factory import BaseFactory
 from titiler.core.resources.enums import ImageType
 
 from app import rendering
+from app.animation import AnimationFormat
 from app.dependencies import S2LayerParams, histogram_params, post_process, statistics_params
 from app.layers import tilesize_params
 from app.mosaic import PIXEL_SELECTIONS, MosaicRead, MosaicService
 from app.mosaic.reader import PARTIAL_READ_ERRORS, PARTIAL_TIME
 from app.ordering import ItemOrder
+from app.routers.animation import (
+    ANIMATION_PATHS,
+    AnimationConfig,
+    AnimationParams,
+    animation_config,
+    animation_format,
+    animation_response,
+    animation_responses,
+)
 
 __all__ = [
     "MosaicParams",
@@ -179,6 +191,8 @@ class SearchTilerFactory(BaseFactory):
         stats_dependency: statistics options (categorical, percentiles).
         histogram_dependency: histogram options (bins, range).
         link_query_dependency: the query a TileJSON's or map's links carry over.
+        animation_dependency: fps, interval, min_clear, label of animations.
+        animation_config_dependency: the animation settings (limits, frame rates).
         render_func: image encoding.
 
     """
@@ -200,6 +214,8 @@ class SearchTilerFactory(BaseFactory):
     stats_dependency: Callable[..., DefaultDependency] = statistics_params
     histogram_dependency: Callable[..., DefaultDependency] = histogram_params
     link_query_dependency: Callable[..., QueryParams] = request_query
+    animation_dependency: Callable[..., DefaultDependency] = AnimationParams
+    animation_config_dependency: Callable[..., AnimationConfig] = animation_config
 
     render_func: Callable[..., tuple[bytes, str]] = rendering.render
 
@@ -208,6 +224,7 @@ class SearchTilerFactory(BaseFactory):
         self.tile()
         self.tilejson()
         self.map_viewer()
+        self.animation()  # before bbox: its `.gif` / `.webp` paths are bbox paths too
         self.bbox()
         self.point()
         self.statistics()
@@ -449,6 +466,66 @@ class SearchTilerFactory(BaseFactory):
                 **mosaic.as_dict(),
             )
             return self.image_response(result, output, format, content_bbox=True)
+
+    def animation(self) -> None:
+        """Register ``/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.gif`` (and ``.webp``).
+
+        One literal path per format (``ANIMATION_PATHS``), registered before the crops': a
+        ``{format}`` path would be the crops' own path, one entry in the OpenAPI document.
+        """
+
+        def animation(
+            search_id: Annotated[str, Depends(self.path_dependency)],
+            minx: Annotated[float, Path(description="Bounding box min X")],
+            miny: Annotated[float, Path(description="Bounding box min Y")],
+            maxx: Annotated[float, Path(description="Bounding box max X")],
+            maxy: Annotated[float, Path(description="Bounding box max Y")],
+            width: Annotated[int, Path(gt=0, description="Frame width.")],
+            height: Annotated[int, Path(gt=0, description="Frame height.")],
+            format: Annotated[AnimationFormat, Depends(animation_format)],
+            mosaics: Annotated[MosaicService, Depends(self.mosaics_dependency)],
+            config: Annotated[AnimationConfig, Depends(self.animation_config_dependency)],
+            params=Depends(self.animation_dependency),
+            coord_crs=Depends(CoordCRSParams),
+            dst_crs=Depends(DstCRSParams),
+            reads=Depends(self.reads()),
+            mosaic=Depends(self.mosaic_dependency),
+            output=Depends(self.output()),
+        ) -> Response:
+            """One frame per scene date of the search (or per `interval`) over the bbox.
+
+            Each frame is the bbox crop of its date's items alone, with the search's layer
+            (defaults, `preset`, `expression`, `mask`, `rescale`, colormap) and
+            `pixel_selection` among that date's items; frames whose clear fraction is under
+            `min_clear` are dropped. Items are read in parallel on the shared read threads.
+            """
+            return animation_response(
+                mosaics.backend(search_id),
+                (minx, miny, maxx, maxy),
+                (width, height),
+                format,
+                params,
+                config,
+                reads=reads,
+                mosaic=mosaic.as_dict(),
+                post_process=output.post_process,
+                colormap=output.colormap,
+                render=output.render.as_dict(),
+                coord_crs=coord_crs,
+                dst_crs=dst_crs,
+            )
+
+        for output_format, suffix in ANIMATION_PATHS.items():
+            self.router.add_api_route(
+                "/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}" + suffix,
+                animation,
+                methods=["GET"],
+                name=f"search_animation_{output_format.value}",
+                response_class=Response,
+                responses=animation_responses,
+                summary=f"An animation of the mosaic over a bbox ({output_format.value.upper()})"
+                ": one frame per date",
+            )
 
     def point(self) -> None:
         """Register ``/point/{lon},{lat}``."""

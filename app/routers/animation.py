@@ -1,0 +1,203 @@
+"""What the animation endpoints share: their parameters, limits and response.
+
+- ``GET /searches/{search_id}/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.{gif|webp}``
+  (``SearchTilerFactory.animation``): one frame per scene date of the search (or per
+  ``interval``), the search's layer (its defaults, a preset) and pixel selection;
+- ``POST /collections/{collection_id}/animation.{gif|webp}``
+  (``app.routers.item_animation``): the same for a list of item ids.
+
+The reading is the engine's (``app.mosaic.animation.read_animation``), the drawing and
+encoding ``app.animation``'s; this module parses and shapes the response.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Query, Request
+from fastapi.responses import Response
+from rasterio.crs import CRS
+from rio_tiler.constants import WGS84_CRS
+from titiler.core.dependencies import DefaultDependency
+
+from app.animation import AnimationFormat, FrameStyle, encode_animation, render_frame
+from app.dependencies import SettingsDep
+from app.errors import BadRequestError, NotFoundError
+from app.mosaic import SearchBackend
+from app.mosaic.animation import AnimationLimits, read_animation
+
+__all__ = [
+    "ANIMATION_PATHS",
+    "AnimationConfig",
+    "AnimationParams",
+    "animation_config",
+    "animation_format",
+    "animation_response",
+    "animation_responses",
+]
+
+
+#: The path suffix of each format: one literal path per format (``animation_format``).
+ANIMATION_PATHS = {member: f".{member.value}" for member in AnimationFormat}
+
+
+async def animation_format(request: Request) -> AnimationFormat:
+    """The format of an animation route: its path's extension (``.gif``, ``.webp``)."""
+    return AnimationFormat(request.url.path.rsplit(".", 1)[-1])
+
+
+animation_responses: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/gif": {}, "image/webp": {}},
+        "description": "An endlessly looping animation, oldest frame first, each frame's "
+        "date (or interval) drawn in its top-left corner. Headers: `X-Animation-Frames: "
+        "<kept>/<read>` (frames after `min_clear` / frames read), `X-Animation-Labels` "
+        "(the kept frames' labels, comma-separated), `X-Mosaic-Partial` when some frame's "
+        "mosaic is partial.",
+    },
+    400: {
+        "description": "Bad parameters; more frames than `animation_max_frames`; `fps` over "
+        "`animation_max_fps`."
+    },
+    404: {
+        "description": "Unknown search or item; the bbox outside every item; no frame "
+        "passes `min_clear`."
+    },
+    413: {
+        "description": "width x height x frames over `animation_max_pixels` (or a frame over "
+        "`max_output_pixels`)."
+    },
+}
+
+
+@dataclass
+class AnimationParams(DefaultDependency):
+    """The parameters of an animation: frames per second, frame interval, clear fraction."""
+
+    fps: Annotated[
+        float | None,
+        Query(
+            gt=0,
+            description="Frames per second (default `animation_default_fps`, at most "
+            "`animation_max_fps`). GIF stores delays in 10 ms steps.",
+        ),
+    ] = None
+    interval: Annotated[
+        str | None,
+        Query(
+            description="One frame per ISO 8601 interval (`P10D`, `P1M`, at least `P1D`) "
+            "from the first scene's day, the items inside combined by `pixel_selection`; "
+            "default: one frame per scene date (UTC day).",
+        ),
+    ] = None
+    min_clear: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=1,
+            description="Drop frames whose fraction of clear pixels (a valid value: not "
+            "masked by `mask`, inside the items) is under this (0..1).",
+        ),
+    ] = 0.0
+    label: Annotated[
+        bool, Query(description="Draw each frame's date (or interval) in its top-left corner.")
+    ] = True
+
+
+@dataclass(frozen=True)
+class AnimationConfig:
+    """The animation settings: limits and frame rates."""
+
+    limits: AnimationLimits
+    max_fps: float
+    default_fps: float
+
+    def fps(self, fps: float | None) -> float:
+        """``fps``, or the default; 400 over ``animation_max_fps``."""
+        if fps is None:
+            return self.default_fps
+        if fps > self.max_fps:
+            raise BadRequestError(
+                f"fps: {fps:g} is over the limit animation_max_fps={self.max_fps:g}"
+            )
+        return fps
+
+
+def animation_config(settings: SettingsDep) -> AnimationConfig:
+    """The ``animation_*`` settings."""
+    return AnimationConfig(
+        limits=AnimationLimits.from_settings(settings),
+        max_fps=settings.animation_max_fps,
+        default_fps=settings.animation_default_fps,
+    )
+
+
+def animation_response(
+    backend: SearchBackend,
+    bbox: Sequence[float],
+    size: tuple[int, int],
+    output_format: AnimationFormat,
+    params: AnimationParams,
+    config: AnimationConfig,
+    *,
+    reads: dict[str, Any],
+    mosaic: dict[str, Any],
+    post_process: Callable[..., Any] | None,
+    colormap: Any,
+    render: dict[str, Any],
+    coord_crs: CRS | None = None,
+    dst_crs: CRS | None = None,
+) -> Response:
+    """Read, draw and encode the animation of ``backend`` over ``bbox``.
+
+    Args:
+        backend: a search's mosaic, or one over a list of items.
+        bbox: the bbox, in ``coord_crs`` (default WGS84).
+        size: ``(width, height)`` of every frame.
+        output_format: GIF or WebP.
+        params: fps, interval, min_clear, label.
+        config: the animation settings.
+        reads: the layer and dataset options of each item read.
+        mosaic: ``pixel_selection`` and ``order``.
+        post_process: the request's algorithm, if any.
+        colormap: the request's colormap.
+        render: rescale, color formula, return_mask.
+        coord_crs: the bbox's CRS.
+        dst_crs: the frames' CRS (default ``coord_crs``).
+
+    """
+    fps = config.fps(params.fps)
+    width, height = size
+    frames, read = read_animation(
+        backend,
+        bbox,
+        width,
+        height,
+        limits=config.limits,
+        interval=params.interval,
+        min_clear=params.min_clear,
+        bounds_crs=coord_crs or WGS84_CRS,
+        dst_crs=dst_crs,
+        **reads,
+        **mosaic,
+    )
+    if not frames:
+        raise NotFoundError(
+            f"min_clear: none of the {read} frames has a clear fraction of at least "
+            f"{params.min_clear:g}"
+        )
+    style = FrameStyle(post_process, colormap, render)
+    images = [
+        render_frame(frame.image, style, frame.span.label if params.label else None)
+        for frame in frames
+    ]
+    content = encode_animation(images, output_format, fps)
+    headers = {
+        "X-Animation-Frames": f"{len(frames)}/{read}",
+        "X-Animation-Labels": ",".join(frame.span.label for frame in frames),
+    }
+    partial = sorted({reason for frame in frames for reason in frame.partial})
+    if partial:
+        headers["X-Mosaic-Partial"] = ",".join(partial)
+        headers["Cache-Control"] = "no-store"
+    return Response(content, media_type=output_format.media_type, headers=headers)
