@@ -322,22 +322,53 @@ def gif_route(http: httpx.Client) -> bool:
     return any(p.startswith("/searches/{search_id}/bbox/") and ".gif" in p for p in paths)
 
 
+def clear_fraction(http: httpx.Client, item_id: str, bbox: str, size: str) -> float:
+    """The fraction of valid (clear, inside the scene) pixels of the item's masked NDVI crop."""
+    r = http.get(
+        f"/collections/{COLLECTION}/items/{item_id}/bbox/{bbox}/{size}.npy",
+        params={"preset": "ndvi", "mask": "scl-clear"},
+    )
+    assert r.status_code == 200, r.text
+    array = np.load(io.BytesIO(r.content))
+    return float((array[-1] > 0).mean())
+
+
 def test_animate_a_search(site, browser, http, items):
     if not gif_route(http):
         pytest.skip("no GET /searches/{id}/bbox/...gif in this branch (the anim branch builds it)")
     r = http.post(
         "/searches/register",
-        json={"collections": [COLLECTION], "metadata": {"name": "animate me"}},
+        json={
+            "collections": [COLLECTION],
+            "metadata": {"name": "animate me", "defaults": {"preset": "ndvi", "mask": "scl-clear"}},
+        },
     )
     search_id = r.json()["id"]
-    open_viewer(browser, f"{site}/#search={search_id}&date=mosaic&layer=true-color&mask=0")
+    # A view inside the scenes (the default view also shows the grey around them).
+    lon, lat = shapely.geometry.shape(items[0]["geometry"]).centroid.coords[0]
+    open_viewer(browser, f"{site}/#map=16/{lat}/{lon}&search={search_id}&date=mosaic")
+    min_clear = browser.find_element(By.ID, "min-clear")
+    min_clear.clear()
+    min_clear.send_keys("0.5")
     browser.find_element(By.ID, "animate").click()
     animation = wait_for(browser, "return window.terratiler.lastAnimation")
     image = browser.find_element(By.ID, "animation")
     wait_for(browser, "return arguments[0].complete && arguments[0].naturalWidth > 0", image)
-    gif = http.get(animation["url"])
+    screenshot(browser, "4-animation")
+
+    # The GIF the page shows: as many frames as dates with half their view clear, each
+    # date's clear fraction from its own item's masked crop of the same bbox and size.
+    url = animation["url"]
+    assert "min_clear=0.5" in url and "mask=scl-clear" in url and "preset=ndvi" in url
+    bbox, size = url.split("/bbox/")[1].split(".gif")[0].split("/")
+    fractions = {
+        i["properties"]["datetime"][:10]: clear_fraction(http, i["id"], bbox, size) for i in items
+    }
+    expected = sorted(day for day, fraction in fractions.items() if fraction >= 0.5)
+    assert 0 < len(expected) < len(items), fractions  # some dates are left out, some kept
+    gif = http.get(url)
     assert gif.status_code == 200 and gif.headers["content-type"] == "image/gif"
     assert animation["bytes"] == len(gif.content)
-    frames = Image.open(io.BytesIO(gif.content)).n_frames
-    assert frames == len({i["properties"]["datetime"][:10] for i in items})
-    screenshot(browser, "4-animation")
+    assert Image.open(io.BytesIO(gif.content)).n_frames == len(expected)
+    assert animation["labels"] == expected
+    assert f"{len(expected)} frames" in browser.find_element(By.ID, "animation-caption").text

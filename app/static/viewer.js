@@ -653,7 +653,10 @@ async function animate() {
   button.disabled = true;
   say("animating ...");
   try {
-    const url = `searches/${await viewerSearchId()}/bbox/${bbox}/${width}x${height}.gif?${layerParams()}`;
+    const params = layerParams();
+    const minClear = Number(document.getElementById("min-clear").value) || 0;
+    if (minClear > 0) params.set("min_clear", String(minClear));
+    const url = `searches/${await viewerSearchId()}/bbox/${bbox}/${width}x${height}.gif?${params}`;
     const response = await fetch(url);
     if (!response.ok) throw new Error(`${response.status}: ${await detail(response)}`);
     const blob = await response.blob();
@@ -661,7 +664,11 @@ async function animate() {
     if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
     image.src = URL.createObjectURL(blob);
     document.getElementById("animation-section").hidden = false;
-    terratiler.lastAnimation = { url: new URL(url, location.href).href, bytes: blob.size, type: blob.type };
+    const frames = response.headers.get("X-Animation-Frames") || "";
+    const labels = (response.headers.get("X-Animation-Labels") || "").split(",").filter(Boolean);
+    document.getElementById("animation-caption").textContent =
+      `${frames.split("/")[0] || "?"} frames of ${frames.split("/")[1] || "?"} dates` + (labels.length ? `: ${labels.join(", ")}` : "");
+    terratiler.lastAnimation = { url: new URL(url, location.href).href, bytes: blob.size, type: blob.type, frames, labels };
     say("");
   } catch (error) {
     say(`animation: ${error.message}`);
