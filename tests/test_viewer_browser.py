@@ -372,3 +372,57 @@ def test_animate_a_search(site, browser, http, items):
     assert Image.open(io.BytesIO(gif.content)).n_frames == len(expected)
     assert animation["labels"] == expected
     assert f"{len(expected)} frames" in browser.find_element(By.ID, "animation-caption").text
+
+
+def field_means(data: list[dict]) -> dict[str, float | None]:
+    means = {}
+    for entry in data:
+        mean = entry["outputs"]["ndvi"]["bands"]["B0"]["stats"]["mean"]
+        means[entry["interval"]["from"][:10]] = None if mean == "NaN" else mean
+    return means
+
+
+def assert_field_chart(browser: Any, http: httpx.Client, items: list[dict], name: str) -> dict:
+    """The page's field chart for ``name`` has POST /statistics's means for its geometry."""
+    chart = wait_for(
+        browser,
+        "const f = window.terratiler.lastField; return f && f.name === arguments[0] ? f : null;",
+        name,
+    )
+    geometry = js(browser, "return window.terratiler.state.field.geometry")
+    expected = field_means(field_statistics(http, geometry, items))
+    assert chart["dates"] == list(expected)
+    for mean, want in zip(chart["mean"], expected.values(), strict=True):
+        assert (mean is None) if want is None else mean == pytest.approx(want, rel=1e-9)
+    return geometry
+
+
+def test_a_drawn_polygon_and_a_dropped_geojson(site, browser, http, items, demo_dir):
+    lon, lat = shapely.geometry.shape(items[0]["geometry"]).centroid.coords[0]
+    open_viewer(browser, f"{site}/#map=16/{lat}/{lon}&layer=ndvi&mask=1")
+    # Draw a polygon with Leaflet-Geoman: its button, four corners, the first again.
+    browser.find_element(By.CSS_SELECTOR, ".leaflet-pm-icon-polygon").click()
+    d = 0.002
+    corners = [(lon - d, lat - d), (lon + d, lat - d), (lon + d, lat + d), (lon - d, lat + d)]
+    for corner in [*corners, corners[0]]:
+        click_map_at(browser, *corner)
+    geometry = assert_field_chart(browser, http, items, "drawn polygon")
+    drawn = shapely.geometry.shape(geometry)
+    assert drawn.area == pytest.approx(shapely.geometry.Polygon(corners).area, rel=0.05)
+    # Drawing is not a point click: no point chart.
+    assert js(browser, "return window.terratiler.lastPoint") is None
+    screenshot(browser, "5-drawn-polygon")
+
+    # Drop a GeoJSON file on the map: its first polygon is picked.
+    feature = json.loads((demo_dir / "fields.geojson").read_text())["features"][5]
+    dropped = {"type": "FeatureCollection", "features": [feature]}
+    js(
+        browser,
+        "const data = new DataTransfer();"
+        "data.items.add(new File([arguments[0]], 'mine.geojson', {type: 'application/geo+json'}));"
+        "document.getElementById('map').dispatchEvent("
+        "  new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));",
+        json.dumps(dropped),
+    )
+    assert_field_chart(browser, http, items, feature["properties"]["identifier"])
+    screenshot(browser, "6-dropped-geojson")
