@@ -298,6 +298,15 @@ def test_a_search_opens_with_its_defaults_and_its_permalink_restores_the_date(
     assert browser.find_element(By.ID, "date").text == "all dates (mosaic)"
     assert browser.find_element(By.ID, "legend").get_attribute("data-colormap") == "rdylgn"
 
+    # A click beside the scenes: the point chart says why it has nothing (the service's 404).
+    west, _, _, north = wait_for(browser, "return window.terratiler.state.extent")
+    view_west = js(browser, "return map.getBounds().getWest()")
+    click_map_at(browser, (view_west + west) / 2, north - 0.001)
+    message = wait_for(
+        browser, "const c = document.getElementById('point-chart'); return c.textContent;"
+    )
+    assert message.startswith("404") and "outside search" in message
+
     # The slider: position 0 is the mosaic, then one position per date of the search.
     slider = browser.find_element(By.ID, "time")
     assert int(slider.get_attribute("max")) == len(items)

@@ -36,6 +36,7 @@ const Charts = (() => {
     const container = document.getElementById(id);
     if (plots.has(id)) plots.get(id).destroy();
     container.textContent = "";
+    container.classList.remove("message");
     const plot = new uPlot({ width: width(container), height: 170, ...options }, data, container);
     plot.selectedTime = selectedTime;
     plot.redraw(false);

@@ -351,6 +351,14 @@ function viewerSearchId() {
 
 // ------------------------------------------------------------------ point chart
 
+function chartMessage(id, text) {
+  // A chart that could not be drawn says why in its place.
+  Charts.clear(id);
+  const box = document.getElementById(id);
+  box.textContent = text;
+  box.classList.toggle("message", Boolean(text));
+}
+
 let pointMarker = null;
 
 async function pointChart(lon, lat) {
@@ -367,7 +375,8 @@ async function pointChart(lon, lat) {
     url = `searches/${await viewerSearchId()}/point/${lon},${lat}?${layerParams()}`;
     data = await getJSON(url);
   } catch (error) {
-    say(`point: ${error.message}`);
+    terratiler.lastPoint = null;
+    chartMessage("point-chart", error.message);
     return;
   }
   const times = data.series.map((s) => seconds(s.datetime));
@@ -447,7 +456,9 @@ async function selectField(field) {
       body: JSON.stringify(request),
     });
   } catch (error) {
-    say(`statistics: ${error.message}`);
+    terratiler.lastField = null;
+    chartMessage("field-chart", error.message);
+    chartMessage("histogram-chart", "");
     return;
   }
   const rows = response.data
@@ -780,7 +791,8 @@ for (const control of [presetSelect, maskBox]) {
   control.addEventListener("change", () => {
     refresh(false);
     if (state.point) pointChart(...state.point);
-    if (state.field) selectField(state.field);
+    // The field chart is NDVI whatever the layer: only the mask changes it.
+    if (state.field && control === maskBox) selectField(state.field);
   });
 }
 
