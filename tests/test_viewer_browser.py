@@ -421,6 +421,12 @@ def test_a_drawn_polygon_and_a_dropped_geojson(site, browser, http, items, demo_
     # Drawing is not a point click: no point chart.
     assert js(browser, "return window.terratiler.lastPoint") is None
     screenshot(browser, "5-drawn-polygon")
+    # Its permalink draws it again, with its chart.
+    permalink = browser.find_element(By.ID, "permalink").get_attribute("href")
+    assert "polygon=" in permalink
+    open_viewer(browser, permalink)
+    restored = assert_field_chart(browser, http, items, "drawn polygon")
+    assert shapely.geometry.shape(restored).equals_exact(drawn, tolerance=1e-6)
 
     # Drop a GeoJSON file on the map: its first polygon is picked.
     feature = json.loads((demo_dir / "fields.geojson").read_text())["features"][5]

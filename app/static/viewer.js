@@ -172,7 +172,8 @@ function showLegend(tileUrl) {
   const name = query.get("colormap_name");
   const rescale = query.getAll("rescale");
   const colormap = query.get("colormap");
-  const title = presetSelect.selectedOptions[0] ? presetSelect.selectedOptions[0].textContent : "";
+  // The layer's name; the search's own layer by its expression.
+  const title = presetSelect.value ? presetSelect.selectedOptions[0].textContent : query.get("expression") || "the search's layer";
   legendBox.textContent = "";
   const caption = document.createElement("div");
   legendBox.appendChild(caption);
@@ -709,13 +710,26 @@ function hashParams() {
   params.set("layer", presetSelect.value);
   params.set("mask", maskBox.checked ? "1" : "0");
   if (state.field && state.field.key) params.set("field", state.field.key);
+  else if (state.field) {
+    const ring = ringOf(state.field.geometry);
+    if (ring) params.set("polygon", ring.map(([x, y]) => `${x.toFixed(6)},${y.toFixed(6)}`).join(";"));
+  }
   if (state.point) params.set("point", state.point.join(","));
   return params;
 }
 
+// A drawn or dropped polygon goes into the link as its ring, when it is small enough.
+const MAX_LINK_VERTICES = 100;
+
+function ringOf(geometry) {
+  if (!geometry || geometry.type !== "Polygon" || geometry.coordinates.length !== 1) return null;
+  const ring = geometry.coordinates[0];
+  return ring.length <= MAX_LINK_VERTICES ? ring : null;
+}
+
 function writeHash() {
   if (restoring || !started) return;
-  written = "#" + hashParams().toString().replace(/%2F/g, "/").replace(/%2C/g, ",").replace(/%3A/g, ":");
+  written = "#" + hashParams().toString().replace(/%2F/g, "/").replace(/%2C/g, ",").replace(/%3A/g, ":").replace(/%3B/g, ";");
   history.replaceState(null, "", written);
   document.getElementById("permalink").href = written;
 }
@@ -756,6 +770,10 @@ async function restore(hash) {
     if (field && vectorFeatures.has(field)) {
       const feature = vectorFeatures.get(field);
       selectField({ name: field.split(":").slice(1).join(":"), geometry: feature.geometry, key: field });
+    }
+    const ring = (params.get("polygon") || "").split(";").filter(Boolean).map((p) => p.split(",").map(Number));
+    if (!field && ring.length >= 4 && ring.every((p) => p.length === 2 && p.every(Number.isFinite))) {
+      selectField({ name: "drawn polygon", geometry: { type: "Polygon", coordinates: [ring] }, key: null });
     }
     const point = (params.get("point") || "").split(",").map(Number);
     if (point.length === 2 && point.every(Number.isFinite)) pointChart(point[0], point[1]);
