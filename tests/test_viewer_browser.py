@@ -310,9 +310,22 @@ def test_a_search_opens_with_its_defaults_and_its_permalink_restores_the_date(
     # The slider: position 0 is the mosaic, then one position per date of the search.
     slider = browser.find_element(By.ID, "time")
     assert int(slider.get_attribute("max")) == len(items)
-    js(browser, "arguments[0].value = 3; arguments[0].dispatchEvent(new Event('input'));", slider)
+    # Dragged across every date and back to the third at once: the third is what stays.
+    js(
+        browser,
+        "for (const v of [1, 2, 3, 4, 5, 6, 5, 4, 3]) {"
+        "  arguments[0].value = v; arguments[0].dispatchEvent(new Event('input')); }",
+        slider,
+    )
     third = items[2]
     loaded_tiles(browser, f"/items/{third['id']}/tiles/")
+    wait_for(
+        browser, "return !document.querySelector('img.leaflet-tile:not(.leaflet-tile-loaded)')"
+    )
+    shown = js(
+        browser, "return Array.from(document.querySelectorAll('img.leaflet-tile'), i => i.src)"
+    )
+    assert shown and all(f"/items/{third['id']}/tiles/" in src for src in shown)
     assert browser.find_element(By.ID, "date").text.startswith(third["properties"]["datetime"][:10])
     screenshot(browser, "3-search-date")
 

@@ -89,14 +89,21 @@ function tileBase() {
   return state.search ? `searches/${state.search.id}` : null;
 }
 
+// The latest request of each kind: an older answer arriving later (the slider moved on,
+// another click) is dropped.
+const tickets = { layer: 0, point: 0, field: 0 };
+
 async function showLayer(base, fit) {
+  const ticket = ++tickets.layer;
   // Leaflet lays out 256 px tiles.
   const response = await fetch(`${base}/WebMercatorQuad/tilejson.json?tilesize=256&${layerParams()}`);
+  if (ticket !== tickets.layer) return;
   if (!response.ok) {
     say(`${response.status}: ${await detail(response)}`);
     return;
   }
   const tilejson = await response.json();
+  if (ticket !== tickets.layer) return;
   const [west, south, east, north] = tilejson.bounds;
   const bounds = L.latLngBounds([south, west], [north, east]);
   if (tiles) map.removeLayer(tiles);
@@ -372,14 +379,17 @@ async function pointChart(lon, lat) {
   document.getElementById("point-where").textContent = `${lon.toFixed(5)}, ${lat.toFixed(5)}`;
   let data;
   let url;
+  const ticket = ++tickets.point;
   try {
     url = `searches/${await viewerSearchId()}/point/${lon},${lat}?${layerParams()}`;
     data = await getJSON(url);
   } catch (error) {
+    if (ticket !== tickets.point) return;
     terratiler.lastPoint = null;
     chartMessage("point-chart", error.message);
     return;
   }
+  if (ticket !== tickets.point) return;
   const times = data.series.map((s) => seconds(s.datetime));
   const bands = data.band_names.map((_, b) => data.series.map((s) => (s.values ? s.values[b] : null)));
   const scene = current();
@@ -450,6 +460,7 @@ async function selectField(field) {
   document.getElementById("field-name").textContent = field.name;
   const request = statisticsRequest(field.geometry);
   let response;
+  const ticket = ++tickets.field;
   try {
     response = await getJSON("statistics", {
       method: "POST",
@@ -457,11 +468,13 @@ async function selectField(field) {
       body: JSON.stringify(request),
     });
   } catch (error) {
+    if (ticket !== tickets.field) return;
     terratiler.lastField = null;
     chartMessage("field-chart", error.message);
     chartMessage("histogram-chart", "");
     return;
   }
+  if (ticket !== tickets.field) return;
   const rows = response.data
     .filter((d) => d.outputs && d.outputs.ndvi)
     .map((d) => {
