@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from app.routers import item_animation, tiler
     from app.routers import searches as searches_router
     from app.routers import statistics as statistics_router
+    from app.routers import vectors as vectors_router
 
     app.include_router(catalog_router.router, prefix="/catalog", tags=["STAC API"])
     app.include_router(tiler.cog_factory().router, prefix="/cog", tags=["Cloud Optimized GeoTIFF"])
@@ -164,12 +165,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tiler.item_factory().router, prefix=tiler.ITEM_PREFIX, tags=["Catalog item"])
     app.include_router(item_animation.router, tags=["Catalog item"])
     app.include_router(tiler.tms_factory().router, tags=["Tiling Schemes"])
+    # /colorMaps and /colorMaps/{name} (JSON, or a PNG ramp: the viewer's legend).
+    app.include_router(tiler.colormap_factory().router, tags=["ColorMaps"])
     app.include_router(statistics_router.router, tags=["Statistical API"])
     app.include_router(
         searches_router.router, prefix="/searches", tags=["Mosaics of a STAC search"]
     )
     app.include_router(batch_router.router, tags=["Batch statistics"])
     app.include_router(batch_process_router.router, tags=["Batch processing"])
+    app.include_router(vectors_router.router, tags=["Vector layers"])
     openapi.install(app)
 
     # /healthz and /metrics are ``async def`` and do no I/O: they answer on the event loop

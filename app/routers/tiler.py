@@ -12,7 +12,12 @@ The item and ``/stac`` factories take ``preset=`` through their layer dependenci
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from titiler.core.factory import MultiBaseTilerFactory, TilerFactory, TMSFactory
+from titiler.core.factory import (
+    ColorMapFactory,
+    MultiBaseTilerFactory,
+    TilerFactory,
+    TMSFactory,
+)
 
 from app.dependencies import (
     COGReaderParams,
@@ -118,6 +123,11 @@ def item_factory() -> MultiBaseTilerFactory:
         **(SHARED_OPTIONS | layer_options(ITEM_LAYER)),
         router_prefix=ITEM_PREFIX,
     )
+
+
+def colormap_factory() -> ColorMapFactory:
+    """The colormaps the tile endpoints take as ``colormap_name``, at ``/colorMaps``."""
+    return ColorMapFactory()
 
 
 def tms_factory() -> TMSFactory:
