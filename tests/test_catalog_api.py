@@ -505,9 +505,14 @@ def test_item_and_item_collections_are_geojson(api: TestClient, items: list[pyst
 
 def test_items_endpoint_filters_and_pages(api: TestClient, items: list[pystac.Item]) -> None:
     days = sorted({acquired(item).date() for item in items})
-    window = f"{days[1].isoformat()}/{days[-1].isoformat()}"
+    window = f"{days[1].isoformat()}T00:00:00Z/{days[-1].isoformat()}T23:59:59.999999Z"
     expected = [item.id for item in items if days[1] <= acquired(item).date() <= days[-1]]
     assert len(expected) >= 3
+    # The STAC API takes RFC 3339 date-times only: no bare dates, no missing offsets.
+    for bare in (f"{days[1].isoformat()}/..", f"{days[1].isoformat()}T00:00:00/.."):
+        response = api.get(f"/catalog/collections/{COLLECTION}/items", params={"datetime": bare})
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith("datetime: ")
 
     url: str | None = f"/catalog/collections/{COLLECTION}/items?limit=2&datetime={window}"
     got: list[str] = []

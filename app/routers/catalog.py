@@ -442,6 +442,7 @@ def _from_get(settings: Settings, params: dict[str, str | None]) -> SearchQuery:
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
         limits=InputLimits.from_settings(settings),
+        strict=True,
     )
 
 
@@ -738,6 +739,7 @@ def search_post(
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
         limits=limits,
+        strict=True,
     )
     selection = fields_from_body(body, limits)
     page = catalog.search_page(search)
