@@ -13,7 +13,8 @@ has an include list, possibly empty, as the spec says):
 include                       exclude                returned
 ============================  =====================  ===================================
 missing, null or empty        missing, null, empty   DEFAULT_FIELDS
-``["a", "b"]``                anything               ``a``, ``b`` (+ IDENTITY_FIELDS)
+``["a", "b"]``                anything               ``a``, ``b``, IDENTITY_FIELDS; minus
+                                                     the excluded (but ``a``, ``b``)
 missing                       ``["a"]``              the whole Item minus ``a``
 null or empty                 ``["a"]``              DEFAULT_FIELDS minus ``a``
 ============================  =====================  ===================================
