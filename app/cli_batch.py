@@ -30,6 +30,7 @@ POLL_SECONDS = 0.5
 # Kept here, not imported: ``terratiler --help`` must not import the engine.
 COMPOSITES = ("first", "median", "mean", "max", "min", "stack")
 DATA_TYPES = ("uint8", "uint16", "float32")
+NAMINGS = ("id", "identifier")  # app.batch.naming.NAMINGS
 #: The REST prefix of each job kind, as the service mounts them.
 PREFIXES = {"statistics": "/batch/statistics", "process": "/batch/process"}
 
@@ -75,6 +76,12 @@ def add_batch_commands(subparsers: Any) -> None:
     stats.add_argument("--pixel-rule", choices=["exact", "center", "all_touched"], default=None)
     stats.add_argument("--percentiles", help="comma-separated, e.g. 10,50,90")
     stats.add_argument("--layer", help="layer of a multi-layer GeoPackage")
+    stats.add_argument(
+        "--naming",
+        choices=NAMINGS,
+        default="id",
+        help="per-feature files: <id>.json (Sentinel Hub's) or <identifier>.json",
+    )
     stats.add_argument("--workers", type=int, help="local run: Dask worker processes")
     _common(stats)
     stats.add_argument("--detach", action="store_true", help="submit, print the job id and return")
@@ -238,6 +245,8 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
         body["calculations"] = {"default": {"statistics": {"default": {"percentiles": {"k": ks}}}}}
     if args.out:
         body["output"] = _out(args.out)
+    if args.naming != "id":
+        body["naming"] = args.naming
     return body
 
 

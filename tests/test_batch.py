@@ -33,6 +33,7 @@ from polling import wait_until
 
 from app.batch import BatchService, BatchStatisticalRequest
 from app.batch.results import rows_of
+from app.batch.storage import JobFiles
 from app.main import create_app
 from app.services import catalog_factory
 from app.settings import Settings
@@ -97,7 +98,8 @@ def replicated_fields(demo: Path, folder: Path, copies: int) -> tuple[Path, int]
 
 
 def marker_times(root: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in (root / "_batch" / "units").glob("*.json")}
+    units = Path(JobFiles.beside(str(root)).units)
+    return {p.name: p.stat().st_mtime_ns for p in units.glob("*.json")}
 
 
 def workers_idle(dask: Client) -> bool:

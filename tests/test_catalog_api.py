@@ -26,7 +26,7 @@ from app.catalog.local import LocalCatalog
 from app.dependencies import get_catalog
 from app.errors import UpstreamError, UpstreamTimeoutError
 from app.main import create_app
-from app.routers.catalog import CONFORMANCE
+from app.routers.catalog import CONFORMANCE, FIELDS_CONFORMANCE
 from app.settings import Settings
 
 COLLECTION = "sentinel-2-l2a"
@@ -116,10 +116,17 @@ def link(body: dict[str, Any], rel: str, method: str | None = None) -> dict[str,
 def test_pystac_client_opens_the_service(stac: Client, base_url: str) -> None:
     assert stac.id == "terratiler"
     assert stac.get_self_href() == f"{base_url}/catalog"
-    for conformance in ("CORE", "COLLECTIONS", "FEATURES", "ITEM_SEARCH", "QUERY", "SORT"):
+    for conformance in (
+        "CORE",
+        "COLLECTIONS",
+        "FEATURES",
+        "ITEM_SEARCH",
+        "QUERY",
+        "SORT",
+        "FIELDS",
+    ):
         assert stac.conforms_to(ConformanceClasses[conformance]), conformance
     assert stac.conforms_to(ConformanceClasses.FILTER)
-    assert not stac.conforms_to(ConformanceClasses.FIELDS)
     assert not stac.conforms_to(ConformanceClasses.CONTEXT)
     search_links = {
         (link.extra_fields.get("method"), link.href) for link in stac.get_links("search")
@@ -377,7 +384,8 @@ def test_landing_page(api: TestClient, local: LocalCatalog) -> None:
     assert body["id"] == "terratiler" and body["title"] and body["description"]
 
     conforms = body["conformsTo"]
-    assert conforms == CONFORMANCE
+    assert conforms[: len(CONFORMANCE)] == CONFORMANCE
+    assert sorted(conforms[len(CONFORMANCE) :]) == sorted(FIELDS_CONFORMANCE.values())
     for required in (
         "https://api.stacspec.org/v1.0.0/core",
         "https://api.stacspec.org/v1.0.0/collections",
@@ -393,7 +401,11 @@ def test_landing_page(api: TestClient, local: LocalCatalog) -> None:
         CQL2 + "basic-cql2",
     ):
         assert required in conforms
-    assert not [uri for uri in conforms if uri.endswith(("#fields", "#context"))]
+    assert [uri for uri in conforms if uri.endswith("#fields")] == [
+        "https://api.stacspec.org/v1.0.0/ogcapi-features#fields",
+        "https://api.stacspec.org/v1.0.0/item-search#fields",
+    ]
+    assert not [uri for uri in conforms if uri.endswith("#context")]
     assert not [uri for uri in conforms if "features-filter" in uri or uri.endswith("/oas30")]
 
     root = "http://testserver/catalog"
@@ -499,9 +511,14 @@ def test_item_and_item_collections_are_geojson(
 
 def test_items_endpoint_filters_and_pages(api: TestClient, items: list[pystac.Item]) -> None:
     days = sorted({acquired(item).date() for item in items})
-    window = f"{days[1].isoformat()}/{days[-1].isoformat()}"
+    window = f"{days[1].isoformat()}T00:00:00Z/{days[-1].isoformat()}T23:59:59.999999Z"
     expected = [item.id for item in items if days[1] <= acquired(item).date() <= days[-1]]
     assert len(expected) >= 3
+    # The STAC API takes RFC 3339 date-times only: no bare dates, no missing offsets.
+    for bare in (f"{days[1].isoformat()}/..", f"{days[1].isoformat()}T00:00:00/.."):
+        response = api.get(f"/catalog/collections/{COLLECTION}/items", params={"datetime": bare})
+        assert response.status_code == 400
+        assert response.json()["detail"].startswith("datetime: ")
 
     url: str | None = f"/catalog/collections/{COLLECTION}/items?limit=2&datetime={window}"
     got: list[str] = []

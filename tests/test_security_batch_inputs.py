@@ -42,6 +42,7 @@ from live_server import live_server
 import app.batch.features as features_module
 from app.batch.features import read_features
 from app.batch.states import JobState
+from app.batch.storage import JobFiles
 from app.errors import (
     BadRequestError,
     TerratilerError,
@@ -493,8 +494,10 @@ def test_an_uploaded_file_cannot_be_reused_by_path(client, demo_dir) -> None:
     )
     assert created.status_code == 201, created.text
     stored = created.json()["request"]["input"]["features"]["href"]
-    assert stored.endswith("/_batch/input.geojson") and Path(stored).is_file()
-    for href in (stored, str(Path(stored).parent.parent / "results.parquet")):
+    job_id = created.json()["id"]
+    assert stored.endswith(f"/_batch/{job_id}/input.geojson") and Path(stored).is_file()
+    results = Path(stored).parent.parent.parent / job_id / "results.parquet"
+    for href in (stored, str(results)):
         response = client.post("/batch/statistics", json=job_body(href))
         assert response.status_code == 403, response.text
         assert response.json()["detail"] == (
@@ -672,8 +675,8 @@ def test_resume_removes_temporaries_a_killed_consolidation_left(client, demo_dir
     stale = [
         root / f"results.parquet.tmp-{uuid.uuid4().hex}",
         root / f"0.json.tmp-{uuid.uuid4().hex}",
-        root / "_batch" / "parts" / f"0.parquet.tmp-{uuid.uuid4().hex}",
-        root / "_batch" / "units" / f"0.json.tmp-{uuid.uuid4().hex}",
+        Path(JobFiles.beside(str(root)).parts) / f"0.parquet.tmp-{uuid.uuid4().hex}",
+        Path(JobFiles.beside(str(root)).units) / f"0.json.tmp-{uuid.uuid4().hex}",
     ]
     for path in stale:
         path.write_bytes(b"PAR1 half written")
@@ -697,7 +700,9 @@ def test_resume_removes_temporaries_a_killed_consolidation_left(client, demo_dir
     )
     assert resumed["status"] == "DONE", resumed
     assert [p for p in stale if p.exists()] == []
-    assert sorted(p.name for p in root.rglob("*.tmp-*")) == ["notes.tmp-mine"]
+    work = Path(JobFiles.beside(str(root)).work)
+    left = [*root.rglob("*.tmp-*"), *work.rglob("*.tmp-*")]
+    assert sorted(p.name for p in left) == ["notes.tmp-mine"]
     table = pq.read_table(root / "results.parquet")
     assert table.equals(expected)
     assert np.asarray(table["id"]).tolist() == np.asarray(expected["id"]).tolist()

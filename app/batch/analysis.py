@@ -16,6 +16,7 @@ from typing import Any
 from app.batch.config import BatchConfig
 from app.batch.features import FeatureTable, read_features
 from app.batch.models import BatchStatisticalRequest
+from app.batch.naming import check_naming
 from app.batch.storage import JobFiles, Storage
 from app.batch.units import UnitPlan, plan_units, stage_features
 from app.catalog.base import SearchQuery
@@ -121,6 +122,7 @@ def analyse(
     features = load_features(source, storage, config)
     if len(features) == 0:
         raise BadRequestError("input.features: the file has no features")
+    check_naming(features, request.naming)
     units: UnitPlan = plan_units(
         features,
         config.batch_unit_features,

@@ -1,7 +1,8 @@
 """Input features: GeoPackage, GeoJSON or GeoParquet, from a path, a URL or uploaded bytes.
 
-Whatever the source, the result is a ``FeatureTable``: an id per feature (the file's FID
-when unique, else the row number), the optional ``identifier`` column, the geometries as
+Whatever the source, the result is a ``FeatureTable``: an id per feature (Sentinel Hub's
+``id``: the GeoPackage FID, the GeoJSON Feature ``id`` or else its ``id`` property, the
+GeoParquet integer ``id`` column; when these are not unique integers, the row number), the optional ``identifier`` column, the geometries as
 WKB in the file's own CRS (never reprojected here: the statistics engine reprojects onto
 each scene's grid) and that CRS. A missing or empty geometry is kept (as ``None`` / an
 empty WKB) so the job can report it for that feature instead of failing.
@@ -153,6 +154,12 @@ def _ids(fids: Any, count: int) -> np.ndarray:
     return np.arange(count, dtype=np.int64)
 
 
+def _integers(values: list[Any] | None) -> bool:
+    return values is not None and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    )
+
+
 def _identifiers(values: Any) -> list[str | None]:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values]
 
@@ -187,9 +194,11 @@ def _read_geojson(data: bytes, max_features: int, columns: Sequence[str] = ()) -
         f.get("properties") if isinstance(f.get("properties"), dict) else {} for f in features
     ]
     has_identifier = any(IDENTIFIER in p for p in properties)
-    fids = [f.get("id") for f in features]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in fids):
-        fids = None  # GDAL's rule: integer ids for all, else row numbers
+    fids: list[Any] | None = [f.get("id") for f in features]
+    if not _integers(fids):
+        # GDAL's rule (integer ids for all, else row numbers), then an "id" property.
+        fids = [p.get("id") for p in properties]
+        fids = fids if _integers(fids) else None
     return FeatureTable(
         ids=_ids(fids, len(features)),
         identifiers=_identifiers(_scalar(p.get(IDENTIFIER)) for p in properties)
@@ -299,13 +308,17 @@ def _read_parquet(data: Any, max_features: int, columns: Sequence[str] = ()) -> 
         raise BadRequestError("input.features: the GeoParquet geometry column is not binary WKB")
     wanted = [column] + ([IDENTIFIER] if IDENTIFIER in schema.names else [])
     extra = [name for name in dict.fromkeys(columns) if name in schema.names and name not in wanted]
+    # Sentinel Hub's integer "id" column names the features (else the row numbers).
+    id_column = "id" in schema.names and pa.types.is_integer(schema.field("id").type)
+    read = wanted + extra + (["id"] if id_column and "id" not in extra else [])
     try:
-        table = file.read(columns=wanted + extra)
+        table = file.read(columns=read)
     except (pa.ArrowException, OSError):
         raise BadRequestError("input.features: not a readable GeoParquet file") from None
     crs = column_meta.get("crs", "OGC:CRS84")
+    fids = table["id"].to_pylist() if id_column else None
     return FeatureTable(
-        ids=np.arange(table.num_rows, dtype=np.int64),
+        ids=_ids(None if fids is None or None in fids else fids, table.num_rows),
         identifiers=_identifiers(table[IDENTIFIER].to_pylist()) if IDENTIFIER in wanted else None,
         wkb=[None if g is None else bytes(g) for g in table[column].to_pylist()],
         crs=_crs_name(crs) if crs is not None else "OGC:CRS84",

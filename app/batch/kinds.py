@@ -42,6 +42,10 @@ class JobKind(Protocol):
     #: The field of the analysis summary that counts the job's items (features, tiles).
     total_key: str
 
+    def files(self, job: JobRecord) -> JobFiles:
+        """Where the job's files are (its bookkeeping in or beside its folder)."""
+        ...
+
     def analyse(self, job: JobRecord, context: DriverContext, parallelism: int) -> Analysis:
         """Analyse a job: its summary and unit sizes (raises ``TerratilerError``)."""
         ...
@@ -79,13 +83,17 @@ class StatisticsKind:
     name = "statistics"
     total_key = "featureCount"
 
+    def files(self, job: JobRecord) -> JobFiles:
+        """The delivered folder holds results only: bookkeeping lies beside it."""
+        return JobFiles.beside(job.root)
+
     def analyse(self, job: JobRecord, context: DriverContext, parallelism: int) -> Analysis:
         """Validate, read and stage the features, count scenes and intervals."""
         request = BatchStatisticalRequest.model_validate(job.request)
         return analyse(
             request,
             job.source,
-            JobFiles(job.root),
+            self.files(job),
             _storage(context, job.root),
             context.catalog,
             context.settings,
@@ -97,7 +105,8 @@ class StatisticsKind:
         self, job: JobRecord, context: DriverContext
     ) -> tuple[Callable[[Any], dict[str, Any]], TaskFactory]:
         """``run_unit`` and the ``UnitTask`` of each unit."""
-        request = BatchStatisticalRequest.model_validate(job.request).statistics_request()
+        batch_request = BatchStatisticalRequest.model_validate(job.request)
+        request = batch_request.statistics_request()
         config = context.config
         root = job.root
 
@@ -113,6 +122,7 @@ class StatisticsKind:
                 storage_options=config.storage_options if root.startswith("s3://") else {},
                 only=unit.retry_ids(),
                 chunk_size=config.batch_unit_features,
+                naming=batch_request.naming,
             )
 
         return run_unit, task
@@ -120,7 +130,7 @@ class StatisticsKind:
     def finish(self, job: JobRecord, context: DriverContext) -> None:
         """Build ``results.parquet`` from the units' parts."""
         storage = _storage(context, job.root)
-        files = JobFiles(job.root)
+        files = self.files(job)
         request = BatchStatisticalRequest.model_validate(job.request)
         schema = result_schema(validate_request(request, context.settings, context.catalog))
         units = [u.unit for u in context.store.units(job.id)]
@@ -147,7 +157,7 @@ class StatisticsKind:
         """The job folder and its table."""
         if job.state not in (JobState.DONE, JobState.PARTIAL):
             return None
-        return {"folder": job.root, "table": JobFiles(job.root).results}
+        return {"folder": job.root, "table": self.files(job).results}
 
     def details_view(self, store: JobStore, job: JobRecord) -> dict[str, Any]:
         """Failed and invalid features, failed units."""

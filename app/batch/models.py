@@ -7,7 +7,8 @@ the geometries come from) and ``output`` (where results go).
 allowed sources, ``https://...``), an object ``{"href", "layer"}`` (or Sentinel Hub's
 ``{"s3": {"url"}}``), an inline GeoJSON FeatureCollection, or absent when the file is
 uploaded with the request (multipart). ``output`` is a folder or ``s3://`` prefix (or
-``{"path"}`` / ``{"s3": {"url"}}``); results go to ``<output>/<job_id>/``.
+``{"path"}`` / ``{"s3": {"url"}}``); results go to ``<output>/<job_id>/``. ``naming`` chooses
+the per-feature file names (``app.batch.naming``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from app.batch.naming import Naming
 from app.stats.models import Bounds, RequestInput, StatisticalRequest
 
 __all__ = ["BatchInput", "BatchStatisticalRequest", "FeatureSource"]
@@ -74,6 +76,12 @@ class BatchStatisticalRequest(StatisticalRequest):
         description="Folder or s3:// prefix the job writes `<output>/<job_id>/` under "
         "(default: the service's batch folder).",
     )
+    naming: Naming = Field(
+        default="id",
+        description="Per-feature file names: `id` (Sentinel Hub's `<id>.json`) or "
+        "`identifier` (`<identifier>.json`, the features' `identifier` column made file-safe; "
+        "every feature needs a distinct one).",
+    )
 
     @field_validator("output", mode="before")
     @classmethod
@@ -86,6 +94,6 @@ class BatchStatisticalRequest(StatisticalRequest):
 
     def statistics_request(self) -> dict[str, Any]:
         """The part ``compute_many`` takes: the request without features and output."""
-        body = self.model_dump(by_alias=True, exclude_none=True, exclude={"output"})
+        body = self.model_dump(by_alias=True, exclude_none=True, exclude={"output", "naming"})
         body["input"].pop("features", None)
         return body

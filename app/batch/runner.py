@@ -177,8 +177,8 @@ class Driver:
         if job.state != JobState.PROCESSING or job.owner != self.context.owner:
             return
         storage = self._storage(job.root)
-        files = JobFiles(job.root)
         kind = kind_of(job.kind)
+        files = kind.files(job)
         function, make_task = kind.tasks(job, self.context)
 
         progress = self.store.progress(self.job_id)

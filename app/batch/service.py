@@ -190,7 +190,7 @@ class BatchService:
         job_id = str(uuid.uuid4())
         root = join(output, job_id)
         storage = Storage.for_url(root, self.config.storage_options)
-        source = self._source(request, upload, upload_name, storage, JobFiles(root))
+        source = self._source(request, upload, upload_name, storage, JobFiles.beside(root))
         body = request.model_dump(by_alias=True, exclude_none=True)
         body["input"]["features"] = {
             key: source[key] for key in ("href", "layer") if source.get(key) is not None
@@ -401,7 +401,7 @@ class BatchService:
         return href
 
     def _in_a_job_folder(self, href: str) -> bool:
-        """Whether ``href`` (checked, normalized) lies in a job's folder under an output prefix.
+        """Whether ``href`` (checked, normalized) lies in a job's files under an output prefix.
 
         Another job's upload is stored where the allow-list may reach (``<data_dir>/batch``
         is under ``data_dir``): reading it back by path would hand one client another's
@@ -413,8 +413,9 @@ class BatchService:
                 base = str(Path(base).resolve())
             if not href.startswith(base + "/"):
                 continue
-            first = href[len(base) + 1 :].split("/", 1)[0]
-            if _JOB_ID.match(first):
+            # Any depth: a job's folder is <output>/<id>, its bookkeeping <output>/_batch/<id>,
+            # and an output may be a folder below the prefix.
+            if any(_JOB_ID.match(segment) for segment in href[len(base) + 1 :].split("/")):
                 return True
         return False
 
@@ -504,7 +505,8 @@ class BatchService:
     def delete(self, job_id: str, kind: str | None = None) -> None:
         """Forget a job that no replica works on (its outputs stay where they were written).
 
-        Its bookkeeping files (``<root>/_batch``: staged features or tiles, markers) go.
+        Its bookkeeping files (staged features or tiles, markers: ``<output>/_batch/<id>``
+        for statistics, ``<root>/_batch`` for processing) go.
 
         Raises:
             NotFoundError: Unknown job (or of another kind).
@@ -525,7 +527,7 @@ class BatchService:
             self._staged.pop(job_id, None)
         storage = Storage.for_url(job.root, self.config.storage_options)
         try:
-            storage.remove_tree(JobFiles(job.root).work)
+            storage.remove_tree(kind_of(job.kind).files(job).work)
         except Exception as error:  # the job is gone; a leftover folder is only space
             logger.warning("batch job %s: cannot remove its files: %s", job_id, error)
 
@@ -727,7 +729,7 @@ class BatchService:
                 f"the results of job '{job_id}' are not ready: its state is {job.state}"
             )
         storage = Storage.for_url(job.root, self.config.storage_options)
-        files = JobFiles(job.root)
+        files = JobFiles.beside(job.root)
         media_type, extension = RESULT_FORMATS[fmt]
         if fmt == "parquet":
             chunks = parquet_chunks(storage, files.results)

@@ -4,14 +4,21 @@ A reader never sees half a file: locally a file is written under a temporary nam
 folder and renamed over the target (``os.replace`` is atomic within a file system); on
 an object store a single PUT (or a completed multipart upload) is atomic by itself.
 
-The layout of a job's folder ``<output>/<job_id>/``::
+The layout of a batch statistics job: the delivered folder ``<output>/<job_id>/`` holds only
+results, the bookkeeping lies beside it in ``<output>/_batch/<job_id>/``
+(``JobFiles.beside``)::
 
-    <id>.json                    one per feature, Sentinel Hub's per-feature shape
-    results.parquet              the consolidated table (written when the job ends)
-    _batch/input.<ext>           an uploaded features file, as uploaded
-    _batch/features.parquet      the job's features, ordered, one row group per unit
-    _batch/parts/<unit>.parquet  the result rows of one unit
-    _batch/units/<unit>.json     a unit's marker, written last: the unit is finished
+    <output>/<job_id>/<name>.json          one per feature, Sentinel Hub's per-feature shape
+                                           (<id>.json, or <identifier>.json on request)
+    <output>/<job_id>/results.parquet      the consolidated table (written when the job ends)
+    <output>/_batch/<job_id>/input.<ext>   an uploaded features file, as uploaded
+    .../features.parquet                   the job's features, ordered, one row group per unit
+    .../parts/<unit>.parquet               the result rows of one unit
+    .../units/<unit>.json                  a unit's marker, written last: the unit is finished
+
+The bookkeeping outlives the job's end (``retry-failed`` of a PARTIAL job reruns units from
+the staged features and merges into their parts) and goes when the job is deleted. Batch
+processing jobs keep it inside their folder, ``<root>/_batch/`` (``JobFiles(root)``).
 """
 
 from __future__ import annotations
@@ -190,14 +197,26 @@ def join(base: str, *parts: str) -> str:
 
 @dataclass(frozen=True)
 class JobFiles:
-    """Where a job's files are (see the module docstring for the layout)."""
+    """Where a job's files are (see the module docstring for the layout).
+
+    Attributes:
+        root: The job's folder, ``<output>/<job_id>``.
+        bookkeeping: The folder of its bookkeeping files; None: ``<root>/_batch``.
+    """
 
     root: str
+    bookkeeping: str | None = None
+
+    @classmethod
+    def beside(cls, root: str) -> JobFiles:
+        """The files of a job whose bookkeeping lies in ``<output>/_batch/<job_id>``."""
+        parent, job_id = posixpath.split(root.rstrip("/"))
+        return cls(root, join(parent, "_batch", job_id))
 
     @property
     def work(self) -> str:
         """The folder of the job's bookkeeping files."""
-        return join(self.root, "_batch")
+        return self.bookkeeping or join(self.root, "_batch")
 
     @property
     def features(self) -> str:
@@ -223,9 +242,9 @@ class JobFiles:
         """Where an uploaded features file is kept."""
         return join(self.work, f"input{extension}")
 
-    def feature(self, feature_id: int) -> str:
-        """The per-feature JSON."""
-        return join(self.root, f"{feature_id}.json")
+    def feature(self, name: int | str) -> str:
+        """The per-feature JSON, ``<name>.json`` (its id or its file-safe identifier)."""
+        return join(self.root, f"{name}.json")
 
     def part(self, unit: int) -> str:
         """The result rows of a unit."""

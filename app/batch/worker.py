@@ -21,6 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from app.batch.naming import feature_name
 from app.batch.results import feature_document, merge_part, result_schema, rows_of
 from app.batch.storage import JobFiles, Storage
 from app.batch.units import UnitFeatures, read_unit, validate_geometry
@@ -55,6 +56,7 @@ class UnitTask:
         storage_options: fsspec options of ``root``.
         only: Retry exactly these feature ids of the unit (None: every feature).
         chunk_size: Most geometries the engine reads together.
+        naming: How per-feature files are named (``app.batch.naming``).
 
     """
 
@@ -68,6 +70,7 @@ class UnitTask:
     storage_options: dict[str, Any] = field(default_factory=dict)
     only: tuple[int, ...] | None = None
     chunk_size: int = 1024
+    naming: str = "id"
 
 
 def configure_worker(settings: Settings) -> None:
@@ -176,7 +179,7 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
     started = time.perf_counter()
     configure_worker(task.settings)
     storage = Storage.for_url(task.root, task.storage_options)
-    files = JobFiles(task.root)
+    files = JobFiles.beside(task.root)
     features = read_unit(storage, files.features, task.unit)
     wanted = set(task.only) if task.only is not None else None
     positions = [i for i, fid in enumerate(features.ids) if wanted is None or fid in wanted]
@@ -187,7 +190,7 @@ def run_unit(task: UnitTask) -> dict[str, Any]:
     marker: dict[str, Any] = {"failed": [], "invalid": []}
     for position, response in zip(positions, _responses(task, features, positions), strict=True):
         fid, identifier = features.ids[position], features.identifiers[position]
-        documents[files.feature(fid)] = json.dumps(
+        documents[files.feature(feature_name(fid, identifier, task.naming))] = json.dumps(
             feature_document(fid, identifier, response)
         ).encode()
         rows.extend(rows_of(fid, identifier, response))

@@ -149,13 +149,15 @@ _OPEN = ("", "..")
 # --------------------------------------------------------------------------- datetime
 
 
-def parse_rfc3339(value: str, *, end_of_day: bool = False) -> datetime:
+def parse_rfc3339(value: str, *, end_of_day: bool = False, strict: bool = False) -> datetime:
     """Parse an RFC 3339 timestamp into a timezone-aware UTC datetime.
 
     Args:
         value: ``2023-10-08T18:02:55.276Z``, ``...+02:00``, ``...`` without offset (taken
             as UTC) or a bare date ``2023-10-08``.
         end_of_day: for a bare date, return its last microsecond instead of midnight.
+        strict: accept only a full date-time with its offset (RFC 3339's ``date-time``, as
+            the STAC API requires): no bare date, no missing offset.
 
     Returns:
         The instant, in UTC.
@@ -168,6 +170,9 @@ def parse_rfc3339(value: str, *, end_of_day: bool = False) -> datetime:
     if match is None:
         raise ValueError(f"'{value}' is not an RFC 3339 date-time")
     date_part, time_part, frac, tz = match.group("date", "time", "frac", "tz")
+    if strict and (time_part is None or tz is None):
+        missing = "time" if time_part is None else "offset (Z or +hh:mm)"
+        raise ValueError(f"'{value}' is not an RFC 3339 date-time (no {missing})")
     try:
         if time_part is None:
             day = datetime.fromisoformat(date_part)
@@ -188,12 +193,15 @@ def format_datetime(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_datetime_interval(value: str) -> tuple[datetime | None, datetime | None]:
+def parse_datetime_interval(
+    value: str, *, strict: bool = False
+) -> tuple[datetime | None, datetime | None]:
     """Parse the STAC ``datetime`` parameter into ``(start, end)``.
 
     Args:
         value: an instant, a closed range ``a/b``, or a half-open one ``../b``, ``/b``,
             ``a/..`` or ``a/``. A bare date as an instant means that whole day.
+        strict: only full date-times with offsets (``parse_rfc3339``'s ``strict``).
 
     Returns:
         ``(start, end)`` as UTC datetimes, ``None`` for an open end; an instant is ``(t, t)``.
@@ -212,12 +220,15 @@ def parse_datetime_interval(value: str) -> tuple[datetime | None, datetime | Non
     try:
         if len(parts) == 1:
             # An instant is (t, t); a bare date stretches to its whole day.
-            return parse_rfc3339(text), parse_rfc3339(text, end_of_day=True)
+            return (
+                parse_rfc3339(text, strict=strict),
+                parse_rfc3339(text, end_of_day=True, strict=strict),
+            )
         first, second = (part.strip() for part in parts)
         if first in _OPEN and second in _OPEN:
             raise BadRequestError("datetime: both ends of the range are open")
-        start = None if first in _OPEN else parse_rfc3339(first)
-        end = None if second in _OPEN else parse_rfc3339(second, end_of_day=True)
+        start = None if first in _OPEN else parse_rfc3339(first, strict=strict)
+        end = None if second in _OPEN else parse_rfc3339(second, end_of_day=True, strict=strict)
     except ValueError as error:
         raise BadRequestError(f"datetime: {error}") from None
     if start is not None and end is not None and start > end:
@@ -449,6 +460,29 @@ def _check_operators(node: Any) -> None:
             _check_operators(child)
 
 
+def _between_bounds(node: Any) -> Any:
+    """CQL2 drafts' ``between`` with its bounds as one array, as CQL2 1.0 writes it.
+
+    ``{"op": "between", "args": [x, [lo, hi]]}`` (what stac-api-validator and older clients
+    send) becomes ``{"op": "between", "args": [x, lo, hi]}``; everything else is unchanged.
+    """
+    if isinstance(node, Mapping):
+        node = {key: _between_bounds(child) for key, child in node.items()}
+        args = node.get("args")
+        if (
+            str(node.get("op", "")).lower() == "between"
+            and isinstance(args, list)
+            and len(args) == 2
+            and isinstance(args[1], list)
+            and len(args[1]) == 2
+        ):
+            node["args"] = [args[0], *args[1]]
+        return node
+    if isinstance(node, list):
+        return [_between_bounds(child) for child in node]
+    return node
+
+
 def _filter(
     value: Any, lang: str | None, crs: Any = None, limits: InputLimits = DEFAULT_LIMITS
 ) -> dict[str, Any] | None:
@@ -471,6 +505,8 @@ def _filter(
         raise BadRequestError("filter: expected a cql2-json object or a cql2-text string")
     # Before cql2 sees it: its parser overflows the stack (a segfault) on deep nesting.
     check_filter(value, limits)
+    if isinstance(value, Mapping):
+        value = _between_bounds(value)
     form = "cql2-text" if isinstance(value, str) else "cql2-json"
     # Geometry literals (s_intersects ...) count like intersects, before cql2 parses them.
     if isinstance(value, str):
@@ -567,12 +603,12 @@ def _token(value: Any) -> str | None:
     return value
 
 
-def _datetime(value: Any) -> tuple[datetime | None, datetime | None] | None:
+def _datetime(value: Any, strict: bool) -> tuple[datetime | None, datetime | None] | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
         raise BadRequestError("datetime: expected a string like '2023-01-01T00:00:00Z/..'")
-    return parse_datetime_interval(value)
+    return parse_datetime_interval(value, strict=strict)
 
 
 def _build(
@@ -592,6 +628,7 @@ def _build(
     default_limit: int,
     max_limit: int,
     limits: InputLimits,
+    strict: bool,
 ) -> SearchQuery:
     for name, value in (("ids", ids), ("collections", collections), ("sortby", sortby)):
         check_list_length(name, value, limits)
@@ -606,7 +643,7 @@ def _build(
         collections=_string_list("collections", collections),
         bbox=parsed_bbox,
         intersects=parsed_intersects,
-        datetime=_datetime(datetime_),
+        datetime=_datetime(datetime_, strict),
         query=_query(query, limits),
         filter=_filter(filter_, filter_lang, filter_crs, limits),
         sortby=_sortby(sortby),
@@ -624,6 +661,7 @@ def search_from_get(
     default_limit: int = _DEFAULTS.default_search_limit,
     max_limit: int = _DEFAULTS.max_search_limit,
     limits: InputLimits = DEFAULT_LIMITS,
+    strict: bool = False,
 ) -> SearchQuery:
     """Read a search from ``GET /search`` query parameters.
 
@@ -638,6 +676,9 @@ def search_from_get(
         max_limit: the largest page size; a larger ``limit`` is served as this one.
         limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``,
             and on the vertices of ``intersects`` and of each filter geometry.
+        strict: what the STAC API requires, as ``/catalog`` serves it: ``datetime`` only as
+            full RFC 3339 date-times with offsets (else bare dates are whole days, no
+            offset is UTC).
 
     Returns:
         The validated search.
@@ -668,6 +709,7 @@ def search_from_get(
         default_limit=default_limit,
         max_limit=max_limit,
         limits=limits,
+        strict=strict,
     )
 
 
@@ -677,6 +719,7 @@ def search_from_body(
     default_limit: int = _DEFAULTS.default_search_limit,
     max_limit: int = _DEFAULTS.max_search_limit,
     limits: InputLimits = DEFAULT_LIMITS,
+    strict: bool = False,
 ) -> SearchQuery:
     """Read a search from a ``POST /search`` JSON body.
 
@@ -691,6 +734,9 @@ def search_from_body(
         max_limit: the largest page size; a larger ``limit`` is served as this one.
         limits: bounds on the length and nesting of ``filter``, ``intersects``, ``query``,
             and on the vertices of ``intersects`` and of each filter geometry.
+        strict: what the STAC API requires, as ``/catalog`` serves it: ``datetime`` only as
+            full RFC 3339 date-times with offsets (else bare dates are whole days, no
+            offset is UTC), and ``bbox`` only as a JSON array (not the GET form's string).
 
     Returns:
         The validated search.
@@ -702,6 +748,8 @@ def search_from_body(
     """
     if not isinstance(body, Mapping):
         raise BadRequestError("body: expected a JSON object")
+    if strict and isinstance(body.get("bbox"), str):
+        raise BadRequestError("bbox: expected an array of 4 or 6 numbers in a POST body")
     filter_lang = body.get("filter-lang", body.get("filter_lang"))
     return _build(
         ids=body.get("ids"),
@@ -719,6 +767,7 @@ def search_from_body(
         default_limit=default_limit,
         max_limit=max_limit,
         limits=limits,
+        strict=strict,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from app.batch import BatchService, BatchStatisticalRequest
@@ -234,3 +234,18 @@ def job_results(
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+@router.delete(
+    "/batch/statistics/{job_id}",
+    status_code=204,
+    summary="Delete a job (not while it runs)",
+    response_class=Response,
+)
+def delete_job(job_id: JobId, service: Service) -> Response:
+    """Forget the job and its bookkeeping (`<output>/_batch/<id>`); its results stay.
+
+    409 while ANALYSING or PROCESSING: stop it first.
+    """
+    service.delete(job_id, kind=KIND)
+    return Response(status_code=204)

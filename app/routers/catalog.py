@@ -1,7 +1,7 @@
 """The configured catalog served as a STAC API 1.0 (mounted under ``/catalog``).
 
 Landing page, conformance, queryables, collections, items (STAC API - Features) and item
-search (GET and POST, with the ``query``, ``filter`` and ``sort`` extensions), so that
+search (GET and POST, with the ``query``, ``filter``, ``sort`` and ``fields`` extensions), so that
 pystac-client, QGIS and stac-browser can open the service itself.
 
 The router is thin: it parses the request into a :class:`~app.catalog.base.SearchQuery`
@@ -29,6 +29,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from titiler.core.resources.responses import GeoJSONResponse, JSONResponse
 
 from app.catalog.base import Catalog, SearchPage, SearchQuery
+from app.catalog.fields import FieldsRequest, fields_from_body, fields_from_get, select_fields
 from app.catalog.query import (
     QUERYABLE_PROPERTIES,
     search_from_body,
@@ -54,8 +55,8 @@ MEDIA_SCHEMA = "application/schema+json"
 REL_QUERYABLES = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
 
 #: What this API implements. The CQL2 classes are those the ``cql2`` library evaluates in
-#: ``LocalCatalog`` (checked in tests/test_catalog_api.py); no fields, context or
-#: features-filter (``filter`` on ``/collections/{id}/items``).
+#: ``LocalCatalog`` (checked in tests/test_catalog_api.py); no context or features-filter
+#: (``filter`` on ``/collections/{id}/items``). The Fields extension is FIELDS_CONFORMANCE.
 CONFORMANCE: list[str] = [
     "https://api.stacspec.org/v1.0.0/core",
     "https://api.stacspec.org/v1.0.0/collections",
@@ -81,6 +82,17 @@ CONFORMANCE: list[str] = [
     "http://www.opengis.net/spec/cql2/1.0/conf/property-property",
     "http://www.opengis.net/spec/cql2/1.0/conf/arithmetic",
 ]
+
+#: The Fields extension (app.catalog.fields), per binding: applied by this router to the
+#: Items any backend returns, so declared whenever the binding's base class is.
+FIELDS_CONFORMANCE: dict[str, str] = {
+    "https://api.stacspec.org/v1.0.0/item-search": (
+        "https://api.stacspec.org/v1.0.0/item-search#fields"
+    ),
+    "https://api.stacspec.org/v1.0.0/ogcapi-features": (
+        "https://api.stacspec.org/v1.0.0/ogcapi-features#fields"
+    ),
+}
 
 #: Link relations that describe the API structure: replaced by links to this service.
 _ITEM_API_RELS = frozenset({"self", "root", "parent", "collection"})
@@ -137,6 +149,15 @@ _SEARCH_BODY_SCHEMA: dict[str, Any] = {
                     "direction": {"type": "string", "enum": ["asc", "desc"]},
                 },
                 "required": ["field"],
+            },
+        },
+        "fields": {
+            "type": "object",
+            "description": "Fields extension: the Item fields to return (dotted paths; "
+            "no `fields`: whole Items).",
+            "properties": {
+                "include": {"type": "array", "items": {"type": "string"}},
+                "exclude": {"type": "array", "items": {"type": "string"}},
             },
         },
         "limit": {"type": "integer", "minimum": 1},
@@ -240,6 +261,15 @@ LimitParam = Annotated[
 TokenParam = Annotated[
     str | None,
     Query(description="The opaque token of a `next` link."),
+]
+FieldsParam = Annotated[
+    str | None,
+    Query(
+        description="Fields extension: comma-separated Item fields, `-` prefix to exclude "
+        "(`id,properties.eo:cloud_cover`, `-geometry`); empty: the default set of a valid "
+        "Item; absent: whole Items.",
+        openapi_examples={"id and cloud cover": {"value": "id,properties.eo:cloud_cover"}},
+    ),
 ]
 
 
@@ -373,6 +403,7 @@ def item_collection(
     root: str,
     links: list[dict[str, Any]],
     assets: AssetLinks | None = None,
+    fields: FieldsRequest | None = None,
 ) -> dict[str, Any]:
     """Shape a page of items as a STAC ItemCollection (GeoJSON FeatureCollection).
 
@@ -381,6 +412,7 @@ def item_collection(
         root: the STAC API root URL.
         links: the page's links (self, root, next ...).
         assets: makes local asset hrefs URLs of ``/catalog/data`` (None: left as they are).
+        fields: the Fields extension's selection; None: whole Items.
 
     Returns:
         The ItemCollection JSON, with ``numberReturned`` and, when known, ``numberMatched``.
@@ -388,7 +420,9 @@ def item_collection(
     """
     body: dict[str, Any] = {
         "type": "FeatureCollection",
-        "features": [item_to_json(item, root, assets) for item in page.items],
+        "features": [
+            select_fields(item_to_json(item, root, assets), fields) for item in page.items
+        ],
         "links": links,
         "numberReturned": len(page.items),
     }
@@ -413,10 +447,11 @@ def conformance_classes(catalog: Catalog) -> list[str]:
     declared.
     """
     declared = getattr(catalog, "conformance", None)
+    classes = list(CONFORMANCE)
     if isinstance(declared, list | tuple):
         upstream = {_unversioned(str(uri)) for uri in declared}
-        return [uri for uri in CONFORMANCE if _unversioned(uri) in upstream]
-    return list(CONFORMANCE)
+        classes = [uri for uri in CONFORMANCE if _unversioned(uri) in upstream]
+    return classes + [FIELDS_CONFORMANCE[uri] for uri in classes if uri in FIELDS_CONFORMANCE]
 
 
 def _queryables(url: str, title: str) -> dict[str, Any]:
@@ -436,6 +471,7 @@ def _from_get(settings: Settings, params: dict[str, str | None]) -> SearchQuery:
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
         limits=InputLimits.from_settings(settings),
+        strict=True,
     )
 
 
@@ -578,11 +614,13 @@ def items(
     datetime: DatetimeParam = None,
     limit: LimitParam = None,
     token: TokenParam = None,
+    fields: FieldsParam = None,
 ) -> dict[str, Any]:
     """Page through a collection's items (OGC API - Features); 404 for an unknown collection."""
     catalog.get_collection(collection_id)
     params = {"bbox": bbox, "datetime": datetime, "limit": limit, "token": token}
     query = replace(_from_get(settings, params), collections=[collection_id])
+    selection = fields_from_get(fields, InputLimits.from_settings(settings))
     page = catalog.search_page(query)
 
     collection_url = _collection_url(root, collection_id)
@@ -596,8 +634,10 @@ def items(
     if page.next_token:
         next_params = search_to_get_params(replace(query, token=page.next_token))
         next_params.pop("collections", None)
+        if fields is not None:
+            next_params["fields"] = fields
         links.append(_link("next", _with_query(url, next_params), MEDIA_GEOJSON, method="GET"))
-    return item_collection(page, root, links, assets)
+    return item_collection(page, root, links, assets, selection)
 
 
 @router.get(
@@ -674,6 +714,7 @@ def search_get(
     ] = None,
     limit: LimitParam = None,
     token: TokenParam = None,
+    fields: FieldsParam = None,
 ) -> dict[str, Any]:
     """Search items across collections; the ``next`` link is a GET with a ``token``."""
     search = _from_get(
@@ -693,6 +734,7 @@ def search_get(
             "token": token,
         },
     )
+    selection = fields_from_get(fields, InputLimits.from_settings(settings))
     page = catalog.search_page(search)
     url = f"{root}/search"
     links = [
@@ -701,8 +743,10 @@ def search_get(
     ]
     if page.next_token:
         params = search_to_get_params(replace(search, token=page.next_token))
+        if fields is not None:
+            params["fields"] = fields
         links.append(_link("next", _with_query(url, params), MEDIA_GEOJSON, method="GET"))
-    return item_collection(page, root, links, assets)
+    return item_collection(page, root, links, assets, selection)
 
 
 @router.post(
@@ -727,26 +771,32 @@ def search_post(
     assets: AssetsDep,
 ) -> dict[str, Any]:
     """Search items across collections; the ``next`` link is a POST of the body + ``token``."""
+    limits = InputLimits.from_settings(settings)
     search = search_from_body(
         body,
         default_limit=settings.default_search_limit,
         max_limit=settings.max_search_limit,
-        limits=InputLimits.from_settings(settings),
+        limits=limits,
+        strict=True,
     )
+    selection = fields_from_body(body, limits)
     page = catalog.search_page(search)
     links = [_link("root", root)]
     if page.next_token:
+        next_body = search_to_body(replace(search, token=page.next_token))
+        if "fields" in body:
+            next_body["fields"] = body["fields"]
         links.append(
             _link(
                 "next",
                 f"{root}/search",
                 MEDIA_GEOJSON,
                 method="POST",
-                body=search_to_body(replace(search, token=page.next_token)),
+                body=next_body,
                 merge=False,
             )
         )
-    return item_collection(page, root, links, assets)
+    return item_collection(page, root, links, assets, selection)
 
 
 # GET|HEAD /data/{collection_id}/{path}: the files local asset hrefs point at.

@@ -55,6 +55,10 @@ class ProcessKind:
     name = "process"
     total_key = "tileCount"
 
+    def files(self, job: JobRecord) -> JobFiles:
+        """Bookkeeping inside the job folder, ``<root>/_batch`` (removed with the job)."""
+        return JobFiles(job.root)
+
     def analyse(self, job: JobRecord, context: DriverContext, parallelism: int) -> Analysis:
         """Tiles, scenes per tile, estimates; the tiles staged in the job folder."""
         request = BatchProcessRequest.model_validate(job.request)

@@ -23,6 +23,7 @@ from affine import Affine
 
 from app.batch.config import BatchConfig
 from app.batch.features import FeatureTable, read_features
+from app.batch.naming import file_stem
 from app.batch.processing.spec import GridTile
 from app.batch.storage import Storage
 from app.errors import BadRequestError, TooLargeError
@@ -41,8 +42,6 @@ __all__ = [
 CUSTOM_GRID = "custom"
 COLUMNS = ("id", "width", "height", "resolution")
 FIELD = "input.features"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_MAX_NAME = 100
 #: Names of the job folder's own entries: a tile named so would mix its files with them
 #: (``_batch`` is removed when the job is deleted; ``collection.json`` is a file).
 RESERVED = frozenset({"_batch", "items", "collection.json", "output.zarr"})
@@ -72,11 +71,7 @@ def features_source(features: str | dict[str, Any]) -> tuple[str, str | None]:
 
 def tile_name(identifier: str | None, feature_id: int) -> str:
     """A tile's file-safe name: the identifier ('/', spaces ... -> '_'), else the id."""
-    if identifier is not None:
-        name = _UNSAFE.sub("_", identifier).lstrip(".")[:_MAX_NAME]
-        if name.strip("_"):
-            return name
-    return str(feature_id)
+    return file_stem(identifier) or str(feature_id)
 
 
 def _number(value: Any, column: str, where: str, whole: bool) -> float | None:
