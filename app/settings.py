@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.expressions import PRESETS
+
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
 
@@ -303,6 +305,10 @@ class Settings(BaseSettings):
     # (`distributed.nanny.pre-spawn-environ`); a MALLOC_TRIM_THRESHOLD_ in this service's own
     # environment wins over the setting (Dask's rule), and its workers inherit it.
     batch_malloc_trim_threshold: int | None = None
+    # The preset of a tiler request that names no layer (no assets, expression or preset;
+    # items, /stac and searches without a default layer): tiles, TileJSON, WMTS, maps,
+    # crops, points and statistics then show it. None or "": such a request is a 400.
+    default_preset: str | None = "true-color"
 
     @field_validator(
         "allowed_sources",
@@ -341,6 +347,18 @@ class Settings(BaseSettings):
                 "TERRATILER_API_KEYS unset (or empty) to run without authentication"
             )
         return [str(k).strip() for k in keys if str(k).strip()] if isinstance(keys, list) else keys
+
+    @field_validator("default_preset")
+    @classmethod
+    def _default_preset(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        name = value.strip().lower()
+        if name not in PRESETS:
+            raise ValueError(
+                f"default_preset: unknown preset {value!r}; one of {', '.join(PRESETS)}"
+            )
+        return name
 
     @field_validator("public_url")
     @classmethod
