@@ -97,10 +97,11 @@ async def request_query(request: Request) -> QueryParams:
     return request.query_params
 
 
-def _identifier(source: Any) -> str:
-    """A reader factory's source as a layer name: an item's id, a URL's file name."""
-    if isinstance(source, pystac.Item):
-        return source.id
+def _identifier(src: Any, source: Any) -> str:
+    """A reader's source as a layer name: a STAC reader's item id, else the file name."""
+    item = getattr(src, "item", None)  # rio-tiler's STACReader holds its pystac.Item
+    if isinstance(item, pystac.Item):
+        return item.id
     name = str(source).split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     return name or "layer"
 
@@ -120,7 +121,7 @@ def reader_extent(factory: TilerFactory) -> Callable[..., Extent]:
             factory.reader(src_path, tms=tms, **reader_params.as_dict()) as src,
         ):
             bounds = src.get_geographic_bounds(WGS84_CRS)
-            return Extent(_identifier(src_path), tuple(bounds), src.minzoom, src.maxzoom)
+            return Extent(_identifier(src, src_path), tuple(bounds), src.minzoom, src.maxzoom)
 
     return extent
 
