@@ -193,6 +193,20 @@ def split_assets(values: list[str]) -> list[str]:
 
 
 @dataclass
+class S2AssetsParams(DefaultDependency):
+    """The assets ``/info`` and ``/asset_statistics`` describe (titiler's, comma form too)."""
+
+    assets: Annotated[
+        list[str],
+        AfterValidator(lambda v: _parse_asset(split_assets(v))),
+        Query(
+            description="Asset keys; common names (`red`) or band names (`B04`); repeated "
+            "or comma-separated (`assets=B04,B03`).",
+        ),
+    ]
+
+
+@dataclass
 class S2LayerParams(DefaultDependency):
     """What to read from a Sentinel-2 item: assets or an expression, mask, harmonization."""
 

@@ -33,14 +33,19 @@ from fastapi.dependencies.utils import get_dependant, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import QueryParams
 from titiler.core.dependencies import (
-    AssetsParams,
     ColorMapParams,
     DatasetParams,
     ImageRenderingParams,
     TileParams,
 )
 
-from app.dependencies import S2LayerParams, SettingsDep, get_mosaics, post_process
+from app.dependencies import (
+    S2AssetsParams,
+    S2LayerParams,
+    SettingsDep,
+    get_mosaics,
+    post_process,
+)
 from app.errors import NotFoundError
 from app.expressions import PRESETS, Preset, get_preset
 from app.mosaic import MosaicService, with_defaults
@@ -179,7 +184,7 @@ class LayerDependencies:
             an unknown one (400), and an old titiler parameter name
             (``app.request_checks.RENAMED_PARAMETERS``, 400 naming the current one).
         layer: ``S2LayerParams``: assets or expression, mask, harmonize.
-        assets: titiler's ``AssetsParams``: the assets ``/info`` describes.
+        assets: ``S2AssetsParams``: the assets ``/info`` describes.
         dataset: titiler's ``DatasetParams``: nodata, resampling, reproject.
         tile: titiler's ``TileParams``: buffer, padding.
         post_process: ``app.dependencies.post_process``: algorithm, algorithm_params.
@@ -198,7 +203,7 @@ class LayerDependencies:
         self.query = self._query()
         self.links = self._links()
         self.layer = self.resolved(S2LayerParams)
-        self.assets = self.resolved(AssetsParams)
+        self.assets = self.resolved(S2AssetsParams)
         self.dataset = self.resolved(DatasetParams)
         self.tile = self.resolved(TileParams)
         self.post_process = self.resolved(post_process)

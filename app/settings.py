@@ -7,8 +7,6 @@ from urllib.parse import urlsplit
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.expressions import PRESETS
-
 EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 EARTH_SEARCH_COGS = "https://sentinel-cogs.s3.us-west-2.amazonaws.com/"
 
@@ -307,7 +305,8 @@ class Settings(BaseSettings):
     batch_malloc_trim_threshold: int | None = None
     # The preset of a tiler request that names no layer (no assets, expression or preset;
     # items, /stac and searches without a default layer): tiles, TileJSON, WMTS, maps,
-    # crops, points and statistics then show it. None or "": such a request is a 400.
+    # crops, points and statistics then show it (one of app.expressions.PRESETS, checked
+    # at start-up). None or "": such a request is a 400.
     default_preset: str | None = "true-color"
 
     @field_validator(
@@ -351,14 +350,9 @@ class Settings(BaseSettings):
     @field_validator("default_preset")
     @classmethod
     def _default_preset(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        name = value.strip().lower()
-        if name not in PRESETS:
-            raise ValueError(
-                f"default_preset: unknown preset {value!r}; one of {', '.join(PRESETS)}"
-            )
-        return name
+        # Presets are named case-insensitively; the name is checked by create_app
+        # (app.expressions.PRESETS: settings import nothing of the app).
+        return value.strip().lower() if value and value.strip() else None
 
     @field_validator("public_url")
     @classmethod
