@@ -234,8 +234,9 @@ class LayerDependencies:
             """The links this route builds carry the completed query.
 
             titiler's TileJSON, map and tileset endpoints copy ``request.query_params``
-            into the URLs they return: they are handed the completed query instead (the
-            one place a query is rewritten; every parameter dependency reads the layer's
+            into the URLs they return: they are handed the completed query instead (with
+            ``app.routers.tiler.tilejson_tile_size``, which adds TileJSON's tile size, the
+            only place a query is rewritten; every parameter dependency reads the layer's
             own ``LayerQuery``).
             """
             if layer.completed:

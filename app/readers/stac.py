@@ -328,10 +328,17 @@ class S2STACReader(SizedReads, STACReader):
         fields = self.item.assets[key].extra_fields if key in self.item.assets else {}
         bands = fields.get("raster:bands") or fields.get("eo:bands") or [{}]
         indexes = asset.get("indexes") if isinstance(asset, dict) else None
-        if indexes:
-            # asset|bidx=1,1,1: what is read is the indexes, repeats counted.
-            bands = [bands[(i - 1) % len(bands)] for i in indexes]
-        return [itemsize(band.get("data_type")) for band in bands]
+        try:
+            if indexes:
+                # asset|bidx=1,1,1: what is read is the indexes, repeats counted.
+                bands = [bands[(i - 1) % len(bands)] for i in indexes]
+            return [itemsize(band.get("data_type")) for band in bands]
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as error:
+            # raster:bands as the item has it: a string, a list of strings ...
+            raise BadRequestError(
+                f"item '{self.item.id}': asset {key!r} has fields that cannot be used "
+                f"({type(error).__name__}: {error})"
+            ) from None
 
     def request_cost(
         self,

@@ -6,7 +6,9 @@
   configured catalog (no URL from the user).
 
 The item and ``/stac`` factories take ``preset=`` through their layer dependencies
-(``app.layers``); ``/cog`` has no presets.
+(``app.layers``); ``/cog`` has no presets. Beside every TileJSON each serves
+``/{tileMatrixSetId}/WMTSCapabilities.xml`` (``app.routers.wmts``); the item and ``/stac``
+documents (TileJSON, map, WMTS) check their layer against the item before they list tiles.
 """
 
 from collections.abc import Callable
