@@ -244,3 +244,16 @@ def test_a_layer_the_source_cannot_read_is_a_400_not_a_document(http, sources, n
         r = http.get(f"{path}/WebMercatorQuad/WMTSCapabilities.xml", params=query)
         assert r.status_code == 400, r.text
         assert field in r.json()["detail"]
+
+
+def test_a_registered_search_links_its_capabilities(http, item):
+    r = http.post(
+        "/searches/register",
+        json={"ids": [item["id"]], "metadata": {"defaults": {"preset": "ndvi"}}},
+    )
+    assert r.status_code == 200, r.text
+    [link] = [link for link in r.json()["links"] if link["rel"] == "wmts"]
+    assert link["type"] == "application/xml"
+    layer = next(iter(WebMapTileService(link["href"]).contents.values()))
+    # The search's default layer is in the tile template.
+    assert "colormap_name=rdylgn" in layer.resourceURLs[0]["template"]
