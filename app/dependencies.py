@@ -177,22 +177,53 @@ class COGReaderParams(DefaultDependency):
         self.budget = MemoryBudget.from_settings(settings)
 
 
+def split_assets(values: list[str]) -> list[str]:
+    """Repeated ``assets`` and the comma form (``assets=B04,B03,B02``) alike, in order.
+
+    A value with per-asset options (``red|bidx=1,2``) is one asset: its commas are the
+    options'.
+    """
+    assets: list[str] = []
+    for value in values:
+        if "|" in value:
+            assets.append(value)
+        else:
+            assets.extend(part.strip() for part in value.split(",") if part.strip())
+    return assets
+
+
+@dataclass
+class S2AssetsParams(DefaultDependency):
+    """The assets ``/info`` and ``/asset_statistics`` describe (titiler's, comma form too)."""
+
+    assets: Annotated[
+        list[str],
+        AfterValidator(lambda v: _parse_asset(split_assets(v))),
+        Query(
+            description="Asset keys; common names (`red`) or band names (`B04`); repeated "
+            "or comma-separated (`assets=B04,B03`).",
+        ),
+    ]
+
+
 @dataclass
 class S2LayerParams(DefaultDependency):
     """What to read from a Sentinel-2 item: assets or an expression, mask, harmonization."""
 
     assets: Annotated[
         list[str] | None,
-        AfterValidator(lambda v: _parse_asset(v) if v else v),
+        AfterValidator(lambda v: _parse_asset(split_assets(v)) if v else v),
         Query(
-            description="Asset keys; common names (`red`) or band names (`B04`).",
+            description="Asset keys; common names (`red`) or band names (`B04`); repeated "
+            "(`assets=red&assets=green`) or comma-separated (`assets=B04,B03,B02`).",
         ),
     ] = None
     expression: Annotated[
         str | None,
         Query(
             description="Band math naming assets directly, e.g. `(nir-red)/(nir+red)` or "
-            "`(B08-B04)/(B08+B04)`; `;` separates output bands.",
+            "`(B08-B04)/(B08+B04)`, or their first band as titiler writes it "
+            "(`(nir_b1-red_b1)/(nir_b1+red_b1)`); `;` separates output bands.",
         ),
     ] = None
     asset_as_band: Annotated[

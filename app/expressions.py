@@ -508,3 +508,14 @@ def get_preset(name: str) -> Preset:
     if preset is None:
         raise BadRequestError(f"preset: unknown preset '{name}'; one of {', '.join(PRESETS)}")
     return preset
+
+
+def check_default_preset(name: str | None) -> None:
+    """Refuse a ``default_preset`` setting that names no preset (a start-up error).
+
+    Raises:
+        ValueError: ``default_preset: unknown preset 'x'; one of ...``.
+
+    """
+    if name is not None and name not in PRESETS:
+        raise ValueError(f"default_preset: unknown preset {name!r}; one of {', '.join(PRESETS)}")

@@ -6,7 +6,8 @@ Each layer parameter (``assets``, ``expression``, ``mask``, ``rescale``, ``color
 1. the caller's value;
 2. else the search's default (``metadata.defaults``; a request naming a layer of its own
    takes no layer default: ``app.mosaic.with_defaults``);
-3. else the preset's value (the caller's ``preset``, else the search's default one);
+3. else the preset's value (the caller's ``preset``, else the search's default one, else,
+   when neither names a layer, the ``default_preset`` setting: ``true-color``);
 4. else the parameter's own default.
 
 ``complete_query`` writes that rule once, as the request's query completed with what the
@@ -32,18 +33,24 @@ from fastapi.dependencies.utils import get_dependant, request_params_to_args
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import QueryParams
 from titiler.core.dependencies import (
-    AssetsParams,
     ColorMapParams,
     DatasetParams,
     ImageRenderingParams,
     TileParams,
 )
 
-from app.dependencies import S2LayerParams, get_mosaics, post_process
+from app.dependencies import (
+    S2AssetsParams,
+    S2LayerParams,
+    SettingsDep,
+    get_mosaics,
+    post_process,
+)
 from app.errors import NotFoundError
 from app.expressions import PRESETS, Preset, get_preset
 from app.mosaic import MosaicService, with_defaults
 from app.request_checks import check_renamed_parameters
+from app.settings import Settings
 
 T = TypeVar("T")
 #: A search's ``metadata.defaults``: query parameter -> value (a list repeats the key).
@@ -80,13 +87,17 @@ def _preset_pairs(preset: Preset, given: set[str]) -> list[tuple[str, str]]:
 
 
 def complete_query(
-    query: Sequence[tuple[str, str]], defaults: Defaults | None = None
+    query: Sequence[tuple[str, str]],
+    defaults: Defaults | None = None,
+    default_preset: str | None = None,
 ) -> list[tuple[str, str]]:
     """A request's query parameters completed with a search's defaults and a preset.
 
     The caller's parameters come first, in their order; then the defaults it does not give
-    (``app.mosaic.with_defaults``); then, for the last ``preset`` of those, the parameters
-    it stands for that neither gives. ``preset`` itself is dropped.
+    (``app.mosaic.with_defaults``); then, for the last ``preset`` of those (else
+    ``default_preset`` when neither names a layer: no ``assets``, ``expression`` or
+    ``preset``), the parameters it stands for that neither gives. ``preset`` itself is
+    dropped.
 
     Raises:
         BadRequestError: ``preset: unknown preset 'x'; one of ...``.
@@ -94,6 +105,8 @@ def complete_query(
     """
     pairs = with_defaults(query, defaults)
     presets = [value for key, value in pairs if key == "preset"]
+    if not presets and default_preset and not {"assets", "expression"} & {k for k, _ in pairs}:
+        presets = [default_preset]
     if not presets:
         return pairs
     rest = [(key, value) for key, value in pairs if key != "preset"]
@@ -112,6 +125,18 @@ class LayerQuery:
 
     params: QueryParams
     completed: bool
+
+
+#: The last path segment of the routes that describe a source's assets rather than read a
+#: layer (titiler's ``/info``, ``/assets``, ``/asset_statistics``): no default preset there.
+DESCRIBING_ROUTES = frozenset({"info", "info.geojson", "assets", "asset_statistics"})
+
+
+def layer_default(request: Request, settings: Settings) -> str | None:
+    """The preset of a request that names no layer: ``default_preset``, on reading routes."""
+    if request.url.path.rsplit("/", 1)[-1] in DESCRIBING_ROUTES:
+        return None
+    return settings.default_preset
 
 
 # ---------------------------------------------------------------------- sources of defaults
@@ -159,7 +184,7 @@ class LayerDependencies:
             an unknown one (400), and an old titiler parameter name
             (``app.request_checks.RENAMED_PARAMETERS``, 400 naming the current one).
         layer: ``S2LayerParams``: assets or expression, mask, harmonize.
-        assets: titiler's ``AssetsParams``: the assets ``/info`` describes.
+        assets: ``S2AssetsParams``: the assets ``/info`` describes.
         dataset: titiler's ``DatasetParams``: nodata, resampling, reproject.
         tile: titiler's ``TileParams``: buffer, padding.
         post_process: ``app.dependencies.post_process``: algorithm, algorithm_params.
@@ -178,7 +203,7 @@ class LayerDependencies:
         self.query = self._query()
         self.links = self._links()
         self.layer = self.resolved(S2LayerParams)
-        self.assets = self.resolved(AssetsParams)
+        self.assets = self.resolved(S2AssetsParams)
         self.dataset = self.resolved(DatasetParams)
         self.tile = self.resolved(TileParams)
         self.post_process = self.resolved(post_process)
@@ -189,6 +214,7 @@ class LayerDependencies:
     def _query(self) -> Callable[..., LayerQuery]:
         async def layer_query(
             request: Request,
+            settings: SettingsDep,
             defaults: Annotated[Defaults, Depends(self.defaults)],
             preset: Annotated[str | None, Query(description=_PRESET_DESCRIPTION)] = None,
         ) -> LayerQuery:
@@ -196,7 +222,7 @@ class LayerDependencies:
             # ``preset`` is declared for the docs: the query as a whole says which applies.
             query = request.query_params.multi_items()
             check_renamed_parameters(request.query_params.keys())
-            completed = complete_query(query, defaults)
+            completed = complete_query(query, defaults, layer_default(request, settings))
             return LayerQuery(QueryParams(completed), completed != query)
 
         return layer_query
@@ -208,8 +234,9 @@ class LayerDependencies:
             """The links this route builds carry the completed query.
 
             titiler's TileJSON, map and tileset endpoints copy ``request.query_params``
-            into the URLs they return: they are handed the completed query instead (the
-            one place a query is rewritten; every parameter dependency reads the layer's
+            into the URLs they return: they are handed the completed query instead (with
+            ``app.routers.tiler.tilejson_tile_size``, which adds TileJSON's tile size, the
+            only place a query is rewritten; every parameter dependency reads the layer's
             own ``LayerQuery``).
             """
             if layer.completed:

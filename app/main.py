@@ -24,6 +24,7 @@ from titiler.core.middleware import CacheControlMiddleware
 from app import __version__, openapi
 from app.asgi_paths import under_any_root
 from app.errors import TerratilerError
+from app.expressions import check_default_preset
 from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import (
     CRSQueryMiddleware,
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """
     settings = settings or Settings()
     validate_allowed(settings.allowed_prefixes)
+    check_default_preset(settings.default_preset)
     configure_process(settings)
     app = FastAPI(
         lifespan=_lifespan,

@@ -319,6 +319,11 @@ class Settings(BaseSettings):
     # Seconds all the reads of one animation wait at most (mosaic_time_limit is one crop's);
     # frames not read in time are left out (X-Mosaic-Partial: time-limit).
     animation_time_limit: float = 30.0
+    # The preset of a tiler request that names no layer (no assets, expression or preset;
+    # items, /stac and searches without a default layer): tiles, TileJSON, WMTS, maps,
+    # crops, points and statistics then show it (one of app.expressions.PRESETS, checked
+    # at start-up). None or "": such a request is a 400.
+    default_preset: str | None = "true-color"
 
     @field_validator(
         "allowed_sources",
@@ -357,6 +362,13 @@ class Settings(BaseSettings):
                 "TERRATILER_API_KEYS unset (or empty) to run without authentication"
             )
         return [str(k).strip() for k in keys if str(k).strip()] if isinstance(keys, list) else keys
+
+    @field_validator("default_preset")
+    @classmethod
+    def _default_preset(cls, value: str | None) -> str | None:
+        # Presets are named case-insensitively; the name is checked by create_app
+        # (app.expressions.PRESETS: settings import nothing of the app).
+        return value.strip().lower() if value and value.strip() else None
 
     @field_validator("public_url")
     @classmethod

@@ -120,7 +120,7 @@ ITEM_PRESETS = [
 def test_item_presets(client, item, tile, params, expected):
     path = f"{ITEMS}/{item['id']}"
     tilejson = client.get(f"{path}/WebMercatorQuad/tilejson.json", params=params)
-    assert _tiles_query(tilejson) == f"{expected}&tilesize=512"
+    assert _tiles_query(tilejson) == f"{expected}&tilesize=256"
     # The tiles are the resolved layer's.
     tile_path = f"{path}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png"
     given = client.get(tile_path, params=params)
@@ -136,7 +136,7 @@ def test_scl_preset_sends_its_colormap(client, item):
     query = _tiles_query(tilejson)
     assert query.startswith("assets=scl&colormap=%7B%220%22%3A+%5B0%2C+0%2C+0%2C+0%5D%2C+")
     assert query.endswith(
-        "%2C+%2211%22%3A+%5B255%2C+150%2C+255%2C+255%5D%7D&harmonize=false&tilesize=512"
+        "%2C+%2211%22%3A+%5B255%2C+150%2C+255%2C+255%5D%7D&harmonize=false&tilesize=256"
     )
 
 
@@ -158,7 +158,7 @@ def test_stac_by_url_presets(client, demo_dir, item, tile):
     tilejson = client.get(
         "/stac/WebMercatorQuad/tilejson.json", params={"url": url, "preset": "ndvi"}
     )
-    assert _tiles_query(tilejson) == f"{urlencode({'url': url})}&{NDVI}&tilesize=512"
+    assert _tiles_query(tilejson) == f"{urlencode({'url': url})}&{NDVI}&tilesize=256"
     tile_path = f"/stac/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png"
     given = client.get(tile_path, params={"url": url, "preset": "true-color"})
     resolved = client.get(tile_path, params=[("url", url), *parse_qsl(TRUE_COLOR)])

@@ -147,10 +147,8 @@ def test_defaults_apply_to_requests_that_do_not_give_them(client, demo_dir):
     explicit = client.get(f"/searches/{plain}/bbox/{bbox}/64x64.npy", params=defaults)
     assert bare.status_code == explicit.status_code == 200, bare.text
     assert np.array_equal(np.load(io.BytesIO(bare.content)), np.load(io.BytesIO(explicit.content)))
-    # Without defaults a bare request still has to say what to read.
-    r = client.get(path(plain))
-    assert r.status_code == 400
-    assert "assets" in r.json()["detail"]
+    # Without defaults a bare request is the default preset's (settings.default_preset).
+    assert png(plain) == png(plain, preset="true-color")
 
 
 @pytest.mark.parametrize(

@@ -430,6 +430,19 @@ class SearchBackend(BaseBackend):
             )
         return reader
 
+    def check_layer(self, **options: Any) -> None:
+        """Refuse a layer the search's items cannot read (400 / 413), reading nothing.
+
+        Checked against the first item of each collection of the search (its items share
+        their collection's assets), as each item's read checks it
+        (``S2STACReader.check_layer``). A search without items has nothing to check.
+        """
+        checked: set[str | None] = set()
+        for entry in self.index.items:
+            if entry.collection not in checked:
+                checked.add(entry.collection)
+                self._open(entry).check_layer(**options)
+
     def _read_window(
         self,
         items: Sequence[IndexedItem],

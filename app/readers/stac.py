@@ -8,6 +8,7 @@ into nodata, SCL being read nearest-neighbour onto the bands' grid. Each asset i
 ``GTiffReader`` (the pooled dataset), its href checked against the allow-list first.
 """
 
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -40,6 +41,9 @@ from app.redirects import resolve_redirects
 from app.security import check_source
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stac_item import fetch_item
+
+#: titiler's name of an asset's band in an expression: ``{asset}_b{n}`` (``nir_b1``).
+_ASSET_BAND = re.compile(r"^(?P<asset>[A-Za-z][A-Za-z0-9_]*?)_[bB](?P<band>\d+)$")
 
 
 # rio-tiler's STACReader warns "Some statistics data in STAC are invalid" on every asset
@@ -273,12 +277,50 @@ class S2STACReader(SizedReads, STACReader):
         raise BadRequestError(f"mask: unknown mask '{mask}'; use '{MASK_SCL_CLEAR}' or 'none'")
 
     def _expression_asset(self, name: str) -> str:
+        """The asset an expression name reads: an asset (any name), or ``{asset}_b{n}``.
+
+        ``{asset}_b1`` is titiler's name of an asset's first band; band math reads
+        one-band assets, so any other band index is a 400.
+        """
         key = sentinel2.resolve_asset(name, self.assets)
-        if key is None:
+        if key is not None:
+            return key
+        match = _ASSET_BAND.match(name)
+        key = sentinel2.resolve_asset(match["asset"], self.assets) if match else None
+        if match is None or key is None:
             raise BadRequestError(
                 f"expression: unknown asset '{name}'; this item has {sorted(self.assets)}"
             )
+        count = self._band_count(key)
+        band = int(match["band"])
+        if count != 1 or band != 1:
+            raise BadRequestError(
+                f"expression: '{name}' names band {band} of asset '{key}', which has "
+                f"{count} band(s); band math reads one-band assets (`{key}` or `{key}_b1`)"
+            )
         return key
+
+    def _band_count(self, key: str) -> int:
+        """The bands of an asset, as its ``raster:bands`` / ``eo:bands`` list them (else 1)."""
+        fields = self.item.assets[key].extra_fields if key in self.item.assets else {}
+        bands = fields.get("raster:bands") or fields.get("eo:bands")
+        return len(bands) if isinstance(bands, list) and bands else 1
+
+    def check_layer(
+        self,
+        assets: Sequence[Any] | str | None = None,
+        expression: str | None = None,
+        mask: str | None = None,
+        harmonize: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Refuse a layer this item cannot read, as a read of it would (400 / 413).
+
+        What a TileJSON, WMTS or map document checks before it lists tiles: the assets and
+        the expression's names resolve, the mask applies, the counts are within the budget.
+        Nothing is read. ``kwargs``: the read's other options (not checked here).
+        """
+        self._cost(1, self._plan(assets, expression, mask, harmonize))
 
     def _asset_itemsizes(self, asset: Any) -> list[int]:
         """Bytes per sample of each band an asset read gives (its ``raster:bands``)."""
@@ -286,10 +328,17 @@ class S2STACReader(SizedReads, STACReader):
         fields = self.item.assets[key].extra_fields if key in self.item.assets else {}
         bands = fields.get("raster:bands") or fields.get("eo:bands") or [{}]
         indexes = asset.get("indexes") if isinstance(asset, dict) else None
-        if indexes:
-            # asset|bidx=1,1,1: what is read is the indexes, repeats counted.
-            bands = [bands[(i - 1) % len(bands)] for i in indexes]
-        return [itemsize(band.get("data_type")) for band in bands]
+        try:
+            if indexes:
+                # asset|bidx=1,1,1: what is read is the indexes, repeats counted.
+                bands = [bands[(i - 1) % len(bands)] for i in indexes]
+            return [itemsize(band.get("data_type")) for band in bands]
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as error:
+            # raster:bands as the item has it: a string, a list of strings ...
+            raise BadRequestError(
+                f"item '{self.item.id}': asset {key!r} has fields that cannot be used "
+                f"({type(error).__name__}: {error})"
+            ) from None
 
     def request_cost(
         self,

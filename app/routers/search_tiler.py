@@ -2,7 +2,8 @@
 
 Mounted at ``/searches/{search_id}`` (``app.routers.searches``):
 
-- ``/tiles/{tms}/{z}/{x}/{y}[.{format}]``, ``/{tms}/tilejson.json``, ``/{tms}/map.html``;
+- ``/tiles/{tms}/{z}/{x}/{y}[.{format}]``, ``/{tms}/tilejson.json``, ``/{tms}/map.html``
+  (and ``/{tms}/WMTSCapabilities.xml``: ``app.routers.wmts``, an extension);
 - ``/bbox/{minx},{miny},{maxx},{maxy}[/{width}x{height}].{format}``;
 - ``/bbox/{minx},{miny},{maxx},{maxy}/{width}x{height}.{gif|webp}``: an animation, one
   frame per scene date (``app.routers.animation``);
@@ -65,12 +66,14 @@ from app.routers.animation import (
     animation_response,
     animation_responses,
 )
+from app.routers.wmts import Extent
 
 __all__ = [
     "MosaicParams",
     "SearchTilerFactory",
     "img_responses",
     "map_tilesize",
+    "search_extent",
     "search_path",
 ]
 
@@ -163,6 +166,21 @@ def mosaic_headers(result: MosaicRead) -> dict[str, str]:
             # A slow or failed read is no reason to cache an incomplete picture.
             headers["Cache-Control"] = "no-store"
     return headers
+
+
+def search_extent(factory: "SearchTilerFactory") -> Callable[..., Extent]:
+    """The ``extent`` dependency of a search's WMTS capabilities (``app.routers.wmts``)."""
+
+    def extent(
+        search_id: Annotated[str, Depends(factory.path_dependency)],
+        tileMatrixSetId: TmsId,
+        mosaics: Annotated[MosaicService, Depends(factory.mosaics_dependency)],
+    ) -> Extent:
+        src = mosaics.backend(search_id, morecantile.tms.get(tileMatrixSetId))
+        name = src.record.metadata.get("name") or search_id
+        return Extent(str(name), src.bounds, src.minzoom, src.maxzoom)
+
+    return extent
 
 
 @define(kw_only=True)

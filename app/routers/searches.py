@@ -3,7 +3,7 @@
 - ``POST /searches/register`` a STAC search (+ ``metadata``) -> ``{id, links}``;
   ``GET /searches`` (list), ``GET /searches/{id}``, ``GET /searches/{id}/info``: here;
 - ``GET /searches/{id}/tiles/{tms}/{z}/{x}/{y}[@{scale}x][.{format}]``,
-  ``/{tms}/tilejson.json``, ``/{tms}/map.html``, ``/bbox/...``, ``/point/{lon},{lat}``,
+  ``/{tms}/tilejson.json``, ``/{tms}/map.html``, ``/{tms}/WMTSCapabilities.xml``, ``/bbox/...``, ``/point/{lon},{lat}``,
   ``POST /searches/{id}/statistics``: ``SearchTilerFactory`` (``app.routers.search_tiler``),
   mounted here at ``/{search_id}``.
 
@@ -27,11 +27,19 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import QueryParams
 
 from app.dependencies import get_mosaics, get_settings, require_api_key
+from app.errors import NotFoundError
 from app.layers import SEARCH_LAYER, LayerQuery
 from app.mosaic import MosaicService, SearchRecord, query_pairs
 from app.mosaic.search import canonical_json
-from app.routers.search_tiler import MosaicParams, SearchId, SearchTilerFactory, map_tilesize
-from app.routers.tiler import SHARED_OPTIONS
+from app.routers.search_tiler import (
+    MosaicParams,
+    SearchId,
+    SearchTilerFactory,
+    map_tilesize,
+    search_extent,
+)
+from app.routers.tiler import DOCUMENT_ROUTES, SHARED_OPTIONS
+from app.routers.wmts import WMTSExtension
 
 router = APIRouter()
 
@@ -71,6 +79,12 @@ def _links(request: Request, record: SearchRecord) -> list[dict[str, Any]]:
             "href": f"{base}/{DEFAULT_TMS}/map.html{qs}",
             "type": "text/html",
             "title": "Map viewer",
+        },
+        {
+            "rel": "wmts",
+            "href": f"{base}/{DEFAULT_TMS}/WMTSCapabilities.xml{qs}",
+            "type": "application/xml",
+            "title": "OGC WMTS capabilities (QGIS, GDAL)",
         },
         {
             "rel": "info",
@@ -229,6 +243,26 @@ async def search_link_query(
     return layer.params
 
 
+def search_layer_check(
+    search_id: SearchId,
+    mosaics: Annotated[MosaicService, Depends(get_mosaics)],
+    layer: Annotated[Any, Depends(SEARCH_LAYER.layer)],
+) -> None:
+    """Route dependency of the documents: 400 for a layer the search's items cannot read.
+
+    A TileJSON, map or WMTS document lists tiles: it answers what each would (an unknown
+    asset or expression name, a mask the items cannot apply) instead of listing them
+    (``SearchBackend.check_layer``: the first item of each collection, nothing read). An
+    unknown search is left to the route's own 404.
+    """
+    try:
+        backend = mosaics.backend(search_id)
+        backend.record  # noqa: B018 (looks the search up)
+    except NotFoundError:
+        return
+    backend.check_layer(**layer.as_dict())
+
+
 # The layer of a search: the request's parameters, then the search's defaults, then a
 # preset (``app.layers``). Registered after the registry's routes.
 tiles = SearchTilerFactory(
@@ -245,6 +279,17 @@ tiles = SearchTilerFactory(
         "colormap_dependency": SEARCH_LAYER.colormap,
         "render_dependency": SEARCH_LAYER.render,
         "link_query_dependency": search_link_query,
+        "route_dependencies": [
+            *SHARED_OPTIONS["route_dependencies"],
+            (DOCUMENT_ROUTES, [Depends(search_layer_check)]),
+        ],
+        "extensions": [
+            WMTSExtension(
+                extent=search_extent,
+                tile_route="search_tile_with_format",
+                link_query_dependency=search_link_query,
+            )
+        ],
         "router_prefix": "/searches/{search_id}",
     },
 )
