@@ -62,7 +62,7 @@ _PRESET_DESCRIPTION = (
 def _preset_pairs(preset: Preset, given: set[str]) -> list[tuple[str, str]]:
     """The query parameters ``preset`` adds to a query that already has ``given``."""
     pairs: list[tuple[str, str]] = []
-    if not given & {"assets", "expression"}:
+    if not given & {"assets", "expression", "evalscript"}:
         if preset.expression:
             pairs.append(("expression", preset.expression))
         pairs.extend(("assets", asset) for asset in preset.assets or ())

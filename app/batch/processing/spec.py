@@ -11,12 +11,22 @@ from dataclasses import dataclass, field
 import numpy as np
 from affine import Affine
 
-__all__ = ["COMPOSITES", "DATA_TYPES", "GridTile", "OutputRaster", "OutputSpec", "TileRecipe"]
+__all__ = [
+    "COMPOSITES",
+    "DATA_TYPES",
+    "SAMPLE_DATA_TYPES",
+    "GridTile",
+    "OutputRaster",
+    "OutputSpec",
+    "TileRecipe",
+]
 
 #: How the scenes over a pixel become its value.
 COMPOSITES = ("first", "median", "mean", "max", "min", "stack")
 #: Output data types (Sentinel Hub's sampleType names: UINT8, UINT16, FLOAT32).
 DATA_TYPES = ("uint8", "uint16", "float32")
+#: The data type of an evalscript output of each Sentinel Hub ``sampleType`` (AUTO: 0..255).
+SAMPLE_DATA_TYPES = {"AUTO": "uint8", "UINT8": "uint8", "UINT16": "uint16", "FLOAT32": "float32"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,9 @@ class OutputSpec:
         rescale: (min, max) mapped linearly onto the data type's range, or None.
         composite: One of ``COMPOSITES``.
         mask: "scl-clear" (drop cloud, shadow, cirrus, snow... pixels by the SCL) or None.
+        evalscript: A Sentinel Hub evalscript computing the output (its setup()'s output
+            ``id``); ``expression`` is empty then.
+        bands: The output's band count (an evalscript output may have several).
 
     """
 
@@ -71,6 +84,8 @@ class OutputSpec:
     rescale: tuple[float, float] | None = None
     composite: str = "first"
     mask: str | None = None
+    evalscript: str | None = None
+    bands: int = 1
 
 
 @dataclass(frozen=True)
