@@ -141,8 +141,10 @@ class Aggregation(_Model):
         default=None,
         description="`scl-clear` (SCL classes nodata, saturated, cloud shadow, clouds, cirrus, "
         "snow are no data), `none`, or a boolean expression over assets (true = valid), "
-        "e.g. `(scl == 4) | (scl == 5)`. Default: `scl-clear` for Sentinel-2, `none` for a "
-        "collection without a scene classification (a batch processing result).",
+        "e.g. `(scl == 4) | (scl == 5)`. Default: `scl-clear` for Sentinel-2 band math, `none` "
+        "with an evalscript (its dataMask output says which pixels count, as in Sentinel "
+        "Hub) and for a collection without a scene classification (a batch processing "
+        "result).",
     )
     pixelRule: PixelRule = Field(
         default="exact",

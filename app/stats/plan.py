@@ -350,8 +350,10 @@ def make_plan(
     requested = aggregation.mask
     if requested is None:
         # A collection without a scene classification (a batch processing result: its
-        # outputs were masked when they were made) has nothing to mask by default.
-        requested = MASK_SCL_CLEAR if SCL_ASSET in band_assets else MASK_NONE
+        # outputs were masked when they were made) has nothing to mask by default; an
+        # evalscript masks what its dataMask output says, as in Sentinel Hub.
+        scl = SCL_ASSET in band_assets and aggregation.evalscript is None
+        requested = MASK_SCL_CLEAR if scl else MASK_NONE
     if requested == MASK_SCL_CLEAR:
         mask = MASK_SCL_CLEAR
         assets.append(SCL_ASSET)
