@@ -27,94 +27,49 @@ the line:column and the construct; the caller then runs the script in V8. Accept
 depend on pixel values: the trial run at parse time walks every branch.
 """
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from app.errors import BadRequestError
-from app.evalscript import helpers
+from app.evalscript.library import global_values
 from app.evalscript.parse import ParsedScript, where
+from app.evalscript.values import (
+    ARITHMETIC,
+    BITWISE,
+    COMPARISONS,
+    NULL,
+    UNDEF,
+    Builtin,
+    Closure,
+    HelperObject,
+    JSArray,
+    JSObject,
+    Mask,
+    Namespace,
+    Opaque,
+    Refused,
+    and_mask,
+    bitwise,
+    is_number,
+    js_not,
+    js_string,
+    kind,
+    loose_equal,
+    merge,
+    scalar,
+    select,
+    strict_equal,
+    to_js,
+    to_number,
+    to_static,
+    truthy,
+    type_of,
+)
 
-
-class Refused(Exception):
-    """The translator does not handle a construct (the script may still run in V8)."""
-
-    def __init__(self, construct: str, node: Any = None):
-        self.reason = f"{where(node)}{construct}: not supported by the translator"
-        super().__init__(self.reason)
-
-
-class _Undefined:
-    def __repr__(self) -> str:
-        return "undefined"
-
-
-class _Null:
-    def __repr__(self) -> str:
-        return "null"
-
-
-UNDEF = _Undefined()
-NULL = _Null()
-
-
-@dataclass(eq=False)
-class JSArray:
-    """A JavaScript array of fixed length (items: numbers, arrays, objects ...)."""
-
-    items: list[Any]
-    frozen: bool = False
-
-
-@dataclass(eq=False)
-class JSObject:
-    """A JavaScript object literal (or the sample)."""
-
-    props: dict[str, Any]
-    frozen: bool = False
-
-
-@dataclass(eq=False)
-class Closure:
-    """A user function (declaration, expression or arrow) and the scope it closes over."""
-
-    node: Any
-    scope: "Scope"
-
-
-@dataclass(eq=False)
-class Builtin:
-    """A function of Math or of Sentinel Hub's library: fn(interpreter, args, node)."""
-
-    name: str
-    fn: Callable[["Interpreter", list[Any], Any], Any]
-
-
-@dataclass(eq=False)
-class Namespace:
-    """``Math``, ``Number``, or a helper class with static constructors."""
-
-    name: str
-    members: dict[str, Any]
-    constructor: Callable[[list[Any], Any], Any] | None = None
-
-
-@dataclass(eq=False)
-class HelperObject:
-    """An instance of one of Sentinel Hub's visualizer classes."""
-
-    name: str
-    obj: Any
-
-
-@dataclass(eq=False)
-class Opaque:
-    """A value the translator cannot use (evaluatePixel's ``scenes`` ...): any use refuses."""
-
-    name: str
+__all__ = ["Refused", "Translation"]
 
 
 @dataclass(eq=False)
@@ -149,504 +104,6 @@ class Frame:
     result: Any = UNDEF
     done: np.ndarray | None = None
     returned_all: bool = False
-
-
-Mask = np.ndarray | None
-
-# ---------------------------------------------------------------------------- values
-
-
-def is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, float | int):
-        return True
-    return isinstance(value, np.ndarray) and value.dtype != np.bool_
-
-
-def is_bool(value: Any) -> bool:
-    return isinstance(value, bool) or (isinstance(value, np.ndarray) and value.dtype == np.bool_)
-
-
-def scalar(value: Any) -> Any:
-    """0-d numpy results back to Python floats/bools (constants stay cheap)."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return bool(value) if value.dtype == np.bool_ else float(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def to_number(value: Any, node: Any) -> Any:
-    """JavaScript's ToNumber for the values arithmetic meets."""
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, float | int):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.astype(np.float64) if value.dtype == np.bool_ else value
-    if value is UNDEF:
-        return math.nan
-    if value is NULL:
-        return 0.0
-    if isinstance(value, str):
-        try:
-            return float(value) if value.strip() else 0.0
-        except ValueError:
-            return math.nan
-    if isinstance(value, Opaque):
-        raise Refused(f"using '{value.name}'", node)
-    raise Refused(f"arithmetic on {kind(value)}", node)
-
-
-def kind(value: Any) -> str:
-    if isinstance(value, JSArray):
-        return "an array"
-    if isinstance(value, JSObject | HelperObject | Namespace):
-        return "an object"
-    if isinstance(value, Closure | Builtin):
-        return "a function"
-    return type(value).__name__
-
-
-def truthy(value: Any) -> Any:
-    """JavaScript's truthiness: a Python bool, or a bool array per pixel."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, float | int):
-        return value != 0 and not math.isnan(value)
-    if isinstance(value, np.ndarray):
-        if value.dtype == np.bool_:
-            return value
-        return (value != 0) & ~np.isnan(value)
-    if value is UNDEF or value is NULL:
-        return False
-    if isinstance(value, str):
-        return bool(value)
-    if isinstance(value, Opaque):
-        raise Refused(f"using '{value.name}'")
-    return True
-
-
-def and_mask(a: Mask, b: np.ndarray) -> Mask:
-    if a is None:
-        return b
-    return a & b
-
-
-def merge(mask: Any, new: Any, old: Any, node: Any = None) -> Any:
-    """``where(mask, new, old)`` over any value the translator knows."""
-    if mask is None or mask is True:
-        return new
-    if mask is False:
-        return old
-    if new is old:
-        return old
-    if isinstance(new, JSArray) or isinstance(old, JSArray):
-        if old is UNDEF or new is UNDEF:
-            array = new if isinstance(new, JSArray) else old
-            return JSArray(
-                [
-                    merge(mask, x, UNDEF, node) if array is new else merge(mask, UNDEF, x, node)
-                    for x in array.items
-                ]
-            )
-        if not (isinstance(new, JSArray) and isinstance(old, JSArray)):
-            raise Refused("a value that is an array for some pixels only", node)
-        length = max(len(new.items), len(old.items))
-        items = [
-            merge(
-                mask,
-                new.items[i] if i < len(new.items) else UNDEF,
-                old.items[i] if i < len(old.items) else UNDEF,
-                node,
-            )
-            for i in range(length)
-        ]
-        return JSArray(items)
-    if isinstance(new, JSObject) or isinstance(old, JSObject):
-        if old is UNDEF or new is UNDEF:
-            obj = new if isinstance(new, JSObject) else old
-            return JSObject(
-                {
-                    k: merge(mask, v, UNDEF, node) if obj is new else merge(mask, UNDEF, v, node)
-                    for k, v in obj.props.items()
-                }
-            )
-        if not (isinstance(new, JSObject) and isinstance(old, JSObject)):
-            raise Refused("a value that is an object for some pixels only", node)
-        keys = list(dict.fromkeys([*old.props, *new.props]))
-        return JSObject(
-            {k: merge(mask, new.props.get(k, UNDEF), old.props.get(k, UNDEF), node) for k in keys}
-        )
-    if isinstance(new, Closure | Builtin | HelperObject | Namespace | Opaque):
-        if old is UNDEF:
-            return new
-        raise Refused("a function or object chosen per pixel", node)
-    if isinstance(old, Closure | Builtin | HelperObject | Namespace | Opaque):
-        if new is UNDEF:
-            return old
-        raise Refused("a function or object chosen per pixel", node)
-    if isinstance(new, str) or isinstance(old, str):
-        if new == old:
-            return new
-        raise Refused("strings that differ per pixel", node)
-    if is_bool(new) and is_bool(old):
-        return np.where(mask, new, old)
-    return np.where(mask, to_number(new, node), to_number(old, node))
-
-
-def to_static(value: Any, node: Any) -> Any:
-    """A value made of constants only, as Python data (helper constructor arguments)."""
-    if isinstance(value, JSArray):
-        return [to_static(item, node) for item in value.items]
-    if isinstance(value, bool | float | int | str):
-        return value
-    if value is UNDEF:
-        return None
-    raise Refused("helper arguments that vary per pixel", node)
-
-
-def to_js(value: Any) -> Any:
-    """A helper's Python result as translator values (lists become arrays)."""
-    if isinstance(value, list | tuple):
-        return JSArray([to_js(item) for item in value])
-    return scalar(value)
-
-
-def to_python(value: Any, node: Any) -> Any:
-    """Arguments of the numpy helpers: arrays become lists, numbers stay numbers."""
-    if isinstance(value, JSArray):
-        return [to_python(item, node) for item in value.items]
-    return to_number(value, node)
-
-
-# ------------------------------------------------------------------------ operators
-
-
-def _js_int32(value: Any) -> Any:
-    with np.errstate(all="ignore"):
-        number = np.nan_to_num(np.trunc(value), nan=0.0, posinf=0.0, neginf=0.0)
-        wrapped = np.mod(number, 2.0**32)
-        return np.where(wrapped >= 2.0**31, wrapped - 2.0**32, wrapped).astype(np.int64)
-
-
-def _bitwise(op: str, a: Any, b: Any) -> Any:
-    x, y = _js_int32(a), _js_int32(b)
-    if op == ">>>":
-        result = (x & 0xFFFFFFFF) >> (y & 31)
-        return result.astype(np.float64)
-    if op == "&":
-        result = x & y
-    elif op == "|":
-        result = x | y
-    elif op == "^":
-        result = x ^ y
-    elif op == "<<":
-        result = (x << (y & 31)) & 0xFFFFFFFF
-    else:  # >>
-        result = x >> (y & 31)
-    return _js_int32(result.astype(np.float64)).astype(np.float64)
-
-
-ARITHMETIC: dict[str, Callable[[Any, Any], Any]] = {
-    "+": np.add,
-    "-": np.subtract,
-    "*": np.multiply,
-    "/": np.divide,
-    "%": np.fmod,
-    "**": np.power,
-}
-COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
-    "<": np.less,
-    "<=": np.less_equal,
-    ">": np.greater,
-    ">=": np.greater_equal,
-}
-BITWISE = ("&", "|", "^", "<<", ">>", ">>>")
-
-
-def strict_equal(a: Any, b: Any, node: Any) -> Any:
-    if (is_number(a) and is_number(b)) or (is_bool(a) and is_bool(b)):
-        return scalar(np.equal(a, b))
-    if is_number(a) or is_number(b) or is_bool(a) or is_bool(b):
-        return False
-    if isinstance(a, str) and isinstance(b, str):
-        return a == b
-    if isinstance(a, Opaque) or isinstance(b, Opaque):
-        raise Refused("using evaluatePixel's extra arguments", node)
-    return a is b
-
-
-def loose_equal(a: Any, b: Any, node: Any) -> Any:
-    a_nullish = a is UNDEF or a is NULL
-    b_nullish = b is UNDEF or b is NULL
-    if a_nullish or b_nullish:
-        return a_nullish and b_nullish
-    numeric = (is_number(a) or is_bool(a), is_number(b) or is_bool(b))
-    if all(numeric) or (any(numeric) and (isinstance(a, str) or isinstance(b, str))):
-        return scalar(np.equal(to_number(a, node), to_number(b, node)))
-    return strict_equal(a, b, node)
-
-
-# ------------------------------------------------------------------------- builtins
-
-
-def _math1(function: Callable[[Any], Any]) -> Callable[["Interpreter", list[Any], Any], Any]:
-    def call(_: "Interpreter", args: list[Any], node: Any) -> Any:
-        value = to_number(args[0], node) if args else math.nan
-        with np.errstate(all="ignore"):
-            return scalar(function(value))
-
-    return call
-
-
-def _math2(function: Callable[[Any, Any], Any]) -> Callable[["Interpreter", list[Any], Any], Any]:
-    def call(_: "Interpreter", args: list[Any], node: Any) -> Any:
-        a = to_number(args[0], node) if args else math.nan
-        b = to_number(args[1], node) if len(args) > 1 else math.nan
-        with np.errstate(all="ignore"):
-            return scalar(function(a, b))
-
-    return call
-
-
-def _reduce(function: Callable[[Any, Any], Any], empty: float) -> Callable[..., Any]:
-    def call(_: "Interpreter", args: list[Any], node: Any) -> Any:
-        result: Any = empty
-        for arg in args:
-            result = function(result, to_number(arg, node))
-        return scalar(result)
-
-    return call
-
-
-def _hypot(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    total: Any = 0.0
-    for arg in args:
-        total = np.add(total, np.square(to_number(arg, node)))
-    return scalar(np.sqrt(total))
-
-
-def _refuse(name: str) -> Callable[..., Any]:
-    def call(_: "Interpreter", args: list[Any], node: Any) -> Any:
-        raise Refused(name, node)
-
-    return call
-
-
-MATH = Namespace(
-    "Math",
-    {
-        "abs": Builtin("abs", _math1(np.abs)),
-        "sqrt": Builtin("sqrt", _math1(np.sqrt)),
-        "cbrt": Builtin("cbrt", _math1(np.cbrt)),
-        "exp": Builtin("exp", _math1(np.exp)),
-        "expm1": Builtin("expm1", _math1(np.expm1)),
-        "log": Builtin("log", _math1(np.log)),
-        "log10": Builtin("log10", _math1(np.log10)),
-        "log2": Builtin("log2", _math1(np.log2)),
-        "log1p": Builtin("log1p", _math1(np.log1p)),
-        "floor": Builtin("floor", _math1(np.floor)),
-        "ceil": Builtin("ceil", _math1(np.ceil)),
-        "round": Builtin("round", _math1(helpers.js_round)),
-        "trunc": Builtin("trunc", _math1(np.trunc)),
-        "sign": Builtin("sign", _math1(np.sign)),
-        "sin": Builtin("sin", _math1(np.sin)),
-        "cos": Builtin("cos", _math1(np.cos)),
-        "tan": Builtin("tan", _math1(np.tan)),
-        "asin": Builtin("asin", _math1(np.arcsin)),
-        "acos": Builtin("acos", _math1(np.arccos)),
-        "atan": Builtin("atan", _math1(np.arctan)),
-        "sinh": Builtin("sinh", _math1(np.sinh)),
-        "cosh": Builtin("cosh", _math1(np.cosh)),
-        "tanh": Builtin("tanh", _math1(np.tanh)),
-        "asinh": Builtin("asinh", _math1(np.arcsinh)),
-        "acosh": Builtin("acosh", _math1(np.arccosh)),
-        "atanh": Builtin("atanh", _math1(np.arctanh)),
-        "fround": Builtin(
-            "fround",
-            _math1(
-                lambda x: (
-                    np.float64(np.float32(x))
-                    if np.ndim(x) == 0
-                    else np.asarray(x, np.float32).astype(np.float64)
-                )
-            ),
-        ),
-        "atan2": Builtin("atan2", _math2(np.arctan2)),
-        "pow": Builtin("pow", _math2(np.power)),
-        "min": Builtin("min", _reduce(np.minimum, math.inf)),
-        "max": Builtin("max", _reduce(np.maximum, -math.inf)),
-        "hypot": Builtin("hypot", _hypot),
-        "random": Builtin("random", _refuse("Math.random")),
-        "PI": math.pi,
-        "E": math.e,
-        "LN2": math.log(2),
-        "LN10": math.log(10),
-        "LOG2E": 1 / math.log(2),
-        "LOG10E": 1 / math.log(10),
-        "SQRT2": math.sqrt(2),
-        "SQRT1_2": math.sqrt(0.5),
-    },
-)
-
-
-def _index(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    return scalar(helpers.index(to_number(args[0], node), to_number(args[1], node)))
-
-
-def _inverse(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    return scalar(helpers.inverse(to_number(args[0], node)))
-
-
-def _limits(value: Any, node: Any) -> list[float]:
-    static = to_static(value, node)
-    if not isinstance(static, list) or not all(isinstance(v, float | int) for v in static):
-        raise Refused("limits that are not a list of numbers", node)
-    return [float(v) for v in static]
-
-
-def _color_blend(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    value = to_number(args[0], node)
-    colors = to_python(args[2], node)
-    if not isinstance(colors, list):
-        raise Refused("colorBlend colours that are not a list", node)
-    return to_js(helpers.color_blend(value, _limits(args[1], node), colors))
-
-
-def _value_interpolate(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    values = to_python(args[2], node)
-    if not isinstance(values, list):
-        raise Refused("valueInterpolate values that are not a list", node)
-    return to_js(
-        helpers.value_interpolate(to_number(args[0], node), _limits(args[1], node), values)
-    )
-
-
-def _color_map(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    colors = to_python(args[2], node)
-    if not isinstance(colors, list):
-        raise Refused("colorMap colours that are not a list", node)
-    return to_js(helpers.color_map(to_number(args[0], node), _limits(args[1], node), colors))
-
-
-def _is_nan(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    return scalar(np.isnan(to_number(args[0] if args else UNDEF, node)))
-
-
-def _is_finite(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    return scalar(np.isfinite(to_number(args[0] if args else UNDEF, node)))
-
-
-def _number(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    return to_number(args[0], node) if args else 0.0
-
-
-def _boolean(_: "Interpreter", args: list[Any], node: Any) -> Any:
-    return truthy(args[0]) if args else False
-
-
-def _helper_args(args: list[Any], node: Any) -> list[Any]:
-    return [to_static(arg, node) for arg in args]
-
-
-def _numbers(values: list[Any], defaults: list[float]) -> list[float]:
-    out = list(defaults)
-    for i, value in enumerate(values[: len(defaults)]):
-        if value is not None:
-            out[i] = float(value)
-    return out
-
-
-def _make(name: str, args: list[Any], node: Any) -> HelperObject:
-    static = _helper_args(args, node)
-    try:
-        if name == "ColorRampVisualizer":
-            extra = [None if v is None else float(v) for v in static[1:3]]
-            return HelperObject(name, helpers.ColorRampVisualizer(static[0], *extra))
-        if name == "ColorGradientVisualizer":
-            extra = _numbers(static[1:3], [0.0, 1.0])
-            return HelperObject(name, helpers.ColorGradientVisualizer(static[0], *extra))
-        if name == "ColorMapVisualizer":
-            return HelperObject(name, helpers.ColorMapVisualizer(static[0]))
-        visualizers = {
-            "HighlightCompressVisualizer": helpers.HighlightCompressVisualizer,
-            "HighlightCompressVisualizerSingle": helpers.HighlightCompressVisualizerSingle,
-            "DefaultVisualizer": helpers.DefaultVisualizer,
-        }
-        return HelperObject(name, visualizers[name](*_numbers(static, [0.0, 1.0, 1.0, 0.0, 1.0])))
-    except (TypeError, ValueError, IndexError, ZeroDivisionError) as error:
-        raise Refused(f"new {name} with these arguments ({error})", node) from None
-
-
-def _static_constructor(cls: str, method: str) -> Builtin:
-    def call(_: "Interpreter", args: list[Any], node: Any) -> Any:
-        static = _helper_args(args, node)
-        if cls == "ColorMapVisualizer":
-            return HelperObject(cls, helpers.ColorMapVisualizer(helpers.ColorMapVisualizer.DEFAULT))
-        low, high = _numbers(static, [0.0, 1.0])
-        return HelperObject(cls, helpers.ColorGradientVisualizer.preset(method, low, high))
-
-    return Builtin(f"{cls}.{method}", call)
-
-
-def _helper_namespace(name: str) -> Namespace:
-    members: dict[str, Any] = {}
-    if name == "ColorGradientVisualizer":
-        members = {
-            m: _static_constructor(name, m) for m in helpers.ColorGradientVisualizer._PRESETS
-        }
-    elif name == "ColorMapVisualizer":
-        members = {"createDefaultColorMap": _static_constructor(name, "createDefaultColorMap")}
-    return Namespace(name, members, constructor=lambda args, node: _make(name, args, node))
-
-
-HELPER_CLASSES = (
-    "ColorRampVisualizer",
-    "ColorGradientVisualizer",
-    "ColorMapVisualizer",
-    "HighlightCompressVisualizer",
-    "HighlightCompressVisualizerSingle",
-    "DefaultVisualizer",
-)
-
-
-def global_values() -> dict[str, Any]:
-    """The names every script sees: Math, Sentinel Hub's library, a few JS globals."""
-    values: dict[str, Any] = {
-        "Math": MATH,
-        "NaN": math.nan,
-        "Infinity": math.inf,
-        "undefined": UNDEF,
-        "index": Builtin("index", _index),
-        "inverse": Builtin("inverse", _inverse),
-        "colorBlend": Builtin("colorBlend", _color_blend),
-        "valueInterpolate": Builtin("valueInterpolate", _value_interpolate),
-        "colorMap": Builtin("colorMap", _color_map),
-        "isNaN": Builtin("isNaN", _is_nan),
-        "isFinite": Builtin("isFinite", _is_finite),
-        "Number": Namespace(
-            "Number",
-            {
-                "isNaN": Builtin("Number.isNaN", _is_nan),
-                "isFinite": Builtin("Number.isFinite", _is_finite),
-                "MAX_VALUE": 1.7976931348623157e308,
-                "MIN_VALUE": 5e-324,
-                "EPSILON": 2.0**-52,
-                "POSITIVE_INFINITY": math.inf,
-                "NEGATIVE_INFINITY": -math.inf,
-            },
-            constructor=None,
-        ),
-        "Boolean": Builtin("Boolean", _boolean),
-    }
-    values["Number"].members["__call__"] = Builtin("Number", _number)
-    for name in HELPER_CLASSES:
-        values[name] = _helper_namespace(name)
-    return values
 
 
 # ---------------------------------------------------------------------- interpreter
@@ -925,7 +382,7 @@ class Interpreter:
         if op == "+":
             return number
         if op == "~":
-            return scalar(_bitwise("^", number, -1.0))
+            return scalar(bitwise("^", number, -1.0))
         raise Refused(f"the operator '{op}'", node)
 
     def e_BinaryExpression(self, node: Any, scope: Scope, mask: Mask) -> Any:
@@ -947,12 +404,12 @@ class Interpreter:
             return scalar(COMPARISONS[op](to_number(left, node), to_number(right, node)))
         if op in ("===", "!=="):
             equal = strict_equal(left, right, node)
-            return equal if op == "===" else _not(equal)
+            return equal if op == "===" else js_not(equal)
         if op in ("==", "!="):
             equal = loose_equal(left, right, node)
-            return equal if op == "==" else _not(equal)
+            return equal if op == "==" else js_not(equal)
         if op in BITWISE:
-            return scalar(_bitwise(op, to_number(left, node), to_number(right, node)))
+            return scalar(bitwise(op, to_number(left, node), to_number(right, node)))
         raise Refused(f"the operator '{op}'", node)
 
     def e_LogicalExpression(self, node: Any, scope: Scope, mask: Mask) -> Any:
@@ -1110,9 +567,9 @@ class Interpreter:
 
     def call(self, function: Any, args: list[Any], mask: Mask, node: Any) -> Any:
         if isinstance(function, Builtin):
-            return function.fn(self, args, node)
+            return function.fn(args, node)
         if isinstance(function, Namespace) and "__call__" in function.members:
-            return function.members["__call__"].fn(self, args, node)
+            return function.members["__call__"].fn(args, node)
         if isinstance(function, Closure):
             return self.call_closure(function, args, mask, node)
         if isinstance(function, Opaque):
@@ -1230,40 +687,6 @@ class Interpreter:
         raise Refused(f"the array method '{key}'", node)
 
 
-def js_string(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value == int(value):
-        return str(int(value))
-    return str(value)
-
-
-def type_of(value: Any) -> str:
-    if is_bool(value):
-        return "boolean"
-    if is_number(value):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if value is UNDEF:
-        return "undefined"
-    if isinstance(value, Closure | Builtin):
-        return "function"
-    if isinstance(value, Opaque):
-        raise Refused(f"using '{value.name}'")
-    return "object"
-
-
-def _not(value: Any) -> Any:
-    return (not value) if isinstance(value, bool) else ~value
-
-
-def select(test: np.ndarray, yes: Any, no: Any, node: Any) -> Any:
-    return merge(test, yes, no, node)
-
-
 # ----------------------------------------------------------------------- the script
 
 
@@ -1303,7 +726,7 @@ class Translation:
     def run(
         self, bands: Mapping[str, np.ndarray], valid: np.ndarray, *, exhaustive: bool = False
     ) -> dict[str, np.ndarray]:
-        """evaluatePixel over every pixel (the contract of ``Evalscript.evaluate``)."""
+        """Run evaluatePixel over every pixel (the contract of ``Evalscript.evaluate``)."""
         shape = np.shape(valid)
         n = int(np.prod(shape))
         sample: dict[str, Any] = {}
