@@ -492,3 +492,90 @@ def test_pickle_round_trip(pixels) -> None:
     inputs = {b: bands[b] for b in original.inputs if b != "dataMask"}
     for key, value in original.evaluate(inputs, valid).items():
         np.testing.assert_array_equal(copy.evaluate(inputs, valid)[key], value)
+
+
+# ------------------------------------------------------------------ helper library
+
+
+def test_color_map_visualizer_matches_sentinel_hubs_documented_example() -> None:
+    body = """
+  const viz = new ColorMapVisualizer([[200, 0xff0000], [300, 0x0000ff]]);
+  return viz.process(s.B04 * 1000);
+"""
+    out = evaluate_body(body, 3, [0.199, 0.2, 0.25, 0.299, 0.3, np.nan], [0] * 6)
+    # docs.sentinel-hub.com/api/latest/evalscript/functions: 199, 200, 250, 299 -> red, 300 -> blue
+    np.testing.assert_array_equal(out.T[:5], [[1, 0, 0]] * 4 + [[0, 0, 1]])
+    np.testing.assert_array_equal(out.T[5], [0, 0, 1])  # NaN never breaks the scan: the last
+
+
+def js_color_gradient(value: float, pairs, low: float, high: float) -> list[float]:
+    """Sentinel Hub's ColorGradientVisualizer.process, one pixel, as its JavaScript reads."""
+    points = [(low * v + high * (1 - v), c) for v, c in pairs]
+    rgb = lambda h: [(h >> 16) & 255, (h >> 8) & 255, h & 255]  # noqa: E731
+    if value <= low:
+        color = points[0][1]
+    elif value >= high:
+        color = points[-1][1]
+    else:
+        color = points[-1][1]
+        for (before, c0), (after, c1) in zip(points, points[1:], strict=False):
+            if before < value <= after:
+                alpha = (value - before) / (after - before)
+                mixed = [
+                    math_round(x * alpha + y * (1 - alpha))
+                    for x, y in zip(rgb(c1), rgb(c0), strict=True)
+                ]
+                return [m / 255 for m in mixed]
+    return [x / 255 for x in rgb(color)]
+
+
+def math_round(x: float) -> float:
+    return float(np.floor(x + 0.5))
+
+
+def test_color_gradient_visualizer_presets() -> None:
+    values = np.array([-0.5, 0.0, 0.1, 0.33, 0.5, 0.61, 0.9, 1.0, 1.5])
+    body = "return ColorGradientVisualizer.createWhiteGreen(0, 1).process(s.B04 - 0.5);"
+    out = evaluate_body(body, 3, values + 0.5, [0] * len(values))
+    pairs = [(1.0, 0x000000), (0.6, 0x006600), (0.3, 0x80B300), (0.0, 0xFFFFFF)]
+    expected = [
+        js_color_gradient(v, pairs, 0.0, 1.0)
+        for v in (values.astype(np.float32) + np.float32(0.5) - 0.5)
+    ]
+    np.testing.assert_allclose(out.T, expected, rtol=1e-6)
+
+
+def test_color_blend_fast_path_equals_the_javascript_loop() -> None:
+    from app.evalscript import helpers
+
+    rng = np.random.default_rng(5)
+    limits = [-0.3, 0.0, 0.25, 0.7]
+    colors = [[0.1, 0.2, 0.3], [1, 0, 0], [0, 1, 0.5], [0.2, 0.2, 1]]
+    values = np.concatenate([rng.uniform(-1, 1, 500), limits, [np.nan, np.inf, -np.inf]])
+    fast = np.stack(helpers.color_blend(values, limits, colors))
+    for i, value in enumerate(values):
+        if value <= limits[0]:
+            expected = colors[0]
+        else:
+            expected = colors[-1]
+            for k in range(1, len(limits)):
+                if value <= limits[k]:
+                    ratio = (value - limits[k - 1]) / (limits[k] - limits[k - 1])
+                    expected = [
+                        a * (1 - ratio) + b * ratio
+                        for a, b in zip(colors[k - 1], colors[k], strict=True)
+                    ]
+                    break
+        assert fast[:, i].tolist() == expected, value  # bit for bit
+
+
+def test_value_interpolate_and_bitwise_colours() -> None:
+    body = """
+  const hex = 0x336699;
+  return [valueInterpolate(s.B04, [0, 0.5, 1], [0, 10, 100]), (hex >> 8) & 0xff, hex >>> 16, ~~(s.B08 * 10)];
+"""
+    out = evaluate_body(body, 4, [-1, 0.25, 0.75, 2, np.nan], [0.55, -0.55, 3.99, 0, 0])
+    np.testing.assert_allclose(out[0], [0, 5, 55, 100, 100])
+    np.testing.assert_array_equal(out[1], [0x66] * 5)
+    np.testing.assert_array_equal(out[2], [0x33] * 5)
+    np.testing.assert_array_equal(out[3], [5, -5, 39, 0, 0])  # ~~ truncates toward 0

@@ -90,11 +90,49 @@ def color_blend(value: Number, limits: Sequence[float], colors: Sequence[Any]) -
     if len(limits) == 0 or len(colors) == 0:
         return colors[0] if colors else value
     if isinstance(colors[0], list):
-        width = len(colors[0])
+        plan = _Segments.of(value, limits)
         return [
-            color_blend(value, limits, [color[component] for color in colors])
-            for component in range(width)
+            _blend_channel(value, limits, [color[c] for color in colors], plan)
+            for c in range(len(colors[0]))
         ]
+    return _blend_channel(value, limits, list(colors), _Segments.of(value, limits))
+
+
+class _Segments:
+    """Which segment of ascending limits each pixel falls in, found once for all channels.
+
+    ``index`` is the first limit at or above the value (``len(limits)`` above the last and for
+    NaN): the limit JavaScript's loop stops at. ``ratio`` is computed with the same operands
+    as the JavaScript, so the blend is the same float64 to the last bit.
+    """
+
+    def __init__(self, value: np.ndarray, limits: np.ndarray):
+        self.count = len(limits)
+        self.index = np.searchsorted(limits, value, side="left")
+        self.upper = np.clip(self.index, 1, self.count - 1)
+        low, high = limits[self.upper - 1], limits[self.upper]
+        with np.errstate(all="ignore"):
+            self.ratio = (value - low) / (high - low)
+
+    @classmethod
+    def of(cls, value: Number, limits: Sequence[float]) -> "_Segments | None":
+        array = np.asarray(limits, dtype=np.float64)
+        if np.ndim(value) == 0 or len(array) < 2 or not (np.diff(array) > 0).all():
+            return None  # scalars, one limit, or limits not strictly ascending: the loop
+        return cls(np.asarray(value, dtype=np.float64), array)
+
+
+def _blend_channel(
+    value: Number, limits: Sequence[float], colors: list[Any], plan: "_Segments | None"
+) -> Number:
+    last = colors[len(colors) - 1]
+    if plan is not None and all(np.ndim(c) == 0 for c in colors[: plan.count]):
+        table = np.asarray(colors[: plan.count], dtype=np.float64)
+        if len(table) == plan.count:
+            with np.errstate(all="ignore"):
+                blended = table[plan.upper - 1] * (1 - plan.ratio) + table[plan.upper] * plan.ratio
+            below = np.where(plan.index == 0, table[0], blended)
+            return np.where(plan.index >= plan.count, np.float64(last), below)
     conditions: list[Any] = [np.less_equal(value, limits[0])]
     choices: list[Number] = [colors[0]]
     with np.errstate(all="ignore"):
@@ -103,10 +141,11 @@ def color_blend(value: Number, limits: Sequence[float], colors: Sequence[Any]) -
             conditions.append(np.less_equal(value, limits[i]))
             choices.append(
                 np.add(
-                    np.multiply(colors[i - 1], np.subtract(1, ratio)), np.multiply(colors[i], ratio)
+                    np.multiply(colors[i - 1], np.subtract(1, ratio)),
+                    np.multiply(colors[i], ratio),
                 )
             )
-    return _select(conditions, choices, colors[len(colors) - 1])
+    return _select(conditions, choices, last)
 
 
 def value_interpolate(value: Number, points: Sequence[float], values: Sequence[Number]) -> Number:
