@@ -201,6 +201,8 @@ def test_statistics_of_the_statistical_api_script_equal_the_expression(client, d
     assert by_expression.status_code == 200, by_expression.text
     script_data, expression_data = by_script.json()["data"], by_expression.json()["data"]
     assert len(script_data) == len(expression_data) > 0
+    means = [d["outputs"]["ndvi"]["bands"]["B0"]["stats"]["mean"] for d in expression_data]
+    assert any(mean != "NaN" for mean in means)
     for ours, theirs in zip(script_data, expression_data, strict=True):
         assert ours["interval"] == theirs["interval"]
         assert set(ours["outputs"]) == {"ndvi"}  # dataMask is not an output

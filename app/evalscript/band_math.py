@@ -10,9 +10,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from app.errors import BadRequestError
-from app.evalscript.script import Evalscript, ScriptOutput
+from app.evalscript.script import Evalscript, ScriptOutput, apply_sample_type
 
 DATA_MASK = "dataMask"
+#: Sentinel-2 L2A bands whose DN are reflectance x 10000 (Sentinel Hub's `units: "DN"`).
+REFLECTANCE_BANDS = frozenset(
+    ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+)
+#: numpy data type of each Sentinel Hub sampleType (AUTO: 0..1 scaled to 0..255).
+SAMPLE_DTYPES = {"AUTO": "uint8", "UINT8": "uint8", "UINT16": "uint16", "FLOAT32": "float32"}
 
 
 class EvalscriptBandMath:
@@ -27,8 +33,10 @@ class EvalscriptBandMath:
         text: The script.
         names: The band names to read (input bands without dataMask, renamed).
         outputs: One label per band of the output: ``B0``, ``B1`` ... (Sentinel Hub's).
-        harmonize: Whether the inputs are reflectance (units REFLECTANCE) rather than DN.
+        harmonize: True: the inputs are always the service's reflectance; with units DN
+            the script sees reflectance x 10000 (Sentinel Hub's DN of L2A bands).
         output: The chosen ScriptOutput.
+        dtype: The numpy data type of the output's sampleType (AUTO: uint8).
 
     Raises:
         BadRequestError: No such output, or a script that reads no band.
@@ -54,7 +62,14 @@ class EvalscriptBandMath:
         self.text = script.text
         self.names: tuple[str, ...] = tuple(self._mapping.get(b, b) for b in self._bands)
         self.outputs: tuple[str, ...] = tuple(f"B{i}" for i in range(self.output.bands))
-        self.harmonize: bool = script.units == "REFLECTANCE"
+        self.harmonize = True
+        self.dtype = np.dtype(SAMPLE_DTYPES[self.output.sample_type.upper()])
+        # Sentinel Hub's DN of L2A reflectance bands: reflectance x 10000 (harmonized).
+        self._dn_scale = {
+            band: np.float32(10000.0)
+            for band in self._bands
+            if script.units == "DN" and band in REFLECTANCE_BANDS
+        }
 
     def __repr__(self) -> str:
         return f"EvalscriptBandMath(output={self.output.id!r}, names={self.names})"
@@ -67,9 +82,10 @@ class EvalscriptBandMath:
                 one shape (h, w).
 
         Returns:
-            float32 masked array (bands, h, w): masked where any input is masked, where the
-            script's ``dataMask`` output is 0, or where the value is not finite; masked
-            pixels hold 0.
+            float32 masked array (bands, h, w) of the values converted to the output's
+            sampleType (AUTO: 0..255; ``dtype`` holds them exactly): masked where any input
+            is masked, where the script's ``dataMask`` output is 0, or where the value is
+            not finite; masked pixels hold 0.
 
         Raises:
             BadRequestError: A name has no array.
@@ -85,13 +101,17 @@ class EvalscriptBandMath:
         for band, name in zip(self._bands, self.names, strict=True):
             array = arrays[name]
             invalid |= np.ma.getmaskarray(array)
-            bands[band] = np.asarray(np.ma.getdata(array), dtype=np.float32)
+            values = np.asarray(np.ma.getdata(array), dtype=np.float32)
+            if band in self._dn_scale:
+                values = values * self._dn_scale[band]
+            bands[band] = values
         results = self.script.evaluate(bands, ~invalid)
         values = results[self.output.id]
         mask = np.broadcast_to(invalid, values.shape) | ~np.isfinite(values)
         if self.output.id != DATA_MASK and DATA_MASK in results:
             mask = mask | (results[DATA_MASK][0] == 0)
-        return np.ma.MaskedArray(np.where(mask, np.float32(0), values), mask=mask)
+        converted = apply_sample_type(values, self.output.sample_type).astype(np.float32)
+        return np.ma.MaskedArray(np.where(mask, np.float32(0), converted), mask=mask)
 
     def rename(self, mapping: Mapping[str, str]) -> "EvalscriptBandMath":
         """A copy reading other names (e.g. ``{"B04": "red"}``); names not in it stay.

@@ -47,12 +47,11 @@ from app.batch.processing.paths import JOB_ID
 from app.batch.processing.spec import (
     COMPOSITES,
     DATA_TYPES,
-    SAMPLE_DATA_TYPES,
     OutputSpec,
     TileRecipe,
 )
 from app.errors import BadRequestError, TerratilerError
-from app.evalscript import DATA_MASK, EvalscriptLimits
+from app.evalscript import DATA_MASK, SAMPLE_DTYPES, EvalscriptLimits
 from app.expressions import get_preset, parse_expression, resolve_names
 from app.ordering import DEFAULT_ORDER, MosaickingOrder
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR
@@ -307,7 +306,7 @@ def _script_outputs(request: ProcessRequest, limits: EvalscriptLimits) -> tuple[
         if given.expression is not None or given.preset is not None:
             raise BadRequestError(f"{where}: the evalscript computes it (no expression or preset)")
         if "dataType" not in given.model_fields_set:
-            given = given.model_copy(update={"dataType": SAMPLE_DATA_TYPES[output.sample_type]})
+            given = given.model_copy(update={"dataType": SAMPLE_DTYPES[output.sample_type.upper()]})
         spec = _output(output.id, given, request.composite, request.mask, script_text=script.text)
         specs.append(replace(spec, bands=output.bands))
     return tuple(specs)

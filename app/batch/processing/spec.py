@@ -14,7 +14,6 @@ from affine import Affine
 __all__ = [
     "COMPOSITES",
     "DATA_TYPES",
-    "SAMPLE_DATA_TYPES",
     "GridTile",
     "OutputRaster",
     "OutputSpec",
@@ -25,8 +24,6 @@ __all__ = [
 COMPOSITES = ("first", "median", "mean", "max", "min", "stack")
 #: Output data types (Sentinel Hub's sampleType names: UINT8, UINT16, FLOAT32).
 DATA_TYPES = ("uint8", "uint16", "float32")
-#: The data type of an evalscript output of each Sentinel Hub ``sampleType`` (AUTO: 0..255).
-SAMPLE_DATA_TYPES = {"AUTO": "uint8", "UINT8": "uint8", "UINT16": "uint16", "FLOAT32": "float32"}
 
 
 @dataclass(frozen=True)
