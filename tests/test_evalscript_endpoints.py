@@ -169,8 +169,8 @@ def _statistical(aggregation: dict, geometry: dict) -> dict:
         "aggregation": {
             "timeRange": SEASON,
             "aggregationInterval": {"of": "P1D"},
-            "resx": 10,
-            "resy": 10,
+            "resx": 0.0001,
+            "resy": 0.0001,
             **aggregation,
         },
         "calculations": {"default": {"statistics": {"default": {"percentiles": {"k": [50]}}}}},
