@@ -579,3 +579,36 @@ def test_value_interpolate_and_bitwise_colours() -> None:
     np.testing.assert_array_equal(out[1], [0x66] * 5)
     np.testing.assert_array_equal(out[2], [0x33] * 5)
     np.testing.assert_array_equal(out[3], [5, -5, 39, 0, 0])  # ~~ truncates toward 0
+
+
+def test_returns_of_different_lengths_leave_the_missing_bands_nan() -> None:
+    body = "if (s.B04 > 0.5) return [1, 2, 3];\n  return [s.B04, s.B08];"
+    out = evaluate_body(body, 3, [0.25, 0.75], [0.5, 0.5])
+    np.testing.assert_array_equal(out, np.float32([[0.25, 1], [0.5, 2], [np.nan, 3]]))
+    # No pixel takes the longer return: still three bands, the same NaN.
+    out = evaluate_body(body, 3, [0.25, 0.125], [0.5, 0.5])
+    np.testing.assert_array_equal(out, np.float32([[0.25, 0.125], [0.5, 0.5], [np.nan, np.nan]]))
+
+
+def test_empty_arrays_evaluate() -> None:
+    out = script("classification_chain").evaluate(
+        {"B04": np.zeros((0, 3), np.float32), "B08": np.zeros((0, 3), np.float32)},
+        np.zeros((0, 3), bool),
+    )
+    assert out["default"].shape == (4, 0, 3)
+
+
+def test_a_translator_gap_falls_back_to_v8(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.evalscript import translate
+
+    def broken(*args, **kwargs):
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(translate.Translation, "__init__", broken)
+    evalscript = parse_evalscript(corpus("ndvi") + "\n// uncached\n", LIMITS)
+    assert evalscript.engine == "v8"
+    assert evalscript.translation_refused == "translator error IndexError: a bug"
+
+
+def test_parsed_scripts_are_shared() -> None:
+    assert parse_evalscript(corpus("ndvi"), LIMITS) is parse_evalscript(corpus("ndvi"), LIMITS)

@@ -748,24 +748,29 @@ class Translation:
             result = interpreter.call_closure(
                 Closure(self.function, self.globals), args, None, self.function
             )
-            return self._outputs(result, shape, n)
+            return self._outputs(result, shape, n, strict=exhaustive)
 
-    def _outputs(self, result: Any, shape: tuple[int, ...], n: int) -> dict[str, np.ndarray]:
+    def _outputs(
+        self, result: Any, shape: tuple[int, ...], n: int, *, strict: bool
+    ) -> dict[str, np.ndarray]:
+        # strict: the trial run, which walks every return, checks what the script returns
+        # against setup(). A real run skips the returns no pixel reaches, so what it saw
+        # may be shorter (a 3-value return never taken): the missing values are NaN.
         node = self.function
         if isinstance(result, JSObject):
             declared = {output_id for output_id, _, _ in self.outputs}
             extra = [key for key in result.props if key not in declared]
-            if extra:
+            if extra and strict:
                 raise _bad(
                     f"evaluatePixel returns output '{extra[0]}', not declared in setup()", node
                 )
             values = {}
             for output_id, _, _ in self.outputs:
-                if output_id not in result.props:
+                if output_id not in result.props and strict:
                     raise _bad(f"evaluatePixel returns no output '{output_id}'", node)
-                values[output_id] = result.props[output_id]
-        elif len(self.outputs) == 1:
-            values = {self.outputs[0][0]: result}
+                values[output_id] = result.props.get(output_id, UNDEF)
+        elif len(self.outputs) == 1 or (result is UNDEF and not strict):
+            values = {output_id: result for output_id, _, _ in self.outputs}
         else:
             raise _bad(
                 f"evaluatePixel must return an object with the {len(self.outputs)} outputs "
@@ -775,13 +780,14 @@ class Translation:
         out: dict[str, np.ndarray] = {}
         for output_id, bands, _ in self.outputs:
             value = values[output_id]
-            items = value.items if isinstance(value, JSArray) else [value]
-            if len(items) != bands:
+            items = list(value.items) if isinstance(value, JSArray) else [value]
+            if len(items) != bands and (strict or len(items) > bands):
                 raise _bad(
                     f"evaluatePixel returns {len(items)} values for output '{output_id}' "
                     f"declared with {bands} bands",
                     node,
                 )
+            items.extend([UNDEF] * (bands - len(items)))
             array = np.empty((bands, n), dtype=np.float32)
             for i, item in enumerate(items):
                 if isinstance(item, JSArray | JSObject | Closure | Builtin | HelperObject | str):
