@@ -2,25 +2,16 @@
 
 Every reader and engine that evaluates band math takes what ``parse_band_math`` returns: an
 ``app.expressions.Expression`` or an ``app.evalscript.EvalscriptBandMath``, which answer
-the same calls (``names``, ``outputs``, ``evaluate``, ``rename``). An evalscript is parsed
-once per text and limits (its translation is the costly part) and the parsed script is
-shared by the requests that send it: it holds no per-request state.
+the same calls (``names``, ``outputs``, ``evaluate``, ``rename``). ``parse_evalscript``
+keeps recent scripts parsed: the tiles of one layer send one script.
 """
 
-from functools import lru_cache
-
 from app.errors import BadRequestError
-from app.evalscript import Evalscript, EvalscriptBandMath, EvalscriptLimits, parse_evalscript
+from app.evalscript import EvalscriptBandMath, EvalscriptLimits, parse_evalscript
 from app.expressions import Expression, parse_expression
 
 #: What band math evaluates as: either form answers the same calls.
 BandMath = Expression | EvalscriptBandMath
-
-
-@lru_cache(maxsize=64)
-def parsed_evalscript(text: str, limits: EvalscriptLimits) -> Evalscript:
-    """``parse_evalscript(text, limits)``, cached: tiles of one layer send one script."""
-    return parse_evalscript(text, limits)
 
 
 def parse_band_math(
@@ -48,7 +39,7 @@ def parse_band_math(
     if expression and evalscript:
         raise BadRequestError("give `expression` or `evalscript`, not both")
     if evalscript:
-        script = parsed_evalscript(evalscript, limits or EvalscriptLimits.default())
+        script = parse_evalscript(evalscript, limits or EvalscriptLimits.default())
         return EvalscriptBandMath(script, output)
     if expression:
         return parse_expression(expression)

@@ -12,11 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from app import sentinel2
-from app.band_math import BandMath, parsed_evalscript
+from app.band_math import BandMath
 from app.catalog.query import format_datetime, parse_rfc3339
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, TerratilerError, TooLargeError
-from app.evalscript import DATA_MASK, Evalscript, EvalscriptBandMath, EvalscriptLimits
+from app.evalscript import (
+    DATA_MASK,
+    Evalscript,
+    EvalscriptBandMath,
+    EvalscriptLimits,
+    parse_evalscript,
+)
 from app.expressions import Expression, parse_expression, resolve_names
 from app.ordering import MosaickingOrder
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
@@ -163,7 +169,7 @@ def _band_math(text: str, field_name: str, assets: frozenset[str] = BAND_MATH_AS
 def _evalscript(text: str, settings: Settings, field_name: str) -> Evalscript:
     """The evalscript of a request, parsed under the settings' limits (errors name the field)."""
     try:
-        return parsed_evalscript(text, EvalscriptLimits.from_settings(settings))
+        return parse_evalscript(text, EvalscriptLimits.from_settings(settings))
     except TerratilerError as error:
         raise _field_error(error, field_name, BAND_MATH_ASSETS) from None
 

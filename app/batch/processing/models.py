@@ -42,7 +42,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app import sentinel2
-from app.band_math import parsed_evalscript
 from app.batch.processing.paths import JOB_ID
 from app.batch.processing.spec import (
     COMPOSITES,
@@ -51,7 +50,7 @@ from app.batch.processing.spec import (
     TileRecipe,
 )
 from app.errors import BadRequestError, TerratilerError
-from app.evalscript import DATA_MASK, SAMPLE_DTYPES, EvalscriptLimits
+from app.evalscript import DATA_MASK, SAMPLE_DTYPES, EvalscriptLimits, parse_evalscript
 from app.expressions import get_preset, parse_expression, resolve_names
 from app.ordering import DEFAULT_ORDER, MosaickingOrder
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR
@@ -286,7 +285,7 @@ def _script_outputs(request: ProcessRequest, limits: EvalscriptLimits) -> tuple[
     """
     field = "processRequest.evalscript"
     try:
-        script = parsed_evalscript(request.evalscript or "", limits)
+        script = parse_evalscript(request.evalscript or "", limits)
     except TerratilerError as error:
         raise type(error)(f"{field}: {error.message.removeprefix('evalscript: ')}") from None
     declared = [output for output in script.outputs if output.id != DATA_MASK]
