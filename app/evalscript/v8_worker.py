@@ -25,6 +25,7 @@ import mmap
 import os
 import pickle
 import re
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -43,15 +44,20 @@ from py_mini_racer._exc import (
 PRELUDE = (Path(__file__).with_name("prelude.js")).read_text() + "\n//# sourceURL=prelude.js\n"
 SCRIPT_URL = "evalscript.js"
 _FRAME = re.compile(re.escape(SCRIPT_URL) + r":(\d+):(\d+)")
-_FIRST_LINE = re.compile(re.escape(SCRIPT_URL) + r":(\d+): (.*)")
+# A syntax error names the script `<anonymous>` (its sourceURL comment was not parsed).
+_FIRST_LINE = re.compile(r"^(?:" + re.escape(SCRIPT_URL) + r"|<anonymous>):(\d+): (.*)")
 
-# Globals mini-racer installs that Sentinel Hub does not offer: a timer would run the
-# script's code after a block returned.
+# Globals a script has no use for: mini-racer's timers (`var`s: not deletable, so emptied)
+# would run the script's code after a block returned; WebAssembly compiles code and memory
+# outside the JS heap; SharedArrayBuffer and Atomics (Atomics.wait) block.
 _HARDEN = """
 (function () {
-  delete globalThis.setTimeout;
-  delete globalThis.clearTimeout;
-  delete globalThis.__timer_manager;
+  globalThis.setTimeout = undefined;
+  globalThis.clearTimeout = undefined;
+  globalThis.__timer_manager = undefined;
+  delete globalThis.WebAssembly;
+  delete globalThis.SharedArrayBuffer;
+  delete globalThis.Atomics;
 })();
 """
 
@@ -65,7 +71,7 @@ class LimitError(Exception):
         self.message = message
 
 
-def js_error(error: JSEvalException) -> LimitError:
+def js_error(error: JSEvalException, memory_mb: int) -> LimitError:
     """A script exception or syntax error as a 400 naming the line:column and JS message."""
     text = str(error)
     lines = text.split("\n")
@@ -94,8 +100,12 @@ def js_error(error: JSEvalException) -> LimitError:
     if "Maximum call stack size exceeded" in message:
         message += " (recursion too deep)"
     if "Array buffer allocation failed" in message:
-        return LimitError("memory", f"evalscript: {location}{message}")
+        return LimitError("memory", f"evalscript: {location}{message}; {_over_memory(memory_mb)}")
     return LimitError("bad_request", f"evalscript: {location}{message}")
+
+
+def _over_memory(memory_mb: int) -> str:
+    return f"used more than {memory_mb} MB of V8 heap (evalscript_memory_mb)"
 
 
 class Budget:
@@ -120,20 +130,37 @@ class Budget:
         )
 
 
-def _call(budget: Budget, memory_mb: int, function: Any, *args: Any) -> Any:
+def _call(racer: MiniRacer, budget: Budget, memory_mb: int, code: str) -> Any:
+    """Evaluate ``code`` within the request's time and heap limits (LimitError otherwise).
+
+    After the script has run, only source text is evaluated: calling a JS function handle
+    from Python goes through ``Array.prototype.push`` (mini-racer builds the arguments in
+    JS), which a script may have replaced.
+    """
     try:
-        if callable(function):
-            return function(*args, timeout_sec=budget.left())
-        return args[0].eval(function, timeout_sec=budget.left())
+        return racer.eval(code, timeout_sec=budget.left())
     except JSTimeoutException:
         raise budget.error() from None
     except JSOOMException:
-        raise LimitError(
-            "memory",
-            f"evalscript: used more than {memory_mb} MB of V8 heap (evalscript_memory_mb)",
-        ) from None
+        raise LimitError("memory", f"evalscript: {_over_memory(memory_mb)}") from None
     except (JSParseException, JSEvalException) as error:
-        raise js_error(error) from None
+        if racer.was_hard_memory_limit_reached():
+            raise LimitError("memory", f"evalscript: {_over_memory(memory_mb)}") from None
+        raise js_error(error, memory_mb) from None
+
+
+def _entry(racer: MiniRacer, function_source: str) -> str:
+    """Bind a function (evaluated now, before the script) to a fixed global name.
+
+    The property is neither writable nor configurable and its name is random: the script
+    can neither replace it nor declare that name.
+    """
+    name = f"__terratiler_{secrets.token_hex(8)}"
+    racer.eval(
+        f"Object.defineProperty(globalThis, {json.dumps(name)}, {{value: {function_source},"
+        " writable: false, configurable: false, enumerable: false}); undefined"
+    )
+    return name
 
 
 def _context(memory_mb: int) -> MiniRacer:
@@ -152,7 +179,7 @@ def _close_unless_limit(racer: MiniRacer, error: LimitError) -> None:
 
 
 def _load_script(racer: MiniRacer, script: str, budget: Budget, memory_mb: int) -> None:
-    _call(budget, memory_mb, script + f"\n//# sourceURL={SCRIPT_URL}\n", racer)
+    _call(racer, budget, memory_mb, script + f"\n//# sourceURL={SCRIPT_URL}\n")
 
 
 def run_setup(request: dict[str, Any]) -> Any:
@@ -162,14 +189,15 @@ def run_setup(request: dict[str, Any]) -> Any:
     racer = _context(memory_mb)
     try:
         # Taken before the script runs: a script replacing JSON.stringify changes nothing.
-        call_setup = racer.eval(
+        call_setup = _entry(
+            racer,
             "(function () { const stringify = JSON.stringify; return function () {"
             " if (typeof setup !== 'function') return undefined;"
             " const value = setup(); return value === undefined ? undefined : stringify(value);"
-            " }; })()"
+            " }; })()",
         )
         _load_script(racer, request["script"], budget, memory_mb)
-        text = _call(budget, memory_mb, call_setup)
+        text = _call(racer, budget, memory_mb, f"{call_setup}()")
         if not isinstance(text, str):
             raise LimitError("bad_request", "evalscript: setup() returns no object")
     except LimitError as error:
@@ -179,13 +207,14 @@ def run_setup(request: dict[str, Any]) -> Any:
     return json.loads(text)
 
 
-def driver_source(names: list[str], outputs: list[tuple[str, int]], block: int) -> str:
+def driver_source(names: list[str], outputs: list[tuple[str, int]], block: int, entry: str) -> str:
     """The JS driver of one request: buffers, the sample object, the per-pixel loop.
 
     Evaluated before the script, it takes what it uses (``Array.isArray``, the typed array
     constructors) at that time, so a script that overwrites prototypes or ``Math`` changes
     its own results only. ``evaluatePixel`` is looked up when a block runs (a function or a
-    ``const`` of the script).
+    ``const`` of the script). The loop is the global ``entry(n)`` (see ``_entry``); the
+    value is ``{buffers}``, the ArrayBuffers Python fills and reads.
     """
     fields = [f"{json.dumps(name)}: input[{i * block} + p]" for i, name in enumerate(names)]
     fields.append('"dataMask": valid[p]')
@@ -251,7 +280,10 @@ def driver_source(names: list[str], outputs: list[tuple[str, int]], block: int) 
     }}
     return "";
   }}
-  return {{ run: run, buffers: buffers }};
+  Object.defineProperty(globalThis, {json.dumps(entry)}, {{
+    value: run, writable: false, configurable: false, enumerable: false
+  }});
+  return {{ buffers: buffers }};
 }})()
 //# sourceURL=driver.js
 """
@@ -313,8 +345,8 @@ def run_pixels(request: dict[str, Any]) -> dict[str, np.ndarray]:
     block = max(1, min(request["block"], n))
     racer = _context(memory_mb)
     try:
-        driver = racer.eval(driver_source(names, outputs, block))
-        run = driver["run"]
+        run = f"__terratiler_{secrets.token_hex(8)}"
+        driver = racer.eval(driver_source(names, outputs, block, run))
         buffers = [np.frombuffer(view, dtype=np.uint8) for view in driver["buffers"]]
         input_view = buffers[0].view(np.float32).reshape(max(1, len(names)), block)
         valid_view = buffers[1]
@@ -328,7 +360,7 @@ def run_pixels(request: dict[str, Any]) -> dict[str, np.ndarray]:
             if names:
                 input_view[:, :count] = data[:, start : start + count]
             valid_view[:count] = valid[start : start + count]
-            code = _call(budget, memory_mb, run, count)
+            code = _call(racer, budget, memory_mb, f"{run}({count})")
             if code != "":
                 raise _bad_return(str(code), start, request["width"], outputs)
             for (output_id, _), view in zip(outputs, out_views, strict=True):
