@@ -37,10 +37,12 @@ _WORKER = Path(__file__).with_name("v8_worker.py")
 # Idle worker processes kept (about 60 MB each); more run at once when requests do.
 _MAX_IDLE = 4
 # Slack over the script's own time limit before the parent kills a worker that does not
-# answer: process start, moving the pixels, and V8 stopping the script.
+# answer: process start and V8 stopping the script.
 _GRACE_SECONDS = 5.0
-_TRANSFER_BYTES_PER_SECOND = 100e6
 _SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 (RAM, not disk)
+# A shared file up to this size stays mapped by the worker and this process between requests
+# (no page faults on the next one); a larger one is deleted after its request.
+_KEEP_SHARED_BYTES = 64 << 20
 _MEMORY_ABORT = ("out of memory", "allocation failed", "heap limit", "invalid table size")
 
 
@@ -61,6 +63,32 @@ class _Worker:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
         )
+        self.shm: Any = None  # the file in /dev/shm the pixels cross through
+        self.shm_map: mmap.mmap | None = None
+        self.shm_size = 0
+
+    def shared(self, size: int) -> tuple[str, mmap.mmap]:
+        """The worker's shared file, at least ``size`` bytes (grown in whole MiB)."""
+        if self.shm is None or size > self.shm_size:
+            self.drop_shared()
+            self.shm_size = max(1 << 20, -(-size // (1 << 20)) * (1 << 20))
+            self.shm = tempfile.NamedTemporaryFile(dir=_SHM_DIR, prefix="terratiler-v8-")
+            self.shm.truncate(self.shm_size)
+            self.shm_map = mmap.mmap(self.shm.fileno(), self.shm_size)
+        assert self.shm_map is not None
+        return self.shm.name, self.shm_map
+
+    def keeps_shared(self) -> bool:
+        """Whether the shared file stays mapped for the next request (small ones only)."""
+        return self.shm_size <= _KEEP_SHARED_BYTES
+
+    def drop_shared(self) -> None:
+        """Unmap and delete the shared file."""
+        if self.shm_map is not None:
+            self.shm_map.close()
+        if self.shm is not None:
+            self.shm.close()
+        self.shm, self.shm_map, self.shm_size = None, None, 0
 
     def ask(self, request: dict[str, Any], wait_seconds: float) -> tuple[Any, ...]:
         """Send one request; its answer, or _WorkerDied / TimeoutError."""
@@ -112,6 +140,7 @@ class _Worker:
                 except OSError:
                     pass
         self.stderr.close()
+        self.drop_shared()
 
 
 class _Pool:
@@ -146,9 +175,11 @@ class _Pool:
 _POOL = _Pool()
 
 
-def _ask(request: dict[str, Any], limits: EvalscriptLimits, payload_bytes: int) -> Any:
-    worker = _POOL.take()
-    wait = limits.timeout_seconds + _GRACE_SECONDS + payload_bytes / _TRANSFER_BYTES_PER_SECOND
+def _ask(request: dict[str, Any], limits: EvalscriptLimits, worker: _Worker | None = None) -> Any:
+    """One request to a worker (``worker``: the caller gives it back after an answer)."""
+    release = worker is None
+    worker = worker or _POOL.take()
+    wait = limits.timeout_seconds + _GRACE_SECONDS
     try:
         answer = worker.ask(request, wait)
     except TimeoutError:
@@ -160,11 +191,13 @@ def _ask(request: dict[str, Any], limits: EvalscriptLimits, payload_bytes: int) 
             f"evalscript: V8 stopped running the script ({died.message.splitlines()[0]})"
         ) from None
     if answer[0] == "ok":
-        _POOL.give_back(worker)
+        if release:
+            _POOL.give_back(worker)
         return answer[1]
     _, kind, message = answer
     if kind == "bad_request":
-        _POOL.give_back(worker)
+        if release:
+            _POOL.give_back(worker)
         raise BadRequestError(message)
     worker.kill()  # it exits after a limit anyway
     if kind == "timeout":
@@ -208,7 +241,7 @@ def run_setup(script: str, limits: EvalscriptLimits) -> dict[str, Any]:
         "timeout": limits.timeout_seconds,
         "memory_mb": limits.memory_mb,
     }
-    value = _ask(request, limits, len(script))
+    value = _ask(request, limits)
     if not isinstance(value, dict):
         raise BadRequestError("evalscript: setup() must return an object {input, output}")
     return value
@@ -257,33 +290,42 @@ def run_v8(
     n = valid.size
     outputs = [(output_id, count) for output_id, count, _ in normalized.outputs]
     size = shared_size(len(names), n, outputs)
-    # Pixels cross to the worker through a shared file in memory (/dev/shm), not the pipe.
-    with tempfile.NamedTemporaryFile(dir=_SHM_DIR, prefix="terratiler-v8-") as file:
-        file.truncate(max(1, size))
-        shared = mmap.mmap(file.fileno(), max(1, size))
-        data, valid_view, views = shared_views(shared, len(names), n, outputs)
-        try:
-            for i, name in enumerate(names):
-                data[i] = np.asarray(bands[name], dtype=np.float32).reshape(-1)
-            valid_view[:] = valid.reshape(-1)
-            request = {
-                "op": "run",
-                "script": script,
-                "names": names,
-                "pixels": n,
-                "shm": file.name,
-                "width": shape[-1] if shape else 1,
-                "outputs": outputs,
-                "block": limits.block_pixels,
-                "timeout": limits.timeout_seconds,
-                "memory_mb": limits.memory_mb,
-            }
-            _ask(request, limits, 0)
-            result = {
-                output_id: np.array(views[output_id]).reshape((count, *shape))
-                for output_id, count in outputs
-            }
-        finally:
-            del data, valid_view, views
-            shared.close()
-    return result
+    # Pixels cross to the worker through a file in memory (/dev/shm) both map, not the pipe.
+    worker = _POOL.take()
+    try:
+        path, shared = worker.shared(size)
+    except BaseException:
+        worker.kill()
+        raise
+    data, valid_view, views = shared_views(shared, len(names), n, outputs)
+    keep = worker.keeps_shared()
+    try:
+        for i, name in enumerate(names):
+            data[i] = np.asarray(bands[name], dtype=np.float32).reshape(-1)
+        valid_view[:] = valid.reshape(-1)
+        request = {
+            "op": "run",
+            "script": script,
+            "names": names,
+            "pixels": n,
+            "shm": path,
+            "shm_size": worker.shm_size,
+            "keep_shm": worker.keeps_shared(),
+            "width": shape[-1] if shape else 1,
+            "outputs": outputs,
+            "block": limits.block_pixels,
+            "timeout": limits.timeout_seconds,
+            "memory_mb": limits.memory_mb,
+        }
+        _ask(request, limits, worker)
+        # Copied out before the worker (and its shared file) serves another request.
+        return {
+            output_id: np.array(views[output_id]).reshape((count, *shape))
+            for output_id, count in outputs
+        }
+    finally:
+        del data, valid_view, views
+        if worker.alive():
+            if not keep:
+                worker.drop_shared()
+            _POOL.give_back(worker)

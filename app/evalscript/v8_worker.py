@@ -10,8 +10,9 @@ overruns, and a worker exits after any limit it hit.
 
 Requests (dicts): ``{"op": "setup", "script", "timeout", "memory_mb"}`` returns what
 ``setup()`` returns (JSON-decoded); ``{"op": "run", "script", "names", "pixels", "shm" (the
-path of a file both map: inputs, mask and outputs, see ``shared_views``), "width", "outputs"
-[(id, bands)], "block", "timeout", "memory_mb"}`` writes the outputs into that file. Answers: ``("ok", value)`` or
+path of a file both map: inputs, mask and outputs, see ``shared_views``), "shm_size",
+"keep_shm" (keep it mapped for the next request), "width", "outputs" [(id, bands)], "block",
+"timeout", "memory_mb"}`` writes the outputs into that file. Answers: ``("ok", value)`` or
 ``("error", kind, message)`` with kind ``bad_request``, ``timeout`` or ``memory``.
 
 Pixels move as typed arrays: the driver (generated per request, evaluated before the script)
@@ -332,6 +333,23 @@ def shared_size(bands: int, n: int, outputs: list[tuple[str, int]]) -> int:
     return 4 * n * (bands + sum(count for _, count in outputs)) + n
 
 
+_SHARED: dict[str, Any] = {}  # the parent's file: path, size, map (kept between requests)
+
+
+def _map_shared(path: str, size: int) -> mmap.mmap:
+    if _SHARED.get("path") != path or _SHARED.get("size") != size:
+        _unmap_shared()
+        with open(path, "r+b") as file:
+            _SHARED.update(path=path, size=size, map=mmap.mmap(file.fileno(), size))
+    return _SHARED["map"]
+
+
+def _unmap_shared() -> None:
+    if "map" in _SHARED:
+        _SHARED["map"].close()
+    _SHARED.clear()
+
+
 def run_pixels(request: dict[str, Any]) -> dict[str, np.ndarray]:
     """Every pixel through evaluatePixel, block by block."""
     budget = Budget(request["timeout"])
@@ -339,8 +357,7 @@ def run_pixels(request: dict[str, Any]) -> dict[str, np.ndarray]:
     names: list[str] = request["names"]
     outputs: list[tuple[str, int]] = request["outputs"]
     n: int = request["pixels"]
-    with open(request["shm"], "r+b") as file:
-        shared = mmap.mmap(file.fileno(), 0)
+    shared = _map_shared(request["shm"], request["shm_size"])
     data, valid, result = shared_views(shared, len(names), n, outputs)
     block = max(1, min(request["block"], n))
     racer = _context(memory_mb)
@@ -370,7 +387,8 @@ def run_pixels(request: dict[str, Any]) -> dict[str, np.ndarray]:
         raise
     finally:
         del data, valid, result
-        shared.close()
+        if not request["keep_shm"]:
+            _unmap_shared()
     racer.close()
     return {}
 
