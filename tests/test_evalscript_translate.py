@@ -612,3 +612,54 @@ def test_a_translator_gap_falls_back_to_v8(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_parsed_scripts_are_shared() -> None:
     assert parse_evalscript(corpus("ndvi"), LIMITS) is parse_evalscript(corpus("ndvi"), LIMITS)
+
+
+def test_setup_that_is_not_a_literal_is_evaluated_without_v8() -> None:
+    text = """//VERSION=3
+const BANDS = ["B04", "B08"];
+const OUTPUTS = ["ndvi", "other"].map((id) => ({ id: id, bands: 1, sampleType: "FLOAT32" }));
+function setup() {
+  return { input: [{ bands: BANDS.concat(["dataMask"]), units: "DN" }], output: OUTPUTS };
+}
+function evaluatePixel(s) { return { ndvi: [index(s.B08, s.B04)], other: [s.dataMask] }; }
+"""
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.inputs == ("B04", "B08", "dataMask") and evalscript.units == "DN"
+    assert [(o.id, o.bands, o.sample_type) for o in evalscript.outputs] == [
+        ("ndvi", 1, "FLOAT32"),
+        ("other", 1, "FLOAT32"),
+    ]
+    assert evalscript.engine == "translated"
+
+
+def test_work_and_memory_of_a_script_are_bounded() -> None:
+    # Inlining doubles the work per level: 2^20 calls are refused, not run.
+    functions = "function f0(x) { return x + 1; }\n" + "".join(
+        f"function f{i}(x) {{ return f{i - 1}(x) + f{i - 1}(x); }}\n" for i in range(1, 21)
+    )
+    text = HEAD % 1 + functions + "function evaluatePixel(s) { return [f20(s.B04)]; }\n"
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.engine == "v8"
+    assert "more than 50,000 evaluation steps" in evalscript.translation_refused
+    # Arrays doubled at the top level stop at 4,096 items.
+    doubling = "var a = [1, 2];\n" + "a = [...a, ...a];\n" * 40
+    text = HEAD % 1 + doubling + "function evaluatePixel(s) { return [a.length]; }\n"
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.engine == "v8"
+    assert "arrays of more than 4,096 items" in evalscript.translation_refused
+
+
+def test_blocks_of_pixels_give_the_same_values() -> None:
+    rng = np.random.default_rng(7)
+    bands = {
+        b: rng.random((100, 150), dtype=np.float32) for b in ("B02", "B03", "B04", "B08", "B11")
+    }
+    valid = rng.random((100, 150)) > 0.2
+    small = EvalscriptLimits.from_settings(Settings.model_construct(evalscript_memory_mb=1))
+    whole = script("multi_output")
+    sliced = parse_evalscript(corpus("multi_output"), small)
+    assert sliced._translation.block_pixels < valid.size < whole._translation.block_pixels
+    inputs = {b: bands[b] for b in whole.inputs if b != "dataMask"}
+    expected = whole.evaluate(inputs, valid)
+    for key, value in sliced.evaluate(inputs, valid).items():
+        np.testing.assert_array_equal(value, expected[key])

@@ -7,7 +7,8 @@ and column. Only VERSION=3 scripts are accepted: a V1 script (no ``setup()``, ba
 globals, a top-level ``return``) is refused with a 400 saying so.
 
 ``setup()`` is read without running JavaScript when its body is ``return {...}`` over literals
-(every script of Sentinel Hub's documentation); anything else runs in V8 (``run_setup``).
+(every script of Sentinel Hub's documentation), else through the translator's interpreter
+(top-level constants, ``concat`` ...); what that refuses runs in V8 (``run_setup``).
 """
 
 import re
@@ -188,6 +189,10 @@ def parse_script(text: str, limits: EvalscriptLimits) -> ParsedScript:
         if name in functions:
             raise fail(f"{feature} is not supported", functions[name])
     raw = _static_setup(functions["setup"])
+    if raw is None:
+        from app.evalscript.translate import evaluate_setup  # noqa: PLC0415 (imports parse)
+
+        raw = evaluate_setup(program.body, tuple(statements), functions["setup"])
     if raw is None:
         from app.evalscript.v8 import run_setup  # noqa: PLC0415 (V8 only when needed)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import BadRequestError
+from app.errors import BadRequestError, TooLargeError
 from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.parse import ParsedScript, parse_script
 from app.evalscript.translate import Refused, Translation
@@ -68,7 +68,7 @@ class Evalscript:
         self._translation: Translation | None = None
         self.translation_refused: str | None = None
         try:
-            self._translation = Translation(parsed)
+            self._translation = Translation(parsed, limits.memory_mb * 2**20)
         except Refused as refusal:
             self.translation_refused = refusal.reason
         except RecursionError:
@@ -127,7 +127,13 @@ class Evalscript:
         if missing:
             raise BadRequestError(f"evalscript: no data for input band '{missing[0]}'")
         if self._translation is not None:
-            return self._translation.run(bands, valid)
+            try:
+                return self._translation.run(bands, valid)
+            except RecursionError:
+                # The trial run went as deep; a thread with less stack left may not.
+                raise TooLargeError(
+                    "evalscript: the script nests too deeply (evalscript_max_depth)"
+                ) from None
         from app.evalscript.v8 import run_v8  # noqa: PLC0415 (mini-racer only when needed)
 
         return run_v8(self.text, self.setup, bands, valid, self.limits)

@@ -108,6 +108,20 @@ class Frame:
 
 # ---------------------------------------------------------------------- interpreter
 
+# Bounds on what one script makes the translator do: its work is bounded by its steps (the
+# trial run walks every branch, so a real run takes at most as many), its memory by the
+# arrays it builds and by evaluating blocks of pixels (see Translation.run).
+MAX_STEPS = 50_000
+MAX_ITEMS = 4096
+
+
+def new_array(items: list[Any], node: Any) -> JSArray:
+    """An array of at most MAX_ITEMS items (a doubling spread in a script is not a DoS)."""
+    if len(items) > MAX_ITEMS:
+        raise Refused(f"arrays of more than {MAX_ITEMS:,} items", node)
+    return JSArray(items)
+
+
 _LOOPS = {
     "ForStatement": "'for' loops",
     "ForInStatement": "'for-in' loops",
@@ -166,6 +180,7 @@ class Interpreter:
         self.exhaustive = exhaustive
         self.stack: list[Any] = []
         self.in_pixel = False
+        self.steps = 0
 
     # ----------------------------------------------------------------- statements
 
@@ -291,6 +306,11 @@ class Interpreter:
     # ---------------------------------------------------------------- expressions
 
     def expr(self, node: Any, scope: Scope, mask: Mask) -> Any:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            # Inlining multiplies work (f calls g twice, g calls h twice ...): V8 runs such
+            # a script under its time limit instead.
+            raise Refused(f"more than {MAX_STEPS:,} evaluation steps", node)
         kind_ = node.type
         method = getattr(self, f"e_{kind_}", None)
         if method is None:
@@ -325,7 +345,7 @@ class Interpreter:
                 items.extend(spread.items)
             else:
                 items.append(self.expr(element, scope, mask))
-        return JSArray(items)
+        return new_array(items, node)
 
     def e_ObjectExpression(self, node: Any, scope: Scope, mask: Mask) -> Any:
         props: dict[str, Any] = {}
@@ -393,6 +413,8 @@ class Interpreter:
     def binary(self, op: str, left: Any, right: Any, node: Any) -> Any:
         if op == "+" and (isinstance(left, str) or isinstance(right, str)):
             if isinstance(left, str) and isinstance(right, str):
+                if len(left) + len(right) > MAX_ITEMS:
+                    raise Refused(f"strings longer than {MAX_ITEMS:,} characters", node)
                 return left + right
             raise Refused("string concatenation with numbers", node)
         if op in ARITHMETIC:
@@ -477,7 +499,7 @@ class Interpreter:
             if isinstance(obj, JSArray | JSObject) and obj.frozen and self.in_pixel:
                 raise Refused("changing a global array or object from evaluatePixel", target)
             if isinstance(obj, JSArray):
-                if not isinstance(key, float) or key != int(key) or key < 0 or key > 10_000:
+                if not isinstance(key, float) or key != int(key) or not 0 <= key < MAX_ITEMS:
                     raise Refused("this array index", target)
                 i = int(key)
                 while len(obj.items) <= i:
@@ -662,7 +684,7 @@ class Interpreter:
             out = list(items)
             for arg in args:
                 out.extend(arg.items if isinstance(arg, JSArray) else [arg])
-            return JSArray(out)
+            return new_array(out, node)
         if key == "slice":
             bounds = [to_static(a, node) for a in args[:2]]
             if not all(isinstance(b, float) for b in bounds):
@@ -675,6 +697,7 @@ class Interpreter:
                 raise Refused("changing a global array from evaluatePixel", node)
             if key == "push":
                 items.extend(merge(mask, a, UNDEF, node) for a in args)
+                new_array(items, node)
                 return float(len(items))
             if mask is not None:
                 raise Refused(f"Array.prototype.{key} inside a per-pixel branch", node)
@@ -702,26 +725,24 @@ class Translation:
 
     """
 
-    def __init__(self, parsed: ParsedScript):
+    def __init__(self, parsed: ParsedScript, memory_bytes: int = 256 * 2**20):
         self.parsed = parsed
+        self.memory_bytes = memory_bytes
+        self.steps = 1
         self.outputs = parsed.setup.outputs
         function = parsed.functions["evaluatePixel"]
         if function.generator or function.isAsync:
             raise Refused("generators and async functions", function)
         self.function = function
-        scope = Scope(None, function=True, is_global=True)
-        scope.values.update(global_values())
-        interpreter = Interpreter(exhaustive=True)
-        interpreter.hoist(list(parsed.program.body), scope)
-        for statement in parsed.statements:
-            interpreter.statement(statement, scope, Frame(), None)
-        for value in scope.values.values():
-            _freeze(value)
-        self.globals = scope
+        self.globals = global_scope(parsed.program.body, parsed.statements)
         # The trial run: every branch walked, so acceptance does not depend on pixel values.
         names = [band for band in parsed.setup.inputs if band != "dataMask"]
         trial = {name: np.array([[0.5, 0.25, 0.0]], dtype=np.float32) for name in names}
         self.run(trial, np.array([[True, True, False]]), exhaustive=True)
+        # Each step makes at most about one array of float64 per pixel: pixels are evaluated
+        # in blocks that keep all of them under memory_bytes (a whole tile for every script
+        # of the corpus; a script that builds 4,000 per-pixel values goes in slices).
+        self.block_pixels = max(4096, memory_bytes // (8 * self.steps))
 
     def run(
         self, bands: Mapping[str, np.ndarray], valid: np.ndarray, *, exhaustive: bool = False
@@ -729,12 +750,24 @@ class Translation:
         """Run evaluatePixel over every pixel (the contract of ``Evalscript.evaluate``)."""
         shape = np.shape(valid)
         n = int(np.prod(shape))
-        sample: dict[str, Any] = {}
-        for band in self.parsed.setup.inputs:
-            if band == "dataMask":
-                sample[band] = np.asarray(valid, dtype=np.float64).reshape(n)
-            else:
-                sample[band] = np.asarray(bands[band], dtype=np.float64).reshape(n)
+        flat = {
+            band: np.asarray(valid if band == "dataMask" else bands[band]).reshape(n)
+            for band in self.parsed.setup.inputs
+        }
+        block = n if exhaustive else max(1, min(n, self.block_pixels))
+        pieces = [
+            self._run_block({b: a[i : i + block] for b, a in flat.items()}, exhaustive)
+            for i in range(0, max(n, 1), block)
+        ]
+        out = {}
+        for output_id, bands_, _ in self.outputs:
+            joined = np.concatenate([piece[output_id] for piece in pieces], axis=1)
+            out[output_id] = joined.reshape((bands_, *shape))
+        return out
+
+    def _run_block(self, flat: dict[str, np.ndarray], exhaustive: bool) -> dict[str, np.ndarray]:
+        n = len(next(iter(flat.values())))
+        sample = {band: array.astype(np.float64) for band, array in flat.items()}
         interpreter = Interpreter(exhaustive=exhaustive)
         interpreter.in_pixel = True
         params = self.function.params
@@ -748,7 +781,9 @@ class Translation:
             result = interpreter.call_closure(
                 Closure(self.function, self.globals), args, None, self.function
             )
-            return self._outputs(result, shape, n, strict=exhaustive)
+            if exhaustive:
+                self.steps = max(1, interpreter.steps)
+            return self._outputs(result, (n,), n, strict=exhaustive)
 
     def _outputs(
         self, result: Any, shape: tuple[int, ...], n: int, *, strict: bool
@@ -795,6 +830,55 @@ class Translation:
                 array[i] = to_number(item, node)
             out[output_id] = array.reshape((bands, *shape))
         return out
+
+
+def global_scope(body: list[Any], statements: tuple[Any, ...]) -> Scope:
+    """The script's top level run once: its functions, constants and helper objects, frozen.
+
+    Raises:
+        Refused: A top-level statement the translator does not run (``new Date()`` ...).
+
+    """
+    scope = Scope(None, function=True, is_global=True)
+    scope.values.update(global_values())
+    interpreter = Interpreter(exhaustive=True)
+    interpreter.hoist(list(body), scope)
+    for statement in statements:
+        interpreter.statement(statement, scope, Frame(), None)
+    for value in scope.values.values():
+        _freeze(value)
+    return scope
+
+
+def evaluate_setup(body: list[Any], statements: tuple[Any, ...], setup: Any) -> Any:
+    """What ``setup()`` returns, computed without V8 (JSON-like Python data), or None.
+
+    For setups that are not a plain literal but use only what the translator runs (top-level
+    constants, ``concat``, spread ...). None when it refuses: then V8 runs setup().
+    """
+    try:
+        scope = global_scope(body, statements)
+        with np.errstate(all="ignore"):
+            result = Interpreter(exhaustive=True).call_closure(
+                Closure(setup, scope), [], None, setup
+            )
+        return _json(result)
+    except Refused:
+        return None
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, JSObject):
+        return {key: _json(item) for key, item in value.props.items()}
+    if isinstance(value, JSArray):
+        return [_json(item) for item in value.items]
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, bool | str):
+        return value
+    if value is UNDEF or value is NULL:
+        return None
+    raise Refused(f"setup() returning {kind(value)}")
 
 
 def _bad(message: str, node: Any) -> BadRequestError:
