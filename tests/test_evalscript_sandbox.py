@@ -310,3 +310,38 @@ def test_no_shared_pixel_files_are_left_behind() -> None:
     assert_healthy()
     if os.path.isdir("/dev/shm"):
         assert set(glob.glob("/dev/shm/terratiler-v8-*")) <= before
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error", "named"),
+    [
+        ("import time; time.sleep(60)", ScriptTimeoutError, "evalscript_timeout_seconds"),
+        (
+            "import sys, os; sys.stdin.buffer.read(1);"
+            " sys.stderr.write('#\\n# Fatal JavaScript out of memory: invalid table size\\n');"
+            " sys.stderr.flush(); os.abort()",
+            TooLargeError,
+            "evalscript_memory_mb",
+        ),
+        ("import sys; sys.stdin.buffer.read(1); sys.exit(3)", BadRequestError, "exit code 3"),
+    ],
+)
+def test_a_worker_that_hangs_or_dies_is_a_4xx(
+    tmp_path, monkeypatch, behaviour, error, named
+) -> None:
+    # The service's side of the worker contract, with stand-in workers: one that never
+    # answers is killed after the time limit (plus a grace), one that dies answers by how.
+    from app.evalscript import v8
+
+    fake = tmp_path / "worker.py"
+    fake.write_text(behaviour + "\n")
+    monkeypatch.setattr(v8, "_WORKER", fake)
+    monkeypatch.setattr(v8, "_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr(v8, "_POOL", v8._Pool())
+    start = time.monotonic()
+    with pytest.raises(error, match=named):
+        run("function evaluatePixel(s) { return [0]; }")
+    assert time.monotonic() - start < LIMITS.timeout_seconds + 3
+    assert v8._POOL.idle == []  # not kept
+    monkeypatch.undo()
+    assert_healthy()
