@@ -162,7 +162,7 @@ def test_syntax_error_is_a_400_with_its_line() -> None:
         ("['a']", "an array holding a string for output 'default'"),
         ("[null]", "an array holding null for output 'default'"),
         ("[{}]", "an array holding an object for output 'default'"),
-        ("undefined", "a undefined for output 'default'"),
+        ("undefined", "undefined for output 'default'"),
         ("5", "a number for output 'default'"),
     ],
 )
@@ -185,13 +185,18 @@ def test_multi_output_needs_an_object_with_every_output() -> None:
     setup = {"input": ["B04"], "output": [{"id": "a", "bands": 1}, {"id": "b", "bands": 2}]}
     with pytest.raises(BadRequestError, match="several outputs \\('a', 'b'\\)"):
         run("function evaluatePixel(s) { return [1]; }", setup)
-    with pytest.raises(BadRequestError, match="returned a undefined for output 'b'"):
+    with pytest.raises(BadRequestError, match="returned undefined for output 'b'"):
         run("function evaluatePixel(s) { return {a: [1]}; }", setup)
     with pytest.raises(BadRequestError, match="an array of 1 for output 'b'"):
         run("function evaluatePixel(s) { return {a: [1], b: [2]}; }", setup)
     out = run("function evaluatePixel(s) { return {a: [s.B04], b: [true, false]}; }", setup)
     np.testing.assert_array_equal(out["a"][0], B04)
     assert (out["b"][0] == 1).all() and (out["b"][1] == 0).all()  # booleans as 1 / 0
+    # Typed arrays are arrays too.
+    body = "function evaluatePixel(s) { return {a: new Float64Array([s.B04 * 2]), b: new Float32Array([1, 2])}; }"
+    out = run(body, setup)
+    np.testing.assert_array_equal(out["a"][0], B04 * 2)
+    assert (out["b"][1] == 2).all()
 
 
 def test_no_evaluate_pixel_is_a_400() -> None:
