@@ -232,3 +232,16 @@ def test_runs_from_inside_an_event_loop(values) -> None:
         return run_v8(script, setup, {"B04": values}, np.ones(SHAPE, bool), LIMITS)["default"]
 
     same(asyncio.run(inside()), [values.astype(np.float64) * 2])
+
+
+def test_workers_started_ahead_serve_the_first_script_at_once(values) -> None:
+    from app.evalscript import v8
+
+    v8.start_workers(1)
+    assert v8._POOL.idle and v8._POOL.idle[-1].alive()
+    setup = {"input": ["B04"], "output": {"bands": 1}}
+    script = "//VERSION=3\nfunction evaluatePixel(s) { return [s.B04 + 1]; }\n"
+    same(
+        run_v8(script, setup, {"B04": values}, np.ones(SHAPE, bool), LIMITS)["default"],
+        [values.astype(np.float64) + 1],
+    )
