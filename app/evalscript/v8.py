@@ -78,8 +78,7 @@ class _Worker:
         if self.shm is None or size > self.shm_size:
             self.drop_shared()
             self.shm_size = max(1 << 20, -(-size // (1 << 20)) * (1 << 20))
-            self.shm = tempfile.NamedTemporaryFile(dir=_SHM_DIR, prefix="terratiler-v8-")
-            self.shm.truncate(self.shm_size)
+            self.shm = _allocated_file(self.shm_size)
             self.shm_map = mmap.mmap(self.shm.fileno(), self.shm_size)
         assert self.shm_map is not None
         return self.shm.name, self.shm_map
@@ -147,6 +146,32 @@ class _Worker:
                     pass
         self.stderr.close()
         self.drop_shared()
+
+
+def _allocated_file(size: int) -> Any:
+    """A temporary file of ``size`` bytes, its space reserved: in /dev/shm when it has room.
+
+    Reserved up front (``posix_fallocate``): writing through a map into a full tmpfs would be
+    a SIGBUS that kills this process (Docker gives /dev/shm 64 MB by default). Without room
+    there, a file in the temporary directory (the page cache serves it all the same).
+    """
+    if _SHM_DIR is not None:
+        try:
+            file = tempfile.NamedTemporaryFile(dir=_SHM_DIR, prefix="terratiler-v8-")
+            try:
+                os.posix_fallocate(file.fileno(), 0, size)
+                return file
+            except OSError:
+                file.close()
+        except OSError:
+            pass
+    file = tempfile.NamedTemporaryFile(prefix="terratiler-v8-")
+    try:
+        os.posix_fallocate(file.fileno(), 0, size)
+    except OSError:
+        file.close()
+        raise
+    return file
 
 
 class _Pool:
