@@ -663,3 +663,29 @@ def test_blocks_of_pixels_give_the_same_values() -> None:
     expected = whole.evaluate(inputs, valid)
     for key, value in sliced.evaluate(inputs, valid).items():
         np.testing.assert_array_equal(value, expected[key])
+
+
+def test_undefined_for_some_pixels_only() -> None:
+    body = """
+  let x;
+  if (s.B04 > 0.5) { var late = 7; x = s.B08; }
+  let y = 0;
+  s.B04 > 0.2 && (y = 5);
+  return [late === undefined ? -1 : late, x == null ? -2 : x, x + 1, y];
+"""
+    out = evaluate_body(body, 4, [0.25, 0.75, 0.0], [np.nan, 0.5, 0.5])
+    np.testing.assert_array_equal(out[0], [-1, 7, -1])
+    np.testing.assert_array_equal(out[1], [-2, 0.5, -2])
+    np.testing.assert_array_equal(out[2], np.float32([np.nan, 1.5, np.nan]))  # undefined + 1
+    np.testing.assert_array_equal(out[3], [5, 5, 0])  # the assignment only where && went on
+
+
+def test_growing_an_array_inside_a_per_pixel_branch_is_refused() -> None:
+    text = HEAD % 1 + (
+        "function evaluatePixel(s) {\n  let a = [1];\n  if (s.B04 > 0.5) a.push(2);\n  return [a.length];\n}\n"
+    )
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.translation_refused == (
+        "line 7:20: Array.prototype.push inside a per-pixel branch (its length would differ): "
+        "not supported by the translator"
+    )
