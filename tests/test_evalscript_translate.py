@@ -581,13 +581,16 @@ def test_value_interpolate_and_bitwise_colours() -> None:
     np.testing.assert_array_equal(out[3], [5, -5, 39, 0, 0])  # ~~ truncates toward 0
 
 
-def test_returns_of_different_lengths_leave_the_missing_bands_nan() -> None:
-    body = "if (s.B04 > 0.5) return [1, 2, 3];\n  return [s.B04, s.B08];"
-    out = evaluate_body(body, 3, [0.25, 0.75], [0.5, 0.5])
-    np.testing.assert_array_equal(out, np.float32([[0.25, 1], [0.5, 2], [np.nan, 3]]))
-    # No pixel takes the longer return: still three bands, the same NaN.
-    out = evaluate_body(body, 3, [0.25, 0.125], [0.5, 0.5])
-    np.testing.assert_array_equal(out, np.float32([[0.25, 0.125], [0.5, 0.5], [np.nan, np.nan]]))
+def test_returns_of_different_lengths_are_left_to_v8() -> None:
+    # V8 checks each pixel's return against the declared bands; the translator steps aside.
+    text = HEAD % 3 + (
+        "function evaluatePixel(s) {\n  if (s.B04 > 0.5) return [1, 2, 3];\n"
+        "  return [s.B04, s.B08];\n}\n"
+    )
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.translation_refused == (
+        "line 7:3: arrays whose length differs per pixel: not supported by the translator"
+    )
 
 
 def test_empty_arrays_evaluate() -> None:

@@ -235,7 +235,11 @@ def merge(mask: Any, new: Any, old: Any, node: Any = None) -> Any:
             )
         if not (isinstance(new, JSArray) and isinstance(old, JSArray)):
             raise Refused("a value that is an array for some pixels only", node)
-        length = max(len(new.items), len(old.items))
+        if len(new.items) != len(old.items):
+            # JavaScript would have arrays of one length for some pixels and another for
+            # others (a 3-value return next to a 4-value one): V8 checks each pixel.
+            raise Refused("arrays whose length differs per pixel", node)
+        length = len(new.items)
         items = [
             merge(
                 mask,
