@@ -692,3 +692,23 @@ def test_growing_an_array_inside_a_per_pixel_branch_is_refused() -> None:
         "line 7:20: Array.prototype.push inside a per-pixel branch (its length would differ): "
         "not supported by the translator"
     )
+
+
+def test_syntax_newer_than_es2017_runs_in_v8() -> None:
+    text = HEAD % 1 + (
+        "const gains = { red: { value: 2 } };\n"
+        "function evaluatePixel(s) {\n  return [(gains.red?.value ?? 1) * s.B04];\n}\n"
+    )
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.engine == "v8"
+    assert evalscript.translation_refused.startswith("line 7:22: syntax error: Unexpected token .")
+    out = evalscript.evaluate(
+        {"B04": np.float32([[0.25, 0.5]]), "B08": np.float32([[0, 0]])}, np.ones((1, 2), bool)
+    )
+    np.testing.assert_array_equal(out["default"], [[[0.5, 1.0]]])
+    bad = (
+        text.replace("function preProcessScenes", "")
+        + "function preProcessScenes(c) { return c; }\n"
+    )
+    with pytest.raises(BadRequestError, match="preProcessScenes"):
+        parse_evalscript(bad, LIMITS)
