@@ -172,6 +172,7 @@ def test_wrong_type_or_length_is_a_400_naming_output_and_pixel(returned: str, wh
     message = caught.value.message
     assert message.startswith(f"evalscript: evaluatePixel returned {what} at pixel row 0, column 0")
     assert "setup() declares 1 band(s)" in message
+    assert_healthy()
 
 
 def test_wrong_value_at_one_pixel_names_that_pixel() -> None:
@@ -179,6 +180,7 @@ def test_wrong_value_at_one_pixel_names_that_pixel() -> None:
     body = "let i = 0;\nfunction evaluatePixel(s) { i++; return i === 1235 ? ['x'] : [1]; }"
     with pytest.raises(BadRequestError, match="at pixel row 24, column 34"):
         run(body)
+    assert_healthy()
 
 
 def test_multi_output_needs_an_object_with_every_output() -> None:
@@ -197,11 +199,13 @@ def test_multi_output_needs_an_object_with_every_output() -> None:
     out = run(body, setup)
     np.testing.assert_array_equal(out["a"][0], B04 * 2)
     assert (out["b"][1] == 2).all()
+    assert_healthy()
 
 
 def test_no_evaluate_pixel_is_a_400() -> None:
     with pytest.raises(BadRequestError, match="no function evaluatePixel"):
         run("const evaluate = 1;")
+    assert_healthy()
 
 
 def test_prototype_tampering_changes_neither_the_driver_nor_the_next_request() -> None:
@@ -246,6 +250,7 @@ def test_setup_tampering_json_still_returns_setup() -> None:
         "function evaluatePixel(s) { return [0]; }\n"
     )
     assert run_setup(script, LIMITS) == {"input": ["B04", "B08"], "output": {"bands": 1}}
+    assert_healthy()
 
 
 def test_no_access_to_anything_outside() -> None:
@@ -284,6 +289,7 @@ def test_a_globals_of_one_request_is_absent_from_the_next() -> None:
     second = "function evaluatePixel(s) { return [typeof secret === 'undefined' && typeof count === 'undefined' ? 1 : 0]; }"
     out = run(second, {"input": ["B04"], "output": {"bands": 1}})["default"]
     assert (out == 1).all()
+    assert_healthy()
 
 
 def test_concurrent_requests_each_get_their_own_context() -> None:
@@ -305,6 +311,7 @@ def test_concurrent_requests_each_get_their_own_context() -> None:
     assert not errors
     for k in range(4):
         np.testing.assert_allclose(results[k], B04.astype(np.float64) + k, rtol=1e-6)
+    assert_healthy()
 
 
 def test_no_shared_pixel_files_are_left_behind() -> None:
