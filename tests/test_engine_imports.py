@@ -19,6 +19,7 @@ ENGINE = [
     "app.batch.worker",
     "app.evalscript.script",
     "app.evalscript.band_math",
+    "app.evalscript.v8",
 ]
 WEB_STACK = ["fastapi", "starlette", "titiler.core.factory"]
 

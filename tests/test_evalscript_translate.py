@@ -581,13 +581,16 @@ def test_value_interpolate_and_bitwise_colours() -> None:
     np.testing.assert_array_equal(out[3], [5, -5, 39, 0, 0])  # ~~ truncates toward 0
 
 
-def test_returns_of_different_lengths_leave_the_missing_bands_nan() -> None:
-    body = "if (s.B04 > 0.5) return [1, 2, 3];\n  return [s.B04, s.B08];"
-    out = evaluate_body(body, 3, [0.25, 0.75], [0.5, 0.5])
-    np.testing.assert_array_equal(out, np.float32([[0.25, 1], [0.5, 2], [np.nan, 3]]))
-    # No pixel takes the longer return: still three bands, the same NaN.
-    out = evaluate_body(body, 3, [0.25, 0.125], [0.5, 0.5])
-    np.testing.assert_array_equal(out, np.float32([[0.25, 0.125], [0.5, 0.5], [np.nan, np.nan]]))
+def test_returns_of_different_lengths_are_left_to_v8() -> None:
+    # V8 checks each pixel's return against the declared bands; the translator steps aside.
+    text = HEAD % 3 + (
+        "function evaluatePixel(s) {\n  if (s.B04 > 0.5) return [1, 2, 3];\n"
+        "  return [s.B04, s.B08];\n}\n"
+    )
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.translation_refused == (
+        "line 7:3: arrays whose length differs per pixel: not supported by the translator"
+    )
 
 
 def test_empty_arrays_evaluate() -> None:
@@ -663,3 +666,49 @@ def test_blocks_of_pixels_give_the_same_values() -> None:
     expected = whole.evaluate(inputs, valid)
     for key, value in sliced.evaluate(inputs, valid).items():
         np.testing.assert_array_equal(value, expected[key])
+
+
+def test_undefined_for_some_pixels_only() -> None:
+    body = """
+  let x;
+  if (s.B04 > 0.5) { var late = 7; x = s.B08; }
+  let y = 0;
+  s.B04 > 0.2 && (y = 5);
+  return [late === undefined ? -1 : late, x == null ? -2 : x, x + 1, y];
+"""
+    out = evaluate_body(body, 4, [0.25, 0.75, 0.0], [np.nan, 0.5, 0.5])
+    np.testing.assert_array_equal(out[0], [-1, 7, -1])
+    np.testing.assert_array_equal(out[1], [-2, 0.5, -2])
+    np.testing.assert_array_equal(out[2], np.float32([np.nan, 1.5, np.nan]))  # undefined + 1
+    np.testing.assert_array_equal(out[3], [5, 5, 0])  # the assignment only where && went on
+
+
+def test_growing_an_array_inside_a_per_pixel_branch_is_refused() -> None:
+    text = HEAD % 1 + (
+        "function evaluatePixel(s) {\n  let a = [1];\n  if (s.B04 > 0.5) a.push(2);\n  return [a.length];\n}\n"
+    )
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.translation_refused == (
+        "line 7:20: Array.prototype.push inside a per-pixel branch (its length would differ): "
+        "not supported by the translator"
+    )
+
+
+def test_syntax_newer_than_es2017_runs_in_v8() -> None:
+    text = HEAD % 1 + (
+        "const gains = { red: { value: 2 } };\n"
+        "function evaluatePixel(s) {\n  return [(gains.red?.value ?? 1) * s.B04];\n}\n"
+    )
+    evalscript = parse_evalscript(text, LIMITS)
+    assert evalscript.engine == "v8"
+    assert evalscript.translation_refused.startswith("line 7:22: syntax error: Unexpected token .")
+    out = evalscript.evaluate(
+        {"B04": np.float32([[0.25, 0.5]]), "B08": np.float32([[0, 0]])}, np.ones((1, 2), bool)
+    )
+    np.testing.assert_array_equal(out["default"], [[[0.5, 1.0]]])
+    bad = (
+        text.replace("function preProcessScenes", "")
+        + "function preProcessScenes(c) { return c; }\n"
+    )
+    with pytest.raises(BadRequestError, match="preProcessScenes"):
+        parse_evalscript(bad, LIMITS)

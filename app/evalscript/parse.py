@@ -79,6 +79,8 @@ class ParsedScript:
         functions: Top-level function declarations by name.
         statements: The other top-level statements, in order.
         setup: The normalized ``setup()``.
+        newer_syntax: esprima's syntax error when the script uses syntax newer than ES2017
+            that V8 runs (``??``, ``?.``): no syntax tree then, and V8 runs the script.
 
     """
 
@@ -87,6 +89,7 @@ class ParsedScript:
     functions: dict[str, Any] = field(repr=False, compare=False)
     statements: tuple[Any, ...] = field(repr=False, compare=False)
     setup: ScriptSetup = field(compare=False)
+    newer_syntax: str | None = None
 
 
 def children(node: Any) -> Iterator[Any]:
@@ -126,7 +129,7 @@ def _parse(text: str, limits: EvalscriptLimits) -> Any:
         description = re.sub(r"^Line \d+: ", "", description)
         if "Illegal return" in description and not _VERSION.match(text):
             raise _v1() from None
-        raise BadRequestError(
+        raise _SyntaxProblem(
             f"evalscript: line {error.lineNumber}:{error.column}: syntax error: {description}"
         ) from None
     except RecursionError:
@@ -134,6 +137,43 @@ def _parse(text: str, limits: EvalscriptLimits) -> Any:
         raise TooLargeError(
             f"evalscript: nested deeper than {limits.max_depth} levels (evalscript_max_depth)"
         ) from None
+
+
+class _SyntaxProblem(BadRequestError):
+    """esprima (ECMAScript 2017) could not parse the script; V8 may (``??``, ``?.`` ...)."""
+
+
+_UNSUPPORTED_DECLARED = re.compile(
+    r"\bfunction\s+("
+    + "|".join(UNSUPPORTED_FUNCTIONS)
+    + r")\s*\(|\b("
+    + "|".join(UNSUPPORTED_FUNCTIONS)
+    + r")\s*=[^=]"
+)
+
+
+def _newer_syntax(text: str, limits: EvalscriptLimits, problem: _SyntaxProblem) -> ParsedScript:
+    """A script esprima cannot parse, when V8 can: the V8 engine only, or the syntax error."""
+    from app.evalscript.v8 import run_setup  # noqa: PLC0415 (V8 only when needed)
+
+    try:
+        raw = run_setup(text, limits)
+    except BadRequestError as error:
+        if "SyntaxError" in error.message:
+            raise problem from None  # esprima's message: the line and column of the first error
+        raise
+    declared = _UNSUPPORTED_DECLARED.search(text)
+    if declared:
+        name = declared.group(1) or declared.group(2)
+        raise fail(f"{UNSUPPORTED_FUNCTIONS[name]} is not supported")
+    return ParsedScript(
+        text=text,
+        program=None,
+        functions={},
+        statements=(),
+        setup=normalize_setup(raw),
+        newer_syntax=problem.message.removeprefix("evalscript: "),
+    )
 
 
 def _v1() -> BadRequestError:
@@ -170,7 +210,10 @@ def parse_script(text: str, limits: EvalscriptLimits) -> ParsedScript:
         raise BadRequestError(
             f"evalscript: VERSION={version.group(1)} is not supported; only VERSION=3 is"
         )
-    program = _parse(text, limits)
+    try:
+        program = _parse(text, limits)
+    except _SyntaxProblem as problem:
+        return _newer_syntax(text, limits, problem)
     _check_tree(program, limits)
 
     functions: dict[str, Any] = {}

@@ -68,6 +68,8 @@ class Evalscript:
         self._translation: Translation | None = None
         self.translation_refused: str | None = None
         try:
+            if parsed.newer_syntax is not None:
+                raise Refused(f"{parsed.newer_syntax} (syntax newer than ECMAScript 2017)")
             self._translation = Translation(parsed, limits.memory_mb * 2**20)
         except Refused as refusal:
             self.translation_refused = refusal.reason

@@ -181,6 +181,16 @@ class Interpreter:
         self.stack: list[Any] = []
         self.in_pixel = False
         self.steps = 0
+        # Per-pixel branches entered (if, ternary, && ||): an array made outside them keeps
+        # one length for every pixel, so it must not grow or shrink inside them.
+        self.branch_depth = 0
+
+    def check_shape_change(self, array: JSArray, what: str, node: Any) -> None:
+        """Refuse changing an array's length where pixels differ (it has one length)."""
+        if array.frozen and self.in_pixel:
+            raise Refused("changing a global array from evaluatePixel", node)
+        if array.depth != self.branch_depth:
+            raise Refused(f"{what} inside a per-pixel branch (its length would differ)", node)
 
     # ----------------------------------------------------------------- statements
 
@@ -231,9 +241,14 @@ class Interpreter:
                     self.run_block([branch], Scope(scope), frame, mask)
                 return
             yes = and_mask(mask, test)
-            self.run_block([node.consequent], Scope(scope), frame, yes)
-            if node.alternate is not None:
-                self.run_block([node.alternate], Scope(scope), frame, and_mask(mask, ~test))
+            self.branch_depth += 1
+            try:
+                self.run_block([node.consequent], Scope(scope), frame, yes)
+                if node.alternate is not None:
+                    no = and_mask(mask, ~test)
+                    self.run_block([node.alternate], Scope(scope), frame, no)
+            finally:
+                self.branch_depth -= 1
         elif kind_ == "BlockStatement":
             self.run_block(node.body, Scope(scope), frame, mask)
         elif kind_ in ("FunctionDeclaration", "EmptyStatement"):
@@ -265,8 +280,11 @@ class Interpreter:
         """Declare the names of a pattern (identifier, [a, b], {a, b}) in ``scope``."""
         if pattern.type == "Identifier":
             name = pattern.name
-            if var and name in scope.values:
-                scope.values[name] = merge(mask, value, scope.values[name], pattern)
+            if var:
+                # var is function-scoped: declared inside a per-pixel branch, it is undefined
+                # for the pixels that did not go there.
+                old = scope.values.get(name, UNDEF)
+                scope.values[name] = merge(mask, value, old, pattern)
             else:
                 scope.values[name] = value
             if const:
@@ -345,7 +363,9 @@ class Interpreter:
                 items.extend(spread.items)
             else:
                 items.append(self.expr(element, scope, mask))
-        return new_array(items, node)
+        array = new_array(items, node)
+        array.depth = self.branch_depth
+        return array
 
     def e_ObjectExpression(self, node: Any, scope: Scope, mask: Mask) -> Any:
         props: dict[str, Any] = {}
@@ -447,7 +467,11 @@ class Interpreter:
             if (op == "&&") == test:
                 return self.expr(node.right, scope, mask)
             return left
-        right = self.expr(node.right, scope, mask)
+        self.branch_depth += 1
+        try:
+            right = self.expr(node.right, scope, and_mask(mask, test if op == "&&" else ~test))
+        finally:
+            self.branch_depth -= 1
         if op == "&&":
             return select(test, right, left, node)
         return select(test, left, right, node)
@@ -456,8 +480,12 @@ class Interpreter:
         test = truthy(self.expr(node.test, scope, mask))
         if isinstance(test, bool):
             return self.expr(node.consequent if test else node.alternate, scope, mask)
-        yes = self.expr(node.consequent, scope, and_mask(mask, test))
-        no = self.expr(node.alternate, scope, and_mask(mask, ~test))
+        self.branch_depth += 1
+        try:
+            yes = self.expr(node.consequent, scope, and_mask(mask, test))
+            no = self.expr(node.alternate, scope, and_mask(mask, ~test))
+        finally:
+            self.branch_depth -= 1
         return select(test, yes, no, node)
 
     # assignments
@@ -502,6 +530,8 @@ class Interpreter:
                 if not isinstance(key, float) or key != int(key) or not 0 <= key < MAX_ITEMS:
                     raise Refused("this array index", target)
                 i = int(key)
+                if i >= len(obj.items):
+                    self.check_shape_change(obj, "growing an array", target)
                 while len(obj.items) <= i:
                     obj.items.append(UNDEF)
                 obj.items[i] = merge(mask, value, obj.items[i], target)
@@ -693,14 +723,11 @@ class Interpreter:
             end = int(bounds[1]) if len(bounds) > 1 else None
             return JSArray(items[start:end])
         if key in ("push", "pop", "reverse"):
-            if array.frozen and self.in_pixel:
-                raise Refused("changing a global array from evaluatePixel", node)
+            self.check_shape_change(array, f"Array.prototype.{key}", node)
             if key == "push":
-                items.extend(merge(mask, a, UNDEF, node) for a in args)
+                items.extend(args)
                 new_array(items, node)
                 return float(len(items))
-            if mask is not None:
-                raise Refused(f"Array.prototype.{key} inside a per-pixel branch", node)
             if key == "pop":
                 return items.pop() if items else UNDEF
             items.reverse()

@@ -44,6 +44,7 @@ class JSArray:
 
     items: list[Any]
     frozen: bool = False
+    depth: int = 0  # the per-pixel branch depth it was made at (see Interpreter)
 
 
 @dataclass(eq=False)
@@ -97,6 +98,38 @@ class Opaque:
 Mask = np.ndarray | None
 
 
+class PartlyUndefined(np.ndarray):
+    """Numbers per pixel that are ``undefined`` for some pixels (NaN there).
+
+    A ``var`` declared, or a ``let x;`` assigned, in one branch only: arithmetic treats the
+    undefined pixels as NaN (as JavaScript does), but ``x === undefined`` must still tell
+    them apart from a NaN the script computed. Arrays derived from one are plain numbers.
+    """
+
+    undefined: np.ndarray | None = None
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.undefined = None
+
+
+def partly_undefined(values: np.ndarray, undefined: np.ndarray) -> np.ndarray:
+    """``values`` marked undefined where ``undefined`` (a plain array when it is nowhere)."""
+    if not undefined.any():
+        return values
+    marked = np.asarray(values).view(PartlyUndefined)
+    marked.undefined = undefined
+    return marked
+
+
+def undefined_where(value: Any) -> Any:
+    """Where a value is undefined: a bool per pixel, or a Python bool."""
+    if value is UNDEF:
+        return True
+    if isinstance(value, PartlyUndefined) and value.undefined is not None:
+        return value.undefined
+    return False
+
+
 def is_number(value: Any) -> bool:
     """Whether a value is a JavaScript number (scalar or per pixel)."""
     if isinstance(value, bool):
@@ -129,7 +162,9 @@ def to_number(value: Any, node: Any) -> Any:
     if isinstance(value, float | int):
         return float(value)
     if isinstance(value, np.ndarray):
-        return value.astype(np.float64) if value.dtype == np.bool_ else value
+        if value.dtype == np.bool_:
+            return value.astype(np.float64)
+        return value.view(np.ndarray) if isinstance(value, PartlyUndefined) else value
     if value is UNDEF:
         return math.nan
     if value is NULL:
@@ -200,7 +235,11 @@ def merge(mask: Any, new: Any, old: Any, node: Any = None) -> Any:
             )
         if not (isinstance(new, JSArray) and isinstance(old, JSArray)):
             raise Refused("a value that is an array for some pixels only", node)
-        length = max(len(new.items), len(old.items))
+        if len(new.items) != len(old.items):
+            # JavaScript would have arrays of one length for some pixels and another for
+            # others (a 3-value return next to a 4-value one): V8 checks each pixel.
+            raise Refused("arrays whose length differs per pixel", node)
+        length = len(new.items)
         items = [
             merge(
                 mask,
@@ -240,7 +279,9 @@ def merge(mask: Any, new: Any, old: Any, node: Any = None) -> Any:
         raise Refused("strings that differ per pixel", node)
     if is_bool(new) and is_bool(old):
         return np.where(mask, new, old)
-    return np.where(mask, to_number(new, node), to_number(old, node))
+    merged = np.where(mask, to_number(new, node), to_number(old, node))
+    undefined = np.where(mask, undefined_where(new), undefined_where(old))
+    return partly_undefined(merged, undefined)
 
 
 def to_static(value: Any, node: Any) -> Any:
@@ -317,6 +358,10 @@ BITWISE = ("&", "|", "^", "<<", ">>", ">>>")
 
 def strict_equal(a: Any, b: Any, node: Any) -> Any:
     """JavaScript's ``===``."""
+    if a is UNDEF or b is UNDEF:
+        other = b if a is UNDEF else a
+        if isinstance(other, PartlyUndefined):
+            return undefined_where(other)
     if (is_number(a) and is_number(b)) or (is_bool(a) and is_bool(b)):
         return scalar(np.equal(a, b))
     if is_number(a) or is_number(b) or is_bool(a) or is_bool(b):
@@ -333,6 +378,9 @@ def loose_equal(a: Any, b: Any, node: Any) -> Any:
     a_nullish = a is UNDEF or a is NULL
     b_nullish = b is UNDEF or b is NULL
     if a_nullish or b_nullish:
+        other = b if a_nullish else a
+        if isinstance(other, PartlyUndefined):
+            return undefined_where(other)
         return a_nullish and b_nullish
     numeric = (is_number(a) or is_bool(a), is_number(b) or is_bool(b))
     if all(numeric) or (any(numeric) and (isinstance(a, str) or isinstance(b, str))):
@@ -353,6 +401,8 @@ def js_string(value: Any) -> str:
 
 def type_of(value: Any) -> str:
     """JavaScript's ``typeof``."""
+    if isinstance(value, PartlyUndefined) and value.undefined is not None:
+        raise Refused("typeof of a value undefined for some pixels only")
     if is_bool(value):
         return "boolean"
     if is_number(value):
