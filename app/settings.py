@@ -316,6 +316,12 @@ class Settings(BaseSettings):
     evalscript_memory_mb: int = 256
     # Pixels handed to V8 per call (typed arrays in and out, one call per block).
     evalscript_block_pixels: int = 65_536
+    # V8 runs scripts in worker processes (a fatal V8 abort must not take the service down):
+    # idle workers kept (~60 MB each), scripts run at once (0: the cores, at least 2), and
+    # how long a script waits for a turn before a 503 naming evalscript_v8_concurrency.
+    evalscript_v8_idle_workers: int = 4
+    evalscript_v8_concurrency: int = 0
+    evalscript_v8_queue_seconds: float = 30.0
 
     @field_validator(
         "allowed_sources",

@@ -35,11 +35,13 @@ from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.v8_worker import shared_size, shared_views
 
 _WORKER = Path(__file__).with_name("v8_worker.py")
-# Idle worker processes kept (about 60 MB each); more run at once when requests do.
+# Idle worker processes kept (about 60 MB each); more run at once when requests do. Set
+# from the settings by ``configure_v8`` (evalscript_v8_idle_workers).
 _MAX_IDLE = 4
 # V8 runs at most this many scripts at once in this process (CPU-bound: more would only
 # share the cores, and every script's time limit would run out together); the others wait
-# for a turn, up to _QUEUE_SECONDS, then get a 503.
+# for a turn, up to _QUEUE_SECONDS, then get a 503 (evalscript_v8_concurrency,
+# evalscript_v8_queue_seconds).
 _MAX_RUNNING = max(2, os.cpu_count() or 2)
 _QUEUE_SECONDS = 30.0
 # Slack over the script's own time limit before the parent kills a worker that does not
@@ -207,13 +209,32 @@ _POOL = _Pool()
 _RUNNING = threading.BoundedSemaphore(_MAX_RUNNING)
 
 
+def configure_v8(idle_workers: int, concurrency: int, queue_seconds: float) -> None:
+    """Set this process's V8 workers from the settings (``configure_process`` calls it).
+
+    Args:
+        idle_workers: Idle worker processes kept (``evalscript_v8_idle_workers``).
+        concurrency: Scripts run at once; 0: the cores, at least 2
+            (``evalscript_v8_concurrency``).
+        queue_seconds: How long a script waits for a turn before a 503
+            (``evalscript_v8_queue_seconds``).
+
+    """
+    global _MAX_IDLE, _MAX_RUNNING, _QUEUE_SECONDS, _RUNNING
+    _MAX_IDLE = max(0, idle_workers)
+    running = concurrency if concurrency > 0 else max(2, os.cpu_count() or 2)
+    if running != _MAX_RUNNING:
+        _MAX_RUNNING, _RUNNING = running, threading.BoundedSemaphore(running)
+    _QUEUE_SECONDS = queue_seconds
+
+
 @contextlib.contextmanager
 def _turn() -> Iterator[None]:
     """One of the _MAX_RUNNING turns at V8 (a 503 after _QUEUE_SECONDS of waiting)."""
     if not _RUNNING.acquire(timeout=_QUEUE_SECONDS):
         raise UpstreamBusyError(
-            f"evalscript: the {_MAX_RUNNING} V8 workers were busy for {_QUEUE_SECONDS:g} s; "
-            "try again"
+            f"evalscript: the {_MAX_RUNNING} V8 workers (evalscript_v8_concurrency) were busy "
+            f"for {_QUEUE_SECONDS:g} s (evalscript_v8_queue_seconds); try again"
         )
     try:
         yield
