@@ -57,8 +57,13 @@ def add_batch_commands(subparsers: Any) -> None:
         "--expression",
         "-e",
         action="append",
-        required=True,
+        default=[],
         help="an output: NAME=EXPR, EXPR or a preset (ndvi, ndwi, ndmi); repeatable",
+    )
+    stats.add_argument(
+        "--evalscript",
+        metavar="FILE",
+        help="a Sentinel Hub evalscript file: its setup()'s outputs (instead of --expression)",
     )
     stats.add_argument("--time", required=True, help="FROM/TO, e.g. 2023-04-01/2023-10-01")
     stats.add_argument("--interval", default="P1D", help="ISO 8601 duration")
@@ -124,11 +129,16 @@ def _add_process(commands: Any) -> None:
         "--output",
         "-o",
         action="append",
-        required=True,
+        default=[],
         dest="outputs",
         metavar="ID=PRESET|EXPR",
         help="an output: ID=PRESET (ndvi, ndwi, ndmi) or ID=EXPR ((nir-red)/(nir+red)), or "
         "a bare preset name; repeatable",
+    )
+    process.add_argument(
+        "--evalscript",
+        metavar="FILE",
+        help="a Sentinel Hub evalscript file: its setup()'s outputs (instead of --output)",
     )
     process.add_argument("--composite", choices=COMPOSITES, default=None, help="default first")
     process.add_argument("--mask", default=None, help="scl-clear or none (default: none)")
@@ -204,6 +214,18 @@ def _output(text: str, index: int) -> tuple[str, str]:
     return ("value" if index == 0 else f"value{index}"), text.strip()
 
 
+def _evalscript(path: str | None, outputs: list[str], option: str) -> str | None:
+    """The text of ``--evalscript FILE``; exactly one of it and ``option`` is given."""
+    if (path is None) == (not outputs):
+        raise SystemExit(f"give {option} (repeatable) or --evalscript FILE, one of them")
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(f"--evalscript: cannot read {path} ({error})") from None
+
+
 def _time_range(text: str, example: str) -> tuple[str, str]:
     start, sep, end = text.partition("/")
     if not sep or not start.strip() or not end.strip():
@@ -218,6 +240,7 @@ def _out(text: str) -> str:
 def build_request(args: argparse.Namespace) -> dict[str, Any]:
     """The job request of ``batch stats`` arguments (features and output included)."""
     start, end = _time_range(args.time, "2023-04-01/2023-10-01")
+    evalscript = _evalscript(args.evalscript, args.expression, "--expression")
     outputs = dict(_output(text, i) for i, text in enumerate(args.expression))
     data_filter: dict[str, Any] = {"maxCloudCoverage": args.max_cloud}
     if args.mosaicking_order:
@@ -225,9 +248,12 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
     aggregation: dict[str, Any] = {
         "timeRange": {"from": start, "to": end},
         "aggregationInterval": {"of": args.interval, "lastIntervalBehavior": args.last_interval},
-        "outputs": {name: {"expression": expression} for name, expression in outputs.items()},
         "mask": args.mask,
     }
+    if evalscript is not None:
+        aggregation["evalscript"] = evalscript
+    else:
+        aggregation["outputs"] = {name: {"expression": value} for name, value in outputs.items()}
     if args.pixel_rule:
         aggregation["pixelRule"] = args.pixel_rule
     features: dict[str, Any] = {"href": args.features}
@@ -374,6 +400,7 @@ def build_process_request(args: argparse.Namespace) -> dict[str, Any]:
 
     """
     start, end = _time_range(args.time, "2023-06-01/2023-08-31")
+    evalscript = _evalscript(args.evalscript, args.outputs, "--output")
     outputs: dict[str, dict[str, Any]] = {}
     for index, text in enumerate(args.outputs):
         output_id, output = _process_output(text, index)
@@ -392,8 +419,13 @@ def build_process_request(args: argparse.Namespace) -> dict[str, Any]:
             "bounds": read_aoi(args.aoi),
             "data": [{"type": args.collection, "dataFilter": data_filter}],
         },
-        "outputs": outputs,
     }
+    if evalscript is not None:
+        process_request["evalscript"] = evalscript
+        if args.data_type:
+            raise SystemExit("--data-type: an evalscript's outputs take their setup()'s sampleType")
+    else:
+        process_request["outputs"] = outputs
     if args.composite:
         process_request["composite"] = args.composite
     if args.mask and args.mask.lower() != "none":

@@ -30,6 +30,7 @@ from app.budget import MemoryBudget
 from app.catalog import Catalog
 from app.catalog.cache import ItemCache
 from app.errors import BadRequestError
+from app.evalscript import EvalscriptLimits
 from app.geometry_limits import check_geometry
 from app.input_limits import check_json_depth
 from app.mosaic import MosaicService
@@ -151,6 +152,7 @@ class S2ReaderParams(DefaultDependency):
     max_pixels: int
     max_tile_size: int
     budget: MemoryBudget
+    evalscript_limits: EvalscriptLimits
 
     def __init__(self, settings: SettingsDep):
         self.allowed_sources = settings.allowed_prefixes
@@ -159,6 +161,7 @@ class S2ReaderParams(DefaultDependency):
         self.max_pixels = settings.max_output_pixels
         self.max_tile_size = settings.max_tile_size
         self.budget = MemoryBudget.from_settings(settings)
+        self.evalscript_limits = EvalscriptLimits.from_settings(settings)
 
 
 @dataclass(init=False)
@@ -224,6 +227,14 @@ class S2LayerParams(DefaultDependency):
             description="Band math naming assets directly, e.g. `(nir-red)/(nir+red)` or "
             "`(B08-B04)/(B08+B04)`, or their first band as titiler writes it "
             "(`(nir_b1-red_b1)/(nir_b1+red_b1)`); `;` separates output bands.",
+        ),
+    ] = None
+    evalscript: Annotated[
+        str | None,
+        Query(
+            description="A Sentinel Hub V3 evalscript (instead of `expression`): its setup() "
+            "names the input bands, evaluatePixel(sample) computes each pixel. Translated "
+            "to numpy where it can be, else run in a sandboxed V8 (README: Evalscripts).",
         ),
     ] = None
     asset_as_band: Annotated[

@@ -65,11 +65,15 @@ _PRESET_DESCRIPTION = (
 
 # ---------------------------------------------------------------------- the rule
 
+#: The parameters that say what a request reads: a preset adds none of them to a request
+#: that gives one, and a request with one of them takes no ``default_preset``.
+LAYER_SOURCES = frozenset({"assets", "expression", "evalscript"})
+
 
 def _preset_pairs(preset: Preset, given: set[str]) -> list[tuple[str, str]]:
     """The query parameters ``preset`` adds to a query that already has ``given``."""
     pairs: list[tuple[str, str]] = []
-    if not given & {"assets", "expression"}:
+    if not given & LAYER_SOURCES:
         if preset.expression:
             pairs.append(("expression", preset.expression))
         pairs.extend(("assets", asset) for asset in preset.assets or ())
@@ -81,7 +85,8 @@ def _preset_pairs(preset: Preset, given: set[str]) -> list[tuple[str, str]]:
         elif preset.colormap:
             colormap = {str(k): list(v) for k, v in preset.colormap.items()}
             pairs.append(("colormap", json.dumps(colormap)))
-    if "harmonize" not in given:
+    if "harmonize" not in given and "evalscript" not in given:
+        # An evalscript reads reflectance (its setup's `units` says what it sees).
         pairs.append(("harmonize", "true" if preset.harmonize else "false"))
     return pairs
 
@@ -95,8 +100,8 @@ def complete_query(
 
     The caller's parameters come first, in their order; then the defaults it does not give
     (``app.mosaic.with_defaults``); then, for the last ``preset`` of those (else
-    ``default_preset`` when neither names a layer: no ``assets``, ``expression`` or
-    ``preset``), the parameters it stands for that neither gives. ``preset`` itself is
+    ``default_preset`` when neither names a layer: no ``assets``, ``expression``,
+    ``evalscript`` or ``preset``), the parameters it stands for that neither gives. ``preset`` itself is
     dropped.
 
     Raises:
@@ -105,7 +110,7 @@ def complete_query(
     """
     pairs = with_defaults(query, defaults)
     presets = [value for key, value in pairs if key == "preset"]
-    if not presets and default_preset and not {"assets", "expression"} & {k for k, _ in pairs}:
+    if not presets and default_preset and not LAYER_SOURCES & {k for k, _ in pairs}:
         presets = [default_preset]
     if not presets:
         return pairs

@@ -23,6 +23,10 @@ from rio_tiler.profiles import PNGProfile, img_profiles
 from titiler.core.resources.enums import ImageType
 from titiler.core.utils import render_image, rescale_array
 
+#: The name of a band that is an image's alpha (an evalscript's 4th output band): its
+#: zeros are the image's mask already, and an image format takes it as transparency.
+ALPHA_BAND = "alpha"
+
 # titiler names the media type of ``.jpg`` outputs ``image/jpg``, which is not registered
 # (IANA: image/jpeg); browsers guess, strict clients (and caches keyed on type) do not.
 _MEDIA_TYPES = {"image/jpg": "image/jpeg"}
@@ -75,6 +79,23 @@ def _fit_to_format(image: ImageData, output_format: ImageType | None, colormap: 
     return attr.evolve(image, array=array, dataset_statistics=None)
 
 
+# Formats that keep every band as data (no alpha channel of their own).
+_RAW = (ImageType.npy, ImageType.tif, ImageType.tiff)
+
+
+def _without_alpha(image: ImageData) -> ImageData:
+    """``image`` without its last band, the alpha (already its mask)."""
+    count = image.count - 1
+    return attr.evolve(
+        image,
+        array=image.array[:count],
+        band_names=image.band_names[:count],
+        band_descriptions=image.band_descriptions[:count] if image.band_descriptions else None,
+        scales=image.scales[:count] if image.scales else None,
+        offsets=image.offsets[:count] if image.offsets else None,
+    )
+
+
 def render(
     image: ImageData,
     *,
@@ -98,6 +119,9 @@ def render(
         The encoded image and its media type (``image/jpeg`` for ``.jpg`` too).
 
     """
+    if image.band_names and image.band_names[-1] == ALPHA_BAND and output_format not in _RAW:
+        # The mask carries it: PNG/WebP write the mask as alpha (a 5th band would fail).
+        image = _without_alpha(image)
     # In titiler's order: rescale and color formula first, then fit to the format.
     if rescale:
         image.rescale(rescale)

@@ -31,6 +31,7 @@ from app.catalog import Catalog
 from app.catalog.cache import ItemCache
 from app.catalog.layered import LayeredCatalog, layered_catalog
 from app.db import database_url, engine_from_settings
+from app.evalscript.v8 import configure_v8
 from app.gdal_env import configure_gdal
 from app.mosaic import MosaicConfig, MosaicService, SearchStore, reader_options_from_settings
 from app.readers.stac import ignore_absent_statistics_warning
@@ -146,6 +147,11 @@ def configure_process(settings: Settings) -> None:
         cache_seconds=settings.source_redirect_cache_seconds,
         timeout=settings.gdal_http_timeout,
         connect_timeout=settings.gdal_http_connect_timeout,
+    )
+    configure_v8(
+        idle_workers=settings.evalscript_v8_idle_workers,
+        concurrency=settings.evalscript_v8_concurrency,
+        queue_seconds=settings.evalscript_v8_queue_seconds,
     )
 
 

@@ -324,6 +324,25 @@ class Settings(BaseSettings):
     # crops, points and statistics then show it (one of app.expressions.PRESETS, checked
     # at start-up). None or "": such a request is a 400.
     default_preset: str | None = "true-color"
+    # Evalscripts (issue 16, app.evalscript). Longest accepted script (characters): a 413
+    # naming it, before the script is parsed.
+    evalscript_max_chars: int = 100_000
+    # Most syntax-tree nodes of one script (esprima's AST): a 413 naming it.
+    evalscript_max_nodes: int = 20_000
+    # Deepest nesting of the syntax tree: a 413 naming it (the translator recurses over it).
+    evalscript_max_depth: int = 200
+    # Wall time of all the V8 calls of one request (s): a 408 naming it.
+    evalscript_timeout_seconds: float = 5.0
+    # Heap of one V8 context (MB): a 413 naming it when a script allocates more.
+    evalscript_memory_mb: int = 256
+    # Pixels handed to V8 per call (typed arrays in and out, one call per block).
+    evalscript_block_pixels: int = 65_536
+    # V8 runs scripts in worker processes (a fatal V8 abort must not take the service down):
+    # idle workers kept (~60 MB each), scripts run at once (0: the cores, at least 2), and
+    # how long a script waits for a turn before a 503 naming evalscript_v8_concurrency.
+    evalscript_v8_idle_workers: int = 4
+    evalscript_v8_concurrency: int = 0
+    evalscript_v8_queue_seconds: float = 30.0
 
     @field_validator(
         "allowed_sources",

@@ -92,6 +92,15 @@ TITILER_NDVI_CANDIDATES: list[list[tuple[str, str]]] = [
     [("assets", "red"), ("assets", "nir"), ("expression", "(b2-b1)/(b2+b1)")],
 ]
 NDVI_RENDER = [("rescale", "-1,1"), ("colormap_name", "rdylgn")]
+# The same NDVI as a Sentinel Hub evalscript (terratiler translates it to numpy).
+NDVI_EVALSCRIPT = """//VERSION=3
+function setup() {
+  return { input: ["B04", "B08"], output: { bands: 1, sampleType: "FLOAT32" } };
+}
+function evaluatePixel(sample) {
+  return [(sample.B08 - sample.B04) / (sample.B08 + sample.B04)];
+}
+"""
 REFLECTANCE_RENDER = [("rescale", "0,3000")]
 
 
@@ -459,7 +468,10 @@ def render_section(
             r = results.get((label, layer.key))
             if r is None:
                 continue
-            query = "&".join(f"{k}={v}" for k, v in params)
+            query = "&".join(
+                f"{k}=<NDVI evalscript: bench/tiles.py>" if k == "evalscript" else f"{k}={v}"
+                for k, v in params
+            )
             ratio = cpu_ratio = ""
             if label != "titiler" and ref and ref.tiles_per_second:
                 ratio = f"**{r.tiles_per_second / ref.tiles_per_second:.2f}**"
@@ -505,6 +517,16 @@ def render_section(
             f"**{'met' if ratio >= 2 else 'NOT met'}** ({ratio:.2f}x); never slower on the "
             "others: "
             + ("**met**." if not slower else f"**NOT met**: slower on {', '.join(slower)}."),
+        ]
+    script = results.get(("terratiler evalscript", "ndvi"))
+    if ndvi_ti and ndvi_te and script and ndvi_ti.tiles_per_second and ndvi_te.tiles_per_second:
+        vs_titiler = script.tiles_per_second / ndvi_ti.tiles_per_second
+        vs_expression = script.tiles_per_second / ndvi_te.tiles_per_second
+        lines += [
+            "",
+            "Target (issue 16): a tile with an evalscript never slower than titiler's tile with "
+            f"the equivalent expression: **{'met' if vs_titiler >= 1 else 'NOT met'}** "
+            f"({vs_titiler:.2f}x titiler; {vs_expression:.2f}x terratiler's own expression).",
         ]
     return "\n".join(lines)
 
@@ -713,6 +735,11 @@ def main(argv: list[str] | None = None) -> int:
                         "terratiler harmonize=false",
                         "terratiler",
                         [*te_ndvi, ("harmonize", "false")],
+                    ),
+                    (
+                        "terratiler evalscript",
+                        "terratiler",
+                        [("evalscript", NDVI_EVALSCRIPT), *NDVI_RENDER],
                     ),
                 ],
             ),

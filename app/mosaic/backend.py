@@ -613,7 +613,12 @@ class SearchBackend(BaseBackend):
             return int(width), int(height)
         src = self._open(entry)
         native_w, native_h = src.native_size(
-            tuple(bbox), bounds_crs, dst_crs, options.get("assets"), options.get("expression")
+            tuple(bbox),
+            bounds_crs,
+            dst_crs,
+            options.get("assets"),
+            options.get("expression"),
+            options.get("evalscript"),
         )
         if width:
             return int(width), max(1, round(width * native_h / native_w))

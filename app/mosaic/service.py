@@ -30,6 +30,7 @@ from rio_tiler.constants import WEB_MERCATOR_TMS
 from app.budget import MemoryBudget
 from app.catalog.base import Catalog
 from app.errors import NotFoundError, TooLargeError
+from app.evalscript import EvalscriptLimits
 from app.input_limits import InputLimits
 from app.mosaic.backend import SearchBackend
 from app.mosaic.index import FootprintIndex, IndexCache
@@ -114,6 +115,7 @@ def reader_options_from_settings(settings: Settings) -> dict[str, Any]:
         "max_pixels": settings.max_output_pixels,
         "max_tile_size": settings.max_tile_size,
         "budget": MemoryBudget.from_settings(settings),
+        "evalscript_limits": EvalscriptLimits.from_settings(settings),
     }
 
 

@@ -22,10 +22,11 @@ from rio_tiler.io import Reader, STACReader
 from rio_tiler.models import BandStatistics
 
 from app import sentinel2
+from app.band_math import BandMath, parse_band_math
 from app.budget import MemoryBudget, RequestCost, read_cost
 from app.datasets import is_remote, reader_executor
 from app.errors import BadRequestError
-from app.expressions import Expression, parse_expression
+from app.evalscript import EvalscriptBandMath, EvalscriptLimits
 from app.readers.derived import derived_fields, keep_derived_fields
 from app.readers.gtiff import GTiffReader
 from app.readers.layers import Layer, bands_by_name, masked, replace_bands
@@ -38,6 +39,7 @@ from app.readers.sizing import (
 )
 from app.readers.template import SizedReads
 from app.redirects import resolve_redirects
+from app.rendering import ALPHA_BAND
 from app.security import check_source
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stac_item import fetch_item
@@ -103,14 +105,14 @@ class ReadPlan(NamedTuple):
     """What a Sentinel-2 read reads, derived from the request and the item alone.
 
     Attributes:
-        expression: The parsed expression, or None.
+        expression: The parsed band math (an expression or an evalscript), or None.
         harmonize: Whether bands become reflectance.
         scl_mask: The SCL classes ``mask`` turns into nodata, or None.
         keys: The asset key of each band (of each expression name).
         assets: What to read: the expression's assets once each, or the assets as given.
     """
 
-    expression: Expression | None
+    expression: BandMath | None
     harmonize: bool
     scl_mask: frozenset[int] | None
     keys: list[str]
@@ -141,6 +143,7 @@ class S2STACReader(SizedReads, STACReader):
     max_pixels: int | None = attr.ib(default=None, kw_only=True)
     max_tile_size: int | None = attr.ib(default=None, kw_only=True)
     budget: MemoryBudget | None = attr.ib(default=None, kw_only=True)
+    evalscript_limits: EvalscriptLimits | None = attr.ib(default=None, kw_only=True)
 
     explicit_grid = True
 
@@ -248,9 +251,18 @@ class S2STACReader(SizedReads, STACReader):
         expression: str | None,
         mask: str | None,
         harmonize: bool | None,
+        evalscript: str | None = None,
     ) -> ReadPlan:
-        """What a read of ``assets`` / ``expression`` reads, from the item alone."""
-        expr: Expression | None = parse_expression(expression) if expression else None
+        """What a read of ``assets`` / ``expression`` / ``evalscript`` reads, from the item alone."""
+        expr = parse_band_math(expression, evalscript, self.evalscript_limits)
+        if isinstance(expr, EvalscriptBandMath):
+            # An evalscript reads reflectance; its setup's `units` says what it sees.
+            if harmonize is False:
+                raise BadRequestError(
+                    "harmonize: an evalscript reads reflectance (units REFLECTANCE) or "
+                    "reflectance x 10000 (units DN); set `units` in its setup() instead"
+                )
+            harmonize = True
         if harmonize is None:
             harmonize = expr is not None
         scl_mask = self._mask_classes(mask)
@@ -312,15 +324,17 @@ class S2STACReader(SizedReads, STACReader):
         expression: str | None = None,
         mask: str | None = None,
         harmonize: bool | None = None,
+        evalscript: str | None = None,
         **kwargs: Any,
     ) -> None:
         """Refuse a layer this item cannot read, as a read of it would (400 / 413).
 
         What a TileJSON, WMTS or map document checks before it lists tiles: the assets and
-        the expression's names resolve, the mask applies, the counts are within the budget.
-        Nothing is read. ``kwargs``: the read's other options (not checked here).
+        the expression's (or evalscript's) names resolve, the mask applies, the counts are
+        within the budget. Nothing is read. ``kwargs``: the read's other options (not
+        checked here).
         """
-        self._cost(1, self._plan(assets, expression, mask, harmonize))
+        self._cost(1, self._plan(assets, expression, mask, harmonize, evalscript))
 
     def _asset_itemsizes(self, asset: Any) -> list[int]:
         """Bytes per sample of each band an asset read gives (its ``raster:bands``)."""
@@ -347,6 +361,7 @@ class S2STACReader(SizedReads, STACReader):
         expression: str | None = None,
         mask: str | None = None,
         harmonize: bool | None = None,
+        evalscript: str | None = None,
         **kwargs: Any,
     ) -> RequestCost:
         """The memory a read of ``pixels`` output pixels holds (``app.budget``).
@@ -355,7 +370,7 @@ class S2STACReader(SizedReads, STACReader):
         reasonable (assets, expression outputs) are refused here (413). ``kwargs``: the
         read's other options, which do not change its size.
         """
-        return self._cost(pixels, self._plan(assets, expression, mask, harmonize))
+        return self._cost(pixels, self._plan(assets, expression, mask, harmonize, evalscript))
 
     def _cost(self, pixels: int, plan: ReadPlan) -> RequestCost:
         expr, harmonize, scl_mask, keys, read_assets = plan
@@ -390,6 +405,7 @@ class S2STACReader(SizedReads, STACReader):
         dst_crs: CRS,
         assets: Sequence[Any] | str | None = None,
         expression: str | None = None,
+        evalscript: str | None = None,
     ) -> tuple[int, int]:
         """Output width/height of ``bbox`` at the finest native resolution of what is read.
 
@@ -399,13 +415,15 @@ class S2STACReader(SizedReads, STACReader):
             dst_crs: The output's CRS: the native pixel count is laid out in it.
             assets: The assets read (any name), when no ``expression``.
             expression: The expression read (its assets set the resolution).
+            evalscript: The evalscript read, likewise.
 
         Returns:
             ``(width, height)``; a 400 when the item does not record its assets' grids.
 
         """
-        if expression:
-            names = [self._expression_asset(n) for n in parse_expression(expression).names]
+        math = parse_band_math(expression, evalscript, self.evalscript_limits)
+        if math is not None:
+            names = [self._expression_asset(n) for n in math.names]
         elif isinstance(assets, str):
             names = [self.resolve_asset_name(assets)]
         else:
@@ -429,7 +447,12 @@ class S2STACReader(SizedReads, STACReader):
         self, bbox: Bounds, bounds_crs: CRS, dst_crs: CRS, options: Mapping[str, Any]
     ) -> tuple[int, int]:
         return self.native_size(
-            bbox, bounds_crs, dst_crs, options.get("assets"), options.get("expression")
+            bbox,
+            bounds_crs,
+            dst_crs,
+            options.get("assets"),
+            options.get("expression"),
+            options.get("evalscript"),
         )
 
     def _grid_aspect(self) -> float:
@@ -448,6 +471,7 @@ class S2STACReader(SizedReads, STACReader):
         mask: str | None = None,
         harmonize: bool | None = None,
         asset_as_band: bool = False,
+        evalscript: str | None = None,
         **kwargs: Any,
     ) -> Layer:
         """Read what the caller asked for, harmonized and masked as asked.
@@ -456,7 +480,7 @@ class S2STACReader(SizedReads, STACReader):
         to the request's geometry (tile, bbox, point ...), of ``pixels`` output pixels:
         the request's memory is checked against the budget before anything is read.
         """
-        plan = self._plan(assets, expression, mask, harmonize)
+        plan = self._plan(assets, expression, mask, harmonize, evalscript)
         cost = self._cost(pixels, plan)
         if self.budget is not None:
             self.budget.check(cost)
@@ -484,10 +508,20 @@ class S2STACReader(SizedReads, STACReader):
             invalid = sentinel2.scl_invalid(scl.filled(0), scl_mask) | np.ma.getmaskarray(scl)
 
         if expr is not None:
-            data = expr.evaluate(
-                {name: bands[key] for name, key in zip(expr.names, keys, strict=True)}
-            )
+            inputs = {name: bands[key] for name, key in zip(expr.names, keys, strict=True)}
+            if invalid is not None and isinstance(expr, EvalscriptBandMath):
+                # The script's dataMask is 0 where the service masks (SCL classes too).
+                inputs = {name: masked(values, invalid) for name, values in inputs.items()}
+            data = expr.evaluate(inputs)
             names = list(expr.outputs)
+            if isinstance(expr, EvalscriptBandMath):
+                # Values are the output's sampleType already (AUTO: 0..255): its data type.
+                data = data.astype(expr.dtype)
+                if len(names) == 4:
+                    # RGBA, as Sentinel Hub renders a 4-band output: 0 alpha is no data.
+                    transparent = np.ma.getdata(data[3]) == 0
+                    data = masked(data, np.broadcast_to(transparent, data.shape))
+                    names[3] = ALPHA_BAND
         else:
             data = np.ma.stack([bands[key] for key in keys])
             if harmonize:

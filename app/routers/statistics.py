@@ -21,8 +21,10 @@ the collection id (`sentinel-2-l2a`); `dataFilter.maxCloudCoverage` (percent) an
 `dataFilter.mosaickingOrder` (`mostRecent` default, `leastRecent`, `leastCC`).
 `aggregation.timeRange` `[from, to)`, cut into `aggregationInterval.of` (ISO 8601: P1D, P5D,
 P1W, P1M, P1Y ...) from `from`; a last partial interval is dropped (`SKIP`, default), ends at
-`to` (`SHORTEN`) or keeps its length (`EXTEND`). In place of an evalscript,
-`aggregation.outputs` names band math per output (`{"ndvi": {"expression":
+`to` (`SHORTEN`) or keeps its length (`EXTEND`). `aggregation.evalscript`: Sentinel Hub's
+V3 evalscript as sentinelhub-py sends it (every output of its setup() but `dataMask` is an
+output, bands `B0`, `B1` ...; a `dataMask` output excludes the pixels where it is 0), or in
+its place `aggregation.outputs` names band math per output (`{"ndvi": {"expression":
 "(nir-red)/(nir+red)"}}`, `;` separates bands `B0`, `B1` ...; assets by common or ESA name),
 evaluated on reflectance (DN x scale + offset, Sentinel-2 baseline offsets handled).
 `aggregation.mask`: `scl-clear` (default; SCL nodata, saturated, cloud shadow, clouds,

@@ -51,6 +51,7 @@ from app.budget import HARMONIZED_BYTES, MATH_INPUT_BYTES, MATH_OUTPUT_BYTES, MA
 from app.catalog.base import SearchQuery
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
+from app.evalscript import EvalscriptBandMath
 from app.ordering import MosaickingOrder, order_key
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.settings import Settings
@@ -595,9 +596,14 @@ class _Chunk:
             keep = engine.valid_mask(arrays, len(pending))
             open_any = np.zeros(len(pending), dtype=bool)
             for output, slots in zip(plan.outputs, bands, strict=True):
-                evaluated = output.expression.evaluate(
-                    {name: arrays[name] for name in output.expression.names}
-                )
+                inputs = {name: arrays[name] for name in output.expression.names}
+                if isinstance(output.expression, EvalscriptBandMath):
+                    # The script's dataMask is 0 where the request's mask drops a pixel.
+                    inputs = {
+                        name: np.ma.MaskedArray(values, mask=np.ma.getmaskarray(values) | ~keep)
+                        for name, values in inputs.items()
+                    }
+                evaluated = output.expression.evaluate(inputs)
                 data, masked = np.ma.getdata(evaluated), np.ma.getmaskarray(evaluated)
                 for b, (values, filled) in enumerate(slots):
                     take = keep & ~masked[b] & ~filled[pending]

@@ -1,8 +1,8 @@
 """The Statistical API request and response, in Sentinel Hub's shape.
 
-The request is Sentinel Hub's, with the JavaScript evalscript replaced by named band-math
-outputs (``aggregation.outputs``), a mask (``aggregation.mask``) and an explicit pixel rule
-(``aggregation.pixelRule``). Fields Sentinel Hub accepts that have no meaning here
+The request is Sentinel Hub's: its JavaScript evalscript (``aggregation.evalscript``,
+``app.evalscript``), or named band-math outputs in its place (``aggregation.outputs``); a
+mask (``aggregation.mask``) and an explicit pixel rule (``aggregation.pixelRule``). Fields Sentinel Hub accepts that have no meaning here
 (``processing``, ``previewMode`` ...) are accepted and ignored.
 
 The response models document the JSON the engine returns: the engine itself returns plain
@@ -132,15 +132,19 @@ class Aggregation(_Model):
 
     timeRange: TimeRange
     aggregationInterval: AggregationInterval
-    outputs: dict[str, OutputDefinition] = Field(
-        description="Output name -> band math. Takes the place of Sentinel Hub's evalscript."
+    outputs: dict[str, OutputDefinition] | None = Field(
+        default=None,
+        description="Output name -> band math; or give `evalscript` instead (its setup() "
+        "names the outputs).",
     )
     mask: str | None = Field(
         default=None,
         description="`scl-clear` (SCL classes nodata, saturated, cloud shadow, clouds, cirrus, "
         "snow are no data), `none`, or a boolean expression over assets (true = valid), "
-        "e.g. `(scl == 4) | (scl == 5)`. Default: `scl-clear` for Sentinel-2, `none` for a "
-        "collection without a scene classification (a batch processing result).",
+        "e.g. `(scl == 4) | (scl == 5)`. Default: `scl-clear` for Sentinel-2 band math, `none` "
+        "with an evalscript (its dataMask output says which pixels count, as in Sentinel "
+        "Hub) and for a collection without a scene classification (a batch processing "
+        "result).",
     )
     pixelRule: PixelRule = Field(
         default="exact",
@@ -155,7 +159,12 @@ class Aggregation(_Model):
     )
     width: int | None = Field(default=None, description="Not supported: use resx/resy.")
     height: int | None = Field(default=None, description="Not supported: use resx/resy.")
-    evalscript: str | None = Field(default=None, description="Not supported: use `outputs`.")
+    evalscript: str | None = Field(
+        default=None,
+        description="A Sentinel Hub V3 evalscript, as sentinelhub-py sends it: each output of "
+        "its setup() but `dataMask` is an output of the response; a `dataMask` output "
+        "excludes the pixels where it is 0 (README: Evalscripts).",
+    )
 
 
 class Percentiles(_Model):
@@ -222,7 +231,7 @@ class OutputCalculations(_Model):
 
 
 class StatisticalRequest(_Model):
-    """A Statistical API request (Sentinel Hub's shape, band math instead of evalscript)."""
+    """A Statistical API request (Sentinel Hub's shape: an evalscript, or band-math outputs)."""
 
     input: RequestInput
     aggregation: Aggregation

@@ -12,16 +12,29 @@ from datetime import datetime
 from typing import Any
 
 from app import sentinel2
+from app.band_math import BandMath
 from app.catalog.query import format_datetime, parse_rfc3339
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, TerratilerError, TooLargeError
+from app.evalscript import (
+    DATA_MASK,
+    Evalscript,
+    EvalscriptBandMath,
+    EvalscriptLimits,
+    parse_evalscript,
+)
 from app.expressions import Expression, parse_expression, resolve_names
 from app.ordering import MosaickingOrder
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.settings import Settings
 from app.stats.coverage import PixelRule
 from app.stats.intervals import parse_duration, split_time_range
-from app.stats.models import HistogramDefinition, OutputCalculations, StatisticalRequest
+from app.stats.models import (
+    Aggregation,
+    HistogramDefinition,
+    OutputCalculations,
+    StatisticalRequest,
+)
 from app.stats.summary import PERCENTILE_METHODS, HistogramSpec
 
 # The single-band assets band math may name (Earth-Search v1 keys; ESA band names resolve
@@ -46,7 +59,7 @@ class OutputPlan:
     """One output: its band math (over asset keys) and its bands."""
 
     name: str
-    expression: Expression
+    expression: BandMath
     bands: tuple[BandPlan, ...]
 
 
@@ -119,17 +132,105 @@ def band_math_assets(catalog: Any, collection_id: str, settings: Settings) -> fr
     return own or BAND_MATH_ASSETS
 
 
+def _field_error(
+    error: TerratilerError, field_name: str, assets: frozenset[str]
+) -> TerratilerError:
+    """``error`` (of its own class: 400, 408, 413) naming ``field_name``."""
+    message = error.message.removeprefix("evalscript: ")
+    known = ", ".join(sorted(assets))
+    esa = ", or ESA band names B01..B12, B8A, SCL" if assets is BAND_MATH_ASSETS else ""
+    hint = f" (assets: {known}{esa})" if "unknown band" in message else ""
+    return type(error)(f"{field_name}: {message}{hint}")
+
+
+def _parsed(text: str, field_name: str) -> Expression:
+    """Band math as written (names not resolved yet), errors naming the field."""
+    try:
+        return parse_expression(text)
+    except BadRequestError as error:
+        raise _field_error(error, field_name, BAND_MATH_ASSETS) from None
+
+
+def _resolved(band_math: BandMath, field_name: str, assets: frozenset[str]) -> BandMath:
+    """Band math with its names resolved to asset keys (``B04`` -> ``red``)."""
+    try:
+        return resolve_names(band_math, lambda name: sentinel2.resolve_asset(name, assets))
+    except BadRequestError as error:
+        raise _field_error(error, field_name, assets) from None
+
+
 def _band_math(text: str, field_name: str, assets: frozenset[str] = BAND_MATH_ASSETS) -> Expression:
     """Parse band math and resolve its names to asset keys (``B04`` -> ``red``)."""
+    resolved = _resolved(_parsed(text, field_name), field_name, assets)
+    assert isinstance(resolved, Expression)
+    return resolved
+
+
+def _evalscript(text: str, settings: Settings, field_name: str) -> Evalscript:
+    """The evalscript of a request, parsed under the settings' limits (errors name the field)."""
     try:
-        expression = parse_expression(text)
-        return resolve_names(expression, lambda name: sentinel2.resolve_asset(name, assets))
-    except BadRequestError as error:
-        known = ", ".join(sorted(assets))
-        esa = ", or ESA band names B01..B12, B8A, SCL" if assets is BAND_MATH_ASSETS else ""
-        hint = f" (assets: {known}{esa})"
-        suffix = hint if "unknown band" in error.message else ""
-        raise BadRequestError(f"{field_name}: {error.message}{suffix}") from None
+        return parse_evalscript(text, EvalscriptLimits.from_settings(settings))
+    except TerratilerError as error:
+        raise _field_error(error, field_name, BAND_MATH_ASSETS) from None
+
+
+def _outputs(
+    aggregation: Aggregation, settings: Settings, band_assets: frozenset[str]
+) -> list[tuple[str, BandMath, list[str]]]:
+    """Each output's name, band math over asset keys and band names.
+
+    They come from ``aggregation.outputs`` (band math), or from an evalscript's setup():
+    every output but ``dataMask``, which masks the others, as in Sentinel Hub.
+    """
+    definitions: list[tuple[str, BandMath, list[str] | None]]
+    if aggregation.evalscript is not None:
+        if aggregation.outputs:
+            raise BadRequestError(
+                "aggregation.outputs: give outputs or an evalscript (its setup() names them)"
+            )
+        field_name = "aggregation.evalscript"
+        script = _evalscript(aggregation.evalscript, settings, field_name)
+        declared = [output for output in script.outputs if output.id != DATA_MASK]
+        if not declared:
+            raise BadRequestError(f"{field_name}: setup() declares no output besides dataMask")
+        definitions = [
+            (output.id, EvalscriptBandMath(script, output.id), None) for output in declared
+        ]
+    else:
+        if not aggregation.outputs:
+            raise BadRequestError(
+                "aggregation.outputs: give at least one output (or aggregation.evalscript)"
+            )
+        field_name = "aggregation.outputs"
+        definitions = [
+            (name, _parsed(output.expression, f"{field_name}.{name}.expression"), output.bands)
+            for name, output in aggregation.outputs.items()
+        ]
+    max_outputs = settings.stats_max_outputs
+    if len(definitions) > max_outputs:
+        raise BadRequestError(
+            f"{field_name}: {len(definitions)} outputs, over the limit "
+            f"stats_max_outputs={max_outputs}"
+        )
+    result = []
+    for name, band_math, given_names in definitions:
+        where = field_name if aggregation.evalscript else f"{field_name}.{name}.expression"
+        resolved = _resolved(band_math, where, band_assets)
+        count = len(resolved.outputs)
+        max_bands = settings.max_expression_outputs
+        if count > max_bands:
+            raise TooLargeError(
+                f"{where}: output {name} has {count} bands, over the limit "
+                f"max_expression_outputs={max_bands}"
+            )
+        band_names = given_names or [f"B{i}" for i in range(count)]
+        if len(band_names) != count or len(set(band_names)) != count:
+            raise BadRequestError(
+                f"{field_name}.{name}.bands: {count} distinct band name(s) needed, "
+                f"one per ';'-separated expression"
+            )
+        result.append((name, resolved, list(band_names)))
+    return result
 
 
 def _time(value: str, field_name: str) -> datetime:
@@ -223,11 +324,6 @@ def make_plan(
 
     """
     aggregation = request.aggregation
-    if aggregation.evalscript is not None:
-        raise BadRequestError(
-            "aggregation.evalscript: evalscripts are not supported; name band-math outputs in "
-            'aggregation.outputs, e.g. {"ndvi": {"expression": "(nir-red)/(nir+red)"}}'
-        )
     if aggregation.width is not None or aggregation.height is not None:
         raise BadRequestError("aggregation.width/height: not supported; give resx and resy")
     if (aggregation.resx is None) != (aggregation.resy is None):
@@ -235,15 +331,6 @@ def make_plan(
     if len(request.input.data) != 1:
         raise BadRequestError("input.data: exactly one data collection is supported")
     data = request.input.data[0]
-
-    max_outputs = settings.stats_max_outputs
-    if not aggregation.outputs:
-        raise BadRequestError("aggregation.outputs: give at least one output")
-    if len(aggregation.outputs) > max_outputs:
-        raise BadRequestError(
-            f"aggregation.outputs: {len(aggregation.outputs)} outputs, over the limit "
-            f"stats_max_outputs={max_outputs}"
-        )
 
     start = _time(aggregation.timeRange.from_, "aggregation.timeRange.from")
     end = _time(aggregation.timeRange.to, "aggregation.timeRange.to")
@@ -260,34 +347,19 @@ def make_plan(
 
     outputs = []
     assets: list[str] = []
-    for name, definition in aggregation.outputs.items():
-        expression = _band_math(
-            definition.expression, f"aggregation.outputs.{name}.expression", band_assets
-        )
-        count = len(expression.outputs)
-        max_bands = settings.max_expression_outputs
-        if count > max_bands:
-            raise TooLargeError(
-                f"aggregation.outputs.{name}.expression: {count} ';'-separated bands, over the "
-                f"limit max_expression_outputs={max_bands}"
-            )
-        band_names = definition.bands or [f"B{i}" for i in range(count)]
-        if len(band_names) != count or len(set(band_names)) != count:
-            raise BadRequestError(
-                f"aggregation.outputs.{name}.bands: {count} distinct band name(s) needed, "
-                f"one per ';'-separated expression"
-            )
-        bands = _bands(name, list(band_names), request.calculations, settings.max_histogram_bins)
-        outputs.append(OutputPlan(name, expression, bands))
-        assets.extend(expression.names)
-    _check_keys(request.calculations, list(aggregation.outputs), "calculations", "output")
-
+    for name, band_math, band_names in _outputs(aggregation, settings, band_assets):
+        bands = _bands(name, band_names, request.calculations, settings.max_histogram_bins)
+        outputs.append(OutputPlan(name, band_math, bands))
+        assets.extend(band_math.names)
+    _check_keys(request.calculations, [output.name for output in outputs], "calculations", "output")
     mask: str | Expression
     requested = aggregation.mask
     if requested is None:
         # A collection without a scene classification (a batch processing result: its
-        # outputs were masked when they were made) has nothing to mask by default.
-        requested = MASK_SCL_CLEAR if SCL_ASSET in band_assets else MASK_NONE
+        # outputs were masked when they were made) has nothing to mask by default; an
+        # evalscript masks what its dataMask output says, as in Sentinel Hub.
+        scl = SCL_ASSET in band_assets and aggregation.evalscript is None
+        requested = MASK_SCL_CLEAR if scl else MASK_NONE
     if requested == MASK_SCL_CLEAR:
         mask = MASK_SCL_CLEAR
         assets.append(SCL_ASSET)

@@ -31,6 +31,7 @@ from app.catalog.base import SearchQuery
 from app.catalog.query import parse_rfc3339
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TooLargeError
+from app.evalscript import EvalscriptLimits
 from app.settings import Settings
 from app.stac_fields import item_datetime
 from app.stats.geometry import bounds_geometry, non_finite, reproject
@@ -198,13 +199,13 @@ def check_request(
         TooLargeError: Over ``batch_max_tiles`` or ``batch_max_tile_pixels``.
 
     """
-    outputs = len(request.processRequest.outputs)
+    recipe = request.recipe(EvalscriptLimits.from_settings(settings))
+    outputs = len(recipe.outputs)
     if outputs > settings.batch_max_outputs:
         raise TooLargeError(
             f"processRequest.outputs: {outputs} outputs, over the limit "
             f"batch_max_outputs={settings.batch_max_outputs}"
         )
-    recipe = request.recipe()
     data = request.processRequest.input.data[0]
     time_range = data.dataFilter.timeRange
     start = _time(time_range.from_, "processRequest.input.data[0].dataFilter.timeRange.from")

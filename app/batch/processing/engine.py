@@ -49,8 +49,9 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from app import sentinel2
+from app.band_math import BandMath, parse_band_math
 from app.errors import BadRequestError
-from app.expressions import Expression, parse_expression
+from app.evalscript import EvalscriptBandMath, EvalscriptLimits
 from app.ordering import order_key
 from app.settings import Settings
 from app.stats.reading import Scene, SceneReader, SceneReadError
@@ -142,7 +143,8 @@ def process_tile(
     """
     scenes = [Scene.from_item(item) for item in items]
     dates = list(stack_dates) if stack_dates is not None else _dates(scenes)
-    composers = [_composer(spec, tile, dates) for spec in recipe.outputs]
+    limits = EvalscriptLimits.from_settings(settings)
+    composers = [_composer(spec, tile, dates, limits) for spec in recipe.outputs]
     reader = _TileReader(tile, recipe.resampling, settings)
     footprint = tile_bbox_4326(tile)
     for scene in _ordered(scenes, recipe.order):
@@ -177,7 +179,7 @@ def estimate_tile_bytes(tile: GridTile, recipe: TileRecipe, scenes: int) -> int:
     known = set(sentinel2.BAND_ALIASES.values())
     assets: set[str] = set()
     for spec in recipe.outputs:
-        for name in parse_expression(spec.expression).names:
+        for name in band_math(spec).names:
             assets.add(sentinel2.resolve_asset(name, known) or name)
         if spec.mask == sentinel2.MASK_SCL_CLEAR:
             assets.add(sentinel2.SCL_ASSET)
@@ -437,7 +439,7 @@ class _Composer:
     """Gathers one output's values scene after scene, then gives its raster."""
 
     spec: OutputSpec
-    expression: Expression
+    expression: BandMath
     shape: tuple[int, int]
 
     @property
@@ -452,11 +454,27 @@ class _Composer:
     def evaluate(
         self, scene: Scene, arrays: dict[str, np.ma.MaskedArray], clear: np.ndarray | None
     ) -> np.ma.MaskedArray:
-        """The output's (height, width) values from one scene, masked where not valid."""
-        values = self.expression.evaluate(arrays)[0]
+        """The output's (bands, height, width) values from one scene, masked where not valid."""
+        inputs = {name: arrays[name] for name in self.expression.names}
+        dropped = None
         if self.spec.mask == sentinel2.MASK_SCL_CLEAR and clear is not None:
-            values = np.ma.MaskedArray(values.data, mask=values.mask | ~clear)
+            dropped = ~clear
+            if isinstance(self.expression, EvalscriptBandMath):
+                # The script's dataMask is 0 where the SCL drops a pixel.
+                inputs = {
+                    name: np.ma.MaskedArray(values, mask=np.ma.getmaskarray(values) | dropped)
+                    for name, values in inputs.items()
+                }
+        values = self.expression.evaluate(inputs)
+        if dropped is not None:
+            values = np.ma.MaskedArray(values.data, mask=np.ma.getmaskarray(values) | dropped)
         return values
+
+    def names(self) -> list[str]:
+        """The band descriptions: the output id, or ``<id>_B<n>`` for several bands."""
+        if self.spec.bands == 1:
+            return [self.spec.id]
+        return [f"{self.spec.id}_B{band}" for band in range(self.spec.bands)]
 
     def add(self, scene: Scene, values: np.ma.MaskedArray) -> None:  # pragma: no cover
         """Take one scene's values."""
@@ -481,8 +499,8 @@ class _First(_Composer):
     filled: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        self.data = np.full(self.shape, np.nan, dtype=np.float32)
-        self.filled = np.zeros(self.shape, dtype=bool)
+        self.data = np.full((self.spec.bands, *self.shape), np.nan, dtype=np.float32)
+        self.filled = np.zeros((self.spec.bands, *self.shape), dtype=bool)
 
     @property
     def finished(self) -> bool:  # noqa: D102 (see _Composer)
@@ -497,7 +515,7 @@ class _First(_Composer):
         self.filled |= take
 
     def bands(self) -> tuple[np.ndarray, list[str]]:  # noqa: D102
-        return self.data[None], [self.spec.id]
+        return self.data, self.names()
 
 
 @dataclass
@@ -515,7 +533,11 @@ class _Median(_Composer):
         )
 
     def bands(self) -> tuple[np.ndarray, list[str]]:  # noqa: D102
-        return nan_median(self.layers, self.shape)[None], [self.spec.id]
+        medians = [
+            nan_median([layer[band] for layer in self.layers], self.shape)
+            for band in range(self.spec.bands)
+        ]
+        return np.stack(medians), self.names()
 
 
 def nan_median(layers: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
@@ -565,11 +587,12 @@ class _Running(_Composer):
     count: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        shape = (self.spec.bands, *self.shape)
         if self.spec.composite == "mean":
-            self.total = np.zeros(self.shape, dtype=np.float64)
+            self.total = np.zeros(shape, dtype=np.float64)
         else:
-            self.total = np.full(self.shape, np.nan, dtype=np.float32)
-        self.count = np.zeros(self.shape, dtype=np.int32)
+            self.total = np.full(shape, np.nan, dtype=np.float32)
+        self.count = np.zeros(shape, dtype=np.int32)
 
     def add(self, scene: Scene, values: np.ma.MaskedArray) -> None:  # noqa: D102
         valid = ~np.ma.getmaskarray(values)
@@ -588,7 +611,7 @@ class _Running(_Composer):
                 result = np.where(self.count > 0, self.total / self.count, np.nan)
         else:
             result = self.total
-        return result.astype(np.float32)[None], [self.spec.id]
+        return result.astype(np.float32), self.names()
 
 
 @dataclass
@@ -615,16 +638,43 @@ class _Stack(_Composer):
     def bands(self) -> tuple[np.ndarray, list[str]]:  # noqa: D102
         if not self.layers:
             return np.zeros((0, *self.shape), np.float32), []
-        return np.stack([layer.data for layer in self.layers.values()]), list(self.layers)
+        # Date by date, each date's bands in order: ``<date>`` or ``<date>_B<n>``.
+        names = [
+            date if self.spec.bands == 1 else f"{date}_B{band}"
+            for date in self.layers
+            for band in range(self.spec.bands)
+        ]
+        return np.concatenate([layer.data for layer in self.layers.values()]), names
 
 
-def _composer(spec: OutputSpec, tile: GridTile, dates: list[str]) -> _Composer:
-    expression = parse_expression(spec.expression)
-    if len(expression.outputs) != 1:
+def band_math(spec: OutputSpec, limits: EvalscriptLimits | None = None) -> BandMath:
+    """What computes an output: its expression, or its evalscript's output ``spec.id``.
+
+    Args:
+        spec: The output.
+        limits: The evalscript limits (the settings' defaults when omitted).
+
+    Returns:
+        The band math, of ``spec.bands`` bands.
+
+    Raises:
+        BadRequestError: It does not parse, or gives another band count.
+
+    """
+    parsed = parse_band_math(spec.expression or None, spec.evalscript, limits, output=spec.id)
+    where = "evalscript" if spec.evalscript else "expression"
+    if parsed is None or len(parsed.outputs) != spec.bands:
+        count = 0 if parsed is None else len(parsed.outputs)
         raise BadRequestError(
-            f"processRequest.outputs.{spec.id}.expression: one band per output,"
-            f" got {len(expression.outputs)}"
+            f"processRequest.outputs.{spec.id}.{where}: {spec.bands} band(s) expected, got {count}"
         )
+    return parsed
+
+
+def _composer(
+    spec: OutputSpec, tile: GridTile, dates: list[str], limits: EvalscriptLimits | None
+) -> _Composer:
+    expression = band_math(spec, limits)
     shape = (tile.height, tile.width)
     if spec.composite == "first":
         return _First(spec, expression, shape)

@@ -23,8 +23,9 @@
 
 Outputs are band math (``expression``, over asset names or ESA band names, as the tiler
 and the Statistical API take it) or a one-band ``preset`` (``ndvi``, ``ndwi``, ``ndmi``),
-one band each; ``composite``, ``mask`` and the data type are per output, with
-request-wide defaults. The JavaScript evalscript has no place here (refused, naming it).
+one band each; or the outputs of a Sentinel Hub evalscript (``processRequest.evalscript``,
+every band of each of its setup()'s outputs). ``composite``, ``mask`` and the data type
+are per output, with request-wide defaults.
 
 ``recipe()`` turns the outputs into the engine's ``TileRecipe``; every other check of the
 request (area, grid, limits) is ``app.batch.processing.analysis.check_request``.
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -41,8 +43,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app import sentinel2
 from app.batch.processing.paths import JOB_ID
-from app.batch.processing.spec import COMPOSITES, DATA_TYPES, OutputSpec, TileRecipe
-from app.errors import BadRequestError
+from app.batch.processing.spec import (
+    COMPOSITES,
+    DATA_TYPES,
+    OutputSpec,
+    TileRecipe,
+)
+from app.errors import BadRequestError, TerratilerError
+from app.evalscript import DATA_MASK, SAMPLE_DTYPES, EvalscriptLimits, parse_evalscript
 from app.expressions import get_preset, parse_expression, resolve_names
 from app.ordering import DEFAULT_ORDER, MosaickingOrder
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR
@@ -130,11 +138,19 @@ class ProcessRequest(_Model):
     """What each tile computes (Sentinel Hub's process request, band math for evalscript)."""
 
     input: ProcessInput
-    outputs: dict[str, ProcessOutput] = Field(description="Output id -> band math.")
+    outputs: dict[str, ProcessOutput] | None = Field(
+        default=None,
+        description="Output id -> band math; with an evalscript, its setup()'s output id -> "
+        "options of that output (dataType, nodata, rescale, composite, mask).",
+    )
     composite: str = Field(default="first", description="Default composite of the outputs.")
     mask: str | None = Field(default=None, description="Default mask of the outputs.")
     resampling: str = Field(default="nearest", description="Assets onto a tile's grid.")
-    evalscript: str | None = Field(default=None, description="Not supported (refused).")
+    evalscript: str | None = Field(
+        default=None,
+        description="A Sentinel Hub V3 evalscript: every output of its setup() but "
+        "`dataMask` is an output (all its bands); `dataMask` masks them.",
+    )
 
 
 class TilingGridInput(_Model):
@@ -204,31 +220,34 @@ class BatchProcessRequest(_Model):
     )
     description: str | None = Field(default=None, max_length=2000)
 
-    def recipe(self) -> TileRecipe:
+    def recipe(self, limits: EvalscriptLimits | None = None) -> TileRecipe:
         """The outputs as the engine takes them (presets expanded, defaults applied).
 
+        Args:
+            limits: The evalscript limits (the settings' defaults when omitted).
+
         Raises:
-            BadRequestError: An evalscript, no outputs, band math that does not parse or
+            BadRequestError: No outputs, band math or an evalscript that does not parse or
                 names an unknown band, an unknown preset, a bad data type, composite, mask,
                 rescale or resampling (each naming its field).
 
         """
         request = self.processRequest
-        if request.evalscript is not None:
-            raise BadRequestError(
-                "processRequest.evalscript: evalscripts are not supported; give band math in "
-                'processRequest.outputs, e.g. {"ndvi": {"expression": "(nir-red)/(nir+red)"}}'
-            )
-        if not request.outputs:
-            raise BadRequestError("processRequest.outputs: give at least one output")
         _check(request.composite, COMPOSITES, "processRequest.composite")
         if request.mask is not None:
             _check(request.mask, MASKS, "processRequest.mask")
         _check(request.resampling, RESAMPLINGS, "processRequest.resampling")
-        outputs = tuple(
-            _output(name, output, request.composite, request.mask)
-            for name, output in request.outputs.items()
-        )
+        if request.evalscript is not None:
+            outputs = _script_outputs(request, limits or EvalscriptLimits.default())
+        elif not request.outputs:
+            raise BadRequestError(
+                "processRequest.outputs: give at least one output (or processRequest.evalscript)"
+            )
+        else:
+            outputs = tuple(
+                _output(name, output, request.composite, request.mask)
+                for name, output in request.outputs.items()
+            )
         order = request.input.data[0].dataFilter.mosaickingOrder
         return TileRecipe(outputs=outputs, resampling=request.resampling, order=order)
 
@@ -258,16 +277,59 @@ def _band_math(text: str, field: str) -> str:
     return expression.text
 
 
-def _output(name: str, output: ProcessOutput, composite: str, mask: str | None) -> OutputSpec:
+def _script_outputs(request: ProcessRequest, limits: EvalscriptLimits) -> tuple[OutputSpec, ...]:
+    """One output per output of the evalscript's setup() but ``dataMask``.
+
+    ``processRequest.outputs`` may give each its options (no band math: the script is it);
+    the data type defaults to the output's ``sampleType`` (AUTO and UINT8: uint8).
+    """
+    field = "processRequest.evalscript"
+    try:
+        script = parse_evalscript(request.evalscript or "", limits)
+    except TerratilerError as error:
+        raise type(error)(f"{field}: {error.message.removeprefix('evalscript: ')}") from None
+    declared = [output for output in script.outputs if output.id != DATA_MASK]
+    if not declared:
+        raise BadRequestError(f"{field}: setup() declares no output besides dataMask")
+    options = request.outputs or {}
+    unknown = sorted(set(options) - {output.id for output in declared})
+    if unknown:
+        raise BadRequestError(
+            f"processRequest.outputs.{unknown[0][:_MAX_OUTPUT_ID]}: the evalscript has no such "
+            f"output; its outputs: {', '.join(output.id for output in declared)}"
+        )
+    specs = []
+    for output in declared:
+        given = options.get(output.id) or ProcessOutput()
+        where = f"processRequest.outputs.{output.id[:_MAX_OUTPUT_ID]}"
+        if given.expression is not None or given.preset is not None:
+            raise BadRequestError(f"{where}: the evalscript computes it (no expression or preset)")
+        if "dataType" not in given.model_fields_set:
+            given = given.model_copy(update={"dataType": SAMPLE_DTYPES[output.sample_type.upper()]})
+        spec = _output(output.id, given, request.composite, request.mask, script_text=script.text)
+        specs.append(replace(spec, bands=output.bands))
+    return tuple(specs)
+
+
+def _output(
+    name: str,
+    output: ProcessOutput,
+    composite: str,
+    mask: str | None,
+    *,
+    script_text: str | None = None,
+) -> OutputSpec:
     where = f"processRequest.outputs.{name[:_MAX_OUTPUT_ID]}"
     if not _OUTPUT_ID.match(name) or JOB_ID.match(name):
         raise BadRequestError(
             f"{where}: an output id names files: letters, digits, '.', '_', '-' (not first: "
             f"'.' or '-'; at most {_MAX_OUTPUT_ID}), not shaped like a job id"
         )
-    if (output.expression is None) == (output.preset is None):
+    if script_text is not None:
+        expression = ""
+    elif (output.expression is None) == (output.preset is None):
         raise BadRequestError(f"{where}: give an expression or a preset (one of them)")
-    if output.preset is not None:
+    elif output.preset is not None:
         try:
             preset = get_preset(output.preset)
         except BadRequestError as error:
@@ -306,6 +368,7 @@ def _output(name: str, output: ProcessOutput, composite: str, mask: str | None) 
         rescale=rescale,
         composite=chosen,
         mask=None if chosen_mask in (None, MASK_NONE) else chosen_mask,
+        evalscript=script_text,
     )
 
 

@@ -230,7 +230,7 @@ def _cube(grid: Any, layout: Any) -> dict[str, Any]:
             "type": "data",
             "dimensions": ["time" if output.composite == "stack" else "band", "y", "x"],
             "data_type": output.data_type,
-            "description": f"{output.composite} of {output.expression}",
+            "description": f"{output.composite} of {output.expression or 'an evalscript'}",
             **(
                 {"nodata": _number(output.nodata)}
                 if output.nodata is not None

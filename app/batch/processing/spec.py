@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from affine import Affine
 
-__all__ = ["COMPOSITES", "DATA_TYPES", "GridTile", "OutputRaster", "OutputSpec", "TileRecipe"]
+__all__ = [
+    "COMPOSITES",
+    "DATA_TYPES",
+    "GridTile",
+    "OutputRaster",
+    "OutputSpec",
+    "TileRecipe",
+]
 
 #: How the scenes over a pixel become its value.
 COMPOSITES = ("first", "median", "mean", "max", "min", "stack")
@@ -61,6 +68,9 @@ class OutputSpec:
         rescale: (min, max) mapped linearly onto the data type's range, or None.
         composite: One of ``COMPOSITES``.
         mask: "scl-clear" (drop cloud, shadow, cirrus, snow... pixels by the SCL) or None.
+        evalscript: A Sentinel Hub evalscript computing the output (its setup()'s output
+            ``id``); ``expression`` is empty then.
+        bands: The output's band count (an evalscript output may have several).
 
     """
 
@@ -71,6 +81,8 @@ class OutputSpec:
     rescale: tuple[float, float] | None = None
     composite: str = "first"
     mask: str | None = None
+    evalscript: str | None = None
+    bands: int = 1
 
 
 @dataclass(frozen=True)
