@@ -271,6 +271,7 @@ def _sample(name: str) -> Any:
         "cache_control": "public, max-age=60",
         "stats_max_vertices": 5000,
         "batch_malloc_trim_threshold": 131072,
+        "default_preset": "ndvi",
     }
     if name in special:
         return special[name]
