@@ -8,6 +8,10 @@ tile of a pair equals ``rasterio.warp.reproject`` of the full-resolution COG ont
 the TileJSON's maxzoom tiles 16 times, each tile smoothed on its own, so that every tile
 edge showed. The viewer now asks for the service's tiles at every zoom (last test).
 
+A kernel resampling (``reproject=bilinear``, ``cubic`` ...) had a seam of the service's own:
+GDAL sized the kernel of each tile from its source window, cut at the scene's edge in the
+edge tile (``app.readers.warp_scale`` sets one size for all).
+
 Nearest-neighbour is exact but for sampling ties: a tile pixel whose centre falls on a
 source pixel's edge (within ``TIE`` of a pixel, computed exactly with pyproj) may take either
 neighbour, as GDAL's warper interpolates the transformation (WarpedVRT and reproject both).
@@ -28,7 +32,7 @@ from fastapi.testclient import TestClient
 from live_server import live_server
 from pyproj import Transformer
 from rasterio.transform import from_bounds
-from rasterio.warp import Resampling, reproject
+from rasterio.warp import Resampling, calculate_default_transform, reproject
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.main import create_app
@@ -80,9 +84,15 @@ def grid(tiles: tuple[morecantile.Tile, ...]) -> tuple[Any, int, int]:
     return from_bounds(first.left, first.bottom, last.right, last.top, width, SIZE), width, SIZE
 
 
-def reference(path: Path, tiles: tuple, level: int | None = None) -> np.ndarray:
+def reference(
+    path: Path,
+    tiles: tuple,
+    level: int | None = None,
+    resampling: Resampling = Resampling.nearest,
+    **warp_options: str,
+) -> np.ndarray:
     """Band 1 of ``path`` (its overview ``level``, None: full resolution) on the tiles'
-    grid by ``rasterio.warp.reproject``, nearest-neighbour, 0 where no data."""
+    grid by ``rasterio.warp.reproject``, 0 where no data."""
     transform, width, height = grid(tiles)
     out = np.zeros((height, width), "uint16")
     options = {} if level is None else {"overview_level": level}
@@ -92,9 +102,10 @@ def reference(path: Path, tiles: tuple, level: int | None = None) -> np.ndarray:
             out,
             dst_transform=transform,
             dst_crs=TMS.crs._pyproj_crs,
-            resampling=Resampling.nearest,
+            resampling=resampling,
             src_nodata=0,
             dst_nodata=0,
+            **warp_options,
         )
     return out
 
@@ -162,6 +173,39 @@ def test_neighbouring_tiles_at_an_overview_zoom_read_the_same_overview(
         data = overview[:, half] != 0
         # Not the full resolution: that is another image at this zoom.
         assert (got[:, half] != full[:, half])[data].mean() > 0.5
+
+
+def kernel_scale(path: Path, tiles: tuple) -> dict[str, str]:
+    """GDAL's XSCALE / YSCALE of the tiles' warp: tile pixels per source pixel, from the
+    source's pixel size in Web Mercator (rasterio's default transform) and the tile's."""
+    transform, _, _ = grid(tiles)
+    with rasterio.open(path) as src:
+        native, _, _ = calculate_default_transform(
+            src.crs, TMS.crs._pyproj_crs, src.width, src.height, *src.bounds
+        )
+    return {"XSCALE": str(native.a / transform.a), "YSCALE": str(native.e / transform.e)}
+
+
+@pytest.mark.parametrize("method", ["bilinear", "cubic"])
+def test_neighbouring_tiles_resampled_by_a_kernel_meet_without_a_step(
+    module_client, demo_dir, item, method
+):
+    """At the native zoom a kernel downsamples: the tile cut by the scene's edge used a
+    kernel of its own (GDAL sized it from the cut source window), up to 175 DN off its
+    neighbour's; now both equal one reprojection of the pair with one kernel size."""
+    tiles = west_pair(item, 13)
+    path = href(demo_dir, item, "red")
+    parts = []
+    for tile in tiles:
+        data, mask = get_npy(module_client, tile_url(item, tile, f"assets=red&reproject={method}"))
+        parts.append(np.where(valid(mask), data, 0))
+    got = np.hstack(parts).astype(int)
+    scale = kernel_scale(path, tiles)
+    assert float(scale["XSCALE"]) < 0.9, "the tiles downsample the source"
+    ref = reference(path, tiles, resampling=Resampling[method], **scale).astype(int)
+    assert ((got != 0) == (ref != 0)).all()
+    assert (ref[:, :SIZE] != 0).sum() > 100
+    assert np.abs(got - ref).max() <= 1
 
 
 def ndvi_reference(demo_dir: Path, item: dict, tiles: tuple) -> tuple[np.ndarray, np.ndarray]:
