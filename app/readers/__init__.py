@@ -13,6 +13,8 @@ One job a module:
   the mosaics.
 - ``derived``: what rio-tiler derives from an item (grid, zooms), kept per item object.
 - ``layers``: bands of a read by name, and a read's bands replaced.
+- ``warp_scale``: one warp kernel size (GDAL's ``XSCALE``/``YSCALE``) for every tile of a
+  kernel resampling (bilinear, cubic ...), so that neighbouring tiles meet without a step.
 
 rio-tiler's tile path is given a cached ``calculate_default_transform`` at startup
 (``app.reprojection.install``, called by ``create_app``), not here.

@@ -16,6 +16,7 @@ from rio_tiler.models import ImageData, PointData
 from rio_tiler.utils import get_vrt_transform
 
 from app.datasets import dataset_pool
+from app.readers.warp_scale import warp_scale
 from app.request_checks import check_nodata
 from app.security import redact_source, shown_source
 
@@ -68,6 +69,10 @@ class GTiffReader(Reader):
         check_nodata(kwargs.get("nodata"), self.dataset.dtypes[0])
         if kwargs.get("padding"):
             kwargs["padding"] = self._padding(bbox, kwargs)
+        scale = warp_scale(self.dataset, bbox, kwargs)
+        if scale:
+            # One kernel size for every tile (app.readers.warp_scale).
+            kwargs["vrt_options"] = {**scale, **(kwargs.get("vrt_options") or {})}
         with self._read_errors():
             return super().part(bbox, *args, **kwargs)
 

@@ -107,11 +107,14 @@ async function showLayer(base, fit) {
   const [west, south, east, north] = tilejson.bounds;
   const bounds = L.latLngBounds([south, west], [north, east]);
   if (tiles) map.removeLayer(tiles);
+  // No maxNativeZoom: past the TileJSON's maxzoom the service's own tiles are asked for,
+  // resampled from the full-resolution data. Leaflet's overzoom (maxzoom tiles stretched
+  // by the browser) smoothed each tile on its own, so every tile edge showed as a step,
+  // and the maxzoom tiles are coarser than the 10 m data (tests/test_tile_seams.py).
   tiles = L.tileLayer(tilejson.tiles[0], {
     bounds,
     minZoom: 0,
     minNativeZoom: tilejson.minzoom,
-    maxNativeZoom: tilejson.maxzoom,
     maxZoom: 22,
   });
   tiles.on("tileerror", () => say("some tiles could not be loaded"));
