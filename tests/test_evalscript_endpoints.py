@@ -370,3 +370,18 @@ def test_cli_sends_an_evalscript_file(tmp_path):
     )
     with pytest.raises(SystemExit):
         build_request(both)
+
+
+def test_feature_statistics_take_an_evalscript(client, demo_dir):
+    """The item's POST .../statistics (a GeoJSON feature): the script's NDVI = the expression's."""
+    item = _item(demo_dir)
+    geometry = {"type": "Feature", "properties": {}, "geometry": _field(demo_dir)}
+    path = f"{ITEMS}/{item['id']}/statistics"
+    by_script = client.post(path, params={"evalscript": _script("ndvi")}, json=geometry)
+    by_expression = client.post(path, params={"expression": NDVI}, json=geometry)
+    assert by_script.status_code == 200, by_script.text
+    (ours,) = by_script.json()["properties"]["statistics"].values()
+    (theirs,) = by_expression.json()["properties"]["statistics"].values()
+    assert ours["count"] == theirs["count"] > 0
+    for key in ("mean", "std", "min", "max", "median"):
+        assert ours[key] == pytest.approx(theirs[key], rel=1e-6)
