@@ -113,6 +113,11 @@ class Frame:
 # arrays it builds and by evaluating blocks of pixels (see Translation.run).
 MAX_STEPS = 50_000
 MAX_ITEMS = 4096
+# Pixels per pass: a 64 K block keeps a script's temporaries (512 KB each) in the CPU caches
+# and in memory the allocator reuses; whole 1 Mpx arrays (8 MB each) are fresh pages each
+# time. Measured on the corpus (1 Mpx): 2-3x faster than one pass (true_color_gain 77 -> 27
+# ms, NDVI 26 -> 9 ms), and 16 K blocks are no faster.
+BLOCK_PIXELS = 65_536
 
 
 def new_array(items: list[Any], node: Any) -> JSArray:
@@ -769,7 +774,7 @@ class Translation:
         # Each step makes at most about one array of float64 per pixel: pixels are evaluated
         # in blocks that keep all of them under memory_bytes (a whole tile for every script
         # of the corpus; a script that builds 4,000 per-pixel values goes in slices).
-        self.block_pixels = max(4096, memory_bytes // (8 * self.steps))
+        self.block_pixels = max(4096, min(BLOCK_PIXELS, memory_bytes // (8 * self.steps)))
 
     def run(
         self, bands: Mapping[str, np.ndarray], valid: np.ndarray, *, exhaustive: bool = False
