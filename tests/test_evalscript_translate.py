@@ -712,3 +712,24 @@ def test_syntax_newer_than_es2017_runs_in_v8() -> None:
     )
     with pytest.raises(BadRequestError, match="preProcessScenes"):
         parse_evalscript(bad, LIMITS)
+
+
+def test_band_math_pickles_and_one_script_serves_threads(pixels) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bands, valid = pixels
+    arrays = {name: np.ma.MaskedArray(bands[name], mask=~valid) for name in ("B04", "B08", "SCL")}
+    band_math = EvalscriptBandMath(script("statistical_ndvi_datamask")).rename({"B04": "red"})
+    arrays["red"] = arrays.pop("B04")
+    copy = pickle.loads(pickle.dumps(band_math))
+    assert (copy.names, copy.outputs, copy.output) == (
+        band_math.names,
+        band_math.outputs,
+        band_math.output,
+    )
+    expected = band_math.evaluate(arrays)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: copy.evaluate(arrays), range(8)))
+    for result in results:
+        np.testing.assert_array_equal(result.filled(0), expected.filled(0))
+        np.testing.assert_array_equal(np.ma.getmaskarray(result), np.ma.getmaskarray(expected))
