@@ -733,3 +733,31 @@ def test_band_math_pickles_and_one_script_serves_threads(pixels) -> None:
     for result in results:
         np.testing.assert_array_equal(result.filled(0), expected.filled(0))
         np.testing.assert_array_equal(np.ma.getmaskarray(result), np.ma.getmaskarray(expected))
+
+
+AUTO_CONVERTED = """//VERSION=3 (auto-converted from 2)
+function evaluatePixelOrig(samples) {
+  var sample = samples[0];
+  var n = normalize(sample.B04, 0, 0.25);
+  return { default: [tansig(n) * 2] };
+}
+function normalize(unnormalized, min, max) { return 2 * (unnormalized - min) / (max - min) - 1; }
+function tansig(input) { return 2 / (1 + Math.exp(-2 * input)) - 1; }
+function setup() {
+  return { input: [{ bands: ["B04", "B08"] }], output: [{ id: "default", sampleType: "AUTO", bands: 1 }] };
+}
+function evaluatePixel(sample, scene, metadata, customData, outputMetadata) {
+  const result = evaluatePixelOrig([sample], [scene], metadata, customData, outputMetadata);
+  return result[Object.keys(result)[0]];
+}
+"""
+
+
+def test_scripts_auto_converted_from_v2_are_translated() -> None:
+    # Sentinel Hub's converter wraps the V2 body; its extra arguments are passed, never used.
+    evalscript = parse_evalscript(AUTO_CONVERTED, LIMITS)
+    assert evalscript.engine == "translated", evalscript.translation_refused
+    b04 = np.float32([[0.0, 0.1, 0.2, 0.3]])
+    out = evalscript.evaluate({"B04": b04, "B08": b04}, np.ones(b04.shape, bool))["default"]
+    n = 2 * b04.astype(float) / 0.25 - 1
+    close(out, [2 * (2 / (1 + np.exp(-2 * n)) - 1)])
