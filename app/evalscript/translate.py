@@ -104,6 +104,15 @@ class Frame:
     result: Any = UNDEF
     done: np.ndarray | None = None
     returned_all: bool = False
+    breaks: list["Breaks"] = field(default_factory=list)
+
+
+@dataclass
+class Breaks:
+    """The pixels that left the innermost ``switch`` through ``break`` (all: every pixel)."""
+
+    broken: np.ndarray | None = None
+    all: bool = False
 
 
 # ---------------------------------------------------------------------- interpreter
@@ -133,12 +142,10 @@ _LOOPS = {
     "ForOfStatement": "'for-of' loops",
     "WhileStatement": "'while' loops",
     "DoWhileStatement": "'do-while' loops",
-    "SwitchStatement": "'switch'",
     "TryStatement": "'try'",
     "ThrowStatement": "'throw'",
     "ClassDeclaration": "classes",
     "ClassExpression": "classes",
-    "BreakStatement": "'break'",
     "ContinueStatement": "'continue'",
     "LabeledStatement": "labels",
     "WithStatement": "'with'",
@@ -200,9 +207,11 @@ class Interpreter:
     # ----------------------------------------------------------------- statements
 
     def active(self, mask: Mask, frame: Frame) -> Mask:
-        if frame.done is None:
-            return mask
-        return ~frame.done if mask is None else mask & ~frame.done
+        """The pixels of ``mask`` that have not returned (nor left the current switch)."""
+        for gone in (frame.done, frame.breaks[-1].broken if frame.breaks else None):
+            if gone is not None:
+                mask = ~gone if mask is None else mask & ~gone
+        return mask
 
     def skip(self, mask: Mask) -> bool:
         return mask is not None and not self.exhaustive and not mask.any()
@@ -217,7 +226,7 @@ class Interpreter:
     def run_block(self, statements: list[Any], scope: Scope, frame: Frame, mask: Mask) -> None:
         self.hoist(statements, scope)
         for statement in statements:
-            if frame.returned_all:
+            if frame.returned_all or (frame.breaks and frame.breaks[-1].all):
                 return
             active = self.active(mask, frame)
             if self.skip(active):
@@ -256,12 +265,56 @@ class Interpreter:
                 self.branch_depth -= 1
         elif kind_ == "BlockStatement":
             self.run_block(node.body, Scope(scope), frame, mask)
+        elif kind_ == "SwitchStatement":
+            self.switch(node, scope, frame, mask)
+        elif kind_ == "BreakStatement":
+            if node.label is not None or not frame.breaks:
+                raise Refused("'break' outside a switch", node)
+            breaks = frame.breaks[-1]
+            if mask is None:
+                breaks.all = True
+            else:
+                breaks.broken = mask.copy() if breaks.broken is None else breaks.broken | mask
         elif kind_ in ("FunctionDeclaration", "EmptyStatement"):
             return
         elif kind_ in _LOOPS:
             raise Refused(_LOOPS[kind_], node)
         else:
             raise Refused(f"'{kind_}'", node)
+
+    def switch(self, node: Any, scope: Scope, frame: Frame, mask: Mask) -> None:
+        """``switch`` with JavaScript's rules: ``===``, fall-through, ``default``, ``break``."""
+        value = self.expr(node.discriminant, scope, mask)
+        hits = [
+            None
+            if case.test is None
+            else strict_equal(value, self.expr(case.test, scope, mask), case)
+            for case in node.cases
+        ]
+        matched: Any = False
+        for hit in hits:
+            if hit is not None:
+                matched = scalar(matched | hit)
+        per_pixel = any(not isinstance(hit, bool) for hit in hits if hit is not None)
+        body = Scope(scope)
+        self.hoist([s for case in node.cases for s in case.consequent], body)
+        frame.breaks.append(Breaks())
+        self.branch_depth += per_pixel
+        try:
+            entered: Any = False
+            for case, hit in zip(node.cases, hits, strict=True):
+                # Pixels enter at their case (default: when no case matches) and fall
+                # through the cases below until a break or a return.
+                entered = scalar(entered | (js_not(matched) if hit is None else hit))
+                if entered is False:
+                    continue
+                case_mask = mask if entered is True else and_mask(mask, entered)
+                self.run_block(case.consequent, body, frame, case_mask)
+                if frame.returned_all or frame.breaks[-1].all:
+                    break
+        finally:
+            frame.breaks.pop()
+            self.branch_depth -= per_pixel
 
     def declare(self, node: Any, scope: Scope, mask: Mask) -> None:
         for declarator in node.declarations:
