@@ -162,7 +162,7 @@ def test_syntax_error_is_a_400_with_its_line() -> None:
         ("['a']", "an array holding a string for output 'default'"),
         ("[null]", "an array holding null for output 'default'"),
         ("[{}]", "an array holding an object for output 'default'"),
-        ("undefined", "a undefined for output 'default'"),
+        ("undefined", "undefined for output 'default'"),
         ("5", "a number for output 'default'"),
     ],
 )
@@ -172,6 +172,7 @@ def test_wrong_type_or_length_is_a_400_naming_output_and_pixel(returned: str, wh
     message = caught.value.message
     assert message.startswith(f"evalscript: evaluatePixel returned {what} at pixel row 0, column 0")
     assert "setup() declares 1 band(s)" in message
+    assert_healthy()
 
 
 def test_wrong_value_at_one_pixel_names_that_pixel() -> None:
@@ -179,24 +180,32 @@ def test_wrong_value_at_one_pixel_names_that_pixel() -> None:
     body = "let i = 0;\nfunction evaluatePixel(s) { i++; return i === 1235 ? ['x'] : [1]; }"
     with pytest.raises(BadRequestError, match="at pixel row 24, column 34"):
         run(body)
+    assert_healthy()
 
 
 def test_multi_output_needs_an_object_with_every_output() -> None:
     setup = {"input": ["B04"], "output": [{"id": "a", "bands": 1}, {"id": "b", "bands": 2}]}
     with pytest.raises(BadRequestError, match="several outputs \\('a', 'b'\\)"):
         run("function evaluatePixel(s) { return [1]; }", setup)
-    with pytest.raises(BadRequestError, match="returned a undefined for output 'b'"):
+    with pytest.raises(BadRequestError, match="returned undefined for output 'b'"):
         run("function evaluatePixel(s) { return {a: [1]}; }", setup)
     with pytest.raises(BadRequestError, match="an array of 1 for output 'b'"):
         run("function evaluatePixel(s) { return {a: [1], b: [2]}; }", setup)
     out = run("function evaluatePixel(s) { return {a: [s.B04], b: [true, false]}; }", setup)
     np.testing.assert_array_equal(out["a"][0], B04)
     assert (out["b"][0] == 1).all() and (out["b"][1] == 0).all()  # booleans as 1 / 0
+    # Typed arrays are arrays too.
+    body = "function evaluatePixel(s) { return {a: new Float64Array([s.B04 * 2]), b: new Float32Array([1, 2])}; }"
+    out = run(body, setup)
+    np.testing.assert_array_equal(out["a"][0], B04 * 2)
+    assert (out["b"][1] == 2).all()
+    assert_healthy()
 
 
 def test_no_evaluate_pixel_is_a_400() -> None:
     with pytest.raises(BadRequestError, match="no function evaluatePixel"):
         run("const evaluate = 1;")
+    assert_healthy()
 
 
 def test_prototype_tampering_changes_neither_the_driver_nor_the_next_request() -> None:
@@ -241,6 +250,7 @@ def test_setup_tampering_json_still_returns_setup() -> None:
         "function evaluatePixel(s) { return [0]; }\n"
     )
     assert run_setup(script, LIMITS) == {"input": ["B04", "B08"], "output": {"bands": 1}}
+    assert_healthy()
 
 
 def test_no_access_to_anything_outside() -> None:
@@ -279,6 +289,7 @@ def test_a_globals_of_one_request_is_absent_from_the_next() -> None:
     second = "function evaluatePixel(s) { return [typeof secret === 'undefined' && typeof count === 'undefined' ? 1 : 0]; }"
     out = run(second, {"input": ["B04"], "output": {"bands": 1}})["default"]
     assert (out == 1).all()
+    assert_healthy()
 
 
 def test_concurrent_requests_each_get_their_own_context() -> None:
@@ -300,6 +311,7 @@ def test_concurrent_requests_each_get_their_own_context() -> None:
     assert not errors
     for k in range(4):
         np.testing.assert_allclose(results[k], B04.astype(np.float64) + k, rtol=1e-6)
+    assert_healthy()
 
 
 def test_no_shared_pixel_files_are_left_behind() -> None:
@@ -344,4 +356,20 @@ def test_a_worker_that_hangs_or_dies_is_a_4xx(
     assert time.monotonic() - start < LIMITS.timeout_seconds + 3
     assert v8._POOL.idle == []  # not kept
     monkeypatch.undo()
+    assert_healthy()
+
+
+def test_scripts_take_turns_at_v8_and_a_long_wait_is_a_503(monkeypatch) -> None:
+    from app.errors import UpstreamBusyError
+    from app.evalscript import v8
+
+    monkeypatch.setattr(v8, "_RUNNING", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(v8, "_QUEUE_SECONDS", 0.3)
+    v8._RUNNING.acquire()  # another request holds the only turn
+    try:
+        with pytest.raises(UpstreamBusyError, match="V8 workers were busy") as caught:
+            run("function evaluatePixel(s) { return [0]; }")
+        assert caught.value.status_code == 503
+    finally:
+        v8._RUNNING.release()
     assert_healthy()

@@ -232,3 +232,44 @@ def test_runs_from_inside_an_event_loop(values) -> None:
         return run_v8(script, setup, {"B04": values}, np.ones(SHAPE, bool), LIMITS)["default"]
 
     same(asyncio.run(inside()), [values.astype(np.float64) * 2])
+
+
+def test_workers_started_ahead_serve_the_first_script_at_once(values) -> None:
+    from app.evalscript import v8
+
+    v8.start_workers(1)
+    assert v8._POOL.idle and v8._POOL.idle[-1].alive()
+    setup = {"input": ["B04"], "output": {"bands": 1}}
+    script = "//VERSION=3\nfunction evaluatePixel(s) { return [s.B04 + 1]; }\n"
+    same(
+        run_v8(script, setup, {"B04": values}, np.ones(SHAPE, bool), LIMITS)["default"],
+        [values.astype(np.float64) + 1],
+    )
+
+
+def test_a_full_dev_shm_falls_back_to_a_file_in_the_temporary_directory(
+    values, monkeypatch
+) -> None:
+    # Writing through a map into a full tmpfs would be a SIGBUS: space is reserved first.
+    import errno
+    import os
+
+    from app.evalscript import v8
+
+    reserve = os.posix_fallocate
+    used: list[str] = []
+
+    def full_shm(fd: int, offset: int, size: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        used.append(path)
+        if path.startswith("/dev/shm/"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        reserve(fd, offset, size)
+
+    monkeypatch.setattr(v8.os, "posix_fallocate", full_shm)
+    monkeypatch.setattr(v8, "_POOL", v8._Pool())  # a worker without a shared file yet
+    setup = {"input": ["B04"], "output": {"bands": 1}}
+    script = "//VERSION=3\nfunction evaluatePixel(s) { return [s.B04 * 3]; }\n"
+    out = run_v8(script, setup, {"B04": values}, np.ones(SHAPE, bool), LIMITS)["default"]
+    same(out, [values.astype(np.float64) * 3])
+    assert used and not used[-1].startswith("/dev/shm/")

@@ -14,6 +14,7 @@ one that overruns is killed (408); the calling process never crashes. Idle worke
 for the next request (a fresh context each time, the process reused).
 """
 
+import contextlib
 import mmap
 import os
 import pickle
@@ -23,19 +24,24 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.errors import BadRequestError, ScriptTimeoutError, TooLargeError
+from app.errors import BadRequestError, ScriptTimeoutError, TooLargeError, UpstreamBusyError
 from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.v8_worker import shared_size, shared_views
 
 _WORKER = Path(__file__).with_name("v8_worker.py")
 # Idle worker processes kept (about 60 MB each); more run at once when requests do.
 _MAX_IDLE = 4
+# V8 runs at most this many scripts at once in this process (CPU-bound: more would only
+# share the cores, and every script's time limit would run out together); the others wait
+# for a turn, up to _QUEUE_SECONDS, then get a 503.
+_MAX_RUNNING = max(2, os.cpu_count() or 2)
+_QUEUE_SECONDS = 30.0
 # Slack over the script's own time limit before the parent kills a worker that does not
 # answer: process start and V8 stopping the script.
 _GRACE_SECONDS = 5.0
@@ -72,8 +78,7 @@ class _Worker:
         if self.shm is None or size > self.shm_size:
             self.drop_shared()
             self.shm_size = max(1 << 20, -(-size // (1 << 20)) * (1 << 20))
-            self.shm = tempfile.NamedTemporaryFile(dir=_SHM_DIR, prefix="terratiler-v8-")
-            self.shm.truncate(self.shm_size)
+            self.shm = _allocated_file(self.shm_size)
             self.shm_map = mmap.mmap(self.shm.fileno(), self.shm_size)
         assert self.shm_map is not None
         return self.shm.name, self.shm_map
@@ -143,6 +148,32 @@ class _Worker:
         self.drop_shared()
 
 
+def _allocated_file(size: int) -> Any:
+    """A temporary file of ``size`` bytes, its space reserved: in /dev/shm when it has room.
+
+    Reserved up front (``posix_fallocate``): writing through a map into a full tmpfs would be
+    a SIGBUS that kills this process (Docker gives /dev/shm 64 MB by default). Without room
+    there, a file in the temporary directory (the page cache serves it all the same).
+    """
+    if _SHM_DIR is not None:
+        try:
+            file = tempfile.NamedTemporaryFile(dir=_SHM_DIR, prefix="terratiler-v8-")
+            try:
+                os.posix_fallocate(file.fileno(), 0, size)
+                return file
+            except OSError:
+                file.close()
+        except OSError:
+            pass
+    file = tempfile.NamedTemporaryFile(prefix="terratiler-v8-")
+    try:
+        os.posix_fallocate(file.fileno(), 0, size)
+    except OSError:
+        file.close()
+        raise
+    return file
+
+
 class _Pool:
     """Idle workers of this process (rebuilt after a fork)."""
 
@@ -173,6 +204,21 @@ class _Pool:
 
 
 _POOL = _Pool()
+_RUNNING = threading.BoundedSemaphore(_MAX_RUNNING)
+
+
+@contextlib.contextmanager
+def _turn() -> Iterator[None]:
+    """One of the _MAX_RUNNING turns at V8 (a 503 after _QUEUE_SECONDS of waiting)."""
+    if not _RUNNING.acquire(timeout=_QUEUE_SECONDS):
+        raise UpstreamBusyError(
+            f"evalscript: the {_MAX_RUNNING} V8 workers were busy for {_QUEUE_SECONDS:g} s; "
+            "try again"
+        )
+    try:
+        yield
+    finally:
+        _RUNNING.release()
 
 
 def _ask(request: dict[str, Any], limits: EvalscriptLimits, worker: _Worker | None = None) -> Any:
@@ -205,6 +251,19 @@ def _ask(request: dict[str, Any], limits: EvalscriptLimits, worker: _Worker | No
     if kind == "memory":
         raise TooLargeError(message)
     raise RuntimeError(f"evalscript V8 worker: {message}")
+
+
+def start_workers(count: int = 1) -> None:
+    """Start V8 worker processes ahead of the first script (each takes ~0.3 s to start).
+
+    Optional: without it the first V8 request starts one. Keeps at most _MAX_IDLE.
+
+    Args:
+        count: How many to have idle.
+
+    """
+    for _ in range(max(0, min(count, _MAX_IDLE) - len(_POOL.idle))):
+        _POOL.give_back(_Worker())
 
 
 def _timeout(limits: EvalscriptLimits) -> ScriptTimeoutError:
@@ -241,7 +300,8 @@ def run_setup(script: str, limits: EvalscriptLimits) -> dict[str, Any]:
         "timeout": limits.timeout_seconds,
         "memory_mb": limits.memory_mb,
     }
-    value = _ask(request, limits)
+    with _turn():
+        value = _ask(request, limits)
     if not isinstance(value, dict):
         raise BadRequestError("evalscript: setup() must return an object {input, output}")
     return value
@@ -271,6 +331,7 @@ def run_v8(
             the wrong type or length (naming the output and the pixel), a missing band.
         ScriptTimeoutError: Over ``evalscript_timeout_seconds`` (all blocks together).
         TooLargeError: Over ``evalscript_memory_mb``.
+        UpstreamBusyError: No turn at V8 within _QUEUE_SECONDS (503).
 
     """
     from app.evalscript.parse import normalize_setup  # noqa: PLC0415 (esprima's module)
@@ -290,6 +351,21 @@ def run_v8(
     n = valid.size
     outputs = [(output_id, count) for output_id, count, _ in normalized.outputs]
     size = shared_size(len(names), n, outputs)
+    with _turn():
+        return _run_in_worker(script, names, bands, valid, shape, n, outputs, size, limits)
+
+
+def _run_in_worker(
+    script: str,
+    names: list[str],
+    bands: Mapping[str, np.ndarray],
+    valid: np.ndarray,
+    shape: tuple[int, ...],
+    n: int,
+    outputs: list[tuple[str, int]],
+    size: int,
+    limits: EvalscriptLimits,
+) -> dict[str, np.ndarray]:
     # Pixels cross to the worker through a file in memory (/dev/shm) both map, not the pipe.
     worker = _POOL.take()
     try:

@@ -235,11 +235,15 @@ def driver_source(names: list[str], outputs: list[tuple[str, int]], block: int, 
         key = json.dumps(output_id)
         if single:
             pick = (
-                f"let a = r; if (!isArray(a)) {{ if (a !== null && typeof a === 'object' && "
-                f"isArray(a[{key}])) a = a[{key}]; else return bad(p, {key}, a, {bands}); }}"
+                f"let a = r; if (!isArray(a) && !isView(a)) {{ if (a !== null && "
+                f"typeof a === 'object' && (isArray(a[{key}]) || isView(a[{key}]))) a = a[{key}]; "
+                f"else return bad(p, {key}, a, {bands}); }}"
             )
         else:
-            pick = f"const a = r[{key}]; if (!isArray(a)) return bad(p, {key}, a, {bands});"
+            pick = (
+                f"const a = r[{key}]; if (!isArray(a) && !isView(a)) "
+                f"return bad(p, {key}, a, {bands});"
+            )
         checks.append(
             f"{{ {pick} if (a.length !== {bands}) return bad(p, {key}, a, {bands}); "
             f"const o = out[{k}]; for (let c = 0; c < {bands}; c++) {{ const v = a[c]; "
@@ -256,6 +260,7 @@ def driver_source(names: list[str], outputs: list[tuple[str, int]], block: int, 
 (function () {{
   "use strict";
   const isArray = Array.isArray;
+  const isView = ArrayBuffer.isView;  // a typed array returned instead of an array
   const input = new Float32Array({max(1, len(names)) * block});
   const valid = new Uint8Array({block});
   const out = [{", ".join(f"new Float32Array({bands * block})" for _, bands in outputs)}];
@@ -263,6 +268,7 @@ def driver_source(names: list[str], outputs: list[tuple[str, int]], block: int, 
   function describe(x) {{
     if (isArray(x)) return "an array of " + x.length;
     if (x === null) return "null";
+    if (x === undefined) return "undefined";
     return typeof x === "object" ? "an object" : "a " + typeof x;
   }}
   function bad(p, id, x, bands) {{
