@@ -5,16 +5,19 @@ per-pixel value a numpy array (one element per pixel, float64) and every value t
 builds from constants alone a Python scalar, list or dict. What JavaScript decides per pixel
 is decided with masks:
 
-- ``if``/``else`` and early ``return``: each statement runs under a mask (the pixels that
-  reach it); an assignment writes ``where(mask, new, old)``; a ``return`` writes the pixels
-  of the mask into the function's result and marks them done, so later statements run for
-  the others only.
+- ``if``/``else``, ``switch`` and early ``return``: each statement runs under a mask (the
+  pixels that reach it); an assignment writes ``where(mask, new, old)``; a ``return`` marks
+  its pixels done, so later statements run for the others only, and at the function's end
+  each pixel takes the value of the return it reached (one index array: constants by table
+  lookup). ``break`` marks pixels done for the rest of the ``switch``.
 - ``a && b``, ``a || b``, ``c ? a : b``: both sides are computed and picked per pixel with
   JavaScript's truthiness (0 and NaN are false) and its rule that ``&&``/``||`` return an
   operand, not a boolean.
 - user functions are inlined at each call (recursion is refused); arrow functions passed to
   ``.map`` and friends likewise.
 
+Pixels go through in blocks of 64 K (``BLOCK_PIXELS``): a script's temporaries then stay in
+the CPU caches and in memory the allocator reuses (2-3x faster than whole 1 Mpx arrays).
 Values computed from constants alone stay Python scalars, so ``const gain = 2.5`` costs nothing
 per pixel and a static ``if`` takes one branch. Everything runs in float64 and outputs are
 cast to float32 at the end: V8 computes in float64, and float32 arithmetic drifts past 1e-6
