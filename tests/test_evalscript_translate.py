@@ -712,3 +712,83 @@ def test_syntax_newer_than_es2017_runs_in_v8() -> None:
     )
     with pytest.raises(BadRequestError, match="preProcessScenes"):
         parse_evalscript(bad, LIMITS)
+
+
+def test_band_math_pickles_and_one_script_serves_threads(pixels) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bands, valid = pixels
+    arrays = {name: np.ma.MaskedArray(bands[name], mask=~valid) for name in ("B04", "B08", "SCL")}
+    band_math = EvalscriptBandMath(script("statistical_ndvi_datamask")).rename({"B04": "red"})
+    arrays["red"] = arrays.pop("B04")
+    copy = pickle.loads(pickle.dumps(band_math))
+    assert (copy.names, copy.outputs, copy.output) == (
+        band_math.names,
+        band_math.outputs,
+        band_math.output,
+    )
+    expected = band_math.evaluate(arrays)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: copy.evaluate(arrays), range(8)))
+    for result in results:
+        np.testing.assert_array_equal(result.filled(0), expected.filled(0))
+        np.testing.assert_array_equal(np.ma.getmaskarray(result), np.ma.getmaskarray(expected))
+
+
+AUTO_CONVERTED = """//VERSION=3 (auto-converted from 2)
+function evaluatePixelOrig(samples) {
+  var sample = samples[0];
+  var n = normalize(sample.B04, 0, 0.25);
+  return { default: [tansig(n) * 2] };
+}
+function normalize(unnormalized, min, max) { return 2 * (unnormalized - min) / (max - min) - 1; }
+function tansig(input) { return 2 / (1 + Math.exp(-2 * input)) - 1; }
+function setup() {
+  return { input: [{ bands: ["B04", "B08"] }], output: [{ id: "default", sampleType: "AUTO", bands: 1 }] };
+}
+function evaluatePixel(sample, scene, metadata, customData, outputMetadata) {
+  const result = evaluatePixelOrig([sample], [scene], metadata, customData, outputMetadata);
+  return result[Object.keys(result)[0]];
+}
+"""
+
+
+def test_scripts_auto_converted_from_v2_are_translated() -> None:
+    # Sentinel Hub's converter wraps the V2 body; its extra arguments are passed, never used.
+    evalscript = parse_evalscript(AUTO_CONVERTED, LIMITS)
+    assert evalscript.engine == "translated", evalscript.translation_refused
+    b04 = np.float32([[0.0, 0.1, 0.2, 0.3]])
+    out = evalscript.evaluate({"B04": b04, "B08": b04}, np.ones(b04.shape, bool))["default"]
+    n = 2 * b04.astype(float) / 0.25 - 1
+    close(out, [2 * (2 / (1 + np.exp(-2 * n)) - 1)])
+
+
+def test_scl_switch(pixels) -> None:
+    b = f64(pixels[0])
+    colors = {
+        1: (255, 0, 0), 2: (47, 47, 47), 3: (100, 50, 0), 4: (0, 160, 0), 5: (255, 230, 90),
+        6: (0, 0, 255), 8: (192, 192, 192), 9: (192, 192, 192), 10: (100, 200, 255),
+        11: (255, 150, 255),
+    }  # fmt: skip
+    scl = b["SCL"].astype(int)
+    rgb = np.array([colors.get(c, (128, 128, 128)) for c in scl.ravel()]).T.reshape(3, *SHAPE) / 255
+    alpha = pixels[1] * np.select([scl == 0, scl == 7], [0.0, 0.5], 1.0)
+    close(run("scl_switch", pixels)["default"], [*rgb, alpha])
+
+
+def test_switch_falls_through_and_breaks_per_pixel() -> None:
+    body = """
+  let k = Math.floor(s.B04 * 10), acc = 0;
+  switch (k) {
+    case 1: acc += 1;
+    default:
+      acc += 10;
+      if (s.B08 > 0.3) break;
+      acc += 100;
+    case 3: acc += 1000; break;
+    case 5: return [5, 5];
+  }
+  return [acc, k];
+"""
+    out = evaluate_body(body, 2, [0.15, 0.15, 0.25, 0.35, 0.55], [0.5, 0.1, 0.1, 0.5, 0.5])
+    np.testing.assert_array_equal(out[0], [11, 1111, 1110, 1000, 5])

@@ -16,6 +16,8 @@ from app.evalscript.values import (
     UNDEF,
     Builtin,
     HelperObject,
+    JSArray,
+    JSObject,
     Namespace,
     Refused,
     scalar,
@@ -182,6 +184,20 @@ def _boolean(args: list[Any], node: Any) -> Any:
     return truthy(args[0]) if args else False
 
 
+def _object(args: list[Any], node: Any) -> JSObject:
+    if not args or not isinstance(args[0], JSObject):
+        raise Refused("Object.keys / Object.values of something not an object literal", node)
+    return args[0]
+
+
+def _keys(args: list[Any], node: Any) -> JSArray:
+    return JSArray(list(_object(args, node).props))
+
+
+def _values(args: list[Any], node: Any) -> JSArray:
+    return JSArray(list(_object(args, node).props.values()))
+
+
 def _helper_args(args: list[Any], node: Any) -> list[Any]:
     return [to_static(arg, node) for arg in args]
 
@@ -275,6 +291,11 @@ def global_values() -> dict[str, Any]:
             constructor=None,
         ),
         "Boolean": Builtin("Boolean", _boolean),
+        # Scripts auto-converted from V2 end with `result[Object.keys(result)[0]]`.
+        "Object": Namespace(
+            "Object",
+            {"keys": Builtin("Object.keys", _keys), "values": Builtin("Object.values", _values)},
+        ),
     }
     values["Number"].members["__call__"] = Builtin("Number", _number)
     for name in HELPER_CLASSES:

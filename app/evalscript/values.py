@@ -280,8 +280,14 @@ def merge(mask: Any, new: Any, old: Any, node: Any = None) -> Any:
     if is_bool(new) and is_bool(old):
         return np.where(mask, new, old)
     merged = np.where(mask, to_number(new, node), to_number(old, node))
-    undefined = np.where(mask, undefined_where(new), undefined_where(old))
-    return partly_undefined(merged, undefined)
+    new_undefined, old_undefined = undefined_where(new), undefined_where(old)
+    if new_undefined is False and old_undefined is False:
+        return merged
+    if new_undefined is True and old_undefined is False:
+        return partly_undefined(merged, mask)
+    if new_undefined is False and old_undefined is True:
+        return partly_undefined(merged, ~mask)
+    return partly_undefined(merged, np.where(mask, new_undefined, old_undefined))
 
 
 def to_static(value: Any, node: Any) -> Any:
