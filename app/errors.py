@@ -61,3 +61,9 @@ class ForbiddenError(TerratilerError):
     """A source outside the allow-list, or an address the service never fetches."""
 
     status_code = 403
+
+
+class ScriptTimeoutError(TerratilerError):
+    """An evalscript ran longer than its time limit (``evalscript_timeout_seconds``)."""
+
+    status_code = 408

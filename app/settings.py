@@ -319,6 +319,19 @@ class Settings(BaseSettings):
     # Seconds all the reads of one animation wait at most (mosaic_time_limit is one crop's);
     # frames not read in time are left out (X-Mosaic-Partial: time-limit).
     animation_time_limit: float = 30.0
+    # Evalscripts (issue 16, app.evalscript). Longest accepted script (characters): a 413
+    # naming it, before the script is parsed.
+    evalscript_max_chars: int = 100_000
+    # Most syntax-tree nodes of one script (esprima's AST): a 413 naming it.
+    evalscript_max_nodes: int = 20_000
+    # Deepest nesting of the syntax tree: a 413 naming it (the translator recurses over it).
+    evalscript_max_depth: int = 200
+    # Wall time of all the V8 calls of one request (s): a 408 naming it.
+    evalscript_timeout_seconds: float = 5.0
+    # Heap of one V8 context (MB): a 413 naming it when a script allocates more.
+    evalscript_memory_mb: int = 256
+    # Pixels handed to V8 per call (typed arrays in and out, one call per block).
+    evalscript_block_pixels: int = 65_536
 
     @field_validator(
         "allowed_sources",

@@ -11,7 +11,16 @@ import sys
 
 import pytest
 
-ENGINE = ["app.catalog", "app.stats", "app.batch", "app.mosaic", "app.batch.worker"]
+ENGINE = [
+    "app.catalog",
+    "app.stats",
+    "app.batch",
+    "app.mosaic",
+    "app.batch.worker",
+    "app.evalscript.script",
+    "app.evalscript.band_math",
+    "app.evalscript.v8",
+]
 WEB_STACK = ["fastapi", "starlette", "titiler.core.factory"]
 
 
