@@ -34,9 +34,11 @@ on this machine (tests/netns_hosts.py, the setup of tests/test_deploy_netns.py):
 service and PostgreSQL on one host, the scheduler on another, 1 then 2 worker hosts, moto's
 S3 server holding the demo (``TERRATILER_CATALOG=s3://...``) and the outputs; jobs through
 the service's HTTP API. Its demo is smaller by default (``--size 1024 --scenes 6``: every
-COG is uploaded to moto, which holds them in memory):
+COG is uploaded to moto, which holds them in memory). The 1- and 2-worker deployments run
+side by side and the jobs alternate between them (``--repeat`` rounds, 3 by default; the
+medians are reported), with the load and the CPU other processes used during each run:
 
-    .venv/bin/python bench/batch.py --netns [--write]
+    .venv/bin/python bench/batch.py --netns [--size 512 --scenes 4] [--write]
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from bench.common import (  # noqa: E402
     Server,
     free_port,
     machine_description,
+    system_busy_seconds,
     write_section,
 )
 
@@ -318,8 +321,36 @@ def netns_job(http: Any, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return wall, view
 
 
+def host_cpu_seconds(host: Any) -> float:
+    """CPU seconds used so far by the processes running on a host (namespace)."""
+    import psutil
+
+    total = 0.0
+    for pid in host.pids():
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def own_cpu_seconds(deployments: list[Any]) -> float:
+    """CPU seconds used so far by this process and every process on the deployments' hosts."""
+    total = sum(os.times()[:4])
+    for deployment in deployments:
+        total += sum(host_cpu_seconds(host) for host in deployment.network.hosts.values())
+    return total
+
+
 def netns_main(args: argparse.Namespace) -> None:
-    """Batch statistics on 1 and 2 worker hosts (network namespaces), jobs over HTTP."""
+    """Batch statistics on 1 and 2 worker hosts (network namespaces), jobs over HTTP.
+
+    Both deployments run side by side (idle hosts cost next to nothing), and the runs
+    alternate between them, so that the machine's other load falls on both alike.
+    """
+    from contextlib import ExitStack
+
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from netns_hosts import deployed, netns_unavailable
 
@@ -330,53 +361,116 @@ def netns_main(args: argparse.Namespace) -> None:
     features = json.loads((args.demo / "fields.geojson").read_text())
     body = {**REQUEST, "input": {**REQUEST["input"], "features": features}}
     work = Path(tempfile.mkdtemp(prefix="bench-netns-"))
-    load = os.getloadavg()[0]
-    runs: dict[int, list[Run]] = {}
+    load_start = os.getloadavg()
+    runs: dict[int, list[Run]] = {1: [], 2: []}
+    ratios: list[float] = []
+    s3_cpu: dict[int, list[float]] = {1: [], 2: []}  # moto's CPU seconds in each run
+    cpu_ratios: list[float] = []  # 1 worker's CPU time over the busiest of 2 workers'
+    others: list[float] = []  # cores used by other processes during each timed run
+    loads: list[float] = []
     try:
-        for workers in (1, 2):
+        with ExitStack() as stack:
             started = time.perf_counter()
-            with deployed(work / f"hosts-{workers}", args.demo, workers=workers) as deployment:
-                setup = time.perf_counter() - started
-                with deployment.http(timeout=600) as http:
-                    netns_job(http, body)  # warm every worker: imports, catalog, GDAL
-                    for repeat in range(args.repeat):
-                        wall, view = netns_job(http, body)
-                        analysis = view["analysis"]
-                        count = analysis["validFeatureCount"]
-                        label = f"{workers} worker host{'s' if workers > 1 else ''}"
-                        run = Run(label, count, count * analysis["intervalsWithScenes"], wall)
-                        runs.setdefault(workers, []).append(run)
-                        print(
-                            f"[{repeat + 1}/{args.repeat}] {label}: {wall:.1f} s, "
-                            f"{run.rate:,.0f} feature-dates/s (setup {setup:.0f} s)",
-                            flush=True,
-                        )
+            deployments = {
+                n: stack.enter_context(deployed(work / f"hosts-{n}", args.demo, workers=n))
+                for n in (1, 2)
+            }
+            setup = time.perf_counter() - started
+            clients = {n: stack.enter_context(d.http(timeout=600)) for n, d in deployments.items()}
+            print(f"deployed both in {setup:.0f} s", flush=True)
+            for n in (1, 2):
+                netns_job(clients[n], body)  # warm every worker: imports, catalog, GDAL
+            for repeat in range(args.repeat):
+                # 1, 2 then 2, 1: the order alternates round by round.
+                order = (1, 2) if repeat % 2 == 0 else (2, 1)
+                this_round: dict[int, Run] = {}
+                for n in order:
+                    busy, own = system_busy_seconds(), own_cpu_seconds(list(deployments.values()))
+                    hosts = [deployments[n].network[name] for name in deployments[n].workers]
+                    before = [host_cpu_seconds(host) for host in hosts]
+                    s3_before = host_cpu_seconds(deployments[n].network["s3"])
+                    wall, view = netns_job(clients[n], body)
+                    cpu = [host_cpu_seconds(h) - b for h, b in zip(hosts, before, strict=True)]
+                    s3_cpu[n].append(host_cpu_seconds(deployments[n].network["s3"]) - s3_before)
+                    other = system_busy_seconds() - busy
+                    other -= own_cpu_seconds(list(deployments.values())) - own
+                    others.append(max(other, 0.0) / wall)
+                    loads.append(os.getloadavg()[0])
+                    analysis = view["analysis"]
+                    count = analysis["validFeatureCount"]
+                    label = f"{n} worker host{'s' if n > 1 else ''}"
+                    run = Run(label, count, count * analysis["intervalsWithScenes"], wall, cpu)
+                    runs[n].append(run)
+                    this_round[n] = run
+                    print(
+                        f"[{repeat + 1}/{args.repeat}] {label}: {wall:.1f} s, "
+                        f"{run.rate:,.0f} feature-dates/s, worker CPU "
+                        f"{' + '.join(f'{c:.1f}' for c in cpu)} s, other processes "
+                        f"{others[-1]:.2f} cores, load {loads[-1]:.1f}",
+                        flush=True,
+                    )
+                ratios.append(this_round[1].wall / this_round[2].wall)
+                cpu_ratios.append(this_round[1].busiest / this_round[2].busiest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    best = {n: min(r, key=lambda run: run.wall) for n, r in runs.items()}
-    rows = [
-        f"| {r.label} | {r.features:,} | {r.feature_dates:,} | {r.wall:.1f} | {r.rate:,.0f} |"
-        for r in best.values()
-    ]
+    load_end = os.getloadavg()
+    median = {n: statistics.median(run.wall for run in r) for n, r in runs.items()}
+    rows = []
+    for n, r in runs.items():
+        first = r[0]
+        walls = ", ".join(f"{run.wall:.1f}" for run in r)
+        rate = first.feature_dates / median[n]
+        middle = sorted(r, key=lambda run: run.wall)[len(r) // 2]
+        worker_cpu = " + ".join(f"{c:.1f}" for c in middle.cpu or [])
+        rows.append(
+            f"| {first.label} | {first.features:,} | {first.feature_dates:,} | "
+            f"{median[n]:.1f} ({walls}) | {rate:,.0f} | {worker_cpu} | "
+            f"{statistics.median(s3_cpu[n]):.1f} |"
+        )
+    command = "bench/batch.py --netns" + "".join(
+        f" --{name} {value}"
+        for name, value, default in (
+            ("size", args.size, 1024),
+            ("scenes", args.scenes, 6),
+            ("repeat", args.repeat, 3),
+        )
+        if value != default
+    )
     body_text = f"""
-Command: `.venv/bin/python bench/batch.py --netns --write` (demo: `generate_demo(path,
-scenes={args.scenes}, size={args.size}, seed={args.seed})`). Machine: {machine_description()};
-load average {load:.1f} when the run started.
+Command: `.venv/bin/python {command} --write` (demo: `generate_demo(path,
+scenes={args.scenes}, size={args.size}, seed={args.seed})`). Machine: {machine_description()}.
+A shared machine: load average {" ".join(f"{v:.1f}" for v in load_start)} at the start,
+{" ".join(f"{v:.1f}" for v in load_end)} at the end (1-minute load {min(loads):.1f} to
+{max(loads):.1f} after the runs); processes other than the benchmark's used
+{min(others):.2f} to {max(others):.2f} cores (median {statistics.median(others):.2f}) during
+the timed runs, of the 2.
 
 Hosts are network namespaces on this machine joined by a bridge (tests/netns_hosts.py): the
 service and PostgreSQL, the Dask scheduler, one `dask worker` (1 thread) per worker host, and
 moto's S3 server holding the demo catalog and COGs (`TERRATILER_CATALOG=s3://data/demo`) and
 the outputs (`s3://results/jobs`). Every read and write crosses the bridge over TCP; the
 hosts share only the CPUs. The job (the same NDVI statistics as above) is created, analysed
-and started through the service's HTTP API, timed from `start` to DONE, best of
-{args.repeat} after a warm-up job.
+and started through the service's HTTP API, timed from `start` to DONE. The 1- and
+2-worker deployments run side by side (each its own hosts, S3 and PostgreSQL) and the jobs
+alternate between them ({args.repeat} rounds, the order swapped every round, after a
+warm-up job on each), so that other load falls on both alike.
 
-| run | features | feature-dates | wall s | feature-dates / s |
-| --- | ---: | ---: | ---: | ---: |
+Worker CPU: CPU seconds of each worker host's processes (nanny and worker) in the median
+run; S3 CPU: moto's, median of the runs.
+
+| run | features | feature-dates | wall s, median (each run) | feature-dates / s (median) | worker CPU s | S3 CPU s |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
-- 2 worker hosts vs 1: **{best[1].wall / best[2].wall:.2f}x** the throughput. The S3 server
-  (moto, one Python process) serves every COG read of both workers.
+- 2 worker hosts vs 1: **{statistics.median(ratios):.2f}x** the throughput, the median of
+  the rounds' ratios ({", ".join(f"{r:.2f}" for r in ratios)}). The S3 server (moto, one
+  Python process) serves every COG read of both workers: it used
+  {statistics.median(s3_cpu[1]):.1f} and {statistics.median(s3_cpu[2]):.1f} CPU s per job
+  (1 and 2 workers), work that a second worker does not share, on the cores other jobs
+  left free.
+- With a core per worker (1 worker's CPU time over the busiest of the 2 workers' CPU time,
+  which other load changes little): **{statistics.median(cpu_ratios):.2f}x**
+  ({", ".join(f"{r:.2f}" for r in cpu_ratios)}).
 """
     print(body_text)
     if args.write:
@@ -390,7 +484,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--scenes", type=int, default=None)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--repeat", type=int, default=2, help="runs of each batch setup")
+    parser.add_argument(
+        "--repeat", type=int, default=None, help="runs of each batch setup (2; --netns: 3)"
+    )
     parser.add_argument("--loop-fields", type=int, default=300)
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument(
@@ -398,12 +494,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.netns:
-        args.demo = args.demo or BENCH_DATA / "netns-demo"
         args.size, args.scenes = args.size or 1024, args.scenes or 6
+        # One folder per size: a demo of another size is never reused by mistake.
+        args.demo = args.demo or BENCH_DATA / f"netns-demo-{args.size}-{args.scenes}"
+        args.repeat = args.repeat or 3
         netns_main(args)
         return
     args.demo = args.demo or BENCH_DATA / "zonal-demo"
     args.size, args.scenes = args.size or 2048, args.scenes or 12
+    args.repeat = args.repeat or 2
 
     ensure_demo(args.demo, args.size, args.scenes, args.seed)
     load = os.getloadavg()[0]

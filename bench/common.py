@@ -111,6 +111,23 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def system_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy so far (all cores; not idle, not I/O wait).
+
+    Its difference over a run, less the benchmark's own CPU seconds, is what other
+    processes used: the load a shared machine put on the run.
+    """
+    times = psutil.cpu_times()
+    # user includes guest time; steal is the hypervisor's, not this machine's processes'.
+    return (
+        times.user
+        + times.nice
+        + times.system
+        + getattr(times, "irq", 0.0)
+        + getattr(times, "softirq", 0.0)
+    )
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0-100) by linear interpolation; NaN when empty."""
     if not values:
