@@ -23,9 +23,7 @@ from rio_tiler.profiles import PNGProfile, img_profiles
 from titiler.core.resources.enums import ImageType
 from titiler.core.utils import render_image, rescale_array
 
-#: The name of a band that is an image's alpha (an evalscript's 4th output band): its
-#: zeros are the image's mask already, and an image format takes it as transparency.
-ALPHA_BAND = "alpha"
+from app.readers.layers import ALPHA_BAND
 
 # titiler names the media type of ``.jpg`` outputs ``image/jpg``, which is not registered
 # (IANA: image/jpeg); browsers guess, strict clients (and caches keyed on type) do not.

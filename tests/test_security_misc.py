@@ -254,6 +254,7 @@ def test_every_write_endpoint_requires_the_key(keyed_client: TestClient) -> None
         "/batch/process/{job_id}/start",
         "/batch/process/{job_id}/stop",
         "/batch/statistics",
+        "/batch/statistics/{job_id}",
         "/batch/statistics/{job_id}/analyse",
         "/batch/statistics/{job_id}/retry-failed",
         "/batch/statistics/{job_id}/start",

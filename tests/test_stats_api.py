@@ -1075,7 +1075,7 @@ def _lonlat(geometry: dict):
         (
             lambda b: b["aggregation"].update(evalscript="//VERSION=3"),
             400,
-            "evalscripts are not supported",
+            "give outputs or an evalscript",
         ),
         (lambda b: b["aggregation"].update(mask="clouds"), 400, "unknown band 'clouds'"),
         (

@@ -7,6 +7,10 @@ from rio_tiler.models import ImageData, PointData
 
 Layer = ImageData | PointData
 
+#: The name of a band that is an image's alpha (an evalscript's 4th output band): its
+#: zeros are the image's mask already, and an image format takes it as transparency.
+ALPHA_BAND = "alpha"
+
 
 def bands_by_name(layer: Layer, names: Sequence[str]) -> dict[str, np.ma.MaskedArray]:
     """The layer's bands by name; a point's values as 1-element arrays, like pixels."""

@@ -29,7 +29,7 @@ from app.errors import BadRequestError
 from app.evalscript import EvalscriptBandMath, EvalscriptLimits
 from app.readers.derived import derived_fields, keep_derived_fields
 from app.readers.gtiff import GTiffReader
-from app.readers.layers import Layer, bands_by_name, masked, replace_bands
+from app.readers.layers import ALPHA_BAND, Layer, bands_by_name, masked, replace_bands
 from app.readers.sizing import (
     STATISTICS_MAX_SIZE,
     Bounds,
@@ -39,7 +39,6 @@ from app.readers.sizing import (
 )
 from app.readers.template import SizedReads
 from app.redirects import resolve_redirects
-from app.rendering import ALPHA_BAND
 from app.security import check_source
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.stac_item import fetch_item

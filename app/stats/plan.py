@@ -219,9 +219,11 @@ def _outputs(
         count = len(resolved.outputs)
         max_bands = settings.max_expression_outputs
         if count > max_bands:
+            what = (
+                f"output {name} has {count}" if aggregation.evalscript else f"{count} ';'-separated"
+            )
             raise TooLargeError(
-                f"{where}: output {name} has {count} bands, over the limit "
-                f"max_expression_outputs={max_bands}"
+                f"{where}: {what} bands, over the limit max_expression_outputs={max_bands}"
             )
         band_names = given_names or [f"B{i}" for i in range(count)]
         if len(band_names) != count or len(set(band_names)) != count:
