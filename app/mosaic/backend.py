@@ -524,6 +524,17 @@ class SearchBackend(BaseBackend):
             )
         return result
 
+    def _bbox_items(
+        self, bbox: Sequence[float], bounds_crs: CRS, order: str | None
+    ) -> tuple[Sequence[float], Any, list[IndexedItem], str]:
+        """A crop's bbox checked, its lon/lat box, its items in ``order`` (404: none), its name."""
+        bbox = check_bbox(bbox, bounds_crs)
+        request = _lonlat_box(bbox, bounds_crs)
+        items = self.assets_for_bbox(*bbox, coord_crs=bounds_crs, order=self.order(order))
+        what = "bbox " + ",".join(f"{v:g}" for v in bbox)
+        self._require_items(what, items)
+        return bbox, request, items, what
+
     def _require_items(self, what: str, items: Sequence[IndexedItem]) -> None:
         if not items:
             raise NotFoundError(f"{what} is outside search '{self.input}' (no item there)")
@@ -647,12 +658,7 @@ class SearchBackend(BaseBackend):
         ``dst_crs`` defaults to ``bounds_crs``, as for single items; ``kwargs`` are what
         ``S2STACReader.part`` reads (assets/expression, mask, harmonize, nodata ...).
         """
-        bbox = check_bbox(bbox, bounds_crs)
-        order = self.order(order)
-        request = _lonlat_box(bbox, bounds_crs)
-        items = self.assets_for_bbox(*bbox, coord_crs=bounds_crs, order=order)
-        what = "bbox " + ",".join(f"{v:g}" for v in bbox)
-        self._require_items(what, items)
+        bbox, request, items, what = self._bbox_items(bbox, bounds_crs, order)
         dst_crs = dst_crs or bounds_crs
         return self._crop(
             items,
@@ -709,12 +715,7 @@ class SearchBackend(BaseBackend):
             One ``MosaicRead`` per frame, None where none of its items had data.
 
         """
-        bbox = check_bbox(bbox, bounds_crs)
-        order = self.order(order)
-        request = _lonlat_box(bbox, bounds_crs)
-        items = self.assets_for_bbox(*bbox, coord_crs=bounds_crs, order=order)
-        what = "bbox " + ",".join(f"{v:g}" for v in bbox)
-        self._require_items(what, items)
+        bbox, request, items, what = self._bbox_items(bbox, bounds_crs, order)
         groups = [list(group) for group in frames(items) if group]
         if max_frames is not None and len(groups) > max_frames:
             raise BadRequestError(
