@@ -20,7 +20,14 @@ from rasterio.crs import CRS
 from rio_tiler.constants import WGS84_CRS
 from titiler.core.dependencies import DefaultDependency
 
-from app.animation import AnimationFormat, FrameStyle, encode_animation, render_frame
+from app.animation import (
+    MAX_FRAME_MS,
+    MIN_FPS,
+    AnimationFormat,
+    FrameStyle,
+    encode_animation,
+    render_frame,
+)
 from app.dependencies import SettingsDep
 from app.errors import BadRequestError, NotFoundError
 from app.mosaic import SearchBackend
@@ -79,7 +86,8 @@ class AnimationParams(DefaultDependency):
         Query(
             gt=0,
             description="Frames per second (default `animation_default_fps`, at most "
-            "`animation_max_fps`). GIF stores delays in 10 ms steps.",
+            "`animation_max_fps`, at least 0.0016: a frame lasts at most 655.35 s). GIF "
+            "stores delays in 10 ms steps.",
         ),
     ] = None
     interval: Annotated[
@@ -113,14 +121,30 @@ class AnimationConfig:
     default_fps: float
 
     def fps(self, fps: float | None) -> float:
-        """``fps``, or the default; 400 over ``animation_max_fps``."""
+        """``fps``, or the default; 400 over ``animation_max_fps`` or under ``MIN_FPS``."""
         if fps is None:
             return self.default_fps
         if fps > self.max_fps:
             raise BadRequestError(
                 f"fps: {fps:g} is over the limit animation_max_fps={self.max_fps:g}"
             )
+        if not fps >= MIN_FPS:
+            raise BadRequestError(
+                f"fps: {fps:g} is too slow: at least {MIN_FPS:.6f} frames per second (a "
+                f"frame lasts at most {MAX_FRAME_MS / 1000:g} s)"
+            )
         return fps
+
+
+def check_frame_size(size: tuple[int, int], output_format: AnimationFormat) -> None:
+    """400 naming ``width`` or ``height`` when a frame is larger than the format stores."""
+    limit = output_format.max_side
+    for name, value in zip(("width", "height"), size, strict=True):
+        if value > limit:
+            raise BadRequestError(
+                f"{name}: {value} is over the limit of {limit} pixels of a "
+                f"{output_format.value.upper()} frame"
+            )
 
 
 def animation_config(settings: SettingsDep) -> AnimationConfig:
@@ -167,6 +191,7 @@ def animation_response(
 
     """
     fps = config.fps(params.fps)
+    check_frame_size(size, output_format)
     width, height = size
     frames, read = read_animation(
         backend,

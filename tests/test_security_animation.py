@@ -1,0 +1,226 @@
+"""Attacks on the animations: ``GET /searches/{id}/bbox/.../{w}x{h}.gif|webp`` and
+``POST /collections/{id}/animation.gif|webp``.
+
+Every parameter an attacker controls, at its edges: the frame rate (tiny, subnormal: a
+frame longer than a GIF or WebP can say), the interval (longer than the calendar, numbers
+longer than ``int()`` reads), the frame size (wider than a WebP or GIF can be), the bbox
+(NaN, infinite, degenerate, across the antimeridian), the ids (unknown, duplicated, with
+path characters, too many). Each is a 4xx naming the field and the limit, never a 500; the
+ones that are valid are decoded by Pillow to what was asked.
+"""
+
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import demo_reads as demo
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image, ImageSequence
+
+from app.errors import BadRequestError
+from app.main import create_app
+from app.settings import Settings
+from app.stats.intervals import parse_duration, split_time_range
+
+BBOX = (16.085, 46.645, 16.10, 46.655)
+PATH_BBOX = ",".join(map(str, BBOX))
+NDVI = {"preset": "ndvi"}
+ITEMS = "/collections/sentinel-2-l2a/animation"
+
+
+@pytest.fixture(scope="module")
+def settings(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The demo catalog; frames of up to 70 000 pixels wide fit max_output_pixels."""
+    return Settings(
+        catalog=str(demo_dir),
+        data_dir=tmp_path_factory.mktemp("data"),
+        animation_max_pixels=1_000_000,
+    )
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def ids(demo_dir: Path) -> list[str]:
+    found = sorted(demo.items(demo_dir), key=lambda item: item["properties"]["datetime"])
+    return [item["id"] for item in found]
+
+
+@pytest.fixture(scope="module")
+def search_id(client: TestClient, ids: list[str]) -> str:
+    r = client.post("/searches/register", json={"ids": ids})
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def _get(client: TestClient, search_id: str, fmt: str, params: dict, size=(32, 24), bbox=None):
+    return client.get(
+        f"/searches/{search_id}/bbox/{bbox or PATH_BBOX}/{size[0]}x{size[1]}.{fmt}",
+        params={**NDVI, **params},
+    )
+
+
+def _post(client: TestClient, fmt: str, body: dict, params: dict | None = None):
+    return client.post(f"{ITEMS}.{fmt}", params={**NDVI, **(params or {})}, json=body)
+
+
+def _detail(response) -> str:
+    return str(response.json()["detail"])
+
+
+# ---------------------------------------------------------------------- fps
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp"])
+@pytest.mark.parametrize("fps", ["1e-9", "1e-300", "5e-324", "0.0001"])
+def test_a_frame_longer_than_the_format_can_say_is_a_400_naming_fps(client, search_id, fmt, fps):
+    r = _get(client, search_id, fmt, {"fps": fps})
+    assert r.status_code == 400, r.text
+    detail = _detail(r)
+    assert detail.startswith("fps:") and "at least" in detail, detail
+
+
+@pytest.mark.parametrize(
+    "fmt,fps,duration", [("gif", "0.002", 500_000), ("webp", "0.0016", 625_000)]
+)
+def test_the_slowest_frame_rates_encode(client, search_id, fmt, fps, duration):
+    """A GIF frame lasts up to 655.35 s (16 bits of hundredths of a second)."""
+    r = _get(client, search_id, fmt, {"fps": fps})
+    assert r.status_code == 200, r.text
+    durations = []
+    for frame in ImageSequence.Iterator(Image.open(io.BytesIO(r.content))):
+        frame.load()  # WebP says a frame's duration once it is decoded
+        durations.append(frame.info["duration"])
+    assert durations == [duration] * 6
+
+
+# ---------------------------------------------------------------------- interval
+
+
+@pytest.mark.parametrize(
+    "interval",
+    ["P10000Y", "P100000Y", "P8000Y", "P9999999999D", "P" + "9" * 5000 + "D", "P99999999999M"],
+)
+def test_an_interval_past_the_calendar_is_a_400_naming_interval(client, search_id, interval):
+    for r in (
+        _get(client, search_id, "gif", {"interval": interval}),
+        _post(client, "webp", {"ids": ["x"], "bbox": BBOX, "width": 8, "height": 8}),
+    ):
+        assert r.status_code < 500, r.text
+    r = _get(client, search_id, "gif", {"interval": interval})
+    assert r.status_code == 400, r.text
+    assert _detail(r).startswith("interval:") and "9999" in _detail(r), _detail(r)
+    assert len(_detail(r)) < 300
+
+
+def test_a_long_interval_within_the_calendar_is_one_frame(client, search_id):
+    r = _get(client, search_id, "gif", {"interval": "P7000Y"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-animation-frames"] == "1/1"
+    assert r.headers["x-animation-labels"].endswith("..9023-04-01")
+
+
+def test_statistical_intervals_past_the_calendar_are_400s() -> None:
+    """The parser is the Statistical API's too: ``aggregationInterval.of``."""
+    start, end = datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC)
+    for text in ("P10000Y", "P" + "9" * 5000 + "D", "P9999999999D"):
+        with pytest.raises(BadRequestError) as raised:
+            parse_duration(text)
+        assert raised.value.message.startswith("aggregationInterval.of:")
+    # Within the limit, yet past year 9999 from this start: the last interval extends to
+    # the end of the calendar instead of failing.
+    ((lower, upper),) = split_time_range(start, end, parse_duration("P8000Y"), "EXTEND")
+    assert lower == start and upper.year == 9999
+    assert split_time_range(start, end, parse_duration("P8000Y"), "SKIP") == []
+
+
+# ---------------------------------------------------------------------- size
+
+
+@pytest.mark.parametrize(
+    "fmt,size,limit",
+    [
+        ("webp", (16384, 1), "16383"),
+        ("webp", (1, 16384), "16383"),
+        ("gif", (65536, 1), "65535"),
+        ("gif", (1, 70000), "65535"),
+    ],
+)
+def test_a_frame_larger_than_the_format_is_a_400_naming_the_side(
+    client, search_id, ids, fmt, size, limit
+):
+    r = _get(client, search_id, fmt, {"interval": "P1Y"}, size=size)
+    assert r.status_code == 400, r.text
+    side = "width" if size[0] > size[1] else "height"
+    assert _detail(r).startswith(side) and limit in _detail(r), _detail(r)
+    body = {"ids": ids, "bbox": BBOX, "width": size[0], "height": size[1]}
+    r = _post(client, fmt, body, {"interval": "P1Y"})
+    assert r.status_code == 400, r.text
+    assert _detail(r).startswith(side) and limit in _detail(r), _detail(r)
+
+
+@pytest.mark.parametrize("fmt,size", [("webp", (16383, 2)), ("gif", (2, 20000))])
+def test_the_largest_frames_encode(client, search_id, fmt, size):
+    r = _get(client, search_id, fmt, {"interval": "P1Y"}, size=size)
+    assert r.status_code == 200, r.text
+    assert Image.open(io.BytesIO(r.content)).size == size
+
+
+# ---------------------------------------------------------------------- bbox and ids
+
+
+@pytest.mark.parametrize(
+    "bbox,message",
+    [
+        ("nan,nan,nan,nan", "finite"),
+        ("inf,0,1,1", "finite"),
+        ("16.1,46.645,16.085,46.655", "minx < maxx"),
+        ("16.085,46.645,16.085,46.655", "minx < maxx"),
+        ("179,0,-179,1", "minx < maxx"),  # across the antimeridian: not this route's
+        ("-1e308,-1e308,1e308,1e308", "not a place on Earth"),
+        ("16.085,46.645,16.10,1e400", "finite"),
+    ],
+)
+def test_bad_bboxes_are_400s(client, search_id, ids, bbox, message):
+    r = _get(client, search_id, "gif", {}, bbox=bbox)
+    assert r.status_code == 400 and message in _detail(r), r.text
+    assert _detail(r).startswith("bbox")
+
+
+def test_bad_bboxes_in_a_body_are_400s(client, ids):
+    for raw in ("[NaN, 0, 1, 1]", "[Infinity, 0, 1, 1]", "[1, 0, 0, 1]"):
+        content = f'{{"ids": ["{ids[0]}"], "bbox": {raw}, "width": 8, "height": 8}}'
+        r = client.post(
+            f"{ITEMS}.gif",
+            params=NDVI,
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 400 and _detail(r).startswith("bbox"), r.text
+
+
+def test_ids_unknown_duplicated_with_path_characters_or_too_many(client, ids):
+    body = {"bbox": BBOX, "width": 16, "height": 16}
+    for odd in ("../../etc/passwd", "a/b?c#d%2F", "\x00", "x" * 10_000, "..", "%2e%2e"):
+        r = _post(client, "gif", {**body, "ids": [ids[0], odd]})
+        assert r.status_code == 404, (odd[:20], r.text[:200])
+        assert "not found" in _detail(r)
+    r = _post(client, "gif", {**body, "ids": [f"x{i}" for i in range(10_000)]})
+    assert r.status_code == 413 and "mosaic_max_search_items=2000" in _detail(r), r.text[:200]
+    # 10 000 copies of the same ids are the 6 items: 6 frames.
+    r = _post(client, "gif", {**body, "ids": ids * 2000})
+    assert r.status_code == 200, r.text[:200]
+    assert r.headers["x-animation-frames"] == f"{len(ids)}/{len(ids)}"
+
+
+def test_an_unknown_collection_is_a_404(client, ids):
+    body = {"ids": ids, "bbox": BBOX, "width": 8, "height": 8}
+    for collection in ("nope", "%2e%2e", "a%2Fb"):
+        r = client.post(f"/collections/{collection}/animation.gif", params=NDVI, json=body)
+        assert r.status_code == 404, (collection, r.text)
