@@ -224,3 +224,56 @@ def test_an_unknown_collection_is_a_404(client, ids):
     for collection in ("nope", "%2e%2e", "a%2Fb"):
         r = client.post(f"/collections/{collection}/animation.gif", params=NDVI, json=body)
         assert r.status_code == 404, (collection, r.text)
+
+
+# ---------------------------------------------------------------------- upstream
+
+
+def test_listed_ids_are_looked_up_in_few_upstream_requests(settings: Settings) -> None:
+    """300 ids of a STAC API: a few searches, not one request per id (an amplifier).
+
+    The bbox is outside every item: the answer is the 404 of an empty bbox, after the
+    lookup, without reading any COG.
+    """
+    from catalog_items import template_item
+    from harness.stubapi import Recorded, StubResponse, StubServer, landing_page
+
+    from app.catalog.cache import ItemCache
+    from app.catalog.stacapi import StacApiCatalog
+    from app.dependencies import get_item_cache
+
+    template = template_item()
+    collection = template["collection"]
+
+    def item(item_id: str) -> dict:
+        return {**template, "id": item_id, "links": []}
+
+    def handle(request: Recorded, server: StubServer) -> StubResponse:
+        if request.path in ("", "/"):
+            return StubResponse(200, landing_page(server.url))
+        if request.path == "/search":
+            asked = (request.json or {}).get("ids") or ",".join(request.query.get("ids", [])).split(
+                ","
+            )
+            features = [item(i) for i in asked if i.startswith("known-")]
+            return StubResponse(200, {"type": "FeatureCollection", "features": features})
+        item_id = request.path.rsplit("/", 1)[-1]
+        if item_id.startswith("known-"):
+            return StubResponse(200, item(item_id))
+        return StubResponse(404, {"code": "NotFound", "description": "no such item"})
+
+    ids = [f"known-{i}" for i in range(300)]
+    body = {"ids": ids, "bbox": [-60.0, -10.0, -59.9, -9.9], "width": 8, "height": 8}
+    with StubServer(handle) as server:
+        app = create_app(settings)
+        remote = ItemCache(StacApiCatalog(server.url, retries=0))
+        app.dependency_overrides[get_item_cache] = lambda: remote
+        with TestClient(app, raise_server_exceptions=False) as client:
+            r = client.post(f"/collections/{collection}/animation.gif", params=NDVI, json=body)
+            assert r.status_code == 404 and "outside" in _detail(r), r.text[:300]
+            lookups = server.count() - 1  # the landing page
+            assert lookups <= 10, lookups
+            # An unknown id among them is still the 404 naming it.
+            unknown = {**body, "ids": [*ids[:5], "missing-1", *ids[5:]]}
+            r = client.post(f"/collections/{collection}/animation.gif", params=NDVI, json=unknown)
+            assert r.status_code == 404 and "missing-1" in _detail(r), r.text[:300]
