@@ -277,3 +277,21 @@ def test_listed_ids_are_looked_up_in_few_upstream_requests(settings: Settings) -
             unknown = {**body, "ids": [*ids[:5], "missing-1", *ids[5:]]}
             r = client.post(f"/collections/{collection}/animation.gif", params=NDVI, json=unknown)
             assert r.status_code == 404 and "missing-1" in _detail(r), r.text[:300]
+
+
+# ---------------------------------------------------------------------- time
+
+
+def test_no_frame_read_in_time_is_a_504_naming_animation_time_limit(
+    settings: Settings, ids: list[str]
+) -> None:
+    """Not a 404 blaming ``min_clear``: the reads ran out of time (a slow or busy source)."""
+    slow = settings.model_copy(update={"animation_time_limit": 1e-6})
+    with TestClient(create_app(slow), raise_server_exceptions=False) as client:
+        search = client.post("/searches/register", json={"ids": ids}).json()["id"]
+        r = _get(client, search, "gif", {"min_clear": 0.5}, size=(256, 256))
+        assert r.status_code == 504, r.text
+        assert "animation_time_limit=1e-06" in _detail(r), _detail(r)
+        body = {"ids": ids, "bbox": BBOX, "width": 256, "height": 256}
+        r = _post(client, "webp", body)
+        assert r.status_code == 504 and "animation_time_limit" in _detail(r), r.text

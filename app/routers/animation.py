@@ -64,7 +64,8 @@ animation_responses: dict[int | str, dict[str, Any]] = {
     },
     400: {
         "description": "Bad parameters; more frames than `animation_max_frames`; `fps` over "
-        "`animation_max_fps`."
+        "`animation_max_fps` or under 0.0016 (a frame of at most 655.35 s); `width` or "
+        "`height` over the format's (WebP 16383, GIF 65535); an `interval` past year 9999."
     },
     404: {
         "description": "Unknown search or item; the bbox outside every item; no frame "
@@ -74,6 +75,7 @@ animation_responses: dict[int | str, dict[str, Any]] = {
         "description": "width x height x frames over `animation_max_pixels` (or a frame over "
         "`max_output_pixels`)."
     },
+    504: {"description": "No item could be read within `animation_time_limit`."},
 }
 
 
