@@ -316,6 +316,10 @@ class Settings(BaseSettings):
     # Seconds all the reads of one animation wait at most (mosaic_time_limit is one crop's);
     # frames not read in time are left out (X-Mosaic-Partial: time-limit).
     animation_time_limit: float = 30.0
+    # Animations made at once per process; one more is a 503 (Retry-After) at once, so that
+    # animations (seconds of reads and encoding each) never hold every request thread
+    # (request_threads) while tiles wait.
+    animation_max_concurrent: int = 4
 
     @field_validator(
         "allowed_sources",

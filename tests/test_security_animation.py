@@ -27,7 +27,8 @@ from app.stats.intervals import parse_duration, split_time_range
 BBOX = (16.085, 46.645, 16.10, 46.655)
 PATH_BBOX = ",".join(map(str, BBOX))
 NDVI = {"preset": "ndvi"}
-ITEMS = "/collections/sentinel-2-l2a/animation"
+COLLECTION = "sentinel-2-l2a"
+ITEMS = f"/collections/{COLLECTION}/animation"
 
 
 @pytest.fixture(scope="module")
@@ -295,3 +296,75 @@ def test_no_frame_read_in_time_is_a_504_naming_animation_time_limit(
         body = {"ids": ids, "bbox": BBOX, "width": 256, "height": 256}
         r = _post(client, "webp", body)
         assert r.status_code == 504 and "animation_time_limit" in _detail(r), r.text
+
+
+def test_animations_at_once_never_take_every_request_thread(
+    settings: Settings, search_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over ``animation_max_concurrent`` animations in flight, the next is a 503 at once.
+
+    The animations in flight are held (their reads wait on an event): the service has 4
+    request threads; without the bound, 6 held animations take all 4 and a tile waits
+    for one of them to end. With it, 2 are held, 4 are refused at once (naming the
+    setting, with Retry-After), and a tile and /healthz answer meanwhile.
+    """
+    import threading
+
+    import httpx
+    from live_server import live_server
+
+    import app.routers.animation as animation_router
+
+    release = threading.Event()
+    held = threading.Semaphore(0)
+    real = animation_router.read_animation
+
+    def held_read(*args, **kwargs):
+        held.release()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(animation_router, "read_animation", held_read)
+    busy = settings.model_copy(update={"request_threads": 4, "animation_max_concurrent": 2})
+    answers: list[httpx.Response] = []
+    with live_server(create_app(busy)) as url, httpx.Client(trust_env=False, timeout=90) as http:
+        registered = http.post(f"{url}/searches/register", json={"collections": [COLLECTION]})
+        search = registered.json()["id"]
+
+        def animate() -> None:
+            answers.append(
+                http.get(
+                    f"{url}/searches/{search}/bbox/{PATH_BBOX}/32x24.gif",
+                    params={**NDVI, "interval": "P1Y"},
+                )
+            )
+
+        threads = [threading.Thread(target=animate) for _ in range(6)]
+        try:
+            for thread in threads:
+                thread.start()
+            for _ in range(2):
+                assert held.acquire(timeout=30)
+            # The others are refused at once (they never reach the reads).
+            deadline = 30
+            while len(answers) < 4 and deadline > 0:
+                threading.Event().wait(0.1)
+                deadline -= 0.1
+            refused = list(answers)
+            assert len(refused) == 4, [r.status_code for r in refused]
+            for r in refused:
+                assert r.status_code == 503, r.text
+                assert "animation_max_concurrent=2" in r.json()["detail"]
+                assert r.headers["retry-after"]
+            tile = http.get(
+                f"{url}/searches/{search}/tiles/WebMercatorQuad/14/8924/5785.png",
+                params=NDVI,
+                timeout=10,
+            )
+            assert tile.status_code == 200, tile.text
+            assert http.get(f"{url}/healthz", timeout=5).status_code == 200
+        finally:
+            release.set()
+            for thread in threads:
+                thread.join(60)
+    assert sorted(r.status_code for r in answers) == [200, 200, 503, 503, 503, 503]
