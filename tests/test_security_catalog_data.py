@@ -244,3 +244,30 @@ def test_checks_behind_the_asset_list_still_hold(catalog_dir: Path, tmp_path: Pa
     # Outside the allow-list (a catalog folder the operator did not allow): 404 too.
     with pytest.raises(NotFoundError):
         served_file(folder, str(file.relative_to(folder)), [str(tmp_path)], lambda _p: True)
+
+
+def test_an_item_with_an_absurd_scale_is_served_as_it_is(demo_dir: Path, tmp_path: Path) -> None:
+    """``raster:bands`` scale or offset no float holds (a 400-digit integer): not a 500.
+
+    ``/catalog`` rewrites ``raster:bands`` (``publish_scale_offset``); a value it cannot
+    read is published as the catalog has it, like a non-numeric one.
+    """
+    catalog = tmp_path / "catalog"
+    shutil.copytree(demo_dir, catalog)
+    path = sorted((catalog / "items").glob("*.json"))[0]
+    text = path.read_text()
+    item = json.loads(text)
+    huge = "1" + "0" * 400
+    item["assets"]["red"]["raster:bands"] = [{"scale": "__HUGE__", "offset": "__HUGE__"}]
+    path.write_text(json.dumps(item).replace('"__HUGE__"', huge))
+    settings = Settings(catalog=str(catalog), data_dir=tmp_path / "data")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for url in (
+            f"/catalog/collections/{COLLECTION}/items/{item['id']}",
+            f"/catalog/collections/{COLLECTION}/items",
+            f"/catalog/search?ids={item['id']}",
+        ):
+            response = client.get(url)
+            assert response.status_code == 200, (url, response.text[:200])
+        served = client.get(f"/catalog/collections/{COLLECTION}/items/{item['id']}").json()
+        assert served["assets"]["red"]["raster:bands"][0]["scale"] == int(huge)
