@@ -368,3 +368,38 @@ def test_animations_at_once_never_take_every_request_thread(
             for thread in threads:
                 thread.join(60)
     assert sorted(r.status_code for r in answers) == [200, 200, 503, 503, 503, 503]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fmt", ["gif", "png"])
+def test_a_projected_bbox_of_absurd_size_is_a_quick_400(client, search_id, fmt):
+    """GDAL's transform of a bbox of +-1e30 m never returns (1e20: over 20 s, 1e15: 0.8 s).
+
+    The animation and the crop share the check: coordinates of a projected CRS beyond
+    1e10 (250 times the Earth's circumference in metres or feet) are a 400 at once.
+    """
+    import threading
+
+    answers = []
+
+    def ask() -> None:
+        answers.append(
+            client.get(
+                f"/searches/{search_id}/bbox/-1e30,-1e30,1e30,1e30/64x64.{fmt}",
+                params={**NDVI, "coord_crs": "EPSG:3857"},
+            )
+        )
+
+    thread = threading.Thread(target=ask, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert answers, "no answer in 10 s"
+    (r,) = answers
+    assert r.status_code == 400, r.text
+    assert _detail(r).startswith("bbox") and "1e+10" in _detail(r), _detail(r)
+    # A bbox of the whole Web Mercator square is still one.
+    r = client.get(
+        f"/searches/{search_id}/bbox/-2e7,-2e7,2e7,2e7/64x64.{fmt}",
+        params={**NDVI, "coord_crs": "EPSG:3857", "interval": "P1Y"},
+    )
+    assert r.status_code == 200, r.text
