@@ -28,6 +28,8 @@ from app import rendering
 __all__ = [
     "AnimationFormat",
     "LABEL_MARGIN",
+    "MAX_FRAME_MS",
+    "MIN_FPS",
     "encode_animation",
     "frame_duration",
     "label_box",
@@ -36,6 +38,12 @@ __all__ = [
 
 #: Pixels between the label's text and the edge of its box.
 LABEL_MARGIN = 2
+
+#: The longest frame (ms) either format stores: GIF's delay is 16 bits of hundredths of a
+#: second (WebP's 24 bits of ms, but libwebp adds the frames' timestamps up in an int).
+MAX_FRAME_MS = 655_350
+#: The slowest frame rate: one frame per ``MAX_FRAME_MS``.
+MIN_FPS = 1000 / MAX_FRAME_MS
 
 
 class AnimationFormat(StrEnum):
@@ -48,6 +56,11 @@ class AnimationFormat(StrEnum):
     def media_type(self) -> str:
         """The format's media type."""
         return f"image/{self.value}"
+
+    @property
+    def max_side(self) -> int:
+        """The widest (and tallest) frame the format stores: WebP 16383, GIF 65535 pixels."""
+        return 16383 if self is AnimationFormat.webp else 65535
 
 
 @dataclass(frozen=True)

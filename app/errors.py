@@ -57,6 +57,12 @@ class UpstreamBusyError(UpstreamError):
     status_code = 503
 
 
+class BusyError(TerratilerError):
+    """The service makes as many of these requests as it may at once: refused, try later."""
+
+    status_code = 503
+
+
 class ForbiddenError(TerratilerError):
     """A source outside the allow-list, or an address the service never fetches."""
 

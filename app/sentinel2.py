@@ -263,7 +263,7 @@ def publish_scale_offset(item: dict[str, Any]) -> dict[str, Any]:
         band = bands[0]
         try:
             scale, offset = scale_offset(item, key)
-        except (TypeError, ValueError):  # a non-numeric scale/offset: published as it is
+        except (TypeError, ValueError, OverflowError):  # not a float: published as it is
             continue
         for name, original, value, default in (
             ("scale", ORIGINAL_SCALE, scale, 1.0),

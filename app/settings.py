@@ -343,6 +343,10 @@ class Settings(BaseSettings):
     evalscript_v8_idle_workers: int = 4
     evalscript_v8_concurrency: int = 0
     evalscript_v8_queue_seconds: float = 30.0
+    # Animations made at once per process; one more is a 503 (Retry-After) at once, so that
+    # animations (seconds of reads and encoding each) never hold every request thread
+    # (request_threads) while tiles wait.
+    animation_max_concurrent: int = 4
 
     @field_validator(
         "allowed_sources",

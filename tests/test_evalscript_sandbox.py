@@ -376,14 +376,14 @@ def test_a_worker_that_hangs_or_dies_is_a_4xx(
 
 
 def test_scripts_take_turns_at_v8_and_a_long_wait_is_a_503(monkeypatch) -> None:
-    from app.errors import UpstreamBusyError
+    from app.errors import BusyError
     from app.evalscript import v8
 
     monkeypatch.setattr(v8, "_RUNNING", threading.BoundedSemaphore(1))
     monkeypatch.setattr(v8, "_QUEUE_SECONDS", 0.3)
     v8._RUNNING.acquire()  # another request holds the only turn
     try:
-        with pytest.raises(UpstreamBusyError, match="V8 workers .*were busy") as caught:
+        with pytest.raises(BusyError, match="V8 workers .*were busy") as caught:
             run("function evaluatePixel(s) { return [0]; }")
         assert caught.value.status_code == 503
     finally:

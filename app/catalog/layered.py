@@ -350,6 +350,14 @@ class LayeredCatalog:
         method = getattr(self.base, "data_folder", None)
         return method(collection_id) if method is not None else None
 
+    def publishes(self, collection_id: str, path: str) -> bool:
+        """Whether ``path`` is an asset file of the collection (``LocalCatalog.publishes``)."""
+        layer = self._layer(collection_id)
+        if layer is not None:
+            return layer.temporary is None and layer.catalog.publishes(collection_id, path)
+        method = getattr(self.base, "publishes", None)
+        return bool(method(collection_id, path)) if method is not None else False
+
     # ------------------------------------------------------------------ layers
 
     def refresh(self) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import BadRequestError, ScriptTimeoutError, TooLargeError, UpstreamBusyError
+from app.errors import BadRequestError, BusyError, ScriptTimeoutError, TooLargeError
 from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.v8_worker import shared_size, shared_views
 
@@ -232,7 +232,7 @@ def configure_v8(idle_workers: int, concurrency: int, queue_seconds: float) -> N
 def _turn() -> Iterator[None]:
     """One of the _MAX_RUNNING turns at V8 (a 503 after _QUEUE_SECONDS of waiting)."""
     if not _RUNNING.acquire(timeout=_QUEUE_SECONDS):
-        raise UpstreamBusyError(
+        raise BusyError(
             f"evalscript: the {_MAX_RUNNING} V8 workers (evalscript_v8_concurrency) were busy "
             f"for {_QUEUE_SECONDS:g} s (evalscript_v8_queue_seconds); try again"
         )
@@ -352,7 +352,7 @@ def run_v8(
             the wrong type or length (naming the output and the pixel), a missing band.
         ScriptTimeoutError: Over ``evalscript_timeout_seconds`` (all blocks together).
         TooLargeError: Over ``evalscript_memory_mb``.
-        UpstreamBusyError: No turn at V8 within _QUEUE_SECONDS (503).
+        BusyError: No turn at V8 within _QUEUE_SECONDS (503).
 
     """
     from app.evalscript.parse import normalize_setup  # noqa: PLC0415 (esprima's module)

@@ -143,17 +143,27 @@ def frame_spans(items: Sequence[IndexedItem], interval: str | None = None) -> li
     if not days:
         return []
     start = datetime.combine(min(days), datetime.min.time(), tzinfo=UTC)
-    return _interval_spans(items, days, start, duration)
+    return _interval_spans(items, days, start, duration, interval)
 
 
 def _interval_spans(
-    items: Sequence[IndexedItem], days: Sequence[date], start: datetime, duration: Duration
+    items: Sequence[IndexedItem],
+    days: Sequence[date],
+    start: datetime,
+    duration: Duration,
+    interval: str,
 ) -> list[FrameSpan]:
     """The items by interval ``[start + k d, start + (k + 1) d)``, ``k`` the interval number."""
     last = max(days)
     bounds = [start]
     while bounds[-1].date() <= last:
-        bounds.append(duration.times(start, len(bounds)))
+        try:
+            bounds.append(duration.times(start, len(bounds)))
+        except OverflowError:
+            raise BadRequestError(
+                f"interval: frames of '{interval}' from {start.date().isoformat()} reach past "
+                "the limit of the calendar (year 9999); use a shorter interval"
+            ) from None
     edges = np.array([moment.date().toordinal() for moment in bounds])
     groups: dict[int, list[IndexedItem]] = {}
     for day, entry in zip(days, items, strict=True):

@@ -747,6 +747,12 @@ class SearchBackend(BaseBackend):
         results, partial = read_all(
             wanted, read, max_items=len(wanted), time_limit=limit, max_window=window
         )
+        if not results and PARTIAL_TIME in partial:
+            # Not "no data": nothing was read in time (a slow source, a busy service).
+            setting = "mosaic_time_limit" if time_limit is None else "animation_time_limit"
+            raise UpstreamTimeoutError(
+                f"{what}: no item could be read within {setting}={limit:g} s"
+            )
         images = {entry.position: image for entry, image in results}
 
         def lookup(entry: IndexedItem) -> ImageData:

@@ -10,7 +10,9 @@ The reading is the engine's (``app.mosaic.animation.read_animation``), the drawi
 encoding ``app.animation``'s; this module parses and shapes the response.
 """
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -20,9 +22,16 @@ from rasterio.crs import CRS
 from rio_tiler.constants import WGS84_CRS
 from titiler.core.dependencies import DefaultDependency
 
-from app.animation import AnimationFormat, FrameStyle, encode_animation, render_frame
+from app.animation import (
+    MAX_FRAME_MS,
+    MIN_FPS,
+    AnimationFormat,
+    FrameStyle,
+    encode_animation,
+    render_frame,
+)
 from app.dependencies import SettingsDep
-from app.errors import BadRequestError, NotFoundError
+from app.errors import BadRequestError, BusyError, NotFoundError
 from app.mosaic import SearchBackend
 from app.mosaic.animation import AnimationLimits, read_animation
 
@@ -57,16 +66,19 @@ animation_responses: dict[int | str, dict[str, Any]] = {
     },
     400: {
         "description": "Bad parameters; more frames than `animation_max_frames`; `fps` over "
-        "`animation_max_fps`."
+        "`animation_max_fps` or under 0.0016 (a frame of at most 655.35 s); `width` or "
+        "`height` over the format's (WebP 16383, GIF 65535); an `interval` past year 9999."
     },
     404: {
         "description": "Unknown search or item; the bbox outside every item; no frame "
         "passes `min_clear`."
     },
+    503: {"description": "`animation_max_concurrent` animations are being made: retry."},
     413: {
         "description": "width x height x frames over `animation_max_pixels` (or a frame over "
         "`max_output_pixels`)."
     },
+    504: {"description": "No item could be read within `animation_time_limit`."},
 }
 
 
@@ -79,7 +91,8 @@ class AnimationParams(DefaultDependency):
         Query(
             gt=0,
             description="Frames per second (default `animation_default_fps`, at most "
-            "`animation_max_fps`). GIF stores delays in 10 ms steps.",
+            "`animation_max_fps`, at least 0.0016: a frame lasts at most 655.35 s). GIF "
+            "stores delays in 10 ms steps.",
         ),
     ] = None
     interval: Annotated[
@@ -104,31 +117,87 @@ class AnimationParams(DefaultDependency):
     ] = True
 
 
+class AnimationSlots:
+    """At most ``size`` animations made at once (``animation_max_concurrent``), per app.
+
+    Not a queue: one more is refused at once (503, ``Retry-After``), so that waiting
+    animations never hold request threads either.
+    """
+
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._free = threading.BoundedSemaphore(self.size)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """Hold a slot while making one animation; ``BusyError`` when none is free."""
+        if not self._free.acquire(blocking=False):
+            raise BusyError(
+                f"busy: {self.size} animations are being made, the limit "
+                f"animation_max_concurrent={self.size}; retry in a moment"
+            )
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+_SLOTS_LOCK = threading.Lock()
+
+
+def _slots(request: Request, size: int) -> AnimationSlots:
+    """The app's ``AnimationSlots`` (made on its first animation)."""
+    state = request.app.state
+    with _SLOTS_LOCK:
+        slots = getattr(state, "animation_slots", None)
+        if slots is None or slots.size != max(1, size):
+            slots = state.animation_slots = AnimationSlots(size)
+    return slots
+
+
 @dataclass(frozen=True)
 class AnimationConfig:
-    """The animation settings: limits and frame rates."""
+    """The animation settings: limits, frame rates and the animations in flight."""
 
     limits: AnimationLimits
     max_fps: float
     default_fps: float
+    slots: AnimationSlots
 
     def fps(self, fps: float | None) -> float:
-        """``fps``, or the default; 400 over ``animation_max_fps``."""
+        """``fps``, or the default; 400 over ``animation_max_fps`` or under ``MIN_FPS``."""
         if fps is None:
             return self.default_fps
         if fps > self.max_fps:
             raise BadRequestError(
                 f"fps: {fps:g} is over the limit animation_max_fps={self.max_fps:g}"
             )
+        if not fps >= MIN_FPS:
+            raise BadRequestError(
+                f"fps: {fps:g} is too slow: at least {MIN_FPS:.6f} frames per second (a "
+                f"frame lasts at most {MAX_FRAME_MS / 1000:g} s)"
+            )
         return fps
 
 
-def animation_config(settings: SettingsDep) -> AnimationConfig:
-    """The ``animation_*`` settings."""
+def check_frame_size(size: tuple[int, int], output_format: AnimationFormat) -> None:
+    """400 naming ``width`` or ``height`` when a frame is larger than the format stores."""
+    limit = output_format.max_side
+    for name, value in zip(("width", "height"), size, strict=True):
+        if value > limit:
+            raise BadRequestError(
+                f"{name}: {value} is over the limit of {limit} pixels of a "
+                f"{output_format.value.upper()} frame"
+            )
+
+
+def animation_config(request: Request, settings: SettingsDep) -> AnimationConfig:
+    """The ``animation_*`` settings (and the app's animations in flight)."""
     return AnimationConfig(
         limits=AnimationLimits.from_settings(settings),
         max_fps=settings.animation_max_fps,
         default_fps=settings.animation_default_fps,
+        slots=_slots(request, settings.animation_max_concurrent),
     )
 
 
@@ -167,13 +236,47 @@ def animation_response(
 
     """
     fps = config.fps(params.fps)
+    check_frame_size(size, output_format)
+    with config.slots.slot():
+        return _animation(
+            backend,
+            bbox,
+            size,
+            output_format,
+            params,
+            fps,
+            config.limits,
+            reads=reads,
+            mosaic=mosaic,
+            style=FrameStyle(post_process, colormap, render),
+            coord_crs=coord_crs,
+            dst_crs=dst_crs,
+        )
+
+
+def _animation(
+    backend: SearchBackend,
+    bbox: Sequence[float],
+    size: tuple[int, int],
+    output_format: AnimationFormat,
+    params: AnimationParams,
+    fps: float,
+    limits: AnimationLimits,
+    *,
+    reads: dict[str, Any],
+    mosaic: dict[str, Any],
+    style: FrameStyle,
+    coord_crs: CRS | None,
+    dst_crs: CRS | None,
+) -> Response:
+    """``animation_response`` once its parameters are checked and a slot is held."""
     width, height = size
     frames, read = read_animation(
         backend,
         bbox,
         width,
         height,
-        limits=config.limits,
+        limits=limits,
         interval=params.interval,
         min_clear=params.min_clear,
         bounds_crs=coord_crs or WGS84_CRS,
@@ -186,7 +289,6 @@ def animation_response(
             f"min_clear: none of the {read} frames has a clear fraction of at least "
             f"{params.min_clear:g}"
         )
-    style = FrameStyle(post_process, colormap, render)
     images = [
         render_frame(frame.image, style, frame.span.label if params.label else None)
         for frame in frames

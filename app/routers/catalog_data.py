@@ -11,8 +11,10 @@ server do), ``ETag`` and ``Last-Modified``, ``If-None-Match`` / ``If-Modified-Si
 and ``If-Range`` (a stale validator: the whole file). Starlette's ``FileResponse`` does the
 ranges and ``If-Range``; this module adds the 304s and the leniency on bad ``Range`` values.
 
-Which files: ``app.catalog.files`` (inside the collection's folder and the allow-list,
-symlinks resolved; no listing; one 404 for everything else).
+Which files: ``app.catalog.files`` (the files the collection's assets name, inside its
+folder and the allow-list, symlinks resolved; no listing; one 404 for everything else).
+Every answer says ``X-Content-Type-Options: nosniff`` and a sandboxing
+``Content-Security-Policy``: an HTML or SVG asset never runs as a page of the service.
 """
 
 import re
@@ -29,13 +31,20 @@ from starlette.responses import FileResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from app.catalog import Catalog
-from app.catalog.files import NOT_FOUND, data_folder, relative_href, served_file
+from app.catalog.files import NOT_FOUND, data_folder, published, relative_href, served_file
 from app.dependencies import SettingsDep, get_catalog
 from app.errors import NotFoundError
 
 __all__ = ["AssetLinks", "router"]
 
 router = APIRouter()
+
+#: Every file answer: its media type is never sniffed, and a browser shown one (an HTML or
+#: SVG asset) runs nothing of it as a page of the service's origin.
+_DATA_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
 
 #: ``bytes=first-last, ...`` as RFC 9110 spells a byte ranges specifier (spaces tolerated).
 _RANGE_SPEC = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
@@ -177,9 +186,12 @@ def data_file(
     folder = data_folder(catalog, collection_id)
     if folder is None:
         raise NotFoundError(NOT_FOUND)
-    file, status = served_file(folder, path, settings.allowed_prefixes)
-    response = DataFileResponse(file, stat_result=status)
+    file, status = served_file(
+        folder, path, settings.allowed_prefixes, published(catalog, collection_id)
+    )
+    response = DataFileResponse(file, stat_result=status, headers=_DATA_HEADERS)
     if _not_modified(request, response.headers["etag"], status.st_mtime):
         kept = {key: response.headers[key] for key in ("etag", "last-modified", "accept-ranges")}
+        kept.update(_DATA_HEADERS)
         return Response(status_code=304, headers=kept)
     return response

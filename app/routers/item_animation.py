@@ -81,7 +81,7 @@ def items_animation(
         raise TooLargeError(
             f"ids: {len(ids)} items, over the limit mosaic_max_search_items={limit}"
         )
-    backend = mosaics.items_backend([items.get(collection_id, item_id) for item_id in ids])
+    backend = mosaics.items_backend(items.get_many(collection_id, ids))
     return animation_response(
         backend,
         body.bbox,

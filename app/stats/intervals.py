@@ -11,7 +11,7 @@ duration does not divide the range, ``lastIntervalBehavior`` decides the last, p
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from app.errors import BadRequestError
@@ -24,6 +24,11 @@ _DURATION = re.compile(
 )
 
 
+#: The longest duration accepted: the calendar (``datetime``) ends in year 9999.
+MAX_DURATION_YEARS = 9999
+_MAX_DIGITS = 12  # more digits than this in one number: past the calendar whatever the unit
+
+
 @dataclass(frozen=True)
 class Duration:
     """An ISO 8601 duration: calendar months (years are 12 months) plus a fixed time span."""
@@ -32,14 +37,24 @@ class Duration:
     span: timedelta
 
     def times(self, start: datetime, count: int) -> datetime:
-        """Return ``start + count * self``, months first (day clamped to the month's end)."""
+        """Return ``start + count * self``, months first (day clamped to the month's end).
+
+        Raises:
+            OverflowError: The result is past the calendar's end (year 9999).
+
+        """
         moment = start
-        if self.months:
-            total = start.month - 1 + self.months * count
-            year, month = start.year + total // 12, total % 12 + 1
-            day = min(start.day, calendar.monthrange(year, month)[1])
-            moment = start.replace(year=year, month=month, day=day)
-        return moment + self.span * count
+        try:
+            if self.months:
+                total = start.month - 1 + self.months * count
+                year, month = start.year + total // 12, total % 12 + 1
+                if year > 9999:
+                    raise OverflowError(f"year {year} is past year 9999")
+                day = min(start.day, calendar.monthrange(year, month)[1])
+                moment = start.replace(year=year, month=month, day=day)
+            return moment + self.span * count
+        except (OverflowError, ValueError) as error:
+            raise OverflowError(f"{start} + {count} x {self}: {error}") from None
 
 
 def parse_duration(text: str, *, field: str = "aggregationInterval.of") -> Duration:
@@ -53,25 +68,39 @@ def parse_duration(text: str, *, field: str = "aggregationInterval.of") -> Durat
         The duration.
 
     Raises:
-        BadRequestError: Not an ISO 8601 duration, or zero.
+        BadRequestError: Not an ISO 8601 duration, zero, or longer than
+            ``MAX_DURATION_YEARS``.
 
     """
+    shown = text if not isinstance(text, str) or len(text) <= 40 else f"{text[:37]}..."
     match = _DURATION.match(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise BadRequestError(
-            f"{field}: '{text}' is not an ISO 8601 duration (e.g. P1D, P5D, P1W, P1M, P1Y)"
+            f"{field}: '{shown}' is not an ISO 8601 duration (e.g. P1D, P5D, P1W, P1M, P1Y)"
         )
     parts = {key: value for key, value in match.groupdict().items() if value is not None}
-    months = int(parts.get("years", 0)) * 12 + int(parts.get("months", 0))
-    span = timedelta(
-        weeks=int(parts.get("weeks", 0)),
-        days=int(parts.get("days", 0)),
-        hours=int(parts.get("hours", 0)),
-        minutes=int(parts.get("minutes", 0)),
-        seconds=float(parts.get("seconds", 0)),
+    too_long = BadRequestError(
+        f"{field}: '{shown}' is longer than the limit of {MAX_DURATION_YEARS} years "
+        "(dates end in year 9999)"
     )
+    if any(len(value.split(".")[0].lstrip("0")) > _MAX_DIGITS for value in parts.values()):
+        raise too_long
+    months = int(parts.get("years", 0)) * 12 + int(parts.get("months", 0))
+    try:
+        span = timedelta(
+            weeks=int(parts.get("weeks", 0)),
+            days=int(parts.get("days", 0)),
+            hours=int(parts.get("hours", 0)),
+            minutes=int(parts.get("minutes", 0)),
+            seconds=float(parts.get("seconds", 0)),
+        )
+    except OverflowError:
+        raise too_long from None
     if months == 0 and span <= timedelta(0):
-        raise BadRequestError(f"{field}: '{text}' is a zero duration")
+        raise BadRequestError(f"{field}: '{shown}' is a zero duration")
+    years = months / 12 + span / timedelta(days=365.2425)
+    if years > MAX_DURATION_YEARS:
+        raise too_long
     return Duration(months=months, span=span)
 
 
@@ -106,7 +135,12 @@ def split_time_range(
     k = 0
     lower = start
     while lower < end:
-        upper = duration.times(start, k + 1)
+        try:
+            upper = duration.times(start, k + 1)
+        except OverflowError:  # past year 9999: after any end, an interval to the last day
+            upper = datetime.max.replace(tzinfo=start.tzinfo or UTC)
+            if start.tzinfo is None:
+                upper = upper.replace(tzinfo=None)
         if upper > end:
             if behavior == "SHORTEN":
                 intervals.append((lower, end))
