@@ -15,6 +15,7 @@ for the next request (a fresh context each time, the process reused).
 """
 
 import contextlib
+import dataclasses
 import mmap
 import os
 import pickle
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import BadRequestError, ScriptTimeoutError, TooLargeError, UpstreamBusyError
+from app.evalscript.budget import seconds_left
 from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.v8_worker import shared_size, shared_views
 
@@ -373,7 +375,16 @@ def run_v8(
     outputs = [(output_id, count) for output_id, count, _ in normalized.outputs]
     size = shared_size(len(names), n, outputs)
     with _turn():
-        return _run_in_worker(script, names, bands, valid, shape, n, outputs, size, limits)
+        left = seconds_left()  # the request's budget (app.evalscript.budget), if it has one
+        if left is not None and left <= 0:
+            raise _timeout(limits)
+        run_limits = limits
+        if left is not None and left < limits.timeout_seconds:
+            run_limits = dataclasses.replace(limits, timeout_seconds=left)
+        try:
+            return _run_in_worker(script, names, bands, valid, shape, n, outputs, size, run_limits)
+        except ScriptTimeoutError:
+            raise _timeout(limits) from None  # naming the setting, not the time that was left
 
 
 def _run_in_worker(

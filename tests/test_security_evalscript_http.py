@@ -1,0 +1,114 @@
+"""Attacks on evalscripts through the HTTP endpoints: every bad script or combination is a
+4xx naming the problem (never a 500), V8's limits come out as their status naming the
+setting, and the service keeps answering."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import demo_reads as demo
+import morecantile
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+ITEMS = "/collections/sentinel-2-l2a/items"
+# A loop: the translator steps aside, the script runs in V8.
+V8_LOOP = """//VERSION=3
+function setup() { return {input: ["B04"], output: {bands: 1, sampleType: "FLOAT32"}}; }
+function evaluatePixel(s) { var t = 0; for (var i = 0; i < 3; i++) { t += s.B04; } return [t]; }
+"""
+V8_FOREVER = """//VERSION=3
+function setup() { return {input: ["B04"], output: {bands: 1}}; }
+function evaluatePixel(s) { while (true) {} }
+"""
+V8_HEAP = """//VERSION=3
+function setup() { return {input: ["B04"], output: {bands: 1}}; }
+var keep = [];
+function evaluatePixel(s) { for (;;) { keep.push(new Array(100000).fill(1.5)); } }
+"""
+
+
+def _bands_script(bands: int, sample_type: str = "AUTO", value: str = "s.B04") -> str:
+    values = ", ".join([value] * bands)
+    return (
+        '//VERSION=3\nfunction setup() { return {input: ["B04", "dataMask"], '
+        f'output: {{bands: {bands}, sampleType: "{sample_type}"}}}}; }}\n'
+        f"function evaluatePixel(s) {{ return [{values}]; }}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def attack_client(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = Settings(
+        catalog=str(demo_dir),
+        data_dir=tmp_path_factory.mktemp("data"),
+        evalscript_timeout_seconds=1.0,
+        evalscript_memory_mb=64,
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def item(demo_dir: Path) -> dict:
+    return next(iter(demo.items(demo_dir)))
+
+
+def _tile(item: dict, ext: str = "png", zoom: int = 14) -> str:
+    minx, miny, maxx, maxy = item["bbox"]
+    t = morecantile.tms.get("WebMercatorQuad").tile((minx + maxx) / 2, (miny + maxy) / 2, zoom)
+    return f"{ITEMS}/{item['id']}/tiles/WebMercatorQuad/{t.z}/{t.x}/{t.y}.{ext}"
+
+
+def _point(item: dict) -> str:
+    minx, miny, maxx, maxy = item["bbox"]
+    return f"{ITEMS}/{item['id']}/point/{(minx + maxx) / 2},{(miny + maxy) / 2}"
+
+
+# ------------------------------------------------------------------ time budget of a request
+
+# V8 only (Date, a loop); each V8 call (one per interval) spends 0.6 s, under the 1 s limit.
+SLOW_PER_CALL = """//VERSION=3
+function setup() {
+  return {input: ["B04", "dataMask"],
+          output: [{id: "v", bands: 1, sampleType: "FLOAT32"}, {id: "dataMask", bands: 1}]};
+}
+var t0 = 0;
+function evaluatePixel(s) {
+  if (!t0) { t0 = Date.now(); while (Date.now() - t0 < 600) {} }
+  return {v: [s.B04], dataMask: [s.dataMask]};
+}
+"""
+
+
+def test_statistics_over_many_intervals_share_one_v8_time_limit(attack_client, demo_dir):
+    """evalscript_timeout_seconds is the V8 time of the whole request, not of each interval:
+    5 intervals x 0.6 s of V8 is over the 1 s limit, a 408 naming it (it was a 200 after
+    intervals x timeout seconds)."""
+    geometry = json.loads((demo_dir / "fields.geojson").read_text())["features"][0]["geometry"]
+    body = {
+        "input": {
+            "bounds": {"geometry": geometry, "properties": {"crs": "EPSG:4326"}},
+            "data": [{"type": "sentinel-2-l2a", "dataFilter": {}}],
+        },
+        "aggregation": {
+            "timeRange": {"from": "2023-01-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"},
+            "aggregationInterval": {"of": "P1D"},
+            "resx": 0.0001,
+            "resy": 0.0001,
+            "evalscript": SLOW_PER_CALL,
+        },
+    }
+    started = time.monotonic()
+    r = attack_client.post("/statistics", json=body)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 408, r.text[:300]
+    assert "evalscript_timeout_seconds" in r.json()["detail"]
+    assert "ran longer than 1 s" in r.json()["detail"]
+    assert elapsed < 2.5
+    # The next request runs normally.
+    assert attack_client.get("/healthz").status_code == 200
