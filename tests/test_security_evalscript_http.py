@@ -3,6 +3,7 @@
 setting, and the service keeps answering."""
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +113,25 @@ def test_statistics_over_many_intervals_share_one_v8_time_limit(attack_client, d
     assert elapsed < 2.5
     # The next request runs normally.
     assert attack_client.get("/healthz").status_code == 200
+
+
+# ------------------------------------------------------------------ syntax errors
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "function setup( {",
+        '//VERSION=3\nfunction setup() { return {input: ["B04"]',
+    ],
+)
+def test_a_syntax_error_names_the_problem_not_a_caret(attack_client, item, script):
+    """An unfinished script was `evalscript: line 3:1: ^` (V8's caret line taken as the
+    message, a line past the script's end): now esprima's message and position."""
+    r = attack_client.get(_point(item), params={"evalscript": script})
+    assert r.status_code == 400
+    detail = r.json()["detail"]
+    assert "syntax error" in detail.lower() and "Unexpected" in detail, detail
+    assert not detail.rstrip().endswith("^")
+    line = int(re.search(r"line (\d+)", detail).group(1))
+    assert line <= script.count("\n") + 1
