@@ -135,3 +135,51 @@ def test_a_syntax_error_names_the_problem_not_a_caret(attack_client, item, scrip
     assert not detail.rstrip().endswith("^")
     line = int(re.search(r"line (\d+)", detail).group(1))
     assert line <= script.count("\n") + 1
+
+
+# ------------------------------------------------------------------ a search's defaults
+
+
+@pytest.mark.parametrize(
+    ("defaults", "named"),
+    [
+        ({"evalscript": "function setup( {"}, "syntax error"),
+        ({"evalscript": _bands_script(1).replace('"B04"', '"B10"')}, "B10"),
+        ({"evalscript": _bands_script(1), "expression": "B04"}, "not both"),
+        ({"evalscript": ["a", "b"]}, "string"),
+    ],
+)
+def test_a_search_refuses_an_evalscript_default_every_tile_would_refuse(
+    attack_client, defaults, named
+):
+    """A broken script in metadata.defaults was stored, then every tile, TileJSON and map of
+    the search was a 400: it is a 400 at registration, naming the field."""
+    r = attack_client.post(
+        "/searches/register",
+        json={"collections": ["sentinel-2-l2a"], "metadata": {"defaults": defaults}},
+    )
+    assert r.status_code == 400, r.text[:300]
+    detail = r.json()["detail"]
+    assert "metadata.defaults" in detail and named in detail, detail
+
+
+def test_a_search_keeps_a_good_evalscript_default(attack_client, item):
+    r = attack_client.post(
+        "/searches/register",
+        json={
+            "collections": ["sentinel-2-l2a"],
+            "metadata": {"defaults": {"evalscript": _bands_script(1, "FLOAT32")}},
+        },
+    )
+    assert r.status_code == 200, r.text[:300]
+    search = r.json()["id"]
+    minx, miny, maxx, maxy = item["bbox"]
+    lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
+    by_search = attack_client.get(f"/searches/{search}/point/{lon},{lat}")
+    by_item = attack_client.get(_point(item), params={"evalscript": _bands_script(1, "FLOAT32")})
+    assert by_search.status_code == 200, by_search.text[:300]
+    assert by_item.status_code == 200
+    values = by_search.json()["values"]
+    # One band, B04's reflectance (the item's own value is one of the mosaic's candidates).
+    assert len(values) == 1 and 0 < values[0] < 1
+    assert 0 < by_item.json()["values"][0] < 1
