@@ -343,6 +343,10 @@ class Settings(BaseSettings):
     evalscript_v8_idle_workers: int = 4
     evalscript_v8_concurrency: int = 0
     evalscript_v8_queue_seconds: float = 30.0
+    # Requests waiting for a V8 turn at once (each holds a request thread while it waits);
+    # more are a 503 at once naming it, so V8 requests cannot take every request thread.
+    # 0: half of request_threads (at least 1).
+    evalscript_v8_max_waiting: int = 0
 
     @field_validator(
         "allowed_sources",

@@ -4,14 +4,17 @@ setting, and the service keeps answering."""
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import demo_reads as demo
+import httpx
 import morecantile
 import pytest
 from fastapi.testclient import TestClient
+from live_server import live_server
 
 from app.main import create_app
 from app.settings import Settings
@@ -183,3 +186,46 @@ def test_a_search_keeps_a_good_evalscript_default(attack_client, item):
     # One band, B04's reflectance (the item's own value is one of the mosaic's candidates).
     assert len(values) == 1 and 0 < values[0] < 1
     assert 0 < by_item.json()["values"][0] < 1
+
+
+# ------------------------------------------------------------------ many V8 requests at once
+
+
+def test_requests_waiting_for_v8_leave_threads_to_the_others(demo_dir, tmp_path, item):
+    """Requests waiting for a V8 turn held a request thread each for up to
+    evalscript_v8_queue_seconds: enough of them stalled every other request (a plain
+    expression point waited 5 s). At most evalscript_v8_max_waiting wait (default: half of
+    request_threads); the others are a 503 at once, with Retry-After, naming the setting."""
+    settings = Settings(
+        catalog=str(demo_dir),
+        data_dir=tmp_path,
+        request_threads=8,
+        evalscript_timeout_seconds=1.0,
+        evalscript_v8_concurrency=1,
+        evalscript_v8_queue_seconds=6.0,
+    )
+    results: list[httpx.Response] = []
+    with live_server(create_app(settings)) as url:
+        plain = {"expression": "B04"}
+        assert httpx.get(url + _point(item), params=plain, timeout=30).status_code == 200
+
+        def v8_forever() -> None:
+            params = {"evalscript": V8_FOREVER}
+            results.append(httpx.get(url + _point(item), params=params, timeout=60))
+
+        threads = [threading.Thread(target=v8_forever) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        r = httpx.get(url + _point(item), params=plain, timeout=60)
+        waited = time.monotonic() - started
+        for thread in threads:
+            thread.join()
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+    assert r.status_code == 200
+    assert waited < 1.5, f"a plain point waited {waited:.1f} s behind V8 requests"
+    busy = [x for x in results if x.status_code == 503]
+    assert busy and all(x.headers.get("Retry-After") for x in busy)
+    assert any("evalscript_v8_max_waiting" in x.json()["detail"] for x in busy)
+    assert {x.status_code for x in results} <= {408, 503}
