@@ -2,6 +2,7 @@
 4xx naming the problem (never a 500), V8's limits come out as their status naming the
 setting, and the service keeps answering."""
 
+import io
 import json
 import re
 import threading
@@ -12,9 +13,11 @@ from pathlib import Path
 import demo_reads as demo
 import httpx
 import morecantile
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from live_server import live_server
+from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
@@ -229,3 +232,58 @@ def test_requests_waiting_for_v8_leave_threads_to_the_others(demo_dir, tmp_path,
     assert busy and all(x.headers.get("Retry-After") for x in busy)
     assert any("evalscript_v8_max_waiting" in x.json()["detail"] for x in busy)
     assert {x.status_code for x in results} <= {408, 503}
+
+
+# ------------------------------------------------------------------ outputs an endpoint renders
+
+
+def test_v8_limits_come_out_as_their_status_naming_the_setting(attack_client, item):
+    for path in (_tile(item), _point(item), _tile(item, "npy")):
+        r = attack_client.get(path, params={"evalscript": V8_FOREVER})
+        assert r.status_code == 408, r.text[:200]
+        assert "evalscript_timeout_seconds" in r.json()["detail"]
+    r = attack_client.get(_tile(item), params={"evalscript": V8_HEAP})
+    assert r.status_code == 413, r.text[:200]
+    assert "evalscript_memory_mb" in r.json()["detail"]
+    # The worker that overran is replaced: the next V8 script runs.
+    r = attack_client.get(_point(item), params={"evalscript": V8_LOOP})
+    assert r.status_code == 200, r.text[:200]
+    assert attack_client.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("ext", ["png", "jpeg", "webp", "tif", "npy"])
+@pytest.mark.parametrize(
+    ("bands", "sample_type", "value"),
+    [
+        (5, "AUTO", "s.B04"),
+        (3, "UINT16", "s.B04 * 10000"),
+        (1, "FLOAT32", "s.B04 * 1e30"),
+        (1, "FLOAT32", "NaN"),
+        (3, "FLOAT32", "Infinity"),
+        (3, "UINT8", "-Infinity"),
+    ],
+)
+def test_any_output_is_an_image_or_a_4xx_never_a_500(
+    attack_client, item, ext, bands, sample_type, value
+):
+    r = attack_client.get(
+        _tile(item, ext), params={"evalscript": _bands_script(bands, sample_type, value)}
+    )
+    assert r.status_code in (200, 400), r.text[:200]
+    if r.status_code == 400:
+        assert bands == 5 and ext in ("png", "jpeg", "webp")
+    if ext == "npy":
+        array = np.load(io.BytesIO(r.content))
+        assert array.shape == (bands + 1, 256, 256)  # the bands and the mask
+
+
+def test_non_finite_values_are_masked(attack_client, item):
+    """NaN and Infinity are no data: transparent in a PNG, null at a point."""
+    for value in ("NaN", "Infinity"):
+        script = _bands_script(1, "FLOAT32", value)
+        r = attack_client.get(_tile(item), params={"evalscript": script})
+        assert r.status_code == 200
+        image = np.asarray(Image.open(io.BytesIO(r.content)))
+        assert image.shape == (256, 256, 2) and (image[..., 1] == 0).all()
+        r = attack_client.get(_point(item), params={"evalscript": script})
+        assert r.status_code == 200 and r.json()["values"] == [None]
