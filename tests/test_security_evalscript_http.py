@@ -287,3 +287,14 @@ def test_non_finite_values_are_masked(attack_client, item):
         assert image.shape == (256, 256, 2) and (image[..., 1] == 0).all()
         r = attack_client.get(_point(item), params={"evalscript": script})
         assert r.status_code == 200 and r.json()["values"] == [None]
+
+
+@pytest.mark.parametrize("ext", ["png", "jpeg", "webp"])
+@pytest.mark.parametrize("bands", [2, 5])
+def test_an_image_refuses_a_band_count_it_cannot_show(attack_client, item, ext, bands):
+    """A 2-band output on PNG was an RGB image whose blue channel was the mask (JPEG: a
+    GDAL message): PNG, JPEG and WebP take 1, 3 or 4 bands, a 400 naming the count."""
+    r = attack_client.get(_tile(item, ext), params={"evalscript": _bands_script(bands)})
+    assert r.status_code == 400, r.status_code
+    detail = r.json()["detail"]
+    assert f"{bands} bands" in detail and "1, 3 or 4" in detail and ".tif" in detail, detail
