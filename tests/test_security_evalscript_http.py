@@ -298,3 +298,29 @@ def test_an_image_refuses_a_band_count_it_cannot_show(attack_client, item, ext, 
     assert r.status_code == 400, r.status_code
     detail = r.json()["detail"]
     assert f"{bands} bands" in detail and "1, 3 or 4" in detail and ".tif" in detail, detail
+
+
+# V8 only; each V8 call (one per item of a mosaic) spends 0.6 s, the output all 0.
+SLOW_ITEM = """//VERSION=3
+function setup() { return {input: ["B04", "dataMask"], output: {bands: 1}}; }
+var t0 = 0;
+function evaluatePixel(s) {
+  if (!t0) { t0 = Date.now(); while (Date.now() - t0 < 600) {} }
+  return [0];
+}
+"""
+
+
+def test_a_search_tile_shares_one_v8_time_limit_over_its_items(attack_client, item):
+    """Each item of a search tile ran V8 under a timeout of its own (6 items x 0.6 s with a
+    1 s limit was a 200 after ~3 s): the request's items share it, a 408 naming it."""
+    search = attack_client.post("/searches/register", json={"collections": ["sentinel-2-l2a"]})
+    minx, miny, maxx, maxy = item["bbox"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile((minx + maxx) / 2, (miny + maxy) / 2, 13)
+    path = f"/searches/{search.json()['id']}/tiles/WebMercatorQuad/13/{tile.x}/{tile.y}.npy"
+    started = time.monotonic()
+    r = attack_client.get(path, params={"evalscript": SLOW_ITEM, "pixel_selection": "mean"})
+    elapsed = time.monotonic() - started
+    assert r.status_code == 408, (r.status_code, r.text[:200])
+    assert "evalscript_timeout_seconds" in r.json()["detail"]
+    assert elapsed < 2.5

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import BadRequestError, ScriptTimeoutError, TooLargeError, UpstreamBusyError
-from app.evalscript.budget import seconds_left
+from app.evalscript.budget import seconds_left, spending
 from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.v8_worker import shared_size, shared_views
 
@@ -414,7 +414,10 @@ def run_v8(
         if left is not None and left < limits.timeout_seconds:
             run_limits = dataclasses.replace(limits, timeout_seconds=left)
         try:
-            return _run_in_worker(script, names, bands, valid, shape, n, outputs, size, run_limits)
+            with spending():
+                return _run_in_worker(
+                    script, names, bands, valid, shape, n, outputs, size, run_limits
+                )
         except ScriptTimeoutError:
             raise _timeout(limits) from None  # naming the setting, not the time that was left
 
