@@ -324,3 +324,27 @@ def test_a_search_tile_shares_one_v8_time_limit_over_its_items(attack_client, it
     assert r.status_code == 408, (r.status_code, r.text[:200])
     assert "evalscript_timeout_seconds" in r.json()["detail"]
     assert elapsed < 2.5
+
+
+def test_long_scripts_in_urls_and_bodies_name_their_limit(attack_client, item):
+    script = _bands_script(1, "FLOAT32")
+    r = attack_client.get(_point(item), params={"evalscript": script + "//" + "x" * 20_000})
+    assert r.status_code == 200, r.text[:200]
+    r = attack_client.get(_point(item), params={"evalscript": script + "//" + "x" * 40_000})
+    assert r.status_code == 414 and "max_query_bytes" in r.json()["detail"]
+    body = {
+        "input": {
+            "bounds": {"bbox": item["bbox"], "properties": {"crs": "EPSG:4326"}},
+            "data": [{"type": "sentinel-2-l2a"}],
+        },
+        "aggregation": {
+            "timeRange": {"from": "2023-01-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"},
+            "aggregationInterval": {"of": "P1D"},
+            "resx": 0.001,
+            "resy": 0.001,
+            "evalscript": script + "//" + "x" * 100_000,
+        },
+    }
+    r = attack_client.post("/statistics", json=body)
+    assert r.status_code == 413, r.text[:200]
+    assert "evalscript_max_chars" in r.json()["detail"]
