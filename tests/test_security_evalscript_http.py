@@ -348,3 +348,11 @@ def test_long_scripts_in_urls_and_bodies_name_their_limit(attack_client, item):
     r = attack_client.post("/statistics", json=body)
     assert r.status_code == 413, r.text[:200]
     assert "evalscript_max_chars" in r.json()["detail"]
+
+
+def test_assets_with_an_evalscript_is_a_400_not_ignored(attack_client, item):
+    """`assets` next to an evalscript was silently ignored (the tile was the script's)."""
+    for path in (_tile(item, "npy"), _point(item)):
+        r = attack_client.get(path, params={"evalscript": _bands_script(1), "assets": "nir"})
+        assert r.status_code == 400, r.status_code
+        assert "assets" in r.json()["detail"] and "evalscript" in r.json()["detail"]
