@@ -5,6 +5,8 @@ setting, and the service keeps answering."""
 import io
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -356,3 +358,40 @@ def test_assets_with_an_evalscript_is_a_400_not_ignored(attack_client, item):
         r = attack_client.get(path, params={"evalscript": _bands_script(1), "assets": "nir"})
         assert r.status_code == 400, r.status_code
         assert "assets" in r.json()["detail"] and "evalscript" in r.json()["detail"]
+
+
+def test_v8_workers_end_with_the_process_that_started_them(tmp_path):
+    """A Dask worker (any process) that ran V8 scripts and is killed leaves no V8 worker
+    behind: they read requests on a pipe from it and end at its EOF."""
+    child = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+import numpy as np
+from app.evalscript import EvalscriptLimits, parse_evalscript
+from app.evalscript import v8
+script = parse_evalscript({V8_LOOP!r}, EvalscriptLimits.default())
+script.evaluate({{"B04": np.ones((4, 4), np.float32)}}, np.ones((4, 4), bool))
+print(" ".join(str(w.process.pid) for w in v8._POOL.idle), flush=True)
+import time
+time.sleep(60)
+"""
+    process = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in process.stdout.readline().split()]
+        assert pids, "the script ran in no V8 worker"
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
