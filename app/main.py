@@ -29,6 +29,7 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.middleware import (
     CRSQueryMiddleware,
     TileScaleMiddleware,
+    V8BudgetMiddleware,
     ZoomRangeMiddleware,
 )
 from app.public_links import HostLinksMiddleware, PublicURLMiddleware
@@ -217,6 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(TileScaleMiddleware)
     app.add_middleware(ZoomRangeMiddleware)
     app.add_middleware(CRSQueryMiddleware)
+    app.add_middleware(V8BudgetMiddleware, seconds=settings.evalscript_timeout_seconds)
     # Wraps ServerErrorMiddleware itself, which add_middleware cannot reach.
     build_stack = app.build_middleware_stack
     app.build_middleware_stack = lambda: _KeepConnectionOnError(build_stack())  # type: ignore

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.crs_input import crs_text_error
+from app.evalscript.budget import request_budget
 
 _TILE_SCALE = re.compile(r"^(?P<head>.*/tiles/[^/]+/\d+/\d+/\d+)@(?P<scale>[1-4])x(?P<ext>\.\w+)?$")
 TILE_SIZE = 256
@@ -141,3 +142,22 @@ def _crs_error(key: str, value: str) -> str | None:
     except Exception as error:  # whatever else rasterio raises, the input is bad
         return f"{key}: not a CRS rasterio can read ({type(error).__name__}: {error})"
     return None
+
+
+class V8BudgetMiddleware:
+    """Every request's V8 calls share ``evalscript_timeout_seconds`` of V8 time.
+
+    A search tile's items, a crop's reads: one request cannot run items x timeout seconds.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float):
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request within one V8 budget (app.evalscript.budget)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with request_budget(self.seconds):
+            await self.app(scope, receive, send)

@@ -23,6 +23,7 @@ from rio_tiler.profiles import PNGProfile, img_profiles
 from titiler.core.resources.enums import ImageType
 from titiler.core.utils import render_image, rescale_array
 
+from app.errors import BadRequestError
 from app.readers.layers import ALPHA_BAND
 
 # titiler names the media type of ``.jpg`` outputs ``image/jpg``, which is not registered
@@ -94,6 +95,23 @@ def _without_alpha(image: ImageData) -> ImageData:
     )
 
 
+#: Formats that show an image: 1 band grey, 3 RGB (an alpha band is the mask's).
+_PICTURES = (ImageType.png, ImageType.jpeg, ImageType.jpg, ImageType.webp)
+
+
+def _check_band_count(image: ImageData, output_format: ImageType | None, colormap: Any) -> None:
+    """A 400 for a band count a picture cannot show (2 bands were RGB with the mask blue)."""
+    if colormap or image.count in (1, 3):
+        return
+    if output_format is not None and output_format not in _PICTURES:
+        return
+    name = output_format.value if output_format is not None else "image"
+    raise BadRequestError(
+        f"{name}: the image has {image.count} bands; PNG, JPEG and WebP take "
+        "1, 3 or 4 (an evalscript's alpha) bands: choose bands, or ask for .tif or .npy"
+    )
+
+
 def render(
     image: ImageData,
     *,
@@ -120,6 +138,7 @@ def render(
     if image.band_names and image.band_names[-1] == ALPHA_BAND and output_format not in _RAW:
         # The mask carries it: PNG/WebP write the mask as alpha (a 5th band would fail).
         image = _without_alpha(image)
+    _check_band_count(image, output_format, colormap)
     # In titiler's order: rescale and color formula first, then fit to the format.
     if rescale:
         image.rescale(rescale)

@@ -152,6 +152,7 @@ def configure_process(settings: Settings) -> None:
         idle_workers=settings.evalscript_v8_idle_workers,
         concurrency=settings.evalscript_v8_concurrency,
         queue_seconds=settings.evalscript_v8_queue_seconds,
+        max_waiting=settings.evalscript_v8_max_waiting or max(1, settings.request_threads // 2),
     )
 
 

@@ -347,6 +347,10 @@ class Settings(BaseSettings):
     # animations (seconds of reads and encoding each) never hold every request thread
     # (request_threads) while tiles wait.
     animation_max_concurrent: int = 4
+    # Requests waiting for a V8 turn at once (each holds a request thread while it waits);
+    # more are a 503 at once naming it, so V8 requests cannot take every request thread.
+    # 0: half of request_threads (at least 1).
+    evalscript_v8_max_waiting: int = 0
 
     @field_validator(
         "allowed_sources",

@@ -15,6 +15,7 @@ for the next request (a fresh context each time, the process reused).
 """
 
 import contextlib
+import dataclasses
 import mmap
 import os
 import pickle
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from app.errors import BadRequestError, BusyError, ScriptTimeoutError, TooLargeError
+from app.evalscript.budget import seconds_left, spending
 from app.evalscript.limits import EvalscriptLimits
 from app.evalscript.v8_worker import shared_size, shared_views
 
@@ -207,9 +209,15 @@ class _Pool:
 
 _POOL = _Pool()
 _RUNNING = threading.BoundedSemaphore(_MAX_RUNNING)
+# Requests waiting for a turn now, and how many may (configure_v8; None: no bound).
+_WAITING = 0
+_WAITING_LOCK = threading.Lock()
+_MAX_WAITING: int | None = None
 
 
-def configure_v8(idle_workers: int, concurrency: int, queue_seconds: float) -> None:
+def configure_v8(
+    idle_workers: int, concurrency: int, queue_seconds: float, max_waiting: int | None = None
+) -> None:
     """Set this process's V8 workers from the settings (``configure_process`` calls it).
 
     Args:
@@ -218,9 +226,12 @@ def configure_v8(idle_workers: int, concurrency: int, queue_seconds: float) -> N
             (``evalscript_v8_concurrency``).
         queue_seconds: How long a script waits for a turn before a 503
             (``evalscript_v8_queue_seconds``).
+        max_waiting: Scripts waiting for a turn at once, more are a 503 at once
+            (``evalscript_v8_max_waiting``); None: no bound.
 
     """
-    global _MAX_IDLE, _MAX_RUNNING, _QUEUE_SECONDS, _RUNNING
+    global _MAX_IDLE, _MAX_RUNNING, _QUEUE_SECONDS, _RUNNING, _MAX_WAITING
+    _MAX_WAITING = max_waiting
     _MAX_IDLE = max(0, idle_workers)
     running = concurrency if concurrency > 0 else max(2, os.cpu_count() or 2)
     if running != _MAX_RUNNING:
@@ -230,8 +241,13 @@ def configure_v8(idle_workers: int, concurrency: int, queue_seconds: float) -> N
 
 @contextlib.contextmanager
 def _turn() -> Iterator[None]:
-    """One of the _MAX_RUNNING turns at V8 (a 503 after _QUEUE_SECONDS of waiting)."""
-    if not _RUNNING.acquire(timeout=_QUEUE_SECONDS):
+    """One of the _MAX_RUNNING turns at V8 (503s: ``_wait_for``).
+
+    A 503 after _QUEUE_SECONDS of waiting, or at once when _MAX_WAITING requests wait
+    already (each holds a request thread while it waits).
+    """
+    running = _RUNNING
+    if not running.acquire(blocking=False) and not _wait_for(running):
         raise BusyError(
             f"evalscript: the {_MAX_RUNNING} V8 workers (evalscript_v8_concurrency) were busy "
             f"for {_QUEUE_SECONDS:g} s (evalscript_v8_queue_seconds); try again"
@@ -239,7 +255,25 @@ def _turn() -> Iterator[None]:
     try:
         yield
     finally:
-        _RUNNING.release()
+        running.release()
+
+
+def _wait_for(running: threading.BoundedSemaphore) -> bool:
+    """Wait up to _QUEUE_SECONDS for a turn, as one of at most _MAX_WAITING waiting."""
+    global _WAITING
+    with _WAITING_LOCK:
+        if _MAX_WAITING is not None and _WAITING >= _MAX_WAITING:
+            raise BusyError(
+                f"evalscript: the {_MAX_RUNNING} V8 workers (evalscript_v8_concurrency) are "
+                f"busy and {_WAITING} requests wait for them (evalscript_v8_max_waiting); "
+                "try again"
+            )
+        _WAITING += 1
+    try:
+        return running.acquire(timeout=_QUEUE_SECONDS)
+    finally:
+        with _WAITING_LOCK:
+            _WAITING -= 1
 
 
 def _ask(request: dict[str, Any], limits: EvalscriptLimits, worker: _Worker | None = None) -> Any:
@@ -373,7 +407,19 @@ def run_v8(
     outputs = [(output_id, count) for output_id, count, _ in normalized.outputs]
     size = shared_size(len(names), n, outputs)
     with _turn():
-        return _run_in_worker(script, names, bands, valid, shape, n, outputs, size, limits)
+        left = seconds_left()  # the request's budget (app.evalscript.budget), if it has one
+        if left is not None and left <= 0:
+            raise _timeout(limits)
+        run_limits = limits
+        if left is not None and left < limits.timeout_seconds:
+            run_limits = dataclasses.replace(limits, timeout_seconds=left)
+        try:
+            with spending():
+                return _run_in_worker(
+                    script, names, bands, valid, shape, n, outputs, size, run_limits
+                )
+        except ScriptTimeoutError:
+            raise _timeout(limits) from None  # naming the setting, not the time that was left
 
 
 def _run_in_worker(

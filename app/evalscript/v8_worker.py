@@ -82,11 +82,13 @@ def js_error(error: JSEvalException, memory_mb: int) -> LimitError:
         message = first.group(2)
     # The stack (after the source line and its caret) repeats the message on its first line.
     frames = [line for line in lines if line.lstrip().startswith("at ")]
-    stack_start = text.find("\n\n")
-    if stack_start >= 0:
-        rest = text[stack_start + 2 :].split("\n")
-        if rest and rest[0] and not rest[0].lstrip().startswith("at "):
-            message = rest[0]
+    # The stack follows a blank line; the source line of a syntax error may be blank too
+    # (the end of the script), then the caret line (`^`) follows a blank line: not a message.
+    for block in text.split("\n\n")[1:]:
+        head = block.split("\n", 1)[0]
+        if head.strip() and head.strip() != "^" and not head.lstrip().startswith("at "):
+            message = head
+            break
     location = ""
     for frame in frames:
         found = _FRAME.search(frame)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
+from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -196,7 +197,9 @@ class _OrderedReads(Generic[T]):
         def top_up() -> None:
             while queued and len(pending) < max(1, self.window):
                 entry = queued.popleft()
-                pending.append((entry, executor.submit(self.read, entry)))
+                # In the request's context: its V8 time budget (app.evalscript.budget).
+                read = copy_context().run
+                pending.append((entry, executor.submit(read, self.read, entry)))
 
         try:
             top_up()

@@ -32,7 +32,7 @@ from typing import Any
 
 from app.catalog.base import SearchQuery
 from app.catalog.query import search_from_body, search_to_body
-from app.errors import BadRequestError, TooLargeError
+from app.errors import BadRequestError, TerratilerError, TooLargeError
 from app.expressions import get_preset
 from app.input_limits import (
     DEFAULT_LIMITS,
@@ -258,9 +258,24 @@ def _check_choice(key: str, value: Any) -> None:
         )
 
 
+def _check_evalscript(value: Any) -> None:
+    """A default evalscript parses (every tile of the search would refuse it otherwise)."""
+    from app.evalscript import EvalscriptLimits, parse_evalscript  # noqa: PLC0415 (esprima)
+
+    if not isinstance(value, str):
+        raise BadRequestError("metadata.defaults.evalscript: expected a string (the script)")
+    try:
+        parse_evalscript(value, EvalscriptLimits.default())
+    except TerratilerError as error:
+        message = error.message.removeprefix("evalscript: ")
+        raise BadRequestError(f"metadata.defaults.evalscript: {message}") from None
+
+
 def _default_value(key: str, value: Any, limits: InputLimits) -> Any:
     scalar = (str, int, float, bool)
     _check_choice(key, value)
+    if key == "evalscript":
+        _check_evalscript(value)
     if isinstance(value, str):
         # colormap / algorithm_params text is json.loads'ed by each request it applies to.
         check_json_depth(value, limits.max_json_depth, f"metadata.defaults.{key}")
@@ -371,6 +386,8 @@ def normalize_metadata(
                     f"(one of {', '.join(sorted(RENDER_PARAMETERS))})"
                 )
             checked[key] = _default_value(key, value, limits)
+        if "evalscript" in checked and "expression" in checked:
+            raise BadRequestError("metadata.defaults: give `expression` or `evalscript`, not both")
         result["defaults"] = checked
     if len(canonical_json(result)) > max_bytes:
         raise BadRequestError(f"metadata: larger than {max_bytes} bytes")

@@ -261,6 +261,11 @@ class S2STACReader(SizedReads, STACReader):
                     "harmonize: an evalscript reads reflectance (units REFLECTANCE) or "
                     "reflectance x 10000 (units DN); set `units` in its setup() instead"
                 )
+            if assets:
+                raise BadRequestError(
+                    "assets: an evalscript reads the bands its setup() names; give `assets` "
+                    "or `evalscript`, not both"
+                )
             harmonize = True
         if harmonize is None:
             harmonize = expr is not None

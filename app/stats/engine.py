@@ -52,6 +52,7 @@ from app.catalog.base import SearchQuery
 from app.crs_input import EPSG_4326
 from app.errors import BadRequestError, NotFoundError, TerratilerError, TooLargeError
 from app.evalscript import EvalscriptBandMath
+from app.evalscript.budget import request_budget
 from app.ordering import MosaickingOrder, order_key
 from app.sentinel2 import MASK_NONE, MASK_SCL_CLEAR, SCL_ASSET
 from app.settings import Settings
@@ -126,7 +127,9 @@ def compute_statistics(
     geometry = bounds_geometry(model.input.bounds, settings.max_geometry_vertices)
     plan = make_plan(model, settings, _assets(catalog, model, settings))
     engine = _Engine(plan, catalog, settings, strict=True)
-    return engine.run([geometry])[0]
+    # Every interval's V8 calls share evalscript_timeout_seconds (one request, one budget).
+    with request_budget(settings.evalscript_timeout_seconds):
+        return engine.run([geometry])[0]
 
 
 def compute_many(
