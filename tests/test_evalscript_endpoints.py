@@ -21,6 +21,7 @@ from app.batch.processing.models import BatchProcessRequest
 from app.batch.processing.spec import GridTile
 from app.cli import build_parser
 from app.cli_batch import build_process_request, build_request
+from app.errors import BadRequestError
 from app.settings import Settings
 from app.stats.models import StatisticalRequest
 from app.stats.plan import make_plan
@@ -308,7 +309,7 @@ def test_batch_processing_evalscript_errors_name_the_field(demo_dir):
         demo_dir,
         {"evalscript": _script("ndvi"), "outputs": {"other": {"dataType": "uint8"}}},
     )
-    with pytest.raises(Exception) as error:
+    with pytest.raises(BadRequestError) as error:
         BatchProcessRequest.model_validate(body).recipe()
     assert "processRequest.outputs.other" in str(error.value)
 
@@ -385,3 +386,24 @@ def test_feature_statistics_take_an_evalscript(client, demo_dir):
     assert ours["count"] == theirs["count"] > 0
     for key in ("mean", "std", "min", "max", "median"):
         assert ours[key] == pytest.approx(theirs[key], rel=1e-6)
+
+
+def test_units_dn_is_reflectance_times_10000(client, demo_dir):
+    """Sentinel Hub's DN of L2A bands, for either processing baseline; SCL stays a class."""
+    script = """//VERSION=3
+function setup() {
+  return { input: [{ bands: ["B04", "SCL"], units: "DN" }],
+           output: { bands: 2, sampleType: "FLOAT32" } };
+}
+function evaluatePixel(s) { return [s.B04, s.SCL]; }
+"""
+    for applied in (True, False):
+        item = _item(demo_dir, applied)
+        minx, miny, maxx, maxy = item["bbox"]
+        point = f"{ITEMS}/{item['id']}/point/{(minx + maxx) / 2},{(miny + maxy) / 2}"
+        by_script = client.get(point, params={"evalscript": script})
+        reflectance = client.get(point, params={"expression": "B04;SCL"})
+        assert by_script.status_code == 200, by_script.text
+        (dn, scl), (red, klass) = by_script.json()["values"], reflectance.json()["values"]
+        assert dn == pytest.approx(red * 10000, rel=1e-6)
+        assert scl == klass and scl == int(scl)

@@ -452,7 +452,6 @@ def test_band_math_adapter_equals_the_expression_path(pixels) -> None:
     expected = parse_expression("(B08-B04)/(B08+B04)").evaluate(arrays)
     band_math = EvalscriptBandMath(script("ndvi"))
     assert band_math.names == ("B04", "B08") and band_math.outputs == ("B0",)
-    assert band_math.harmonize is True
     actual = band_math.evaluate(arrays)
     assert actual.dtype == np.float32 and actual.shape == expected.shape
     np.testing.assert_array_equal(np.ma.getmaskarray(actual), np.ma.getmaskarray(expected))

@@ -33,8 +33,6 @@ class EvalscriptBandMath:
         text: The script.
         names: The band names to read (input bands without dataMask, renamed).
         outputs: One label per band of the output: ``B0``, ``B1`` ... (Sentinel Hub's).
-        harmonize: True: the inputs are always the service's reflectance; with units DN
-            the script sees reflectance x 10000 (Sentinel Hub's DN of L2A bands).
         output: The chosen ScriptOutput.
         dtype: The numpy data type of the output's sampleType (AUTO: uint8).
 
@@ -62,14 +60,12 @@ class EvalscriptBandMath:
         self.text = script.text
         self.names: tuple[str, ...] = tuple(self._mapping.get(b, b) for b in self._bands)
         self.outputs: tuple[str, ...] = tuple(f"B{i}" for i in range(self.output.bands))
-        self.harmonize = True
         self.dtype = np.dtype(SAMPLE_DTYPES[self.output.sample_type.upper()])
+        # The inputs are always the service's reflectance; with units DN the script sees
         # Sentinel Hub's DN of L2A reflectance bands: reflectance x 10000 (harmonized).
-        self._dn_scale = {
-            band: np.float32(10000.0)
-            for band in self._bands
-            if script.units == "DN" and band in REFLECTANCE_BANDS
-        }
+        self._dn_bands = (
+            frozenset(REFLECTANCE_BANDS & set(self._bands)) if script.units == "DN" else frozenset()
+        )
 
     def __repr__(self) -> str:
         return f"EvalscriptBandMath(output={self.output.id!r}, names={self.names})"
@@ -102,8 +98,8 @@ class EvalscriptBandMath:
             array = arrays[name]
             invalid |= np.ma.getmaskarray(array)
             values = np.asarray(np.ma.getdata(array), dtype=np.float32)
-            if band in self._dn_scale:
-                values = values * self._dn_scale[band]
+            if band in self._dn_bands:
+                values = values * np.float32(10000.0)
             bands[band] = values
         results = self.script.evaluate(bands, ~invalid)
         values = results[self.output.id]
